@@ -1,0 +1,7 @@
+//! Subcommands. Each file parses its own arguments and calls into the library.
+
+pub mod ipam;
+pub mod keys;
+pub mod landscape;
+pub mod run;
+pub mod status;
