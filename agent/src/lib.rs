@@ -1,6 +1,12 @@
 //! kubelink: WireGuard device, routes and roles for Gardener's reversed cluster VPN.
 
 pub mod cmd;
+pub mod config;
+pub mod link;
+pub mod monitor;
+pub mod reconcile;
+pub mod route;
 pub mod telemetry;
+pub mod wg;
 
 pub use kubelink_ipam::keys;

@@ -1,0 +1,144 @@
+//! One reconcile pass: desired state -> read what the kernel/device has -> pure plans -> thin applies.
+
+use std::sync::Arc;
+
+use crate::config::{Desired, RouteSpec};
+use crate::link::{Link, LinkError};
+use crate::route::{self, Route, RouteError, Routes};
+use crate::wg::{self, WgBackend, WgError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Wg(#[from] WgError),
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error("{}", join(.0))]
+    Routes(Vec<RouteError>),
+    #[error("route to {destination}: device {device} does not exist")]
+    RouteDevice {
+        destination: ipnet::IpNet,
+        device: String,
+    },
+}
+
+fn join(errors: &[RouteError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl From<RouteError> for ReconcileError {
+    fn from(e: RouteError) -> Self {
+        ReconcileError::Routes(vec![e])
+    }
+}
+
+/// What a pass changed, for logs and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub device_changes: Option<String>,
+    pub routes_replaced: usize,
+    pub routes_removed: usize,
+}
+
+impl Outcome {
+    pub fn changed(&self) -> bool {
+        self.device_changes.is_some() || self.routes_replaced > 0 || self.routes_removed > 0
+    }
+}
+
+pub struct Reconciler {
+    pub link: Link,
+    pub routes: Routes,
+    pub wg: Arc<dyn WgBackend>,
+}
+
+impl Reconciler {
+    pub async fn reconcile(&self, desired: &Desired) -> Result<Outcome, ReconcileError> {
+        let mut outcome = Outcome {
+            device_changes: self.reconcile_device(desired).await?,
+            ..Outcome::default()
+        };
+        let plan = route::plan(
+            &self.resolve(&desired.routes).await?,
+            &self.routes.ours().await?,
+        );
+        outcome.routes_replaced = plan.replace.len();
+        outcome.routes_removed = plan.remove.len();
+        self.routes
+            .apply(&plan)
+            .await
+            .map_err(ReconcileError::Routes)?;
+        Ok(outcome)
+    }
+
+    async fn reconcile_device(&self, desired: &Desired) -> Result<Option<String>, ReconcileError> {
+        let spec = &desired.device;
+        self.wg.ensure(spec).await?;
+        self.link.ensure_up(&spec.name, desired.mtu).await?;
+        let observed = self
+            .wg
+            .read(&spec.name)
+            .await?
+            .ok_or_else(|| WgError::NoDevice(spec.name.clone()))?;
+        let update = wg::plan(spec, &observed);
+        let summary = (!update.is_empty()).then(|| update.summary());
+        if !update.is_empty() {
+            self.wg.apply(spec, &update).await?;
+        }
+        // After the device update: a kernel key change rewrites the device and flushes addresses.
+        self.link
+            .ensure_addresses(&spec.name, &desired.addresses)
+            .await?;
+        Ok(summary)
+    }
+
+    /// Resolves route device names to indices.
+    async fn resolve(&self, specs: &[RouteSpec]) -> Result<Vec<Route>, ReconcileError> {
+        let mut routes = Vec::with_capacity(specs.len());
+        for s in specs {
+            let oif = match &s.device {
+                Some(dev) => Some(self.link.get(dev).await?.map(|l| l.index).ok_or_else(|| {
+                    ReconcileError::RouteDevice {
+                        destination: s.destination,
+                        device: dev.clone(),
+                    }
+                })?),
+                None => None,
+            };
+            routes.push(Route {
+                destination: s.destination,
+                table: s.table,
+                gateway: s.gateway,
+                oif,
+            });
+        }
+        Ok(routes)
+    }
+
+    /// Removes what this desired state created: our routes, then the device. Best effort: every step
+    /// runs, all errors are reported together.
+    pub async fn teardown(&self, desired: &Desired) -> Result<(), Vec<String>> {
+        let mut errors = Vec::new();
+        match self.routes.ours().await {
+            Ok(ours) => {
+                let plan = route::plan(&[], &ours);
+                if let Err(es) = self.routes.apply(&plan).await {
+                    errors.extend(es.iter().map(ToString::to_string));
+                }
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+        if let Err(e) = self.wg.remove(&desired.device.name).await {
+            errors.push(e.to_string());
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! The WireGuard device layer: the desired device, what a backend reports, a pure plan between the two,
+//! and the backends (kernel over generic netlink, userspace gotatun in-process) behind one trait.
+
+mod kernel;
+pub mod plan;
+mod userspace;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ipnet::IpNet;
+use kubelink_ipam::keys::{PrivateKey, PublicKey};
+use serde::Serialize;
+
+pub use kernel::KernelBackend;
+pub use plan::{DeviceUpdate, PeerChange, plan};
+pub use userspace::UserspaceBackend;
+
+/// The device kubelink wants (link-level settings such as addresses and MTU live in [`crate::link`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSpec {
+    pub name: String,
+    pub private_key: PrivateKey,
+    /// `None`: let the device pick (and keep) a port.
+    pub listen_port: Option<u16>,
+    pub fwmark: Option<u32>,
+    pub peers: BTreeMap<PublicKey, PeerSpec>,
+}
+
+/// A peer kubelink wants. `endpoint: None` means "learned by roaming": the plan leaves it alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerSpec {
+    pub public_key: PublicKey,
+    pub endpoint: Option<SocketAddr>,
+    #[serde(rename = "allowedIPs")]
+    pub allowed_ips: BTreeSet<IpNet>,
+    pub persistent_keepalive: Option<u16>,
+}
+
+impl PeerSpec {
+    pub fn new(public_key: PublicKey) -> Self {
+        Self {
+            public_key,
+            endpoint: None,
+            allowed_ips: BTreeSet::new(),
+            persistent_keepalive: None,
+        }
+    }
+}
+
+/// A device as its backend reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedDevice {
+    pub public_key: Option<PublicKey>,
+    pub listen_port: u16,
+    pub fwmark: Option<u32>,
+    pub peers: BTreeMap<PublicKey, ObservedPeer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedPeer {
+    #[serde(flatten)]
+    pub spec: PeerSpec,
+    /// Time since the last handshake; `None` when there was none.
+    #[serde(rename = "lastHandshakeSecs", serialize_with = "secs")]
+    pub last_handshake: Option<Duration>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+fn secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&d.as_secs()),
+        None => s.serialize_none(),
+    }
+}
+
+/// Which implementation carries a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Kernel,
+    Userspace,
+}
+
+impl BackendKind {
+    /// The rtnetlink link kind a device of this backend has.
+    pub fn link_kind(self) -> &'static str {
+        match self {
+            BackendKind::Kernel => "wireguard",
+            BackendKind::Userspace => "tun",
+        }
+    }
+}
+
+/// `--wg-backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendChoice {
+    /// Kernel WireGuard when the kernel can create a link, else userspace.
+    Auto,
+    Kernel,
+    Userspace,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WgError {
+    #[error("device {device}: {op}: {reason}")]
+    Backend {
+        device: String,
+        op: &'static str,
+        reason: String,
+    },
+    #[error("device {0} does not exist")]
+    NoDevice(String),
+    #[error(transparent)]
+    Link(#[from] crate::link::LinkError),
+}
+
+impl WgError {
+    pub fn backend(device: &str, op: &'static str, reason: impl std::fmt::Display) -> Self {
+        WgError::Backend {
+            device: device.to_string(),
+            op,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// What every WireGuard implementation offers kubelink. Links are created and removed here; addresses,
+/// MTU and up/down are the link layer's job and the same for both.
+#[async_trait]
+pub trait WgBackend: Send + Sync {
+    fn kind(&self) -> BackendKind;
+    /// Creates the device, or adopts the existing one of that name (same ifindex, state kept).
+    async fn ensure(&self, spec: &DeviceSpec) -> Result<(), WgError>;
+    /// Reads the device; `Ok(None)` when it does not exist (or this process does not hold it).
+    async fn read(&self, name: &str) -> Result<Option<ObservedDevice>, WgError>;
+    /// Applies an update computed by [`plan`].
+    async fn apply(&self, spec: &DeviceSpec, update: &DeviceUpdate) -> Result<(), WgError>;
+    /// Removes the device (its link included).
+    async fn remove(&self, name: &str) -> Result<(), WgError>;
+}
+
+/// Picks the backend for `--wg-backend`; for `auto`, probes whether the kernel can create a WireGuard
+/// link and says why it chose what it chose.
+pub async fn select(choice: BackendChoice, link: &crate::link::Link) -> Arc<dyn WgBackend> {
+    let kind = match choice {
+        BackendChoice::Kernel => BackendKind::Kernel,
+        BackendChoice::Userspace => BackendKind::Userspace,
+        BackendChoice::Auto => match link.probe_wireguard().await {
+            Ok(()) => {
+                tracing::info!("wg-backend auto: kernel WireGuard is available, using it");
+                BackendKind::Kernel
+            }
+            Err(e) => {
+                tracing::info!(
+                    "wg-backend auto: kernel WireGuard unavailable ({e}); using userspace (gotatun)"
+                );
+                BackendKind::Userspace
+            }
+        },
+    };
+    match kind {
+        BackendKind::Kernel => Arc::new(KernelBackend::new(link.clone())),
+        BackendKind::Userspace => Arc::new(UserspaceBackend::new(link.clone())),
+    }
+}
+
+/// Reads any kubelink device from outside the process that runs it: kernel devices over generic
+/// netlink, userspace ones over their UAPI socket. Blocking.
+pub fn read_any(name: &str, kind: BackendKind) -> Result<ObservedDevice, WgError> {
+    use defguard_wireguard_rs::{Kernel, Userspace, WGApi, WireguardInterfaceApi};
+    let host = match kind {
+        BackendKind::Kernel => WGApi::<Kernel>::new(name).and_then(|api| api.read_interface_data()),
+        BackendKind::Userspace => {
+            WGApi::<Userspace>::new(name).and_then(|api| api.read_interface_data())
+        }
+    };
+    host.map(|h| kernel::observed(&h))
+        .map_err(|e| WgError::backend(name, "read", e))
+}

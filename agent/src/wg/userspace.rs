@@ -1,0 +1,223 @@
+//! Userspace WireGuard: gotatun (the maintained boringtun line) in this process, on a tun device.
+//!
+//! The tun link is made persistent, so it outlives the process with its ifindex, addresses and the
+//! routes that point at it; a restarted agent re-attaches to it and only the WireGuard sessions are new
+//! (one handshake). Operators reach the device with `wg show`/`wg set` over the standard UAPI socket.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use gotatun::device::uapi::UapiServer;
+use gotatun::device::{Device, DeviceBuilder, Peer};
+use gotatun::tun::tun_async_device::TunDevice;
+use gotatun::udp::socket::UdpSocketFactory;
+use gotatun::x25519;
+use ipnet::IpNet;
+use ipnetwork::IpNetwork;
+use kubelink_ipam::keys::PublicKey;
+use tokio::sync::Mutex;
+
+use super::{
+    BackendKind, DeviceSpec, DeviceUpdate, ObservedDevice, ObservedPeer, PeerChange, PeerSpec,
+    WgBackend, WgError,
+};
+use crate::link::Link;
+
+type GtDevice = Device<(UdpSocketFactory, TunDevice, TunDevice)>;
+
+pub struct UserspaceBackend {
+    link: Link,
+    devices: Mutex<HashMap<String, GtDevice>>,
+}
+
+impl UserspaceBackend {
+    pub fn new(link: Link) -> Self {
+        Self {
+            link,
+            devices: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl WgBackend for UserspaceBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Userspace
+    }
+
+    async fn ensure(&self, spec: &DeviceSpec) -> Result<(), WgError> {
+        let mut devices = self.devices.lock().await;
+        if devices.contains_key(&spec.name) {
+            return Ok(());
+        }
+        match self.link.get(&spec.name).await? {
+            Some(l) if l.kind.as_deref() == Some("tun") => {
+                tracing::info!(device = %spec.name, ifindex = l.index, "adopting the existing tun device");
+            }
+            Some(l) => {
+                tracing::warn!(device = %spec.name, kind = ?l.kind, "replacing a link of another kind with a userspace device");
+                self.link.delete(&spec.name, l.index).await?;
+            }
+            None => {}
+        }
+        let device = start(spec).await?;
+        devices.insert(spec.name.clone(), device);
+        Ok(())
+    }
+
+    async fn read(&self, name: &str) -> Result<Option<ObservedDevice>, WgError> {
+        let devices = self.devices.lock().await;
+        let Some(device) = devices.get(name) else {
+            return Ok(None);
+        };
+        Ok(Some(
+            device
+                .read(async |d| {
+                    observed(
+                        d.private_key(),
+                        d.listen_port(),
+                        d.fwmark(),
+                        d.peers().await,
+                    )
+                })
+                .await,
+        ))
+    }
+
+    async fn apply(&self, spec: &DeviceSpec, update: &DeviceUpdate) -> Result<(), WgError> {
+        let devices = self.devices.lock().await;
+        let device = devices
+            .get(&spec.name)
+            .ok_or_else(|| WgError::NoDevice(spec.name.clone()))?;
+        let secret = update
+            .set_private_key
+            .then(|| x25519::StaticSecret::from(*spec.private_key.to_bytes()));
+        let fwmark_result = device
+            .write(async |w| {
+                if let Some(secret) = secret {
+                    w.set_private_key(secret).await;
+                }
+                if let Some(port) = update.listen_port {
+                    w.set_listen_port(port);
+                }
+                for peer in &update.add_peers {
+                    w.add_peer(to_gotatun(peer));
+                }
+                for (key, change) in &update.change_peers {
+                    w.modify_peer(&x25519::PublicKey::from(*key.as_bytes()), |p| {
+                        modify(p, change)
+                    })
+                    .await;
+                }
+                for key in &update.remove_peers {
+                    w.remove_peer(&x25519::PublicKey::from(*key.as_bytes()))
+                        .await;
+                }
+                update.fwmark.map(|m| w.set_fwmark(m))
+            })
+            .await
+            .map_err(|e| WgError::backend(&spec.name, "configure", e))?;
+        match fwmark_result {
+            Some(Err(e)) => Err(WgError::backend(&spec.name, "set fwmark", e)),
+            _ => Ok(()),
+        }
+    }
+
+    async fn remove(&self, name: &str) -> Result<(), WgError> {
+        if let Some(device) = self.devices.lock().await.remove(name) {
+            device.stop().await;
+        }
+        let _ = std::fs::remove_file(format!("/var/run/wireguard/{name}.sock"));
+        self.link.delete_by_name(name).await?;
+        Ok(())
+    }
+}
+
+/// Opens (or re-attaches to) the persistent tun and starts gotatun on it with the UAPI socket.
+async fn start(spec: &DeviceSpec) -> Result<GtDevice, WgError> {
+    let err = |op| move |e: &dyn std::fmt::Display| WgError::backend(&spec.name, op, e);
+    let mut config = gotatun::tun::tun::Configuration::default();
+    config.tun_name(&spec.name);
+    // Addresses, MTU and link state belong to kubelink's link layer, not to the tun crate.
+    config.platform_config(|p| {
+        p.ensure_root_privileges(false);
+    });
+    let mut tun = gotatun::tun::tun::create_as_async(&config).map_err(|e| err("open tun")(&e))?;
+    tun.persist().map_err(|e| err("make tun persistent")(&e))?;
+    let tun = TunDevice::from_tun_device(tun).map_err(|e| err("attach tun")(&e))?;
+    let uapi = UapiServer::default_unix_socket(&spec.name, None, None)
+        .map_err(|e| err("UAPI socket")(&e))?;
+    let secret = x25519::StaticSecret::from(*spec.private_key.to_bytes());
+    let builder = DeviceBuilder::new()
+        .with_default_udp()
+        .with_ip(tun)
+        .with_uapi(uapi)
+        .with_private_key(secret)
+        .with_listen_port(spec.listen_port.unwrap_or(0))
+        .with_peers(spec.peers.values().map(to_gotatun));
+    let device = builder.build().await.map_err(|e| err("start")(&e))?;
+    tracing::info!(device = %spec.name, peers = spec.peers.len(), "started userspace WireGuard device (gotatun)");
+    Ok(device)
+}
+
+fn to_net(n: &IpNet) -> IpNetwork {
+    // Both types enforce the same prefix bounds, so this cannot fail for a valid IpNet.
+    IpNetwork::new(n.addr(), n.prefix_len()).expect("IpNet prefix is in range")
+}
+
+fn to_gotatun(p: &PeerSpec) -> Peer {
+    let mut peer = Peer::new(x25519::PublicKey::from(*p.public_key.as_bytes()));
+    peer.endpoint = p.endpoint;
+    peer.allowed_ips = p.allowed_ips.iter().map(to_net).collect();
+    peer.keepalive = p.persistent_keepalive.filter(|k| *k != 0);
+    peer
+}
+
+fn modify(p: &mut gotatun::device::configure::PeerMut, change: &PeerChange) {
+    if let Some(endpoint) = change.endpoint {
+        p.set_endpoint(Some(endpoint));
+    }
+    if let Some(ips) = &change.allowed_ips {
+        p.clear_allowed_ips();
+        p.add_allowed_ips(ips.iter().map(to_net));
+    }
+    if let Some(k) = change.persistent_keepalive {
+        p.set_keepalive((k != 0).then_some(k));
+    }
+}
+
+fn observed(
+    key: Option<&x25519::StaticSecret>,
+    listen_port: u16,
+    fwmark: Option<u32>,
+    peers: Vec<gotatun::device::configure::PeerStats>,
+) -> ObservedDevice {
+    ObservedDevice {
+        public_key: key.map(|k| PublicKey::from_bytes(x25519::PublicKey::from(k).to_bytes())),
+        listen_port,
+        fwmark: fwmark.filter(|m| *m != 0),
+        peers: peers
+            .into_iter()
+            .map(|ps| {
+                let key = PublicKey::from_bytes(ps.peer.public_key.to_bytes());
+                let seen = ObservedPeer {
+                    spec: PeerSpec {
+                        public_key: key,
+                        endpoint: ps.peer.endpoint,
+                        allowed_ips: ps
+                            .peer
+                            .allowed_ips
+                            .iter()
+                            .filter_map(|n| IpNet::new(n.ip(), n.prefix()).ok())
+                            .collect(),
+                        persistent_keepalive: ps.peer.keepalive.filter(|k| *k != 0),
+                    },
+                    last_handshake: ps.stats.last_handshake,
+                    rx_bytes: ps.stats.rx_bytes as u64,
+                    tx_bytes: ps.stats.tx_bytes as u64,
+                };
+                (key, seen)
+            })
+            .collect(),
+    }
+}
