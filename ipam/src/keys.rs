@@ -14,9 +14,13 @@ use zeroize::Zeroizing;
 /// A key given in text form that is not a WireGuard key.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
-    #[error("not valid base64 ({0}); a WireGuard key is 44 characters of standard base64, e.g. from `kubelink keys genkey`")]
+    #[error(
+        "not valid base64 ({0}); a WireGuard key is 44 characters of standard base64, e.g. from `kubelink keys genkey`"
+    )]
     Base64(String),
-    #[error("decodes to {0} bytes, a WireGuard key has 32; generate one with `kubelink keys genkey`")]
+    #[error(
+        "decodes to {0} bytes, a WireGuard key has 32; generate one with `kubelink keys genkey`"
+    )]
     Length(usize),
 }
 
