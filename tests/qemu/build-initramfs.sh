@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Assemble the guest's initramfs: busybox, iproute2's ip, wg, optionally the kubelink binary (each with
+# the shared libraries ldd lists), the WireGuard/veth/tun modules of the given kernel in load order,
+# /init and the scenario scripts.
+#
+# usage: build-initramfs.sh KERNEL_ROOT OUT.cpio.gz [KUBELINK_BIN]
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+die() { echo "build-initramfs: $*" >&2; exit 1; }
+
+[[ $# -ge 2 ]] || die "usage: build-initramfs.sh KERNEL_ROOT OUT.cpio.gz [KUBELINK_BIN]"
+kroot="$1"
+out="$2"
+kubelink="${3:-}"
+modules=(wireguard veth tun)
+
+need() { command -v "$1" >/dev/null || die "missing tool '$1' (install: $2)"; }
+need busybox busybox-static
+need cpio cpio
+need modprobe kmod
+need ldd libc-bin
+[[ -x /usr/sbin/ip || -x /sbin/ip ]] || die "missing iproute2's ip (install: iproute2)"
+need wg wireguard-tools
+
+stage="$(mktemp -d "${out%/*}/initramfs.XXXXXX")"
+trap 'rm -rf "$stage"' EXIT
+
+# Copy a binary to DEST inside the stage, plus every library ldd names, at the same paths.
+copy_with_libs() {
+  local bin="$1" dest="$2"
+  install -D -m 0755 "$bin" "$stage$dest"
+  ldd "$bin" 2>/dev/null | grep -oE '/[^ ]+' | while read -r lib; do
+    [[ -e "$stage$lib" ]] || install -D -m 0755 "$(readlink -f "$lib")" "$stage$lib"
+  done
+}
+
+add_tools() {
+  install -D -m 0755 "$(command -v busybox)" "$stage/bin/busybox"
+  ln -s busybox "$stage/bin/sh"
+  # iproute2's ip goes where busybox's applet cannot shadow it; guest-lib.sh calls it by full path.
+  copy_with_libs "$(command -v ip)" /usr/local/sbin/ip
+  copy_with_libs "$(command -v wg)" /usr/bin/wg
+  if [[ -n "$kubelink" ]]; then
+    [[ -x "$kubelink" ]] || die "kubelink binary '$kubelink' not found or not executable"
+    copy_with_libs "$kubelink" /usr/bin/kubelink
+    # Debug line tables only matter on the host; a smaller image unpacks faster in the guest.
+    if command -v strip >/dev/null; then strip "$stage/usr/bin/kubelink"; fi
+  fi
+}
+
+# Modules and their dependencies, in the order modprobe would load them, as guest paths.
+add_modules() {
+  local kver order="$stage/etc/modules.order" line path
+  kver="$(basename "$(ls -d "$kroot"/lib/modules/*/ | head -n1)")"
+  [[ -n "$kver" ]] || die "no lib/modules/<version> in $kroot"
+  [[ -f "$kroot/lib/modules/$kver/modules.dep" ]] || depmod -b "$kroot" "$kver"
+  mkdir -p "$stage/etc"
+  : >"$order"
+  for m in "${modules[@]}"; do
+    modprobe -d "$kroot" -S "$kver" --show-depends "$m" >"$stage/deps" || die "module $m not in $kver"
+    while read -r line; do
+      path="${line#insmod }"
+      path="${path%% *}"
+      [[ "$line" == insmod* ]] || continue
+      path="${path#"$kroot"}"
+      grep -qxF "$path" "$order" && continue
+      install -D -m 0644 "$kroot$path" "$stage$path"
+      echo "$path" >>"$order"
+    done <"$stage/deps"
+  done
+  rm -f "$stage/deps"
+}
+
+add_scripts() {
+  install -m 0755 "$here/init" "$stage/init"
+  install -D -m 0644 "$here/guest-lib.sh" "$stage/lib/kubelink-qemu/guest-lib.sh"
+  mkdir -p "$stage/scenarios"
+  install -m 0755 "$here"/scenarios/*.sh "$stage/scenarios/"
+  mkdir -p "$stage"/{proc,sys,dev,run,tmp,var,etc}
+  ln -s ../run "$stage/var/run"
+  echo "127.0.0.1 localhost" >"$stage/etc/hosts"
+}
+
+add_tools
+add_modules
+add_scripts
+(cd "$stage" && find . -print0 | sort -z | cpio --null -o -H newc --quiet) | gzip -1 >"$out.partial"
+mv "$out.partial" "$out"
+echo "build-initramfs: $(du -h "$out" | cut -f1) $out" >&2

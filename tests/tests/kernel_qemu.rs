@@ -1,0 +1,232 @@
+//! Kernel WireGuard in a real kernel. This machine's kernel has no WireGuard, so `tests/qemu/run.sh`
+//! boots Debian's stock kernel under qemu (TCG) once, with an initramfs holding busybox, ip, wg, the
+//! WireGuard modules and the kubelink binary, and runs every scenario in `tests/qemu/scenarios/`.
+//! Each test here asserts one scenario's PASS marker on the serial console.
+//!
+//! Missing ingredients (qemu, busybox, kmod, cpio, the kernel package, the kubelink binary) fail the
+//! tests when `CI=true` and skip them loudly otherwise.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// What one scenario printed as its last marker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    Pass,
+    Fail(String),
+    /// BEGIN without PASS/FAIL: the guest died or timed out inside the scenario.
+    Unfinished,
+}
+
+/// The markers of one boot, in the format `tests/qemu/init` prints.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Markers {
+    scenarios: BTreeMap<String, Outcome>,
+    /// `DONE pass=N fail=M`, present when the guest ran to the end.
+    done: Option<(u32, u32)>,
+}
+
+const MARK: &str = "@@KLQ ";
+
+fn parse_markers(console: &str) -> Markers {
+    let mut m = Markers::default();
+    for line in console.lines() {
+        // The console may prefix lines with carriage returns or kernel noise.
+        let Some(at) = line.find(MARK) else { continue };
+        let mut words = line[at + MARK.len()..].split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("BEGIN"), Some(name)) => {
+                m.scenarios.insert(name.to_string(), Outcome::Unfinished);
+            }
+            (Some("PASS"), Some(name)) => {
+                m.scenarios.insert(name.to_string(), Outcome::Pass);
+            }
+            (Some("FAIL"), Some(name)) => {
+                let why = words.collect::<Vec<_>>().join(" ");
+                m.scenarios.insert(name.to_string(), Outcome::Fail(why));
+            }
+            (Some("DONE"), Some(pass)) => m.done = parse_done(pass, words.next()),
+            _ => {}
+        }
+    }
+    m
+}
+
+fn parse_done(pass: &str, fail: Option<&str>) -> Option<(u32, u32)> {
+    let pass = pass.strip_prefix("pass=")?.parse().ok()?;
+    let fail = fail?.strip_prefix("fail=")?.parse().ok()?;
+    Some((pass, fail))
+}
+
+/// The console lines of one scenario, from its BEGIN to its last marker, for failure messages.
+fn scenario_excerpt(console: &str, name: &str) -> String {
+    let begin = format!("{MARK}BEGIN {name}");
+    let Some(start) = console.find(&begin) else {
+        return format!("(no BEGIN marker for {name})");
+    };
+    let rest = &console[start..];
+    let end = rest[begin.len()..]
+        .find(MARK)
+        .map(|i| {
+            let after = begin.len() + i;
+            after + rest[after..].find('\n').unwrap_or(rest.len() - after)
+        })
+        .unwrap_or(rest.len());
+    rest[..end].to_string()
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The kubelink binary: `KUBELINK_BIN`, else `target/release/kubelink` next to this test's `deps/`.
+fn kubelink_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("KUBELINK_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let bin = exe.parent()?.parent()?.join("kubelink");
+    bin.is_file().then_some(bin)
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
+/// Every host tool the boot needs, with the package that provides it.
+fn missing_ingredients() -> Vec<String> {
+    let tools = [
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("busybox", "busybox-static"),
+        ("cpio", "cpio"),
+        ("modprobe", "kmod"),
+        ("wg", "wireguard-tools"),
+        ("ip", "iproute2"),
+        ("dpkg-deb", "dpkg"),
+    ];
+    let mut missing: Vec<String> = tools
+        .iter()
+        .filter(|(tool, _)| !on_path(tool))
+        .map(|(tool, pkg)| format!("{tool} (package {pkg})"))
+        .collect();
+    if kubelink_bin().is_none() {
+        missing.push("kubelink binary (cargo build --release -p kubelink, or KUBELINK_BIN)".into());
+    }
+    missing
+}
+
+struct Boot {
+    console: String,
+    markers: Markers,
+}
+
+/// One boot for all tests of this file; `None` means skipped (ingredients missing, not under CI).
+fn boot() -> Option<&'static Boot> {
+    static BOOT: OnceLock<Option<Boot>> = OnceLock::new();
+    BOOT.get_or_init(run_guest).as_ref()
+}
+
+fn run_guest() -> Option<Boot> {
+    let missing = missing_ingredients();
+    if !missing.is_empty() {
+        let msg = format!(
+            "kernel qemu tests cannot run, missing: {}",
+            missing.join(", ")
+        );
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
+        eprintln!("\n!!! SKIPPED: {msg}\n");
+        return None;
+    }
+    let mut cmd = Command::new(repo_root().join("tests/qemu/run.sh"));
+    if let Some(bin) = kubelink_bin() {
+        cmd.env("KUBELINK_BIN", bin);
+    }
+    let out = cmd.output().expect("start tests/qemu/run.sh");
+    let console = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    let markers = parse_markers(&console);
+    assert!(
+        !markers.scenarios.is_empty(),
+        "guest ran no scenario (run.sh exit {:?}); stderr:\n{}\nconsole:\n{console}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    Some(Boot { console, markers })
+}
+
+fn assert_scenario(name: &str) {
+    let Some(boot) = boot() else { return };
+    let outcome = boot.markers.scenarios.get(name);
+    assert_eq!(
+        outcome,
+        Some(&Outcome::Pass),
+        "guest scenario {name}: {outcome:?}\n--- console ---\n{}",
+        scenario_excerpt(&boot.console, name)
+    );
+}
+
+/// Scenario names as the guest derives them: `NN-name.sh` -> `name`.
+fn scenario_files() -> Vec<String> {
+    let dir = repo_root().join("tests/qemu/scenarios");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("read tests/qemu/scenarios")
+        .filter_map(|e| {
+            let file = e.ok()?.file_name().into_string().ok()?;
+            let stem = file.strip_suffix(".sh")?;
+            Some(stem.split_once('-').map_or(stem, |(_, n)| n).to_string())
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn kernel_shell_handshake_and_ping() {
+    assert_scenario("kernel-shell");
+}
+
+/// Every scenario file ran and passed, and the guest reached its end (no timeout, no panic).
+#[test]
+fn guest_ran_every_scenario_to_the_end() {
+    let Some(boot) = boot() else { return };
+    for name in scenario_files() {
+        assert_scenario(&name);
+    }
+    let total = boot.markers.scenarios.len() as u32;
+    assert_eq!(
+        boot.markers.done,
+        Some((total, 0)),
+        "guest did not finish cleanly"
+    );
+}
+
+#[test]
+fn markers_parse_pass_fail_unfinished_and_done() {
+    let console = "noise\n\r@@KLQ BEGIN a\nx\n@@KLQ PASS a 3s\n@@KLQ BEGIN b\n\
+                   @@KLQ FAIL b exit=1 2s\n@@KLQ BEGIN c\n[ 9.1] panic\n";
+    let m = parse_markers(console);
+    assert_eq!(m.scenarios["a"], Outcome::Pass);
+    assert_eq!(m.scenarios["b"], Outcome::Fail("exit=1 2s".into()));
+    assert_eq!(m.scenarios["c"], Outcome::Unfinished);
+    assert_eq!(m.done, None, "no DONE marker: the guest did not finish");
+    let done = parse_markers("@@KLQ DONE pass=2 fail=1\n");
+    assert_eq!(done.done, Some((2, 1)));
+}
+
+#[test]
+fn excerpt_spans_one_scenario() {
+    let console =
+        "@@KLQ BEGIN a\nline a\n@@KLQ PASS a\n@@KLQ BEGIN b\nline b\n@@KLQ FAIL b exit=1\nafter\n";
+    assert_eq!(
+        scenario_excerpt(console, "b"),
+        "@@KLQ BEGIN b\nline b\n@@KLQ FAIL b exit=1"
+    );
+    assert!(scenario_excerpt(console, "zz").contains("no BEGIN"));
+}
