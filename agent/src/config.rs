@@ -15,18 +15,11 @@ use crate::wg::{DeviceSpec, PeerSpec};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {message}")]
     Syntax { path: PathBuf, message: String },
     #[error("{path}: {field}: {message}")]
-    Field {
-        path: PathBuf,
-        field: String,
-        message: String,
-    },
+    Field { path: PathBuf, field: String, message: String },
 }
 
 /// WireGuard's usual MTU: a 1500-byte underlay minus 80 bytes of IPv6 transport overhead.
@@ -95,18 +88,13 @@ pub struct Desired {
 
 /// Reads, parses and validates a config file (YAML; JSON is YAML too).
 pub fn load(path: &Path) -> Result<Desired, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.into(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
     parse(&text, path)
 }
 
 pub fn parse(text: &str, path: &Path) -> Result<Desired, ConfigError> {
-    let file: FileConfig = serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Syntax {
-        path: path.into(),
-        message: e.to_string(),
-    })?;
+    let file: FileConfig =
+        serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Syntax { path: path.into(), message: e.to_string() })?;
     Validator { path }.desired(file)
 }
 
@@ -116,11 +104,7 @@ struct Validator<'a> {
 
 impl Validator<'_> {
     fn field(&self, field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-        ConfigError::Field {
-            path: self.path.into(),
-            field: field.into(),
-            message: message.into(),
-        }
+        ConfigError::Field { path: self.path.into(), field: field.into(), message: message.into() }
     }
 
     fn desired(&self, file: FileConfig) -> Result<Desired, ConfigError> {
@@ -134,10 +118,9 @@ impl Validator<'_> {
             .map(|(i, a)| self.net(&format!("device.addresses[{i}]"), a, false))
             .collect::<Result<_, _>>()?;
         if let Some(mtu) = d.mtu.filter(|m| !(576..=65535).contains(m)) {
-            return Err(self.field(
-                "device.mtu",
-                format!("{mtu} is out of range; use 1280..65535 (1420 fits most underlays)"),
-            ));
+            return Err(
+                self.field("device.mtu", format!("{mtu} is out of range; use 1280..65535 (1420 fits most underlays)"))
+            );
         }
         let mut peers = BTreeMap::new();
         for (i, p) in d.peers.iter().enumerate() {
@@ -149,34 +132,17 @@ impl Validator<'_> {
                 ));
             }
         }
-        let routes = file
-            .routes
-            .iter()
-            .enumerate()
-            .map(|(i, r)| self.route(i, r))
-            .collect::<Result<Vec<_>, _>>()?;
-        let device = DeviceSpec {
-            name: d.name,
-            private_key,
-            listen_port: d.listen_port,
-            fwmark: d.fwmark,
-            peers,
-        };
-        Ok(Desired {
-            device,
-            addresses,
-            mtu: Some(d.mtu.unwrap_or(DEFAULT_MTU)),
-            routes,
-        })
+        let routes = file.routes.iter().enumerate().map(|(i, r)| self.route(i, r)).collect::<Result<Vec<_>, _>>()?;
+        let device = DeviceSpec { name: d.name, private_key, listen_port: d.listen_port, fwmark: d.fwmark, peers };
+        Ok(Desired { device, addresses, mtu: Some(d.mtu.unwrap_or(DEFAULT_MTU)), routes })
     }
 
     fn private_key(&self, d: &FileDevice) -> Result<PrivateKey, ConfigError> {
         match (&d.private_key, &d.private_key_file) {
             (Some(text), None) => text.parse().map_err(|e| self.field("device.privateKey", format!("{e}"))),
             (None, Some(file)) => {
-                let text = std::fs::read_to_string(file).map_err(|e| {
-                    self.field("device.privateKeyFile", format!("cannot read {}: {e}", file.display()))
-                })?;
+                let text = std::fs::read_to_string(file)
+                    .map_err(|e| self.field("device.privateKeyFile", format!("cannot read {}: {e}", file.display())))?;
                 text.parse().map_err(|e| self.field("device.privateKeyFile", format!("{}: {e}", file.display())))
             }
             (Some(_), Some(_)) => Err(self.field("device.privateKey", "give privateKey or privateKeyFile, not both")),
@@ -189,10 +155,7 @@ impl Validator<'_> {
 
     fn peer(&self, i: usize, p: &FilePeer) -> Result<PeerSpec, ConfigError> {
         let at = |f: &str| format!("device.peers[{i}].{f}");
-        let public_key: PublicKey = p
-            .public_key
-            .parse()
-            .map_err(|e| self.field(at("publicKey"), format!("{e}")))?;
+        let public_key: PublicKey = p.public_key.parse().map_err(|e| self.field(at("publicKey"), format!("{e}")))?;
         let endpoint = match &p.endpoint {
             Some(e) => Some(resolve_endpoint(e).map_err(|m| self.field(at("endpoint"), m))?),
             None => None,
@@ -203,56 +166,38 @@ impl Validator<'_> {
             .enumerate()
             .map(|(j, a)| self.net(&at(&format!("allowedIPs[{j}]")), a, true))
             .collect::<Result<_, _>>()?;
-        Ok(PeerSpec {
-            public_key,
-            endpoint,
-            allowed_ips,
-            persistent_keepalive: p.persistent_keepalive,
-        })
+        Ok(PeerSpec { public_key, endpoint, allowed_ips, persistent_keepalive: p.persistent_keepalive })
     }
 
     fn route(&self, i: usize, r: &FileRoute) -> Result<RouteSpec, ConfigError> {
         let at = |f: &str| format!("routes[{i}].{f}");
         let destination = self.net(&at("destination"), &r.destination, true)?;
         let gateway = match &r.gateway {
-            Some(g) => Some(g.parse::<IpAddr>().map_err(|e| {
-                self.field(at("gateway"), format!("{g:?}: {e}; write an IP address"))
-            })?),
+            Some(g) => Some(
+                g.parse::<IpAddr>()
+                    .map_err(|e| self.field(at("gateway"), format!("{g:?}: {e}; write an IP address")))?,
+            ),
             None => None,
         };
         if gateway.is_none() && r.device.is_none() {
             return Err(self.field(at("gateway"), "a route needs a gateway, a device, or both"));
         }
         if let Some(g) = gateway.filter(|g| g.is_ipv4() != destination.addr().is_ipv4()) {
-            return Err(self.field(
-                at("gateway"),
-                format!("{g} is not of the destination's address family"),
-            ));
+            return Err(self.field(at("gateway"), format!("{g} is not of the destination's address family")));
         }
         if let Some(dev) = &r.device {
             validate_ifname(dev).map_err(|m| self.field(at("device"), m))?;
         }
-        Ok(RouteSpec {
-            destination,
-            gateway,
-            device: r.device.clone(),
-            table: r.table.unwrap_or(MAIN_TABLE),
-        })
+        Ok(RouteSpec { destination, gateway, device: r.device.clone(), table: r.table.unwrap_or(MAIN_TABLE) })
     }
 
     /// A CIDR. `network` demands host bits be zero (routes, allowed IPs); addresses keep them.
     fn net(&self, field: &str, text: &str, network: bool) -> Result<IpNet, ConfigError> {
         let net: IpNet = text.parse().map_err(|_| {
-            self.field(
-                field,
-                format!("{text:?} is not a CIDR; write e.g. 192.168.128.0/22 or fd00::/64"),
-            )
+            self.field(field, format!("{text:?} is not a CIDR; write e.g. 192.168.128.0/22 or fd00::/64"))
         })?;
         if network && net.trunc() != net {
-            return Err(self.field(
-                field,
-                format!("{net} has host bits set; did you mean {}?", net.trunc()),
-            ));
+            return Err(self.field(field, format!("{net} has host bits set; did you mean {}?", net.trunc())));
         }
         Ok(net)
     }
@@ -264,15 +209,11 @@ pub fn validate_ifname(name: &str) -> Result<(), String> {
         && name.len() <= 15
         && name != "."
         && name != ".."
-        && !name
-            .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace());
+        && !name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace());
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{name:?} is not a valid interface name (1-15 characters, no '/', ':' or spaces)"
-        ))
+        Err(format!("{name:?} is not a valid interface name (1-15 characters, no '/', ':' or spaces)"))
     }
 }
 
@@ -281,20 +222,11 @@ pub fn resolve_endpoint(text: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = text.parse() {
         return Ok(addr);
     }
-    if text
-        .rsplit_once(':')
-        .is_none_or(|(_, port)| port.parse::<u16>().is_err())
-    {
-        return Err(format!(
-            "{text:?} needs the form host:port, e.g. gw.example.org:51820"
-        ));
+    if text.rsplit_once(':').is_none_or(|(_, port)| port.parse::<u16>().is_err()) {
+        return Err(format!("{text:?} needs the form host:port, e.g. gw.example.org:51820"));
     }
-    let mut addrs = text
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {text:?}: {e}"))?;
-    addrs
-        .next()
-        .ok_or_else(|| format!("{text:?} resolves to no address"))
+    let mut addrs = text.to_socket_addrs().map_err(|e| format!("cannot resolve {text:?}: {e}"))?;
+    addrs.next().ok_or_else(|| format!("{text:?} resolves to no address"))
 }
 
 #[cfg(test)]
@@ -340,57 +272,19 @@ mod tests {
     fn errors_name_the_field() {
         // rows: file text, the field the error must name, a word of the fix
         let rows = [
-            (
-                base("", "").replace("name: kl0", "name: this-name-is-far-too-long"),
-                "device.name",
-                "1-15",
-            ),
-            (
-                base("", "").replace(KEY, "garbage"),
-                "device.privateKey",
-                "genkey",
-            ),
-            (
-                base("", "").replace(PUB, "AAAA"),
-                "device.peers[0].publicKey",
-                "32",
-            ),
-            (
-                base("", "").replace("192.168.128.10/32", "192.168.128.300/32"),
-                "device.peers[0].allowedIPs[0]",
-                "CIDR",
-            ),
+            (base("", "").replace("name: kl0", "name: this-name-is-far-too-long"), "device.name", "1-15"),
+            (base("", "").replace(KEY, "garbage"), "device.privateKey", "genkey"),
+            (base("", "").replace(PUB, "AAAA"), "device.peers[0].publicKey", "32"),
+            (base("", "").replace("192.168.128.10/32", "192.168.128.300/32"), "device.peers[0].allowedIPs[0]", "CIDR"),
             (
                 base("", "").replace("192.168.128.10/32", "192.168.128.10/24"),
                 "device.peers[0].allowedIPs[0]",
                 "did you mean",
             ),
-            (
-                base("    endpoint: nohostport\n", ""),
-                "device.peers[0].endpoint",
-                "host:port",
-            ),
-            (
-                base("", "routes:\n- destination: 10.0.0.0/8\n"),
-                "routes[0].gateway",
-                "gateway, a device",
-            ),
-            (
-                base(
-                    "",
-                    "routes:\n- destination: 10.0.0.0/8\n  gateway: fd00::1\n",
-                ),
-                "routes[0].gateway",
-                "family",
-            ),
-            (
-                base("", "").replace(
-                    "  privateKey: ",
-                    "  privateKeyFile: /nonexistent/key\n  x: ",
-                ),
-                "",
-                "unknown field",
-            ),
+            (base("    endpoint: nohostport\n", ""), "device.peers[0].endpoint", "host:port"),
+            (base("", "routes:\n- destination: 10.0.0.0/8\n"), "routes[0].gateway", "gateway, a device"),
+            (base("", "routes:\n- destination: 10.0.0.0/8\n  gateway: fd00::1\n"), "routes[0].gateway", "family"),
+            (base("", "").replace("  privateKey: ", "  privateKeyFile: /nonexistent/key\n  x: "), "", "unknown field"),
         ];
         for (text, field, hint) in rows {
             let err = parse_str(&text).unwrap_err().to_string();
@@ -402,15 +296,9 @@ mod tests {
 
     #[test]
     fn missing_key_file_is_named() {
-        let text = base("", "").replace(
-            &format!("privateKey: {KEY}"),
-            "privateKeyFile: /nonexistent/kubelink.key",
-        );
+        let text = base("", "").replace(&format!("privateKey: {KEY}"), "privateKeyFile: /nonexistent/kubelink.key");
         let err = parse_str(&text).unwrap_err().to_string();
-        assert!(
-            err.contains("device.privateKeyFile") && err.contains("/nonexistent/kubelink.key"),
-            "{err}"
-        );
+        assert!(err.contains("device.privateKeyFile") && err.contains("/nonexistent/kubelink.key"), "{err}");
     }
 
     #[test]
@@ -422,15 +310,8 @@ mod tests {
 
     #[test]
     fn endpoints_resolve_literals_and_localhost() {
-        assert_eq!(
-            resolve_endpoint("[fd00::1]:51820").unwrap(),
-            "[fd00::1]:51820".parse().unwrap()
-        );
+        assert_eq!(resolve_endpoint("[fd00::1]:51820").unwrap(), "[fd00::1]:51820".parse().unwrap());
         assert_eq!(resolve_endpoint("localhost:51820").unwrap().port(), 51820);
-        assert!(
-            resolve_endpoint("localhost")
-                .unwrap_err()
-                .contains("host:port")
-        );
+        assert!(resolve_endpoint("localhost").unwrap_err().contains("host:port"));
     }
 }

@@ -12,26 +12,16 @@ use rtnetlink::{Handle, LinkUnspec, LinkWireguard};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
-    #[error(
-        "opening a netlink socket: {0} (kubelink needs CAP_NET_ADMIN in the node's network namespace)"
-    )]
+    #[error("opening a netlink socket: {0} (kubelink needs CAP_NET_ADMIN in the node's network namespace)")]
     Socket(std::io::Error),
     #[error("link {name}: {op}: {source}")]
-    Netlink {
-        name: String,
-        op: &'static str,
-        source: rtnetlink::Error,
-    },
+    Netlink { name: String, op: &'static str, source: rtnetlink::Error },
     #[error("link {0} does not exist")]
     Missing(String),
 }
 
 fn nl<'a>(name: &'a str, op: &'static str) -> impl FnOnce(rtnetlink::Error) -> LinkError + 'a {
-    move |source| LinkError::Netlink {
-        name: name.to_string(),
-        op,
-        source,
-    }
+    move |source| LinkError::Netlink { name: name.to_string(), op, source }
 }
 
 /// What kubelink needs to know about a link.
@@ -62,12 +52,7 @@ impl Link {
     }
 
     pub async fn get(&self, name: &str) -> Result<Option<LinkState>, LinkError> {
-        let mut stream = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute();
+        let mut stream = self.handle.link().get().match_name(name.to_string()).execute();
         match stream.try_next().await {
             Ok(Some(msg)) => Ok(Some(link_state(&msg))),
             Ok(None) => Ok(None),
@@ -77,10 +62,7 @@ impl Link {
     }
 
     pub async fn index(&self, name: &str) -> Result<u32, LinkError> {
-        self.get(name)
-            .await?
-            .map(|l| l.index)
-            .ok_or_else(|| LinkError::Missing(name.to_string()))
+        self.get(name).await?.map(|l| l.index).ok_or_else(|| LinkError::Missing(name.to_string()))
     }
 
     pub async fn create_wireguard(&self, name: &str) -> Result<(), LinkError> {
@@ -101,12 +83,7 @@ impl Link {
     }
 
     pub async fn delete(&self, name: &str, index: u32) -> Result<(), LinkError> {
-        self.handle
-            .link()
-            .del(index)
-            .execute()
-            .await
-            .map_err(nl(name, "delete"))
+        self.handle.link().del(index).execute().await.map_err(nl(name, "delete"))
     }
 
     /// Deletes the link if it exists; true when something was deleted.
@@ -119,10 +96,7 @@ impl Link {
 
     /// Brings the link up and sets its MTU, touching only what differs.
     pub async fn ensure_up(&self, name: &str, mtu: Option<u32>) -> Result<(), LinkError> {
-        let state = self
-            .get(name)
-            .await?
-            .ok_or_else(|| LinkError::Missing(name.to_string()))?;
+        let state = self.get(name).await?.ok_or_else(|| LinkError::Missing(name.to_string()))?;
         let mtu_change = mtu.filter(|m| state.mtu != Some(*m));
         if state.up && mtu_change.is_none() {
             return Ok(());
@@ -131,12 +105,7 @@ impl Link {
         if let Some(m) = mtu_change {
             msg = msg.mtu(m);
         }
-        self.handle
-            .link()
-            .set(msg.build())
-            .execute()
-            .await
-            .map_err(nl(name, "set up/mtu"))
+        self.handle.link().set(msg.build()).execute().await.map_err(nl(name, "set up/mtu"))
     }
 
     pub async fn addresses(&self, name: &str, index: u32) -> Result<Vec<IpNet>, LinkError> {
@@ -153,11 +122,7 @@ impl Link {
     }
 
     /// Makes the link's addresses exactly `want` (IPv6 link-local ones are the kernel's and stay).
-    pub async fn ensure_addresses(
-        &self,
-        name: &str,
-        want: &BTreeSet<IpNet>,
-    ) -> Result<(), LinkError> {
+    pub async fn ensure_addresses(&self, name: &str, want: &BTreeSet<IpNet>) -> Result<(), LinkError> {
         let index = self.index(name).await?;
         let have = self.addresses(name, index).await?;
         let (add, remove) = plan_addresses(want, &have);
@@ -188,12 +153,7 @@ impl Link {
             .await
             .map_err(nl(name, "find address"))?;
         for msg in msgs {
-            self.handle
-                .address()
-                .del(msg)
-                .execute()
-                .await
-                .map_err(nl(name, "delete address"))?;
+            self.handle.address().del(msg).execute().await.map_err(nl(name, "delete address"))?;
         }
         Ok(())
     }
@@ -201,11 +161,7 @@ impl Link {
 
 /// Addresses to add and to remove so that a link ends up with exactly `want`.
 pub fn plan_addresses(want: &BTreeSet<IpNet>, have: &[IpNet]) -> (Vec<IpNet>, Vec<IpNet>) {
-    let have: BTreeSet<IpNet> = have
-        .iter()
-        .copied()
-        .filter(|n| !is_link_local(n.addr()))
-        .collect();
+    let have: BTreeSet<IpNet> = have.iter().copied().filter(|n| !is_link_local(n.addr())).collect();
     let add = want.difference(&have).copied().collect();
     let remove = have.difference(want).copied().collect();
     (add, remove)
@@ -219,12 +175,8 @@ fn is_link_local(ip: IpAddr) -> bool {
 }
 
 fn link_state(msg: &LinkMessage) -> LinkState {
-    let mut state = LinkState {
-        index: msg.header.index,
-        kind: None,
-        mtu: None,
-        up: msg.header.flags.contains(LinkFlags::Up),
-    };
+    let mut state =
+        LinkState { index: msg.header.index, kind: None, mtu: None, up: msg.header.flags.contains(LinkFlags::Up) };
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::Mtu(m) => state.mtu = Some(*m),
@@ -252,9 +204,7 @@ fn address_net(msg: &AddressMessage) -> Option<IpNet> {
     // IFA_LOCAL is the interface's own address on point-to-point links; IFA_ADDRESS elsewhere.
     let pick = |want_local: bool| {
         msg.attributes.iter().find_map(|a| match (a, want_local) {
-            (AddressAttribute::Local(ip), true) | (AddressAttribute::Address(ip), false) => {
-                Some(*ip)
-            }
+            (AddressAttribute::Local(ip), true) | (AddressAttribute::Address(ip), false) => Some(*ip),
             _ => None,
         })
     };
@@ -272,9 +222,7 @@ mod tests {
 
     #[test]
     fn address_plan_adds_missing_removes_extra_keeps_link_local() {
-        let want: BTreeSet<IpNet> = nets(&["192.168.128.1/22", "fd00::1/64"])
-            .into_iter()
-            .collect();
+        let want: BTreeSet<IpNet> = nets(&["192.168.128.1/22", "fd00::1/64"]).into_iter().collect();
         let have = nets(&["192.168.128.1/22", "10.0.0.5/24", "fe80::1/64"]);
         let (add, remove) = plan_addresses(&want, &have);
         assert_eq!(add, nets(&["fd00::1/64"]));

@@ -4,11 +4,7 @@ use clap::{Parser, Subcommand};
 use kubelink::cmd;
 
 #[derive(Parser)]
-#[command(
-    name = "kubelink",
-    version,
-    about = "WireGuard reversed cluster VPN for Gardener seeds and shoots"
-)]
+#[command(name = "kubelink", version, about = "WireGuard reversed cluster VPN for Gardener seeds and shoots")]
 struct Cli {
     /// Log filter (tracing env-filter syntax), e.g. `info,kubelink=debug`.
     #[arg(long, env = "KUBELINK_LOG", default_value = "info", global = true)]
@@ -39,10 +35,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     kubelink::telemetry::init_logging(&cli.log, cli.log_json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kubelink: cannot start the async runtime: {e}");

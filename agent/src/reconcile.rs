@@ -16,18 +16,11 @@ pub enum ReconcileError {
     #[error("{}", join(.0))]
     Routes(Vec<RouteError>),
     #[error("route to {destination}: device {device} does not exist")]
-    RouteDevice {
-        destination: ipnet::IpNet,
-        device: String,
-    },
+    RouteDevice { destination: ipnet::IpNet, device: String },
 }
 
 fn join(errors: &[RouteError]) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 impl From<RouteError> for ReconcileError {
@@ -58,20 +51,11 @@ pub struct Reconciler {
 
 impl Reconciler {
     pub async fn reconcile(&self, desired: &Desired) -> Result<Outcome, ReconcileError> {
-        let mut outcome = Outcome {
-            device_changes: self.reconcile_device(desired).await?,
-            ..Outcome::default()
-        };
-        let plan = route::plan(
-            &self.resolve(&desired.routes).await?,
-            &self.routes.ours().await?,
-        );
+        let mut outcome = Outcome { device_changes: self.reconcile_device(desired).await?, ..Outcome::default() };
+        let plan = route::plan(&self.resolve(&desired.routes).await?, &self.routes.ours().await?);
         outcome.routes_replaced = plan.replace.len();
         outcome.routes_removed = plan.remove.len();
-        self.routes
-            .apply(&plan)
-            .await
-            .map_err(ReconcileError::Routes)?;
+        self.routes.apply(&plan).await.map_err(ReconcileError::Routes)?;
         Ok(outcome)
     }
 
@@ -79,20 +63,14 @@ impl Reconciler {
         let spec = &desired.device;
         self.wg.ensure(spec).await?;
         self.link.ensure_up(&spec.name, desired.mtu).await?;
-        let observed = self
-            .wg
-            .read(&spec.name)
-            .await?
-            .ok_or_else(|| WgError::NoDevice(spec.name.clone()))?;
+        let observed = self.wg.read(&spec.name).await?.ok_or_else(|| WgError::NoDevice(spec.name.clone()))?;
         let update = wg::plan(spec, &observed);
         let summary = (!update.is_empty()).then(|| update.summary());
         if !update.is_empty() {
             self.wg.apply(spec, &update).await?;
         }
         // After the device update: a kernel key change rewrites the device and flushes addresses.
-        self.link
-            .ensure_addresses(&spec.name, &desired.addresses)
-            .await?;
+        self.link.ensure_addresses(&spec.name, &desired.addresses).await?;
         Ok(summary)
     }
 
@@ -100,21 +78,14 @@ impl Reconciler {
     async fn resolve(&self, specs: &[RouteSpec]) -> Result<Vec<Route>, ReconcileError> {
         let mut routes = Vec::with_capacity(specs.len());
         for s in specs {
-            let oif = match &s.device {
-                Some(dev) => Some(self.link.get(dev).await?.map(|l| l.index).ok_or_else(|| {
-                    ReconcileError::RouteDevice {
-                        destination: s.destination,
-                        device: dev.clone(),
-                    }
-                })?),
-                None => None,
-            };
-            routes.push(Route {
-                destination: s.destination,
-                table: s.table,
-                gateway: s.gateway,
-                oif,
-            });
+            let oif =
+                match &s.device {
+                    Some(dev) => Some(self.link.get(dev).await?.map(|l| l.index).ok_or_else(|| {
+                        ReconcileError::RouteDevice { destination: s.destination, device: dev.clone() }
+                    })?),
+                    None => None,
+                };
+            routes.push(Route { destination: s.destination, table: s.table, gateway: s.gateway, oif });
         }
         Ok(routes)
     }
@@ -135,10 +106,6 @@ impl Reconciler {
         if let Err(e) = self.wg.remove(&desired.device.name).await {
             errors.push(e.to_string());
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
     }
 }

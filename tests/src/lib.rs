@@ -1,0 +1,4 @@
+//! kubelink's test support: the network-namespace harness, the Kubernetes API test server and the
+//! kernel scenario driver.
+
+pub mod netns;

@@ -27,18 +27,14 @@ enum KeysCommand {
 
 pub fn run(args: KeysArgs) -> anyhow::Result<()> {
     match args.command {
-        KeysCommand::Genkey { out: Some(path) } => {
-            write_private_key(&path, &PrivateKey::generate())
-        }
+        KeysCommand::Genkey { out: Some(path) } => write_private_key(&path, &PrivateKey::generate()),
         KeysCommand::Genkey { out: None } => {
             println!("{}", PrivateKey::generate().expose_base64().as_str());
             Ok(())
         }
         KeysCommand::Pubkey => {
             let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .context("reading the private key from stdin")?;
+            std::io::stdin().read_to_string(&mut text).context("reading the private key from stdin")?;
             let key: PrivateKey = text.parse().context("stdin: not a WireGuard private key")?;
             println!("{}", key.public_key());
             Ok(())
@@ -54,6 +50,5 @@ pub fn write_private_key(path: &std::path::Path, key: &PrivateKey) -> anyhow::Re
         .mode(0o600)
         .open(path)
         .with_context(|| format!("creating key file {}", path.display()))?;
-    writeln!(file, "{}", key.expose_base64().as_str())
-        .with_context(|| format!("writing {}", path.display()))
+    writeln!(file, "{}", key.expose_base64().as_str()).with_context(|| format!("writing {}", path.display()))
 }

@@ -132,9 +132,7 @@ fn modified(path: &Path) -> Option<SystemTime> {
 }
 
 async fn teardown(rec: &Reconciler, desired: &Desired) -> anyhow::Result<()> {
-    rec.teardown(desired)
-        .await
-        .map_err(|errors| anyhow::anyhow!("cleanup incomplete: {}", errors.join("; ")))?;
+    rec.teardown(desired).await.map_err(|errors| anyhow::anyhow!("cleanup incomplete: {}", errors.join("; ")))?;
     tracing::info!(device = %desired.device.name, "removed device and routes");
     Ok(())
 }

@@ -41,18 +41,14 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
 
 pub async fn read(name: &str) -> anyhow::Result<DeviceStatus> {
     let link = Link::open()?;
-    let state = link
-        .get(name)
-        .await?
-        .with_context(|| format!("device {name} does not exist"))?;
+    let state = link.get(name).await?.with_context(|| format!("device {name} does not exist"))?;
     let backend = match state.kind.as_deref() {
         Some("wireguard") => BackendKind::Kernel,
         Some("tun") => BackendKind::Userspace,
         other => anyhow::bail!("{name} is a {other:?} link, not a kubelink WireGuard device"),
     };
     let name_owned = name.to_string();
-    let observed: ObservedDevice =
-        tokio::task::spawn_blocking(move || wg::read_any(&name_owned, backend)).await??;
+    let observed: ObservedDevice = tokio::task::spawn_blocking(move || wg::read_any(&name_owned, backend)).await??;
     Ok(DeviceStatus {
         name: name.to_string(),
         backend,
@@ -66,22 +62,12 @@ pub async fn read(name: &str) -> anyhow::Result<DeviceStatus> {
 
 fn print_text(s: &DeviceStatus) {
     println!("device {} ({:?}, ifindex {})", s.name, s.backend, s.ifindex);
-    println!(
-        "  public key  {}",
-        s.public_key.as_deref().unwrap_or("(none)")
-    );
+    println!("  public key  {}", s.public_key.as_deref().unwrap_or("(none)"));
     println!("  listen port {}", s.listen_port);
     for p in &s.peers {
         let ips: Vec<String> = p.spec.allowed_ips.iter().map(ToString::to_string).collect();
-        let hs = p
-            .last_handshake
-            .map(|d| format!("{}s ago", d.as_secs()))
-            .unwrap_or_else(|| "never".into());
-        let ep = p
-            .spec
-            .endpoint
-            .map(|e| e.to_string())
-            .unwrap_or_else(|| "(roaming)".into());
+        let hs = p.last_handshake.map(|d| format!("{}s ago", d.as_secs())).unwrap_or_else(|| "never".into());
+        let ep = p.spec.endpoint.map(|e| e.to_string()).unwrap_or_else(|| "(roaming)".into());
         println!(
             "  peer {}  {}  allowed {}  handshake {}  rx {} tx {}",
             p.spec.public_key,

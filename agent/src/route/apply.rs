@@ -13,12 +13,7 @@ use super::{Route, RoutePlan};
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
     #[error("route {route}: {op}: {source}{hint}")]
-    Netlink {
-        route: String,
-        op: &'static str,
-        source: rtnetlink::Error,
-        hint: &'static str,
-    },
+    Netlink { route: String, op: &'static str, source: rtnetlink::Error, hint: &'static str },
     #[error("route {0}: {1}")]
     Invalid(String, String),
 }
@@ -41,23 +36,15 @@ impl Routes {
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
             let mut query = RouteMessage::default();
             query.header.address_family = family;
-            let msgs: Vec<RouteMessage> = self
-                .handle
-                .route()
-                .get(query)
-                .execute()
-                .try_collect()
-                .await
-                .map_err(|source| RouteError::Netlink {
+            let msgs: Vec<RouteMessage> =
+                self.handle.route().get(query).execute().try_collect().await.map_err(|source| RouteError::Netlink {
                     route: "*".into(),
                     op: "list",
                     source,
                     hint: "",
                 })?;
             found.extend(
-                msgs.iter()
-                    .filter(|m| m.header.protocol == RouteProtocol::Other(self.protocol))
-                    .filter_map(parse),
+                msgs.iter().filter(|m| m.header.protocol == RouteProtocol::Other(self.protocol)).filter_map(parse),
             );
         }
         Ok(found)
@@ -77,11 +64,7 @@ impl Routes {
                 errors.push(e);
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
     }
 
     pub async fn replace(&self, r: &Route) -> Result<(), RouteError> {
@@ -101,12 +84,7 @@ impl Routes {
         match self.handle.route().del(msg).execute().await {
             // Already gone is what we wanted.
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ESRCH => Ok(()),
-            other => other.map_err(|source| RouteError::Netlink {
-                route: describe(r),
-                op: "delete",
-                source,
-                hint: "",
-            }),
+            other => other.map_err(|source| RouteError::Netlink { route: describe(r), op: "delete", source, hint: "" }),
         }
     }
 
@@ -117,9 +95,7 @@ impl Routes {
             .table_id(r.table)
             .protocol(RouteProtocol::Other(self.protocol));
         if let Some(gw) = r.gateway {
-            b = b
-                .gateway(gw)
-                .map_err(|e| RouteError::Invalid(describe(r), e.to_string()))?;
+            b = b.gateway(gw).map_err(|e| RouteError::Invalid(describe(r), e.to_string()))?;
         }
         if let Some(oif) = r.oif {
             b = b.output_interface(oif);
@@ -136,12 +112,8 @@ fn describe(r: &Route) -> String {
 
 fn parse(msg: &RouteMessage) -> Option<Route> {
     let mut dst = None;
-    let mut route = Route {
-        destination: "0.0.0.0/0".parse().ok()?,
-        table: u32::from(msg.header.table),
-        gateway: None,
-        oif: None,
-    };
+    let mut route =
+        Route { destination: "0.0.0.0/0".parse().ok()?, table: u32::from(msg.header.table), gateway: None, oif: None };
     for attr in &msg.attributes {
         match attr {
             RouteAttribute::Destination(a) => dst = ip(a),

@@ -61,11 +61,7 @@ pub fn plan(desired: &[Route], ours: &[Route]) -> RoutePlan {
             .filter(|(k, r)| !have.get(*k).is_some_and(|h| r.satisfied_by(h)))
             .map(|(_, r)| *r)
             .collect(),
-        remove: have
-            .iter()
-            .filter(|(k, _)| !want.contains_key(*k))
-            .map(|(_, r)| *r)
-            .collect(),
+        remove: have.iter().filter(|(k, _)| !want.contains_key(*k)).map(|(_, r)| *r).collect(),
     }
 }
 
@@ -74,12 +70,7 @@ mod tests {
     use super::*;
 
     fn route(dst: &str, gw: Option<&str>, oif: Option<u32>) -> Route {
-        Route {
-            destination: dst.parse().unwrap(),
-            table: MAIN_TABLE,
-            gateway: gw.map(|g| g.parse().unwrap()),
-            oif,
-        }
+        Route { destination: dst.parse().unwrap(), table: MAIN_TABLE, gateway: gw.map(|g| g.parse().unwrap()), oif }
     }
 
     #[test]
@@ -90,14 +81,9 @@ mod tests {
 
     #[test]
     fn missing_is_added_changed_is_replaced_stale_is_removed() {
-        let desired = vec![
-            route("192.168.128.0/22", Some("10.0.0.2"), None),
-            route("192.168.132.0/24", None, Some(7)),
-        ];
-        let ours = vec![
-            route("192.168.128.0/22", Some("10.0.0.1"), None),
-            route("10.1.0.0/16", Some("10.0.0.1"), None),
-        ];
+        let desired = vec![route("192.168.128.0/22", Some("10.0.0.2"), None), route("192.168.132.0/24", None, Some(7))];
+        let ours =
+            vec![route("192.168.128.0/22", Some("10.0.0.1"), None), route("10.1.0.0/16", Some("10.0.0.1"), None)];
         let p = plan(&desired, &ours);
         assert_eq!(p.replace, desired);
         assert_eq!(p.remove, vec![route("10.1.0.0/16", Some("10.0.0.1"), None)]);
@@ -116,10 +102,7 @@ mod tests {
     fn same_destination_in_another_table_is_another_route() {
         let mut other = route("192.168.128.0/22", Some("10.0.0.1"), None);
         other.table = 100;
-        let p = plan(
-            &[route("192.168.128.0/22", Some("10.0.0.1"), None)],
-            &[other],
-        );
+        let p = plan(&[route("192.168.128.0/22", Some("10.0.0.1"), None)], &[other]);
         assert_eq!(p.replace.len(), 1);
         assert_eq!(p.remove, vec![other]);
     }

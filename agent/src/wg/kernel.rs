@@ -17,10 +17,7 @@ use defguard_wireguard_rs::{InterfaceConfiguration, Kernel, WGApi, WireguardInte
 use ipnet::IpNet;
 use kubelink_ipam::keys::PublicKey;
 
-use super::{
-    BackendKind, DeviceSpec, DeviceUpdate, ObservedDevice, ObservedPeer, PeerSpec, WgBackend,
-    WgError,
-};
+use super::{BackendKind, DeviceSpec, DeviceUpdate, ObservedDevice, ObservedPeer, PeerSpec, WgBackend, WgError};
 use crate::link::Link;
 
 pub struct KernelBackend {
@@ -37,9 +34,7 @@ impl KernelBackend {
 async fn blocking<T: Send + 'static>(
     name: &str,
     op: &'static str,
-    f: impl FnOnce(WGApi<Kernel>) -> Result<T, defguard_wireguard_rs::error::WireguardInterfaceError>
-    + Send
-    + 'static,
+    f: impl FnOnce(WGApi<Kernel>) -> Result<T, defguard_wireguard_rs::error::WireguardInterfaceError> + Send + 'static,
 ) -> Result<T, WgError> {
     let api = WGApi::<Kernel>::new(name).map_err(|e| WgError::backend(name, op, e))?;
     tokio::task::spawn_blocking(move || f(api))
@@ -81,12 +76,7 @@ impl WgBackend for KernelBackend {
         if update.set_private_key || update.listen_port.is_some() || update.fwmark.is_some() {
             return self.rewrite(spec).await;
         }
-        for peer in update.add_peers.iter().chain(
-            update
-                .change_peers
-                .iter()
-                .filter_map(|(k, _)| spec.peers.get(k)),
-        ) {
+        for peer in update.add_peers.iter().chain(update.change_peers.iter().filter_map(|(k, _)| spec.peers.get(k))) {
             let p = to_defguard(peer);
             blocking(&spec.name, "set peer", move |api| api.configure_peer(&p)).await?;
         }
@@ -117,10 +107,7 @@ impl KernelBackend {
             mtu: None,
             fwmark: Some(spec.fwmark.unwrap_or(0)),
         };
-        blocking(&spec.name, "configure device", move |api| {
-            api.configure_interface(&config)
-        })
-        .await
+        blocking(&spec.name, "configure device", move |api| api.configure_interface(&config)).await
     }
 }
 
@@ -129,20 +116,13 @@ fn to_defguard(p: &PeerSpec) -> Peer {
     peer.endpoint = p.endpoint;
     // Always sent, so that 0 turns a keepalive off.
     peer.persistent_keepalive_interval = Some(p.persistent_keepalive.unwrap_or(0));
-    peer.allowed_ips = p
-        .allowed_ips
-        .iter()
-        .map(|n| IpAddrMask::new(n.addr(), n.prefix_len()))
-        .collect();
+    peer.allowed_ips = p.allowed_ips.iter().map(|n| IpAddrMask::new(n.addr(), n.prefix_len())).collect();
     peer
 }
 
 pub(crate) fn observed(host: &Host) -> ObservedDevice {
     ObservedDevice {
-        public_key: host
-            .private_key
-            .as_ref()
-            .map(|k| PublicKey::from_bytes(k.public_key().as_array())),
+        public_key: host.private_key.as_ref().map(|k| PublicKey::from_bytes(k.public_key().as_array())),
         listen_port: host.listen_port,
         fwmark: host.fwmark.filter(|m| *m != 0),
         peers: host
@@ -162,11 +142,7 @@ fn observed_peer(public_key: PublicKey, p: &Peer) -> ObservedPeer {
         spec: PeerSpec {
             public_key,
             endpoint,
-            allowed_ips: p
-                .allowed_ips
-                .iter()
-                .filter_map(|a| IpNet::new(a.address, a.cidr).ok())
-                .collect(),
+            allowed_ips: p.allowed_ips.iter().filter_map(|a| IpNet::new(a.address, a.cidr).ok()).collect(),
             persistent_keepalive: p.persistent_keepalive_interval.filter(|k| *k != 0),
         },
         last_handshake: p

@@ -43,12 +43,7 @@ pub struct PeerSpec {
 
 impl PeerSpec {
     pub fn new(public_key: PublicKey) -> Self {
-        Self {
-            public_key,
-            endpoint: None,
-            allowed_ips: BTreeSet::new(),
-            persistent_keepalive: None,
-        }
+        Self { public_key, endpoint: None, allowed_ips: BTreeSet::new(), persistent_keepalive: None }
     }
 }
 
@@ -111,11 +106,7 @@ pub enum BackendChoice {
 #[derive(Debug, thiserror::Error)]
 pub enum WgError {
     #[error("device {device}: {op}: {reason}")]
-    Backend {
-        device: String,
-        op: &'static str,
-        reason: String,
-    },
+    Backend { device: String, op: &'static str, reason: String },
     #[error("device {0} does not exist")]
     NoDevice(String),
     #[error(transparent)]
@@ -124,11 +115,7 @@ pub enum WgError {
 
 impl WgError {
     pub fn backend(device: &str, op: &'static str, reason: impl std::fmt::Display) -> Self {
-        WgError::Backend {
-            device: device.to_string(),
-            op,
-            reason: reason.to_string(),
-        }
+        WgError::Backend { device: device.to_string(), op, reason: reason.to_string() }
     }
 }
 
@@ -159,9 +146,7 @@ pub async fn select(choice: BackendChoice, link: &crate::link::Link) -> Arc<dyn 
                 BackendKind::Kernel
             }
             Err(e) => {
-                tracing::info!(
-                    "wg-backend auto: kernel WireGuard unavailable ({e}); using userspace (gotatun)"
-                );
+                tracing::info!("wg-backend auto: kernel WireGuard unavailable ({e}); using userspace (gotatun)");
                 BackendKind::Userspace
             }
         },
@@ -178,10 +163,7 @@ pub fn read_any(name: &str, kind: BackendKind) -> Result<ObservedDevice, WgError
     use defguard_wireguard_rs::{Kernel, Userspace, WGApi, WireguardInterfaceApi};
     let host = match kind {
         BackendKind::Kernel => WGApi::<Kernel>::new(name).and_then(|api| api.read_interface_data()),
-        BackendKind::Userspace => {
-            WGApi::<Userspace>::new(name).and_then(|api| api.read_interface_data())
-        }
+        BackendKind::Userspace => WGApi::<Userspace>::new(name).and_then(|api| api.read_interface_data()),
     };
-    host.map(|h| kernel::observed(&h))
-        .map_err(|e| WgError::backend(name, "read", e))
+    host.map(|h| kernel::observed(&h)).map_err(|e| WgError::backend(name, "read", e))
 }

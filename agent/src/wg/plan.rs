@@ -77,12 +77,7 @@ pub fn plan(desired: &DeviceSpec, observed: &ObservedDevice) -> DeviceUpdate {
             }
         }
     }
-    update.remove_peers = observed
-        .peers
-        .keys()
-        .filter(|k| !desired.peers.contains_key(k))
-        .copied()
-        .collect();
+    update.remove_peers = observed.peers.keys().filter(|k| !desired.peers.contains_key(k)).copied().collect();
     update
 }
 
@@ -98,9 +93,8 @@ fn peer_change(want: &PeerSpec, have: &ObservedPeer) -> PeerChange {
         // A roaming peer's endpoint is learned from its packets: only a pinned one is enforced.
         endpoint: want.endpoint.filter(|e| Some(*e) != have.endpoint),
         allowed_ips: (want.allowed_ips != have.allowed_ips).then(|| want.allowed_ips.clone()),
-        persistent_keepalive: (keepalive(want.persistent_keepalive)
-            != keepalive(have.persistent_keepalive))
-        .then(|| keepalive(want.persistent_keepalive)),
+        persistent_keepalive: (keepalive(want.persistent_keepalive) != keepalive(have.persistent_keepalive))
+            .then(|| keepalive(want.persistent_keepalive)),
     }
 }
 
@@ -142,12 +136,7 @@ mod tests {
                 .peers
                 .values()
                 .map(|p| {
-                    let seen = ObservedPeer {
-                        spec: p.clone(),
-                        last_handshake: None,
-                        rx_bytes: 0,
-                        tx_bytes: 0,
-                    };
+                    let seen = ObservedPeer { spec: p.clone(), last_handshake: None, rx_bytes: 0, tx_bytes: 0 };
                     (p.public_key, seen)
                 })
                 .collect(),
@@ -172,22 +161,12 @@ mod tests {
 
     #[test]
     fn only_the_differing_peer_is_touched() {
-        let want = spec(vec![
-            peer(1, "10.0.0.1/32"),
-            peer(2, "10.0.0.2/32"),
-            peer(3, "10.0.0.3/32"),
-        ]);
+        let want = spec(vec![peer(1, "10.0.0.1/32"), peer(2, "10.0.0.2/32"), peer(3, "10.0.0.3/32")]);
         let mut seen = observed_from(&want);
         // peer 2 has a wrong allowed IP, peer 3 is missing, peer 9 is extra.
-        seen.peers.get_mut(&key(2)).unwrap().spec.allowed_ips =
-            ["10.9.9.9/32".parse().unwrap()].into();
+        seen.peers.get_mut(&key(2)).unwrap().spec.allowed_ips = ["10.9.9.9/32".parse().unwrap()].into();
         seen.peers.remove(&key(3));
-        let extra = ObservedPeer {
-            spec: peer(9, "10.0.0.9/32"),
-            last_handshake: None,
-            rx_bytes: 0,
-            tx_bytes: 0,
-        };
+        let extra = ObservedPeer { spec: peer(9, "10.0.0.9/32"), last_handshake: None, rx_bytes: 0, tx_bytes: 0 };
         seen.peers.insert(key(9), extra);
 
         let update = plan(&want, &seen);
@@ -195,10 +174,7 @@ mod tests {
         assert_eq!(update.add_peers, vec![peer(3, "10.0.0.3/32")]);
         assert_eq!(update.change_peers.len(), 1);
         assert_eq!(update.change_peers[0].0, key(2));
-        assert_eq!(
-            update.change_peers[0].1.allowed_ips,
-            Some(peer(2, "10.0.0.2/32").allowed_ips)
-        );
+        assert_eq!(update.change_peers[0].1.allowed_ips, Some(peer(2, "10.0.0.2/32").allowed_ips));
         assert_eq!(update.remove_peers, vec![key(9)]);
     }
 
@@ -206,47 +182,23 @@ mod tests {
     fn roamed_endpoint_is_left_alone_but_pinned_one_is_enforced() {
         let mut want = spec(vec![peer(1, "10.0.0.1/32")]);
         let mut seen = observed_from(&want);
-        seen.peers.get_mut(&key(1)).unwrap().spec.endpoint =
-            Some("192.0.2.7:4000".parse().unwrap());
-        assert!(
-            plan(&want, &seen).is_empty(),
-            "learned endpoint must not cause churn"
-        );
+        seen.peers.get_mut(&key(1)).unwrap().spec.endpoint = Some("192.0.2.7:4000".parse().unwrap());
+        assert!(plan(&want, &seen).is_empty(), "learned endpoint must not cause churn");
 
         let pinned: SocketAddr = "192.0.2.1:51820".parse().unwrap();
         want.peers.get_mut(&key(1)).unwrap().endpoint = Some(pinned);
         let update = plan(&want, &seen);
-        assert_eq!(
-            update.change_peers,
-            vec![(
-                key(1),
-                PeerChange {
-                    endpoint: Some(pinned),
-                    ..Default::default()
-                }
-            )]
-        );
+        assert_eq!(update.change_peers, vec![(key(1), PeerChange { endpoint: Some(pinned), ..Default::default() })]);
     }
 
     #[test]
     fn keepalive_none_and_zero_are_the_same() {
         let want = spec(vec![peer(1, "10.0.0.1/32")]);
         let mut seen = observed_from(&want);
-        seen.peers
-            .get_mut(&key(1))
-            .unwrap()
-            .spec
-            .persistent_keepalive = Some(0);
+        seen.peers.get_mut(&key(1)).unwrap().spec.persistent_keepalive = Some(0);
         assert!(plan(&want, &seen).is_empty());
-        seen.peers
-            .get_mut(&key(1))
-            .unwrap()
-            .spec
-            .persistent_keepalive = Some(25);
-        assert_eq!(
-            plan(&want, &seen).change_peers[0].1.persistent_keepalive,
-            Some(0)
-        );
+        seen.peers.get_mut(&key(1)).unwrap().spec.persistent_keepalive = Some(25);
+        assert_eq!(plan(&want, &seen).change_peers[0].1.persistent_keepalive, Some(0));
     }
 
     #[test]
@@ -279,20 +231,13 @@ mod tests {
                 let mut bytes = [0u8; 32];
                 bytes[..4].copy_from_slice(&i.to_be_bytes());
                 let ip = format!("10.{}.{}.{}/32", i >> 16, (i >> 8) & 255, i & 255);
-                PeerSpec {
-                    public_key: PublicKey::from_bytes(bytes),
-                    ..peer(0, &ip)
-                }
+                PeerSpec { public_key: PublicKey::from_bytes(bytes), ..peer(0, &ip) }
             })
             .collect();
         let seen = observed_from(&spec(peers.clone()));
         peers.push(peer(255, "10.255.0.1/32"));
         let update = plan(&spec(peers), &seen);
         assert_eq!(update.add_peers.len(), 1);
-        assert!(
-            update.change_peers.is_empty()
-                && update.remove_peers.is_empty()
-                && !update.set_private_key
-        );
+        assert!(update.change_peers.is_empty() && update.remove_peers.is_empty() && !update.set_private_key);
     }
 }

@@ -4,7 +4,9 @@
 //! routes that point at it; a restarted agent re-attaches to it and only the WireGuard sessions are new
 //! (one handshake). Operators reach the device with `wg show`/`wg set` over the standard UAPI socket.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use async_trait::async_trait;
 use gotatun::device::uapi::UapiServer;
@@ -18,8 +20,7 @@ use kubelink_ipam::keys::PublicKey;
 use tokio::sync::Mutex;
 
 use super::{
-    BackendKind, DeviceSpec, DeviceUpdate, ObservedDevice, ObservedPeer, PeerChange, PeerSpec,
-    WgBackend, WgError,
+    BackendKind, DeviceSpec, DeviceUpdate, ObservedDevice, ObservedPeer, PeerChange, PeerSpec, WgBackend, WgError,
 };
 use crate::link::Link;
 
@@ -28,14 +29,67 @@ type GtDevice = Device<(UdpSocketFactory, TunDevice, TunDevice)>;
 pub struct UserspaceBackend {
     link: Link,
     devices: Mutex<HashMap<String, GtDevice>>,
+    endpoints: EndpointMemory,
 }
 
 impl UserspaceBackend {
     pub fn new(link: Link) -> Self {
-        Self {
-            link,
-            devices: Mutex::new(HashMap::new()),
+        Self { link, devices: Mutex::new(HashMap::new()), endpoints: EndpointMemory::new(state_dir()) }
+    }
+}
+
+/// Where the userspace backend keeps what must outlive the process (learned peer endpoints). Should
+/// be on the host (a hostPath in the DaemonSet), beside the persistent tun it belongs to.
+pub fn state_dir() -> PathBuf {
+    std::env::var_os("KUBELINK_STATE_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/run/kubelink"))
+}
+
+/// Endpoints learned by roaming, remembered across restarts. A restarted gateway has new sessions
+/// and, without them, no address to reach a shoot until the shoot gives up on its old session and
+/// re-handshakes (up to 15 s later); with them it handshakes as soon as it has a packet to send.
+struct EndpointMemory {
+    dir: PathBuf,
+    saved: std::sync::Mutex<HashMap<String, BTreeMap<PublicKey, SocketAddr>>>,
+}
+
+impl EndpointMemory {
+    fn new(dir: PathBuf) -> Self {
+        Self { dir, saved: std::sync::Mutex::new(HashMap::new()) }
+    }
+
+    fn path(&self, device: &str) -> PathBuf {
+        self.dir.join(format!("{device}.endpoints.json"))
+    }
+
+    fn load(&self, device: &str) -> BTreeMap<PublicKey, SocketAddr> {
+        let text = std::fs::read_to_string(self.path(device)).unwrap_or_default();
+        serde_json::from_str(&text).unwrap_or_default()
+    }
+
+    /// Writes the endpoints when they differ from what was last written (tmp file + rename).
+    fn remember(&self, device: &str, observed: &ObservedDevice) {
+        let now: BTreeMap<PublicKey, SocketAddr> =
+            observed.peers.iter().filter_map(|(k, p)| p.spec.endpoint.map(|e| (*k, e))).collect();
+        let mut saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
+        if saved.get(device) == Some(&now) {
+            return;
         }
+        let result = std::fs::create_dir_all(&self.dir).and_then(|_| {
+            let tmp = self.path(device).with_extension("tmp");
+            std::fs::write(&tmp, serde_json::to_vec(&now).unwrap_or_default())?;
+            std::fs::rename(&tmp, self.path(device))
+        });
+        match result {
+            Ok(()) => {
+                saved.insert(device.to_string(), now);
+            }
+            Err(e) => tracing::warn!(device, "cannot remember peer endpoints in {}: {e}", self.dir.display()),
+        }
+    }
+
+    fn forget(&self, device: &str) {
+        let _ = std::fs::remove_file(self.path(device));
+        self.saved.lock().unwrap_or_else(|e| e.into_inner()).remove(device);
     }
 }
 
@@ -60,38 +114,23 @@ impl WgBackend for UserspaceBackend {
             }
             None => {}
         }
-        let device = start(spec).await?;
+        let device = start(spec, &self.endpoints.load(&spec.name)).await?;
         devices.insert(spec.name.clone(), device);
         Ok(())
     }
 
     async fn read(&self, name: &str) -> Result<Option<ObservedDevice>, WgError> {
         let devices = self.devices.lock().await;
-        let Some(device) = devices.get(name) else {
-            return Ok(None);
-        };
-        Ok(Some(
-            device
-                .read(async |d| {
-                    observed(
-                        d.private_key(),
-                        d.listen_port(),
-                        d.fwmark(),
-                        d.peers().await,
-                    )
-                })
-                .await,
-        ))
+        let Some(device) = devices.get(name) else { return Ok(None) };
+        let seen = device.read(async |d| observed(d.private_key(), d.listen_port(), d.fwmark(), d.peers().await)).await;
+        self.endpoints.remember(name, &seen);
+        Ok(Some(seen))
     }
 
     async fn apply(&self, spec: &DeviceSpec, update: &DeviceUpdate) -> Result<(), WgError> {
         let devices = self.devices.lock().await;
-        let device = devices
-            .get(&spec.name)
-            .ok_or_else(|| WgError::NoDevice(spec.name.clone()))?;
-        let secret = update
-            .set_private_key
-            .then(|| x25519::StaticSecret::from(*spec.private_key.to_bytes()));
+        let device = devices.get(&spec.name).ok_or_else(|| WgError::NoDevice(spec.name.clone()))?;
+        let secret = update.set_private_key.then(|| x25519::StaticSecret::from(*spec.private_key.to_bytes()));
         let fwmark_result = device
             .write(async |w| {
                 if let Some(secret) = secret {
@@ -104,14 +143,10 @@ impl WgBackend for UserspaceBackend {
                     w.add_peer(to_gotatun(peer));
                 }
                 for (key, change) in &update.change_peers {
-                    w.modify_peer(&x25519::PublicKey::from(*key.as_bytes()), |p| {
-                        modify(p, change)
-                    })
-                    .await;
+                    w.modify_peer(&x25519::PublicKey::from(*key.as_bytes()), |p| modify(p, change)).await;
                 }
                 for key in &update.remove_peers {
-                    w.remove_peer(&x25519::PublicKey::from(*key.as_bytes()))
-                        .await;
+                    w.remove_peer(&x25519::PublicKey::from(*key.as_bytes())).await;
                 }
                 update.fwmark.map(|m| w.set_fwmark(m))
             })
@@ -128,13 +163,15 @@ impl WgBackend for UserspaceBackend {
             device.stop().await;
         }
         let _ = std::fs::remove_file(format!("/var/run/wireguard/{name}.sock"));
+        self.endpoints.forget(name);
         self.link.delete_by_name(name).await?;
         Ok(())
     }
 }
 
 /// Opens (or re-attaches to) the persistent tun and starts gotatun on it with the UAPI socket.
-async fn start(spec: &DeviceSpec) -> Result<GtDevice, WgError> {
+/// Roaming peers start at their remembered endpoints.
+async fn start(spec: &DeviceSpec, remembered: &BTreeMap<PublicKey, SocketAddr>) -> Result<GtDevice, WgError> {
     let err = |op| move |e: &dyn std::fmt::Display| WgError::backend(&spec.name, op, e);
     let mut config = gotatun::tun::tun::Configuration::default();
     config.tun_name(&spec.name);
@@ -145,8 +182,7 @@ async fn start(spec: &DeviceSpec) -> Result<GtDevice, WgError> {
     let mut tun = gotatun::tun::tun::create_as_async(&config).map_err(|e| err("open tun")(&e))?;
     tun.persist().map_err(|e| err("make tun persistent")(&e))?;
     let tun = TunDevice::from_tun_device(tun).map_err(|e| err("attach tun")(&e))?;
-    let uapi = UapiServer::default_unix_socket(&spec.name, None, None)
-        .map_err(|e| err("UAPI socket")(&e))?;
+    let uapi = UapiServer::default_unix_socket(&spec.name, None, None).map_err(|e| err("UAPI socket")(&e))?;
     let secret = x25519::StaticSecret::from(*spec.private_key.to_bytes());
     let builder = DeviceBuilder::new()
         .with_default_udp()
@@ -154,7 +190,11 @@ async fn start(spec: &DeviceSpec) -> Result<GtDevice, WgError> {
         .with_uapi(uapi)
         .with_private_key(secret)
         .with_listen_port(spec.listen_port.unwrap_or(0))
-        .with_peers(spec.peers.values().map(to_gotatun));
+        .with_peers(spec.peers.values().map(|p| {
+            let mut peer = to_gotatun(p);
+            peer.endpoint = peer.endpoint.or_else(|| remembered.get(&p.public_key).copied());
+            peer
+        }));
     let device = builder.build().await.map_err(|e| err("start")(&e))?;
     tracing::info!(device = %spec.name, peers = spec.peers.len(), "started userspace WireGuard device (gotatun)");
     Ok(device)
