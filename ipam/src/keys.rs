@@ -18,18 +18,12 @@ pub enum KeyError {
         "not valid base64 ({0}); a WireGuard key is 44 characters of standard base64, e.g. from `kubelink keys genkey`"
     )]
     Base64(String),
-    #[error(
-        "decodes to {0} bytes, a WireGuard key has 32; generate one with `kubelink keys genkey`"
-    )]
+    #[error("decodes to {0} bytes, a WireGuard key has 32; generate one with `kubelink keys genkey`")]
     Length(usize),
 }
 
 fn decode32(text: &str) -> Result<[u8; 32], KeyError> {
-    let bytes = Zeroizing::new(
-        STANDARD
-            .decode(text.trim())
-            .map_err(|e| KeyError::Base64(e.to_string()))?,
-    );
+    let bytes = Zeroizing::new(STANDARD.decode(text.trim()).map_err(|e| KeyError::Base64(e.to_string()))?);
     <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| KeyError::Length(bytes.len()))
 }
 
@@ -171,11 +165,7 @@ mod tests {
         ];
         for (input, want) in cases {
             let got = input.parse::<PublicKey>().unwrap_err();
-            assert_eq!(
-                std::mem::discriminant(&got),
-                std::mem::discriminant(&want),
-                "{input:?} gave {got}"
-            );
+            assert_eq!(std::mem::discriminant(&got), std::mem::discriminant(&want), "{input:?} gave {got}");
             assert!(got.to_string().contains("kubelink keys genkey"));
         }
     }
