@@ -57,7 +57,10 @@ async fn one_by_one(backend: &UserspaceBackend, want: &DeviceSpec) -> Duration {
 }
 
 fn unchanged(before: &ObservedDevice, after: &ObservedDevice) -> bool {
-    before.peers.iter().all(|(k, p)| after.peers.get(k).is_some_and(|q| q.spec == p.spec && q.last_handshake == p.last_handshake))
+    before
+        .peers
+        .iter()
+        .all(|(k, p)| after.peers.get(k).is_some_and(|q| q.spec == p.spec && q.last_handshake == p.last_handshake))
 }
 
 async fn bench() {

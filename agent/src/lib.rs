@@ -5,6 +5,7 @@ pub mod config;
 pub mod landscape;
 pub mod link;
 pub mod monitor;
+pub mod probe;
 pub mod reconcile;
 pub mod route;
 pub mod telemetry;

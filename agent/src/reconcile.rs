@@ -1,6 +1,10 @@
 //! One reconcile pass: desired state -> read what the kernel/device has -> pure plans -> thin applies.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kubelink_ipam::keys::PublicKey;
 
 use crate::config::{Desired, RouteSpec};
 use crate::link::{Link, LinkError};
@@ -47,9 +51,19 @@ pub struct Reconciler {
     pub link: Link,
     pub routes: Routes,
     pub wg: Arc<dyn WgBackend>,
+    /// When each dialled peer was last kicked, so a dead one is retried every REKEY_TIMEOUT, not
+    /// every pass.
+    kicks: Mutex<HashMap<PublicKey, Instant>>,
 }
 
+/// WireGuard's REKEY_TIMEOUT: the pace of handshake retries.
+const KICK_EVERY: Duration = Duration::from_secs(5);
+
 impl Reconciler {
+    pub fn new(link: Link, routes: Routes, wg: Arc<dyn WgBackend>) -> Self {
+        Self { link, routes, wg, kicks: Mutex::new(HashMap::new()) }
+    }
+
     pub async fn reconcile(&self, desired: &Desired) -> Result<Outcome, ReconcileError> {
         let mut outcome = Outcome { device_changes: self.reconcile_device(desired).await?, ..Outcome::default() };
         let plan = route::plan(&self.resolve(&desired.routes).await?, &self.routes.ours().await?);
@@ -64,6 +78,7 @@ impl Reconciler {
         self.wg.ensure(spec).await?;
         self.link.ensure_up(&spec.name, desired.mtu).await?;
         let observed = self.wg.read(&spec.name).await?.ok_or_else(|| WgError::NoDevice(spec.name.clone()))?;
+        self.kick_dead_sessions(spec, &observed).await;
         let update = wg::plan(spec, &observed);
         let summary = (!update.is_empty()).then(|| update.summary());
         if !update.is_empty() {
@@ -72,6 +87,28 @@ impl Reconciler {
         // After the device update: a kernel key change rewrites the device and flushes addresses.
         self.link.ensure_addresses(&spec.name, &desired.addresses).await?;
         Ok(summary)
+    }
+
+    /// Dialled peers without a live session get a fresh handshake (at most every 5 s each).
+    async fn kick_dead_sessions(&self, spec: &wg::DeviceSpec, observed: &wg::ObservedDevice) {
+        let due: Vec<PublicKey> = {
+            let mut kicks = self.kicks.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let stale = spec.peers.iter().filter(|(k, want)| {
+                observed.peers.get(*k).is_some_and(|seen| wg::needs_handshake(want, seen))
+                    && kicks.get(*k).is_none_or(|t| now.duration_since(*t) >= KICK_EVERY)
+            });
+            let due: Vec<PublicKey> = stale.map(|(k, _)| *k).collect();
+            due.iter().for_each(|k| {
+                kicks.insert(*k, now);
+            });
+            due
+        };
+        for key in due {
+            if let Err(e) = self.wg.force_handshake(&spec.name, &key).await {
+                tracing::debug!(peer = %key, "handshake kick failed: {e}");
+            }
+        }
     }
 
     /// Resolves route device names to indices.

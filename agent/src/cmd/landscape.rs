@@ -1,8 +1,75 @@
-//! `kubelink landscape`.
+//! `kubelink landscape`: the local landscape in network namespaces, with live status until Ctrl-C.
+
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::landscape::{Landscape, netns};
+use crate::wg::BackendChoice;
 
 #[derive(clap::Args)]
-pub struct LandscapeArgs {}
+pub struct LandscapeArgs {
+    /// Number of shoots.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=50))]
+    pub shoots: u8,
+    /// Build, check every shoot once, print, tear down; exit non-zero when a shoot is unreachable.
+    #[arg(long)]
+    pub once: bool,
+    /// WireGuard implementation for the hosts.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub wg_backend: BackendChoice,
+    /// How often to print the status.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+}
 
-pub async fn run(_args: LandscapeArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`kubelink landscape` is being built")
+pub async fn run(args: LandscapeArgs) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    anyhow::ensure!(unsafe { libc::geteuid() } == 0, "the landscape creates network namespaces: run it as root (sudo)");
+    let bin = std::env::current_exe().context("locating the kubelink binary")?;
+    let dir = std::env::temp_dir().join(format!("kubelink-landscape-{}", std::process::id()));
+    let backend = format!("{:?}", args.wg_backend).to_lowercase();
+    netns::sweep_stale();
+    let mut l = Landscape::build(args.shoots.into(), &dir, &bin, &backend).map_err(anyhow::Error::msg)?;
+    l.start_all().map_err(anyhow::Error::msg)?;
+    println!("landscape up: gateway, worker, {} shoot(s); configs and logs in {}", args.shoots, dir.display());
+    let reachable = report(&l, Duration::from_secs(15));
+    if args.once {
+        l.stop_all();
+        anyhow::ensure!(reachable, "a shoot is unreachable; logs in {}", dir.display());
+        return Ok(());
+    }
+    println!("Ctrl-C tears everything down.");
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = tokio::time::sleep(args.interval) => { report(&l, Duration::from_secs(2)); }
+        }
+    }
+    l.stop_all();
+    println!("landscape removed");
+    Ok(())
+}
+
+/// Prints every device and a probe to every shoot; true when all shoots answered.
+fn report(l: &Landscape, timeout: Duration) -> bool {
+    for host in std::iter::once(&l.gateway).chain(l.shoots.iter()) {
+        let bin = std::env::current_exe().unwrap_or_else(|_| "kubelink".into());
+        match host.ns.sh(&[&bin.to_string_lossy(), "status", "--device", &host.device]) {
+            Ok(text) => print!("[{}] {text}", host.ns.name),
+            Err(e) => println!("[{}] status failed: {e}", host.ns.name),
+        }
+    }
+    let mut all = true;
+    for (i, s) in l.shoots.iter().enumerate() {
+        let dst = s.tunnel.map(|t| t.to_string()).unwrap_or_default();
+        match l.probe_shoot(i, timeout) {
+            Ok(rtt) => println!("worker pod -> shoot-{i} {dst}: reply in {:.2} ms", rtt.as_secs_f64() * 1000.0),
+            Err(e) => {
+                all = false;
+                println!("worker pod -> shoot-{i} {dst}: {e}");
+            }
+        }
+    }
+    all
 }

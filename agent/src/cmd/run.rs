@@ -58,7 +58,7 @@ async fn reconciler(common: &Common) -> anyhow::Result<Reconciler> {
     let link = Link::open()?;
     let wg = wg::select(common.wg_backend, &link).await;
     let routes = Routes::new(link.handle().clone(), common.route_protocol);
-    Ok(Reconciler { link, routes, wg })
+    Ok(Reconciler::new(link, routes, wg))
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {

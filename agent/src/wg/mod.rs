@@ -132,6 +132,21 @@ pub trait WgBackend: Send + Sync {
     async fn apply(&self, spec: &DeviceSpec, update: &DeviceUpdate) -> Result<(), WgError>;
     /// Removes the device (its link included).
     async fn remove(&self, name: &str) -> Result<(), WgError>;
+    /// Starts a handshake with a peer now. Kernel WireGuard retransmits lost initiations by itself;
+    /// the userspace engine gives up after one when there is no data queued.
+    async fn force_handshake(&self, _name: &str, _peer: &PublicKey) -> Result<(), WgError> {
+        Ok(())
+    }
+}
+
+/// A session is dead when its last handshake is older than this (WireGuard's REJECT_AFTER_TIME).
+pub const STALE_HANDSHAKE: Duration = Duration::from_secs(180);
+
+/// Whether a peer we dial (pinned endpoint, keepalive on) has no live session and should be kicked.
+pub fn needs_handshake(want: &PeerSpec, seen: &ObservedPeer) -> bool {
+    want.endpoint.is_some()
+        && want.persistent_keepalive.is_some_and(|k| k > 0)
+        && seen.last_handshake.is_none_or(|age| age > STALE_HANDSHAKE)
 }
 
 /// Picks the backend for `--wg-backend`; for `auto`, probes whether the kernel can create a WireGuard
@@ -166,4 +181,28 @@ pub fn read_any(name: &str, kind: BackendKind) -> Result<ObservedDevice, WgError
         BackendKind::Userspace => WGApi::<Userspace>::new(name).and_then(|api| api.read_interface_data()),
     };
     host.map(|h| kernel::observed(&h)).map_err(|e| WgError::backend(name, "read", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(spec: &PeerSpec, age: Option<u64>) -> ObservedPeer {
+        ObservedPeer { spec: spec.clone(), last_handshake: age.map(Duration::from_secs), rx_bytes: 0, tx_bytes: 0 }
+    }
+
+    #[test]
+    fn only_dialled_peers_without_live_session_need_a_handshake() {
+        let mut dialled = PeerSpec::new(PublicKey::from_bytes([1; 32]));
+        dialled.endpoint = Some("192.0.2.1:51820".parse().unwrap());
+        dialled.persistent_keepalive = Some(21);
+        // rows: last handshake age (s), expected
+        for (age, want) in [(None, true), (Some(10), false), (Some(179), false), (Some(181), true)] {
+            assert_eq!(needs_handshake(&dialled, &seen(&dialled, age)), want, "age {age:?}");
+        }
+        let roaming = PeerSpec { endpoint: None, ..dialled.clone() };
+        assert!(!needs_handshake(&roaming, &seen(&roaming, None)), "a peer that dials in is not dialled");
+        let quiet = PeerSpec { persistent_keepalive: None, ..dialled };
+        assert!(!needs_handshake(&quiet, &seen(&quiet, None)), "without keepalive the session starts on demand");
+    }
 }

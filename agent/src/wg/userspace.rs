@@ -158,6 +158,15 @@ impl WgBackend for UserspaceBackend {
         }
     }
 
+    async fn force_handshake(&self, name: &str, peer: &PublicKey) -> Result<(), WgError> {
+        let devices = self.devices.lock().await;
+        let device = devices.get(name).ok_or_else(|| WgError::NoDevice(name.to_string()))?;
+        device
+            .force_handshake(&x25519::PublicKey::from(*peer.as_bytes()))
+            .await
+            .map_err(|e| WgError::backend(name, "force handshake", e))
+    }
+
     async fn remove(&self, name: &str) -> Result<(), WgError> {
         if let Some(device) = self.devices.lock().await.remove(name) {
             device.stop().await;
