@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Assemble the guest's initramfs: busybox, iproute2's ip, wg, optionally the kubelink binary (each with
+# Assemble the guest's initramfs: busybox, iproute2's ip, wg, jq, optionally the kubelink binary (each with
 # the shared libraries ldd lists), the WireGuard/veth/tun modules of the given kernel in load order,
 # /init and the scenario scripts.
 #
@@ -22,6 +22,7 @@ need modprobe kmod
 need ldd libc-bin
 [[ -x /usr/sbin/ip || -x /sbin/ip ]] || die "missing iproute2's ip (install: iproute2)"
 need wg wireguard-tools
+need jq jq
 
 stage="$(mktemp -d "${out%/*}/initramfs.XXXXXX")"
 trap 'rm -rf "$stage"' EXIT
@@ -41,6 +42,7 @@ add_tools() {
   # iproute2's ip goes where busybox's applet cannot shadow it; guest-lib.sh calls it by full path.
   copy_with_libs "$(command -v ip)" /usr/local/sbin/ip
   copy_with_libs "$(command -v wg)" /usr/bin/wg
+  copy_with_libs "$(command -v jq)" /usr/bin/jq
   if [[ -n "$kubelink" ]]; then
     [[ -x "$kubelink" ]] || die "kubelink binary '$kubelink' not found or not executable"
     copy_with_libs "$kubelink" /usr/bin/kubelink
@@ -60,9 +62,9 @@ add_modules() {
   for m in "${modules[@]}"; do
     modprobe -d "$kroot" -S "$kver" --show-depends "$m" >"$stage/deps" || die "module $m not in $kver"
     while read -r line; do
+      [[ "$line" == insmod* ]] || continue # "builtin <name>" needs nothing
       path="${line#insmod }"
       path="${path%% *}"
-      [[ "$line" == insmod* ]] || continue
       path="${path#"$kroot"}"
       grep -qxF "$path" "$order" && continue
       install -D -m 0644 "$kroot$path" "$stage$path"

@@ -36,6 +36,11 @@ cached_fallback() {
 main() {
   local name dir
   name="$(resolve_name)"
+  if [[ -z "$name" && "$(id -u)" == 0 ]]; then
+    echo "fetch-kernel: no package lists yet, running apt-get update" >&2
+    apt-get update -qq >&2 || true
+    name="$(resolve_name)"
+  fi
   if [[ -z "$name" ]]; then
     cached_fallback
     return

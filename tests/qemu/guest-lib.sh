@@ -20,7 +20,8 @@ on() {
   ip netns exec "$ns" "$@"
 }
 
-# wait_until SECS CMD...: poll CMD every 0.2 s until it succeeds; fail after SECS seconds.
+# wait_until SECS CMD...: poll CMD every 0.2 s until it succeeds; false after SECS seconds. CMD's
+# arguments are expanded once, by the caller: put a `$(...)` that must be re-read into a function.
 wait_until() {
   limit=$(($1 * 5))
   shift
@@ -56,4 +57,85 @@ wg_keypair() {
 # handshake_done NS DEV: true when DEV in NS has completed a handshake with any peer.
 handshake_done() {
   on "$1" wg show "$2" latest-handshakes | awk '$2 > 0 { ok = 1 } END { exit !ok }'
+}
+
+# plain_wg NS DEV KEYNAME ADDR PEERNAME PEER_ENDPOINT PEER_ALLOWED: a kernel WireGuard device set up with
+# ip and wg only, listening on 51820: the reference side that kubelink did not configure.
+plain_wg() {
+  ip -n "$1" link add "$2" type wireguard || fail "ip link add $2 type wireguard in $1"
+  on "$1" wg set "$2" private-key "/tmp/$3.key" listen-port 51820 \
+    peer "$(cat "/tmp/$5.pub")" endpoint "$6" allowed-ips "$7" || fail "wg set $2 in $1"
+  ip -n "$1" addr add "$4" dev "$2"
+  ip -n "$1" link set "$2" up
+}
+
+# device_yaml DEV KEYNAME PORT ADDR: the device part of a kubelink config; peers follow via peer_yaml.
+device_yaml() {
+  printf 'device:\n  name: %s\n  privateKeyFile: /tmp/%s.key\n  listenPort: %s\n' "$1" "$2" "$3"
+  printf '  addresses: ["%s"]\n  peers:\n' "$4"
+}
+
+# peer_yaml PEERNAME ENDPOINT|- ALLOWED[,ALLOWED] [KEEPALIVE]
+peer_yaml() {
+  printf '  - publicKey: "%s"\n' "$(cat "/tmp/$1.pub")"
+  [ "$2" = - ] || printf '    endpoint: "%s"\n' "$2"
+  printf '    allowedIPs: ["%s"]\n' "$(echo "$3" | sed 's/,/", "/g')"
+  [ -z "${4:-}" ] || printf '    persistentKeepalive: %s\n' "$4"
+}
+
+# kl_start NS CONFIG LOG [ARGS...]: start `kubelink run` in NS; its pid is in $KL_PID.
+kl_start() {
+  ns="$1" config="$2" logfile="$3"
+  shift 3
+  # The binary itself, not the `on`/`ip` functions: a backgrounded function is a subshell, and $! would
+  # be that shell instead of the agent. `ip netns exec` execs kubelink under the same pid.
+  /usr/local/sbin/ip netns exec "$ns" kubelink run --config "$config" "$@" >"$logfile" 2>&1 &
+  KL_PID=$!
+}
+
+# kl_stop PID LOG: SIGTERM, and the agent must exit 0 within 10 s.
+kl_stop() {
+  kill -TERM "$1" 2>/dev/null || fail "agent $1 is not running; log:$(echo; cat "$2")"
+  i=0
+  while kill -0 "$1" 2>/dev/null; do
+    i=$((i + 1))
+    [ "$i" -ge 50 ] && fail "agent $1 ignored SIGTERM"
+    sleep 0.2
+  done
+  wait "$1" || fail "agent exited non-zero; log:$(echo; cat "$2")"
+}
+
+# peer_count NS DEV
+peer_count() { on "$1" wg show "$2" peers | wc -l; }
+
+# has_peers NS DEV N
+has_peers() { [ "$(peer_count "$1" "$2" 2>/dev/null)" = "$3" ]; }
+
+# wait_peers NS DEV N LOG: wait up to 60 s until DEV exists in NS with N peers.
+wait_peers() {
+  wait_until 60 has_peers "$1" "$2" "$3" ||
+    fail "$2 in $1 never got $3 peers (has $(peer_count "$1" "$2" 2>&1)); log:$(echo; cat "$4")"
+}
+
+# Peers normalised to `key<TAB>endpoint<TAB>allowed,sorted<TAB>keepalive|off`, sorted, from two readers.
+wg_peers() {
+  on "$1" wg show "$2" dump | tail -n +2 |
+    jq -R -r 'split("\t") | [.[0], .[2], (.[3] | split(",") | sort | join(",")), .[7]] | @tsv' | sort
+}
+
+kl_peers() {
+  on "$1" kubelink status --device "$2" --json | jq -r '.peers[] | [.publicKey, (.endpoint // "(none)"),
+    (.allowedIPs | sort | join(",") | if . == "" then "(none)" else . end),
+    (if (.persistentKeepalive // 0) == 0 then "off" else (.persistentKeepalive | tostring) end)] | @tsv' | sort
+}
+
+# kl_field NS DEV JQ: one field of `kubelink status --json`.
+kl_field() { on "$1" kubelink status --device "$2" --json | jq -r "$3"; }
+
+# size_is FILE BYTES
+size_is() { [ "$(wc -c <"$1")" = "$2" ]; }
+
+# same_text WHAT EXPECTED_FILE ACTUAL_FILE: fail with a diff when they differ.
+same_text() {
+  cmp -s "$2" "$3" || fail "$1 differs:$(echo; diff "$2" "$3" | head -20)"
 }

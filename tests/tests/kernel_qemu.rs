@@ -78,10 +78,7 @@ fn scenario_excerpt(console: &str, name: &str) -> String {
 }
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
 /// The kubelink binary: `KUBELINK_BIN`, else `target/release/kubelink` next to this test's `deps/`.
@@ -95,9 +92,7 @@ fn kubelink_bin() -> Option<PathBuf> {
 }
 
 fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false)
+    std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file())).unwrap_or(false)
 }
 
 /// Every host tool the boot needs, with the package that provides it.
@@ -110,12 +105,10 @@ fn missing_ingredients() -> Vec<String> {
         ("wg", "wireguard-tools"),
         ("ip", "iproute2"),
         ("dpkg-deb", "dpkg"),
+        ("jq", "jq"),
     ];
-    let mut missing: Vec<String> = tools
-        .iter()
-        .filter(|(tool, _)| !on_path(tool))
-        .map(|(tool, pkg)| format!("{tool} (package {pkg})"))
-        .collect();
+    let mut missing: Vec<String> =
+        tools.iter().filter(|(tool, _)| !on_path(tool)).map(|(tool, pkg)| format!("{tool} (package {pkg})")).collect();
     if kubelink_bin().is_none() {
         missing.push("kubelink binary (cargo build --release -p kubelink, or KUBELINK_BIN)".into());
     }
@@ -136,10 +129,7 @@ fn boot() -> Option<&'static Boot> {
 fn run_guest() -> Option<Boot> {
     let missing = missing_ingredients();
     if !missing.is_empty() {
-        let msg = format!(
-            "kernel qemu tests cannot run, missing: {}",
-            missing.join(", ")
-        );
+        let msg = format!("kernel qemu tests cannot run, missing: {}", missing.join(", "));
         assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
         eprintln!("\n!!! SKIPPED: {msg}\n");
         return None;
@@ -187,9 +177,34 @@ fn scenario_files() -> Vec<String> {
     names
 }
 
+/// ip + wg only: the module loads, two namespaces handshake and ping.
 #[test]
 fn kernel_shell_handshake_and_ping() {
     assert_scenario("kernel-shell");
+}
+
+/// `--wg-backend auto` picks kernel; key, port, peers set; `wg show` == `kubelink status` == config.
+#[test]
+fn agent_auto_picks_kernel_and_reads_back_what_wg_shows() {
+    assert_scenario("agent-kernel");
+}
+
+/// A ping across an agent restart loses nothing; same ifindex; the peer is not re-applied.
+#[test]
+fn agent_restart_adopts_the_kernel_device() {
+    assert_scenario("adoption");
+}
+
+/// 1000 peers applied in one reconcile pass and read back equal by wg and kubelink.
+#[test]
+fn thousand_peers_applied_in_one_pass() {
+    assert_scenario("large-peer-set");
+}
+
+/// Kernel device against kubelink's userspace (gotatun) device: handshake, pings, TCP transfer.
+#[test]
+fn kernel_device_talks_to_userspace_device() {
+    assert_scenario("kernel-vs-userspace");
 }
 
 /// Every scenario file ran and passed, and the guest reached its end (no timeout, no panic).
@@ -200,11 +215,7 @@ fn guest_ran_every_scenario_to_the_end() {
         assert_scenario(&name);
     }
     let total = boot.markers.scenarios.len() as u32;
-    assert_eq!(
-        boot.markers.done,
-        Some((total, 0)),
-        "guest did not finish cleanly"
-    );
+    assert_eq!(boot.markers.done, Some((total, 0)), "guest did not finish cleanly");
 }
 
 #[test]
@@ -222,11 +233,7 @@ fn markers_parse_pass_fail_unfinished_and_done() {
 
 #[test]
 fn excerpt_spans_one_scenario() {
-    let console =
-        "@@KLQ BEGIN a\nline a\n@@KLQ PASS a\n@@KLQ BEGIN b\nline b\n@@KLQ FAIL b exit=1\nafter\n";
-    assert_eq!(
-        scenario_excerpt(console, "b"),
-        "@@KLQ BEGIN b\nline b\n@@KLQ FAIL b exit=1"
-    );
+    let console = "@@KLQ BEGIN a\nline a\n@@KLQ PASS a\n@@KLQ BEGIN b\nline b\n@@KLQ FAIL b exit=1\nafter\n";
+    assert_eq!(scenario_excerpt(console, "b"), "@@KLQ BEGIN b\nline b\n@@KLQ FAIL b exit=1");
     assert!(scenario_excerpt(console, "zz").contains("no BEGIN"));
 }
