@@ -15,13 +15,13 @@ pub enum LinkError {
     #[error("opening a netlink socket: {0} (kubelink needs CAP_NET_ADMIN in the node's network namespace)")]
     Socket(std::io::Error),
     #[error("link {name}: {op}: {source}")]
-    Netlink { name: String, op: &'static str, source: rtnetlink::Error },
+    Netlink { name: String, op: &'static str, source: Box<rtnetlink::Error> },
     #[error("link {0} does not exist")]
     Missing(String),
 }
 
 fn nl<'a>(name: &'a str, op: &'static str) -> impl FnOnce(rtnetlink::Error) -> LinkError + 'a {
-    move |source| LinkError::Netlink { name: name.to_string(), op, source }
+    move |source| LinkError::Netlink { name: name.to_string(), op, source: source.into() }
 }
 
 /// What kubelink needs to know about a link.

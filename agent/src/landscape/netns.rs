@@ -240,6 +240,24 @@ impl Drop for Proc {
     }
 }
 
+impl Netns {
+    /// Runs `f` on a thread that has entered this namespace (sockets it opens live there).
+    pub fn run_in<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+        let path = format!("/run/netns/{}", self.name);
+        let file = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns on a valid namespace fd; only this new thread changes namespace.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(format!("setns: {}", std::io::Error::last_os_error()));
+            }
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| "namespace thread panicked".to_string())?
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,23 +275,5 @@ mod tests {
         let b = unique("gw");
         assert_ne!(a, b);
         assert!(a.len() <= 15);
-    }
-}
-
-impl Netns {
-    /// Runs `f` on a thread that has entered this namespace (sockets it opens live there).
-    pub fn run_in<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
-        let path = format!("/run/netns/{}", self.name);
-        let file = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
-        std::thread::spawn(move || {
-            use std::os::fd::AsRawFd;
-            // SAFETY: setns on a valid namespace fd; only this new thread changes namespace.
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(format!("setns: {}", std::io::Error::last_os_error()));
-            }
-            Ok(f())
-        })
-        .join()
-        .map_err(|_| "namespace thread panicked".to_string())?
     }
 }

@@ -13,7 +13,7 @@ use super::{Route, RoutePlan};
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
     #[error("route {route}: {op}: {source}{hint}")]
-    Netlink { route: String, op: &'static str, source: rtnetlink::Error, hint: &'static str },
+    Netlink { route: String, op: &'static str, source: Box<rtnetlink::Error>, hint: &'static str },
     #[error("route {0}: {1}")]
     Invalid(String, String),
 }
@@ -40,7 +40,7 @@ impl Routes {
                 self.handle.route().get(query).execute().try_collect().await.map_err(|source| RouteError::Netlink {
                     route: "*".into(),
                     op: "list",
-                    source,
+                    source: source.into(),
                     hint: "",
                 })?;
             found.extend(
@@ -75,7 +75,7 @@ impl Routes {
             } else {
                 ""
             };
-            RouteError::Netlink { route: describe(r), op: "replace", source, hint }
+            RouteError::Netlink { route: describe(r), op: "replace", source: source.into(), hint }
         })
     }
 
@@ -84,7 +84,12 @@ impl Routes {
         match self.handle.route().del(msg).execute().await {
             // Already gone is what we wanted.
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ESRCH => Ok(()),
-            other => other.map_err(|source| RouteError::Netlink { route: describe(r), op: "delete", source, hint: "" }),
+            other => other.map_err(|source| RouteError::Netlink {
+                route: describe(r),
+                op: "delete",
+                source: source.into(),
+                hint: "",
+            }),
         }
     }
 
