@@ -1,0 +1,368 @@
+//! The REST surface: real paths, query parameters, status codes and the watch stream.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{Value, json};
+
+use super::kinds::{KINDS, ResourceKind};
+use super::selector::{FieldSelector, LabelSelector};
+use super::status::ApiError;
+use super::store::{Filter, Since, Store};
+
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// How often an idle watch that asked for bookmarks gets one.
+const BOOKMARK_EVERY: Duration = Duration::from_secs(5);
+/// The real server's default upper bound for a watch without `timeoutSeconds` is 30 to 60 minutes.
+const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// The resource a request is about.
+#[derive(Debug, PartialEq)]
+struct Target {
+    kind: usize,
+    namespace: Option<String>,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+enum Route {
+    Resource(Target),
+    Discovery(Value),
+}
+
+pub async fn handle(store: Arc<Store>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let result = dispatch(store, request).await;
+    Ok(result.unwrap_or_else(|e| {
+        json_response(StatusCode::from_u16(e.code).unwrap_or(StatusCode::BAD_REQUEST), &e.to_status())
+    }))
+}
+
+async fn dispatch(store: Arc<Store>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let (parts, body) = request.into_parts();
+    let query: HashMap<String, String> =
+        form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect();
+    let target = match route(parts.uri.path())? {
+        Route::Discovery(doc) => return Ok(json_response(StatusCode::OK, &doc)),
+        Route::Resource(target) => target,
+    };
+    let body = body.collect().await.map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?.to_bytes();
+    let content_type = parts.headers.get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ns = target.namespace.clone().unwrap_or_default();
+    let status_only = match target.subresource.as_deref() {
+        None => false,
+        Some("status") if KINDS[target.kind].status => true,
+        Some(other) => return Err(ApiError::path_not_found(&format!("subresource {other}"))),
+    };
+    match (&parts.method, target.name.as_deref()) {
+        (&Method::GET, None) if is_true(query.get("watch")) => watch(store, &target, &query),
+        (&Method::GET, None) => list(&store, &target, &query),
+        (&Method::GET, Some(name)) => ok(store.get(target.kind, &ns, name)),
+        (&Method::POST, None) => {
+            let object = parse_json(&body)?;
+            Ok(json_response(StatusCode::CREATED, &store.create(target.kind, &ns, object)?))
+        }
+        (&Method::PUT, Some(name)) => ok(store.update(target.kind, &ns, name, parse_json(&body)?, status_only)),
+        (&Method::PATCH, Some(name)) => patch(&store, &target, name, content_type, &body, status_only, &query),
+        (&Method::DELETE, Some(name)) => {
+            let options: Value = if body.is_empty() { json!({}) } else { parse_json(&body)? };
+            let precondition = options.pointer("/preconditions/resourceVersion").and_then(Value::as_str);
+            ok(store.delete(target.kind, &ns, name, precondition))
+        }
+        (method, _) => Err(ApiError::method_not_allowed(method.as_str())),
+    }
+}
+
+fn is_true(value: Option<&String>) -> bool {
+    value.is_some_and(|v| v == "true" || v == "1")
+}
+
+fn ok(result: Result<Value, ApiError>) -> Result<Response<Body>, ApiError> {
+    result.map(|v| json_response(StatusCode::OK, &v))
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    let mut response = Response::new(Full::new(Bytes::from(bytes)).boxed());
+    *response.status_mut() = status;
+    response.headers_mut().insert(hyper::header::CONTENT_TYPE, "application/json".parse().expect("static header"));
+    response
+}
+
+fn route(path: &str) -> Result<Route, ApiError> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let (group, version, rest) = match segs.as_slice() {
+        ["version"] => return Ok(Route::Discovery(version_doc())),
+        ["api"] => return Ok(Route::Discovery(json!({"kind": "APIVersions", "versions": ["v1"]}))),
+        ["apis"] => return Ok(Route::Discovery(group_list())),
+        ["api", version] => return Ok(Route::Discovery(resource_list("", version))),
+        ["apis", group, version] => return Ok(Route::Discovery(resource_list(group, version))),
+        ["api", version, rest @ ..] => ("", *version, rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => return Err(ApiError::path_not_found(path)),
+    };
+    let (namespace, plural, tail) = match rest {
+        ["namespaces", ns, plural, tail @ ..] => (Some(ns.to_string()), *plural, tail),
+        [plural, tail @ ..] => (None, *plural, tail),
+        [] => return Err(ApiError::path_not_found(path)),
+    };
+    let kind = ResourceKind::find(group, version, plural).ok_or_else(|| ApiError::path_not_found(path))?;
+    let rk = &KINDS[kind];
+    let name = tail.first().map(|s| s.to_string());
+    // Namespaced items need a namespace; cluster-scoped resources never have one.
+    if (rk.namespaced && namespace.is_none() && name.is_some())
+        || (!rk.namespaced && namespace.is_some())
+        || tail.len() > 2
+    {
+        return Err(ApiError::path_not_found(path));
+    }
+    Ok(Route::Resource(Target { kind, namespace, name, subresource: tail.get(1).map(|s| s.to_string()) }))
+}
+
+fn version_doc() -> Value {
+    json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-kubelink-test", "platform": "linux/amd64"})
+}
+
+fn group_list() -> Value {
+    let mut groups: Vec<(&str, &str)> =
+        KINDS.iter().filter(|k| !k.group.is_empty()).map(|k| (k.group, k.version)).collect();
+    groups.dedup();
+    let groups: Vec<Value> = groups
+        .into_iter()
+        .map(|(g, v)| {
+            let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
+            json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+        })
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+fn resource_list(group: &str, version: &str) -> Value {
+    let resources: Vec<Value> = KINDS
+        .iter()
+        .filter(|k| k.group == group && k.version == version)
+        .map(|k| {
+            json!({"name": k.plural, "singularName": k.kind.to_lowercase(), "namespaced": k.namespaced, "kind": k.kind,
+                   "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]})
+        })
+        .collect();
+    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})
+}
+
+fn filter_from(target: &Target, query: &HashMap<String, String>) -> Result<Filter, ApiError> {
+    Ok(Filter {
+        namespace: target.namespace.clone(),
+        labels: LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))?,
+        fields: FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str))?,
+    })
+}
+
+/// A list is always served from the latest state. Like the real server answering from its watch cache,
+/// it may ignore `limit`: clients must (and kube does) cope with a list that is not paginated.
+fn list(store: &Store, target: &Target, query: &HashMap<String, String>) -> Result<Response<Body>, ApiError> {
+    let rk = &KINDS[target.kind];
+    let (items, rv) = store.list(target.kind, &filter_from(target, query)?);
+    let doc = json!({
+        "kind": format!("{}List", rk.kind),
+        "apiVersion": rk.api_version(),
+        "metadata": {"resourceVersion": rv.to_string()},
+        "items": items,
+    });
+    Ok(json_response(StatusCode::OK, &doc))
+}
+
+struct WatchPlan {
+    kind: usize,
+    filter: Filter,
+    /// `None`: send the current objects as ADDED first, then changes.
+    from: Option<u64>,
+    bookmarks: bool,
+    initial_events_end: bool,
+    timeout: Duration,
+}
+
+fn watch(store: Arc<Store>, target: &Target, query: &HashMap<String, String>) -> Result<Response<Body>, ApiError> {
+    let from = match query.get("resourceVersion").map(String::as_str) {
+        None | Some("") | Some("0") => None,
+        Some(rv) => {
+            Some(rv.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?)
+        }
+    };
+    let send_initial = is_true(query.get("sendInitialEvents"));
+    let plan = WatchPlan {
+        kind: target.kind,
+        filter: filter_from(target, query)?,
+        from: if send_initial { None } else { from },
+        bookmarks: is_true(query.get("allowWatchBookmarks")),
+        initial_events_end: send_initial,
+        timeout: query
+            .get("timeoutSeconds")
+            .and_then(|t| t.parse().ok())
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_WATCH_TIMEOUT),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
+    tokio::spawn(run_watch(store, plan, tx));
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+    });
+    let mut response = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    response.headers_mut().insert(hyper::header::CONTENT_TYPE, "application/json".parse().expect("static header"));
+    Ok(response)
+}
+
+fn event_line(kind_of_event: &str, object: &Value) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({"type": kind_of_event, "object": object})).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+fn bookmark(kind: usize, rv: u64, initial_events_end: bool) -> Bytes {
+    let rk = &KINDS[kind];
+    let mut meta = json!({"resourceVersion": rv.to_string()});
+    if initial_events_end {
+        meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    event_line("BOOKMARK", &json!({"kind": rk.kind, "apiVersion": rk.api_version(), "metadata": meta}))
+}
+
+/// Streams events until the client goes away or the timeout ends the watch (clients then re-watch).
+async fn run_watch(store: Arc<Store>, plan: WatchPlan, tx: tokio::sync::mpsc::Sender<Bytes>) {
+    let mut changed = store.subscribe();
+    let deadline = tokio::time::Instant::now() + plan.timeout;
+    let mut last = match plan.from {
+        Some(rv) => rv,
+        None => {
+            let (items, rv) = store.list(plan.kind, &plan.filter);
+            for item in &items {
+                if tx.send(event_line("ADDED", item)).await.is_err() {
+                    return;
+                }
+            }
+            if plan.initial_events_end && tx.send(bookmark(plan.kind, rv, true)).await.is_err() {
+                return;
+            }
+            rv
+        }
+    };
+    loop {
+        changed.borrow_and_update();
+        match store.since(plan.kind, last, &plan.filter) {
+            Since::TooOld { compacted } => {
+                let gone = ApiError::gone(format!("too old resource version: {last} ({compacted})"));
+                let _ = tx.send(event_line("ERROR", &gone.to_status())).await;
+                return;
+            }
+            Since::Events { events, current } => {
+                for e in events {
+                    if tx.send(event_line(e.kind_of_event, &e.object)).await.is_err() {
+                        return;
+                    }
+                }
+                last = current;
+            }
+        }
+        tokio::select! {
+            r = changed.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep_until(deadline) => return,
+            _ = tokio::time::sleep(BOOKMARK_EVERY), if plan.bookmarks => {
+                if tx.send(bookmark(plan.kind, last, false)).await.is_err() { return }
+            }
+            _ = tx.closed() => return,
+        }
+    }
+}
+
+fn patch(
+    store: &Store,
+    target: &Target,
+    name: &str,
+    content_type: &str,
+    body: &[u8],
+    status_only: bool,
+    query: &HashMap<String, String>,
+) -> Result<Response<Body>, ApiError> {
+    let ns = target.namespace.clone().unwrap_or_default();
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    let patch = parse_json(body)?;
+    match media {
+        "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+            ok(store.patch(target.kind, &ns, name, status_only, |current| Ok(merged(current, &patch))))
+        }
+        "application/json-patch+json" => {
+            let ops: json_patch::Patch =
+                serde_json::from_value(patch).map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+            ok(store.patch(target.kind, &ns, name, status_only, |current| {
+                let mut doc = current.clone();
+                json_patch::patch(&mut doc, &ops)
+                    .map_err(|e| ApiError::invalid(&KINDS[target.kind], name, e.to_string()))?;
+                Ok(doc)
+            }))
+        }
+        // Server-side apply, approximated as "merge, creating when missing"; no field ownership.
+        "application/apply-patch+yaml" => {
+            if !query.contains_key("fieldManager") {
+                return Err(ApiError::bad_request("PATCH, PatchType is ApplyPatch: fieldManager is required"));
+            }
+            match store.patch(target.kind, &ns, name, status_only, |current| Ok(merged(current, &patch))) {
+                Err(e) if e.code == 404 => {
+                    let mut object = patch.clone();
+                    object["metadata"]["name"] = json!(name);
+                    Ok(json_response(StatusCode::CREATED, &store.create(target.kind, &ns, object)?))
+                }
+                other => ok(other),
+            }
+        }
+        other => Err(ApiError::unsupported_media_type(other)),
+    }
+}
+
+fn merged(current: &Value, patch: &Value) -> Value {
+    let mut doc = current.clone();
+    json_patch::merge(&mut doc, patch);
+    doc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(path: &str) -> Target {
+        match route(path).unwrap() {
+            Route::Resource(t) => t,
+            Route::Discovery(_) => panic!("{path} is not a resource"),
+        }
+    }
+
+    #[test]
+    fn paths_map_to_resources_as_on_the_real_server() {
+        let t = target("/api/v1/namespaces/ns1/secrets/s1");
+        assert_eq!(
+            (KINDS[t.kind].kind, t.namespace.as_deref(), t.name.as_deref()),
+            ("Secret", Some("ns1"), Some("s1"))
+        );
+        let t = target("/apis/core.gardener.cloud/v1beta1/seeds/seed-a/status");
+        assert_eq!(
+            (KINDS[t.kind].kind, t.name.as_deref(), t.subresource.as_deref()),
+            ("Seed", Some("seed-a"), Some("status"))
+        );
+        let t = target("/apis/core.gardener.cloud/v1beta1/shootstates");
+        assert_eq!((KINDS[t.kind].kind, t.namespace, t.name), ("ShootState", None, None));
+        let t = target("/api/v1/namespaces/garden");
+        assert_eq!((KINDS[t.kind].kind, t.name.as_deref()), ("Namespace", Some("garden")));
+        assert!(route("/api/v1/secrets/s1").is_err(), "a namespaced item needs its namespace");
+        assert!(route("/apis/core.gardener.cloud/v1beta1/namespaces/x/seeds").is_err(), "seeds are cluster-scoped");
+        assert!(route("/apis/nope/v1/things").is_err());
+    }
+}
