@@ -2,6 +2,7 @@
 
 pub mod cmd;
 pub mod config;
+pub mod election;
 pub mod landscape;
 pub mod link;
 pub mod monitor;

@@ -1,0 +1,137 @@
+//! Lease I/O for the election: read every slot, then create, renew or take over one, each guarded by
+//! resourceVersion so that two nodes can never both win a slot (the loser gets 409 Conflict).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
+use kube::api::PostParams;
+
+use super::{Action, NODE_IP_ANNOTATION, SlotLease, Timing, decide};
+
+/// One node's view of the slot Leases `<prefix>-0`, `<prefix>-1`, ... in one namespace.
+pub struct LeaseElection {
+    api: Api<Lease>,
+    pub me: String,
+    pub node_ip: String,
+    pub prefix: String,
+    pub slots: usize,
+    pub timing: Timing,
+}
+
+/// The outcome of one round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Round {
+    /// The slot this node holds after the round, if any.
+    pub holding: Option<usize>,
+    /// Every slot's Lease as read at the start of the round (after our own write for our slot).
+    pub slots: Vec<Option<SlotLease>>,
+}
+
+impl LeaseElection {
+    pub fn new(client: kube::Client, namespace: &str, me: &str, node_ip: &str, slots: usize, timing: Timing) -> Self {
+        LeaseElection {
+            api: Api::namespaced(client, namespace),
+            me: me.into(),
+            node_ip: node_ip.into(),
+            prefix: "kubelink-gateway".into(),
+            slots,
+            timing,
+        }
+    }
+
+    pub fn lease_name(&self, slot: usize) -> String {
+        format!("{}-{slot}", self.prefix)
+    }
+
+    /// Reads every slot's Lease.
+    pub async fn read(&self) -> Result<Vec<Option<Lease>>, kube::Error> {
+        let mut out = Vec::with_capacity(self.slots);
+        for slot in 0..self.slots {
+            out.push(self.api.get_opt(&self.lease_name(slot)).await?);
+        }
+        Ok(out)
+    }
+
+    /// One round: decide from what is there, write, and report what we hold. A lost race (409) is
+    /// not an error: the round simply ends without the slot.
+    pub async fn round(&self) -> Result<Round, kube::Error> {
+        let mut leases = self.read().await?;
+        let now = Timestamp::now();
+        let views: Vec<Option<SlotLease>> = leases.iter().map(|l| l.as_ref().map(view)).collect();
+        let (slot, written) = match decide(&self.me, now, &views) {
+            Action::Wait => return Ok(Round { holding: None, slots: views }),
+            Action::Create(i) => (i, self.create(i, now).await),
+            Action::Renew(i) => (i, self.replace(leases[i].take(), now, false).await),
+            Action::TakeOver(i) => (i, self.replace(leases[i].take(), now, true).await),
+        };
+        let mut views = views;
+        match written {
+            Ok(lease) => {
+                views[slot] = Some(view(&lease));
+                Ok(Round { holding: Some(slot), slots: views })
+            }
+            Err(kube::Error::Api(status)) if status.is_conflict() || status.is_already_exists() => {
+                tracing::debug!(slot, "lost the race for the slot");
+                Ok(Round { holding: None, slots: views })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn create(&self, slot: usize, now: Timestamp) -> Result<Lease, kube::Error> {
+        let lease =
+            Lease { metadata: ObjectMeta { name: Some(self.lease_name(slot)), ..ObjectMeta::default() }, spec: None };
+        self.api.create(&PostParams::default(), &self.held(lease, now, true)).await
+    }
+
+    async fn replace(&self, lease: Option<Lease>, now: Timestamp, take_over: bool) -> Result<Lease, kube::Error> {
+        let lease = lease.unwrap_or_default();
+        let name = lease.metadata.name.clone().unwrap_or_default();
+        // The resourceVersion we read travels with the object: a concurrent writer makes this a 409.
+        self.api.replace(&name, &PostParams::default(), &self.held(lease, now, take_over)).await
+    }
+
+    /// The Lease with us as holder, renewed now; a take-over counts a transition.
+    fn held(&self, mut lease: Lease, now: Timestamp, acquire: bool) -> Lease {
+        let mut spec = lease.spec.take().unwrap_or_default();
+        if acquire {
+            spec.acquire_time = Some(MicroTime(now));
+            spec.lease_transitions =
+                Some(spec.lease_transitions.unwrap_or(0) + i32::from(spec.holder_identity.is_some()));
+        }
+        spec.holder_identity = Some(self.me.clone());
+        spec.renew_time = Some(MicroTime(now));
+        spec.lease_duration_seconds = Some(self.timing.lease_duration.as_secs().max(1) as i32);
+        lease.spec = Some(spec);
+        let annotations = lease.metadata.annotations.get_or_insert_with(BTreeMap::new);
+        annotations.insert(NODE_IP_ANNOTATION.into(), self.node_ip.clone());
+        lease
+    }
+
+    /// Gives a slot up at once (clean shutdown, or a gateway that lost its data path), so another
+    /// node takes it without waiting for the Lease to expire.
+    pub async fn release(&self, slot: usize) -> Result<(), kube::Error> {
+        let Some(mut lease) = self.api.get_opt(&self.lease_name(slot)).await? else { return Ok(()) };
+        let spec: &mut LeaseSpec = lease.spec.get_or_insert_with(LeaseSpec::default);
+        if spec.holder_identity.as_deref() != Some(&self.me) {
+            return Ok(());
+        }
+        spec.holder_identity = None;
+        let name = self.lease_name(slot);
+        self.api.replace(&name, &PostParams::default(), &lease).await.map(|_| ())
+    }
+}
+
+/// The election's view of a Lease object.
+pub fn view(lease: &Lease) -> SlotLease {
+    let spec = lease.spec.clone().unwrap_or_default();
+    SlotLease {
+        holder: spec.holder_identity.filter(|h| !h.is_empty()),
+        renewed: spec.renew_time.map(|t| t.0),
+        duration: std::time::Duration::from_secs(spec.lease_duration_seconds.unwrap_or(0).max(0) as u64),
+        node_ip: lease.metadata.annotations.as_ref().and_then(|a| a.get(NODE_IP_ANNOTATION).cloned()),
+    }
+}

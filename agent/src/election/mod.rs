@@ -1,0 +1,150 @@
+//! Gateway election with one `coordination.k8s.io/v1` Lease per gateway slot (the client-go
+//! algorithm: get, then create or replace guarded by resourceVersion). A node holds at most one slot,
+//! so two gateways are always on two nodes. The decision is pure ([`decide`]); [`kube`] does the I/O.
+//!
+//! Timing: a holder renews every `retry` and steps down when it could not renew for `renew_deadline`;
+//! others take a slot over once `renewTime + lease_duration` has passed. A dead gateway's slot is
+//! therefore free after at most `lease_duration` and taken within one `retry` more.
+
+pub mod kube;
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+
+/// Annotation on a slot's Lease with the holder's node IP, for the routers.
+pub const NODE_IP_ANNOTATION: &str = "kubelink.gardener.cloud/node-ip";
+
+/// What the election knows of one slot's Lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotLease {
+    pub holder: Option<String>,
+    pub renewed: Option<Timestamp>,
+    pub duration: Duration,
+    pub node_ip: Option<String>,
+}
+
+impl SlotLease {
+    /// Held and renewed recently enough.
+    pub fn is_live(&self, now: Timestamp) -> bool {
+        let (Some(h), Some(renewed)) = (&self.holder, self.renewed) else { return false };
+        let Ok(duration) = k8s_openapi::jiff::SignedDuration::try_from(self.duration) else { return false };
+        !h.is_empty() && renewed.checked_add(duration).is_ok_and(|until| until > now)
+    }
+
+    pub fn held_by(&self, me: &str) -> bool {
+        self.holder.as_deref() == Some(me)
+    }
+}
+
+/// What to do in this round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Keep holding `slot`: update its renewTime.
+    Renew(usize),
+    /// The slot has no Lease yet: create it with us as holder.
+    Create(usize),
+    /// The slot's Lease expired (or was released): take it over.
+    TakeOver(usize),
+    /// Every slot is live and held by others, or we hold one already.
+    Wait,
+}
+
+/// Decides the next step for node `me` given every slot's Lease (`None`: no Lease object yet).
+/// Prefers keeping what it holds (sticky), then the lowest free slot.
+pub fn decide(me: &str, now: Timestamp, slots: &[Option<SlotLease>]) -> Action {
+    if let Some(held) = slots.iter().position(|s| s.as_ref().is_some_and(|l| l.held_by(me))) {
+        return Action::Renew(held);
+    }
+    for (i, slot) in slots.iter().enumerate() {
+        match slot {
+            None => return Action::Create(i),
+            Some(l) if !l.is_live(now) => return Action::TakeOver(i),
+            Some(_) => {}
+        }
+    }
+    Action::Wait
+}
+
+/// The gateway of every slot that has a live holder: (slot, node name, node IP).
+pub fn live_gateways(now: Timestamp, slots: &[Option<SlotLease>]) -> Vec<(usize, String, Option<String>)> {
+    slots
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            s.as_ref().filter(|l| l.is_live(now)).map(|l| (i, l.holder.clone().unwrap_or_default(), l.node_ip.clone()))
+        })
+        .collect()
+}
+
+/// Election timing (flags of `kubelink agent`).
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub lease_duration: Duration,
+    pub renew_deadline: Duration,
+    pub retry: Duration,
+}
+
+impl Default for Timing {
+    /// Failover within lease_duration + retry = 5 s (GEP-14 accepts 30-60 s).
+    fn default() -> Self {
+        Timing {
+            lease_duration: Duration::from_secs(4),
+            renew_deadline: Duration::from_secs(3),
+            retry: Duration::from_secs(1),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).unwrap()
+    }
+
+    fn lease(holder: &str, renewed: i64) -> Option<SlotLease> {
+        Some(SlotLease {
+            holder: Some(holder.into()),
+            renewed: Some(t(renewed)),
+            duration: Duration::from_secs(4),
+            node_ip: None,
+        })
+    }
+
+    #[test]
+    fn missing_leases_are_created_lowest_first() {
+        assert_eq!(decide("a", t(0), &[None, None]), Action::Create(0));
+        assert_eq!(decide("a", t(0), &[lease("b", 0), None]), Action::Create(1));
+    }
+
+    #[test]
+    fn a_holder_renews_and_never_takes_a_second_slot() {
+        assert_eq!(decide("a", t(0), &[lease("a", 0), None]), Action::Renew(0));
+        assert_eq!(decide("a", t(10), &[lease("b", 0), lease("a", 0)]), Action::Renew(1), "sticky, even if expired");
+    }
+
+    #[test]
+    fn expired_slots_are_taken_over_live_ones_are_not() {
+        // rows: (now, renewed) -> live?
+        assert_eq!(decide("a", t(3), &[lease("b", 0)]), Action::Wait);
+        assert_eq!(decide("a", t(4), &[lease("b", 0)]), Action::TakeOver(0));
+        assert_eq!(decide("a", t(5), &[lease("b", 4), lease("c", 0)]), Action::TakeOver(1));
+    }
+
+    #[test]
+    fn released_lease_is_free() {
+        let released =
+            Some(SlotLease { holder: None, renewed: Some(t(0)), duration: Duration::from_secs(4), node_ip: None });
+        assert_eq!(decide("a", t(1), &[released]), Action::TakeOver(0));
+    }
+
+    #[test]
+    fn live_gateways_lists_only_live_holders() {
+        let mut l0 = lease("n1", 0);
+        l0.as_mut().unwrap().node_ip = Some("10.0.0.1".into());
+        let got = live_gateways(t(2), &[l0, lease("n2", -10), None]);
+        assert_eq!(got, vec![(0, "n1".to_string(), Some("10.0.0.1".to_string()))]);
+    }
+}
