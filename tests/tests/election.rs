@@ -1,0 +1,92 @@
+//! Gateway election against the Kubernetes API test server: Leases, resourceVersion races, failover.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use kubelink::election::Timing;
+use kubelink::election::kube::LeaseElection;
+use kubelink_tests::apiserver;
+
+const NS: &str = "garden";
+
+fn timing() -> Timing {
+    Timing {
+        lease_duration: Duration::from_secs(2),
+        renew_deadline: Duration::from_millis(1500),
+        retry: Duration::from_millis(100),
+    }
+}
+
+fn node(client: &kube::Client, name: &str) -> LeaseElection {
+    LeaseElection::new(client.clone(), NS, name, &format!("10.250.0.{}", name.len()), 2, timing())
+}
+
+/// Runs rounds for every node concurrently for `for_how_long`; returns each node's last holding.
+async fn run_rounds(nodes: &[&LeaseElection], for_how_long: Duration) -> BTreeMap<String, Option<usize>> {
+    let start = Instant::now();
+    let mut last = BTreeMap::new();
+    while start.elapsed() < for_how_long {
+        let rounds = futures::future::join_all(nodes.iter().map(|n| n.round())).await;
+        let mut held: Vec<usize> = Vec::new();
+        for (n, r) in nodes.iter().zip(rounds) {
+            let r = r.expect("round");
+            if let Some(slot) = r.holding {
+                assert!(!held.contains(&slot), "two nodes hold slot {slot} in the same round");
+                held.push(slot);
+            }
+            last.insert(n.me.clone(), r.holding);
+        }
+        tokio::time::sleep(timing().retry).await;
+    }
+    last
+}
+
+#[tokio::test]
+async fn three_nodes_two_slots_distinct_holders_and_failover() {
+    let server = apiserver::start().await;
+    let client = server.client();
+    let (a, b, c) = (node(&client, "node-a"), node(&client, "node-bb"), node(&client, "node-ccc"));
+
+    let held = run_rounds(&[&a, &b, &c], Duration::from_millis(800)).await;
+    let slots: Vec<usize> = held.values().flatten().copied().collect();
+    assert_eq!(slots.len(), 2, "two slots, two holders: {held:?}");
+    assert_ne!(slots[0], slots[1], "a node holds at most one slot and two nodes never share one: {held:?}");
+
+    // The holders are published with their node IPs on the Leases.
+    let leases = a.read().await.unwrap();
+    for lease in leases.iter().flatten() {
+        let view = kubelink::election::kube::view(lease);
+        assert!(view.node_ip.is_some(), "node IP annotation missing: {view:?}");
+    }
+
+    // The holder of slot 0 dies (stops renewing): the idle node takes the slot over after the lease
+    // expires.
+    let dead = held.iter().find(|(_, s)| **s == Some(0)).map(|(n, _)| n.clone()).unwrap();
+    let survivors: Vec<&LeaseElection> = [&a, &b, &c].into_iter().filter(|n| n.me != dead).collect();
+    let start = Instant::now();
+    let mut taken = None;
+    while start.elapsed() < Duration::from_secs(6) {
+        let held = run_rounds(&survivors, timing().retry).await;
+        if held.values().filter(|s| s.is_some()).count() == 2 {
+            taken = Some(start.elapsed());
+            break;
+        }
+    }
+    let taken = taken.expect("slot 0 was not taken over");
+    println!("slot 0 taken over {taken:?} after its holder stopped (lease duration {:?})", timing().lease_duration);
+    assert!(taken >= Duration::from_millis(1500), "taken over before the lease could expire: {taken:?}");
+    assert!(taken < timing().lease_duration + Duration::from_secs(1), "take-over too slow: {taken:?}");
+}
+
+#[tokio::test]
+async fn a_released_slot_is_taken_at_once() {
+    let server = apiserver::start().await;
+    let client = server.client();
+    let a = LeaseElection::new(client.clone(), NS, "node-a", "10.0.0.1", 1, timing());
+    let b = LeaseElection::new(client.clone(), NS, "node-b", "10.0.0.2", 1, timing());
+    assert_eq!(a.round().await.unwrap().holding, Some(0));
+    assert_eq!(b.round().await.unwrap().holding, None, "slot is live and held by a");
+    a.release(0).await.unwrap();
+    assert_eq!(b.round().await.unwrap().holding, Some(0), "released slot must be free now");
+    assert_eq!(a.round().await.unwrap().holding, None, "a must not take it back while b renews");
+}
