@@ -1,5 +1,11 @@
-//! kubelink's address management: keys, tunnel address allocation and CIDR rules.
+//! kubelink's address management: keys, tunnel address allocation, CIDR rules, the Gardener model and
+//! the Kubernetes-backed store and controller.
 
+pub mod alloc;
+pub mod error;
+pub mod gardener;
 pub mod keys;
+pub mod validate;
 
+pub use error::IpamError;
 pub use keys::{KeyError, PrivateKey, PublicKey};

@@ -1,0 +1,384 @@
+//! The subset of Gardener's `core.gardener.cloud/v1beta1` that kubelink reads and writes.
+//!
+//! Every struct keeps the fields it does not know in `extra`, so a read-modify-write never drops what
+//! Gardener stored. CIDRs stay strings here: a malformed one must be reported by validation, naming the
+//! field, instead of failing the whole decode.
+
+use std::borrow::Cow;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::core::{ClusterResourceScope, NamespaceResourceScope};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+pub const GROUP: &str = "core.gardener.cloud";
+pub const VERSION: &str = "v1beta1";
+pub const API_VERSION: &str = "core.gardener.cloud/v1beta1";
+/// The Shoot annotation that overrides the seed's default.
+pub const TUNNEL_ANNOTATION: &str = "alpha.featuregates.shoot.gardener.cloud/wireguard-tunnel";
+/// The OpenVPN range inside the tunnel; the WireGuard CIDR must not overlap it.
+pub const OPENVPN_RANGE: &str = "192.168.123.0/24";
+
+type Extra = Map<String, Value>;
+
+macro_rules! gardener_resource {
+    ($ty:ident, $kind:literal, $plural:literal, $scope:ty) => {
+        impl kube::Resource for $ty {
+            type DynamicType = ();
+            type Scope = $scope;
+            fn kind(_: &()) -> Cow<'_, str> {
+                $kind.into()
+            }
+            fn group(_: &()) -> Cow<'_, str> {
+                GROUP.into()
+            }
+            fn version(_: &()) -> Cow<'_, str> {
+                VERSION.into()
+            }
+            fn plural(_: &()) -> Cow<'_, str> {
+                $plural.into()
+            }
+            fn meta(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Seed {
+    #[serde(default = "seed_api_version")]
+    pub api_version: String,
+    #[serde(default = "seed_kind")]
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: SeedSpec,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+fn seed_api_version() -> String {
+    API_VERSION.into()
+}
+fn seed_kind() -> String {
+    "Seed".into()
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeedSpec {
+    #[serde(default)]
+    pub networks: SeedNetworks,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wireguard: Option<WireguardSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<SeedSettings>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeedNetworks {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub services: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shoot_defaults: Option<ShootNetworkDefaults>,
+    #[serde(default, rename = "blockCIDRs", skip_serializing_if = "Vec::is_empty")]
+    pub block_cidrs: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_families: Vec<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShootNetworkDefaults {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub services: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeedSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wireguard: Option<WireguardSettings>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireguardSettings {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cidr: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl Seed {
+    /// `spec.wireguard`, else GEP-14's `spec.settings.wireguard`, with the field path it came from.
+    pub fn wireguard(&self) -> Option<(&'static str, &WireguardSettings)> {
+        if let Some(wg) = &self.spec.wireguard {
+            return Some(("spec.wireguard", wg));
+        }
+        self.spec.settings.as_ref()?.wireguard.as_ref().map(|wg| ("spec.settings.wireguard", wg))
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Shoot {
+    #[serde(default = "shoot_api_version")]
+    pub api_version: String,
+    #[serde(default = "shoot_kind")]
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: ShootSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Value>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+fn shoot_api_version() -> String {
+    API_VERSION.into()
+}
+fn shoot_kind() -> String {
+    "Shoot".into()
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShootSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub networking: Option<ShootNetworking>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShootNetworking {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub services: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `namespace/name` of a Shoot: the key allocations are recorded under.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ShootKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for ShootKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+impl std::str::FromStr for ShootKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once('/') {
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Ok(Self { namespace: ns.into(), name: name.into() })
+            }
+            _ => Err(format!("{s:?} is not namespace/name")),
+        }
+    }
+}
+
+impl Shoot {
+    pub fn key(&self) -> ShootKey {
+        ShootKey {
+            namespace: self.metadata.namespace.clone().unwrap_or_default(),
+            name: self.metadata.name.clone().unwrap_or_default(),
+        }
+    }
+
+    /// The annotation's override: `Ok(None)` when absent, an error naming it when it is not a boolean.
+    pub fn tunnel_override(&self) -> Result<Option<bool>, crate::IpamError> {
+        let Some(value) = self.metadata.annotations.as_ref().and_then(|a| a.get(TUNNEL_ANNOTATION)) else {
+            return Ok(None);
+        };
+        match value.trim() {
+            "true" => Ok(Some(true)),
+            "false" => Ok(Some(false)),
+            _ => Err(crate::IpamError::InvalidValue {
+                field: format!("metadata.annotations[{TUNNEL_ANNOTATION}]"),
+                value: value.clone(),
+                reason: "must be \"true\" or \"false\"".into(),
+            }),
+        }
+    }
+
+    pub fn being_deleted(&self) -> bool {
+        self.metadata.deletion_timestamp.is_some()
+    }
+
+    /// The shoot's control-plane namespace on the seed: `status.technicalID`, else `shoot--<project>--<name>`
+    /// derived from the `garden-<project>` namespace.
+    pub fn control_plane_namespace(&self) -> String {
+        let technical = self.status.as_ref().and_then(|s| s.get("technicalID")).and_then(Value::as_str);
+        if let Some(id) = technical.filter(|id| !id.is_empty()) {
+            return id.to_string();
+        }
+        let key = self.key();
+        let project = key.namespace.strip_prefix("garden-").unwrap_or(&key.namespace);
+        format!("shoot--{project}--{}", key.name)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShootState {
+    #[serde(default = "shootstate_api_version")]
+    pub api_version: String,
+    #[serde(default = "shootstate_kind")]
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: ShootStateSpec,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+fn shootstate_api_version() -> String {
+    API_VERSION.into()
+}
+fn shootstate_kind() -> String {
+    "ShootState".into()
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShootStateSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gardener: Vec<GardenerResourceData>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// One `spec.gardener[]` entry: `data` is free-form JSON.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GardenerResourceData {
+    pub name: String,
+    #[serde(default, rename = "type")]
+    pub type_: String,
+    #[serde(default)]
+    pub data: Value,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl ShootState {
+    /// An empty ShootState for a shoot (Gardener names it after the shoot, in the shoot's namespace).
+    pub fn for_shoot(key: &ShootKey) -> Self {
+        Self {
+            api_version: API_VERSION.into(),
+            kind: "ShootState".into(),
+            metadata: ObjectMeta {
+                name: Some(key.name.clone()),
+                namespace: Some(key.namespace.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    pub fn entry(&self, name: &str) -> Option<&GardenerResourceData> {
+        self.spec.gardener.iter().find(|e| e.name == name)
+    }
+
+    /// Replaces (or appends) the entry with this name, keeping every other entry and field.
+    pub fn set_entry(&mut self, entry: GardenerResourceData) {
+        match self.spec.gardener.iter_mut().find(|e| e.name == entry.name) {
+            Some(existing) => *existing = entry,
+            None => self.spec.gardener.push(entry),
+        }
+    }
+
+    /// Removes the entry; true when there was one.
+    pub fn remove_entry(&mut self, name: &str) -> bool {
+        let before = self.spec.gardener.len();
+        self.spec.gardener.retain(|e| e.name != name);
+        before != self.spec.gardener.len()
+    }
+}
+
+gardener_resource!(Seed, "Seed", "seeds", ClusterResourceScope);
+gardener_resource!(Shoot, "Shoot", "shoots", NamespaceResourceScope);
+gardener_resource!(ShootState, "ShootState", "shootstates", NamespaceResourceScope);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn unknown_fields_survive_a_round_trip() {
+        let doc = json!({
+            "apiVersion": API_VERSION, "kind": "Seed",
+            "metadata": {"name": "s"},
+            "spec": {
+                "networks": {"pods": "10.1.0.0/16", "blockCIDRs": ["169.254.169.254/32"], "future": 1},
+                "settings": {"wireguard": {"enabled": true, "cidr": "192.168.128.0/22"}, "scheduling": {"visible": true}},
+                "provider": {"type": "aws"},
+            },
+            "status": {"gardener": {"version": "1.100"}},
+        });
+        let seed: Seed = serde_json::from_value(doc.clone()).unwrap();
+        assert_eq!(seed.wireguard().unwrap().0, "spec.settings.wireguard");
+        assert_eq!(serde_json::to_value(&seed).unwrap(), doc);
+    }
+
+    #[test]
+    fn control_plane_namespace_prefers_the_technical_id() {
+        let mut shoot: Shoot =
+            serde_json::from_value(json!({"metadata": {"name": "a", "namespace": "garden-dev"}})).unwrap();
+        assert_eq!(shoot.control_plane_namespace(), "shoot--dev--a");
+        shoot.status = Some(json!({"technicalID": "shoot--dev--a-1"}));
+        assert_eq!(shoot.control_plane_namespace(), "shoot--dev--a-1");
+    }
+
+    #[test]
+    fn the_tunnel_annotation_must_be_a_boolean() {
+        let with = |v: &str| -> Shoot {
+            serde_json::from_value(json!({"metadata": {"name": "a", "annotations": {TUNNEL_ANNOTATION: v}}})).unwrap()
+        };
+        assert_eq!(with("true").tunnel_override(), Ok(Some(true)));
+        assert_eq!(with("false").tunnel_override(), Ok(Some(false)));
+        let err = with("yes please").tunnel_override().unwrap_err().to_string();
+        assert!(err.contains(TUNNEL_ANNOTATION) && err.contains("\"true\" or \"false\""), "{err}");
+    }
+}
