@@ -5,6 +5,7 @@ pub mod alloc;
 pub mod error;
 pub mod gardener;
 pub mod keys;
+pub mod table;
 pub mod validate;
 
 pub use error::IpamError;
