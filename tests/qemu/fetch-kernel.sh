@@ -55,6 +55,8 @@ main() {
     dpkg-deb -x "$dir"/"$name"_*.deb "$dir/root.partial" || die "dpkg-deb -x failed"
     mv "$dir/root.partial" "$dir/root"
     rm -f "$dir"/*.deb
+    # An unpacked kernel is about 400 MB: keep only the current one.
+    find "$cache" -mindepth 1 -maxdepth 1 -type d ! -name "$name" -exec rm -rf {} +
   fi
   ls "$dir"/root/boot/vmlinuz-* >/dev/null 2>&1 || die "no boot/vmlinuz-* in $name"
   echo "$dir/root"

@@ -22,8 +22,8 @@ kroot="$("$here/fetch-kernel.sh")"
 vmlinuz="$(ls "$kroot"/boot/vmlinuz-* | head -n1)"
 
 kubelink="${KUBELINK_BIN:-}"
-if [[ -z "$kubelink" && -x "$repo/target/release/kubelink" ]]; then
-  kubelink="$repo/target/release/kubelink"
+if [[ -z "$kubelink" && -x "${CARGO_TARGET_DIR:-$repo/target}/release/kubelink" ]]; then
+  kubelink="${CARGO_TARGET_DIR:-$repo/target}/release/kubelink"
 fi
 [[ -n "$kubelink" ]] || echo "qemu-run: no kubelink binary; kubelink scenarios will fail" >&2
 
