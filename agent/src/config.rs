@@ -32,6 +32,16 @@ pub struct FileConfig {
     pub device: FileDevice,
     #[serde(default)]
     pub routes: Vec<FileRoute>,
+    /// Gateway only: source NAT into the tunnel (`inet kubelink` nftables table).
+    pub snat: Option<FileSnat>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FileSnat {
+    /// Traffic to this CIDR leaving through the device gets the source `to`.
+    pub cidr: String,
+    pub to: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,6 +94,7 @@ pub struct Desired {
     pub addresses: BTreeSet<IpNet>,
     pub mtu: Option<u32>,
     pub routes: Vec<RouteSpec>,
+    pub firewall: Option<crate::firewall::FirewallSpec>,
 }
 
 /// Reads, parses and validates a config file (YAML; JSON is YAML too).
@@ -133,8 +144,9 @@ impl Validator<'_> {
             }
         }
         let routes = file.routes.iter().enumerate().map(|(i, r)| self.route(i, r)).collect::<Result<Vec<_>, _>>()?;
+        let firewall = file.snat.as_ref().map(|s| self.snat(s, &d.name)).transpose()?;
         let device = DeviceSpec { name: d.name, private_key, listen_port: d.listen_port, fwmark: d.fwmark, peers };
-        Ok(Desired { device, addresses, mtu: Some(d.mtu.unwrap_or(DEFAULT_MTU)), routes })
+        Ok(Desired { device, addresses, mtu: Some(d.mtu.unwrap_or(DEFAULT_MTU)), routes, firewall })
     }
 
     fn private_key(&self, d: &FileDevice) -> Result<PrivateKey, ConfigError> {
@@ -189,6 +201,16 @@ impl Validator<'_> {
             validate_ifname(dev).map_err(|m| self.field(at("device"), m))?;
         }
         Ok(RouteSpec { destination, gateway, device: r.device.clone(), table: r.table.unwrap_or(MAIN_TABLE) })
+    }
+
+    fn snat(&self, s: &FileSnat, device: &str) -> Result<crate::firewall::FirewallSpec, ConfigError> {
+        let cidr = self.net("snat.cidr", &s.cidr, true)?;
+        let to: IpAddr =
+            s.to.parse().map_err(|e| self.field("snat.to", format!("{:?}: {e}; write the slot's tunnel address", s.to)))?;
+        if to.is_ipv4() != cidr.addr().is_ipv4() {
+            return Err(self.field("snat.to", format!("{to} is not of the family of snat.cidr {cidr}")));
+        }
+        Ok(crate::firewall::FirewallSpec { device: device.to_string(), cidr, snat_to: to })
     }
 
     /// A CIDR. `network` demands host bits be zero (routes, allowed IPs); addresses keep them.

@@ -3,6 +3,7 @@
 pub mod cmd;
 pub mod config;
 pub mod election;
+pub mod firewall;
 pub mod landscape;
 pub mod link;
 pub mod monitor;

@@ -19,6 +19,8 @@ pub enum ReconcileError {
     Link(#[from] LinkError),
     #[error("{}", join(.0))]
     Routes(Vec<RouteError>),
+    #[error(transparent)]
+    Firewall(#[from] crate::firewall::FirewallError),
     #[error("route to {destination}: device {device} does not exist")]
     RouteDevice { destination: ipnet::IpNet, device: String },
 }
@@ -39,11 +41,12 @@ pub struct Outcome {
     pub device_changes: Option<String>,
     pub routes_replaced: usize,
     pub routes_removed: usize,
+    pub firewall_written: bool,
 }
 
 impl Outcome {
     pub fn changed(&self) -> bool {
-        self.device_changes.is_some() || self.routes_replaced > 0 || self.routes_removed > 0
+        self.device_changes.is_some() || self.routes_replaced > 0 || self.routes_removed > 0 || self.firewall_written
     }
 }
 
@@ -70,6 +73,9 @@ impl Reconciler {
         outcome.routes_replaced = plan.replace.len();
         outcome.routes_removed = plan.remove.len();
         self.routes.apply(&plan).await.map_err(ReconcileError::Routes)?;
+        if let Some(fw) = &desired.firewall {
+            outcome.firewall_written = crate::firewall::ensure(fw)?;
+        }
         Ok(outcome)
     }
 
@@ -139,6 +145,11 @@ impl Reconciler {
                 }
             }
             Err(e) => errors.push(e.to_string()),
+        }
+        if desired.firewall.is_some()
+            && let Err(e) = crate::firewall::remove()
+        {
+            errors.push(e.to_string());
         }
         if let Err(e) = self.wg.remove(&desired.device.name).await {
             errors.push(e.to_string());

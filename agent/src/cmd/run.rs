@@ -106,6 +106,7 @@ async fn pass(rec: &Reconciler, desired: &Desired) {
             device_changes = o.device_changes.as_deref().unwrap_or("none"),
             routes_replaced = o.routes_replaced,
             routes_removed = o.routes_removed,
+            firewall_written = o.firewall_written,
             "reconciled"
         ),
         Ok(_) => tracing::debug!("in sync"),

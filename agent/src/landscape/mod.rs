@@ -19,7 +19,6 @@ pub const GATEWAY_TUNNEL: Ipv4Addr = Ipv4Addr::new(192, 168, 128, 1);
 pub const WIREGUARD_CIDR: &str = "192.168.128.0/22";
 /// The worker's pod: the source of seed traffic into the tunnel.
 pub const POD_IP: Ipv4Addr = Ipv4Addr::new(100, 64, 1, 1);
-const POD_CIDR: &str = "100.64.0.0/16";
 
 /// One host of the landscape.
 pub struct Host {
@@ -81,7 +80,11 @@ impl Landscape {
     /// The gateway: one peer per shoot (roaming endpoints) plus `extra` peers.
     pub fn gateway_config(&self, extra: &[(PublicKey, IpNet)]) -> Result<PathBuf, String> {
         let g = &self.gateway;
-        let mut text = device_head(g, Some(51820));
+        let mut text = device_head(g, Some(51820)).replacen(
+            "device:",
+            &format!("snat:\n  cidr: {WIREGUARD_CIDR}\n  to: {GATEWAY_TUNNEL}\ndevice:"),
+            1,
+        );
         for s in &self.shoots {
             text += &format!(
                 "  - publicKey: {}\n    allowedIPs: [{}/32]\n",
@@ -95,14 +98,14 @@ impl Landscape {
         self.write("gateway.yaml", &text)
     }
 
-    /// A shoot dials the gateway; the seed's pod network is reached through the tunnel.
+    /// A shoot dials the gateway. Seed traffic arrives source-NATed to the gateway's tunnel address,
+    /// so the gateway's /32 is all the shoot routes into the tunnel.
     pub fn shoot_config(&self, i: usize) -> Result<PathBuf, String> {
         let s = &self.shoots[i];
         let text = format!(
-            "{}  - publicKey: {}\n    endpoint: {GATEWAY_IP}:51820\n    allowedIPs: [{GATEWAY_TUNNEL}/32, {POD_CIDR}]\n    persistentKeepalive: 21\nroutes:\n- destination: {POD_CIDR}\n  device: {}\n",
+            "{}  - publicKey: {}\n    endpoint: {GATEWAY_IP}:51820\n    allowedIPs: [{GATEWAY_TUNNEL}/32]\n    persistentKeepalive: 21\n",
             device_head(s, None),
             self.gateway.public_key(),
-            s.device
         );
         self.write(&format!("shoot-{i}.yaml"), &text)
     }
