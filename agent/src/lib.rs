@@ -4,12 +4,14 @@ pub mod cmd;
 pub mod config;
 pub mod election;
 pub mod firewall;
+pub mod health;
 pub mod landscape;
 pub mod link;
 pub mod monitor;
 pub mod probe;
 pub mod reconcile;
 pub mod route;
+pub mod shoot;
 pub mod telemetry;
 pub mod wg;
 

@@ -4,4 +4,5 @@ pub mod ipam;
 pub mod keys;
 pub mod landscape;
 pub mod run;
+pub mod shoot;
 pub mod status;

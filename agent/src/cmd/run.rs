@@ -54,7 +54,7 @@ pub struct DownArgs {
     pub common: Common,
 }
 
-async fn reconciler(common: &Common) -> anyhow::Result<Reconciler> {
+pub(crate) async fn reconciler(common: &Common) -> anyhow::Result<Reconciler> {
     let link = Link::open()?;
     let wg = wg::select(common.wg_backend, &link).await;
     let routes = Routes::new(link.handle().clone(), common.route_protocol);
@@ -99,7 +99,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// One reconcile pass; failures are logged and retried on the next wake-up.
-async fn pass(rec: &Reconciler, desired: &Desired) {
+pub(crate) async fn pass(rec: &Reconciler, desired: &Desired) {
     match rec.reconcile(desired).await {
         Ok(o) if o.changed() => tracing::info!(
             device = %desired.device.name,

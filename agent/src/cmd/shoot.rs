@@ -1,0 +1,113 @@
+//! `kubelink shoot`: the sidecar in the shoot's vpn-shoot pod (see docs/shoot.md).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cmd::run::{Common, reconciler};
+use crate::shoot::config::{ADDRESS, KEEPALIVE, MTU, slot_fields};
+use crate::shoot::readvertise::Timing;
+use crate::shoot::sidecar::DEFAULT_HANDSHAKE_WINDOW;
+use crate::shoot::{Options, Sources};
+
+#[derive(clap::Args)]
+pub struct ShootArgs {
+    /// The mounted Secret: privateKey, address, gateway-N-{endpoint,publicKey,address}, keepalive, mtu.
+    #[arg(long, env = "KUBELINK_CONFIG_DIR", default_value = "/etc/kubelink")]
+    pub config_dir: PathBuf,
+    /// The WireGuard device in the pod's network namespace.
+    #[arg(long, env = "KUBELINK_DEVICE", default_value = "kubelink0")]
+    pub device: String,
+    #[command(flatten)]
+    pub common: Common,
+    /// Read the private key from this file instead of <config-dir>/privateKey.
+    #[arg(long, env = "KUBELINK_PRIVATE_KEY_FILE")]
+    pub private_key_file: Option<PathBuf>,
+    /// Overrides <config-dir>/address (CIDR form, e.g. 192.168.128.10/22).
+    #[arg(long, env = "KUBELINK_ADDRESS")]
+    pub address: Option<String>,
+    #[arg(long, env = "KUBELINK_GATEWAY_0_ENDPOINT")]
+    pub gateway_0_endpoint: Option<String>,
+    #[arg(long, env = "KUBELINK_GATEWAY_0_PUBLIC_KEY")]
+    pub gateway_0_public_key: Option<String>,
+    #[arg(long, env = "KUBELINK_GATEWAY_0_ADDRESS")]
+    pub gateway_0_address: Option<String>,
+    #[arg(long, env = "KUBELINK_GATEWAY_1_ENDPOINT")]
+    pub gateway_1_endpoint: Option<String>,
+    #[arg(long, env = "KUBELINK_GATEWAY_1_PUBLIC_KEY")]
+    pub gateway_1_public_key: Option<String>,
+    #[arg(long, env = "KUBELINK_GATEWAY_1_ADDRESS")]
+    pub gateway_1_address: Option<String>,
+    /// Persistent keepalive in seconds (default 21; 0 turns it off).
+    #[arg(long, env = "KUBELINK_KEEPALIVE")]
+    pub keepalive: Option<String>,
+    #[arg(long, env = "KUBELINK_MTU")]
+    pub mtu: Option<String>,
+    /// Re-resolve gateway host names this often.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub resolve_interval: Duration,
+    /// Re-read the device and routes this often (WireGuard peer changes raise no netlink event).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub resync_interval: Duration,
+    /// Ping each slot address through the tunnel this often; `0s` turns probing off, and readiness
+    /// then rests on handshakes alone.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub probe_interval: Duration,
+    /// A gateway is up while its last handshake is younger than this.
+    #[arg(long, default_value = "180s", value_parser = humantime::parse_duration)]
+    pub handshake_window: Duration,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "KUBELINK_HEALTH_LISTEN", default_value = "0.0.0.0:8093")]
+    pub health_listen: SocketAddr,
+    /// On SIGTERM: `remove` the device and routes (default; the pod's namespace is going away) or `keep`.
+    #[arg(long, value_enum, default_value = "remove")]
+    pub on_exit: crate::cmd::run::OnExit,
+}
+
+impl ShootArgs {
+    fn overrides(&self) -> BTreeMap<String, (String, String)> {
+        let [e0, k0, a0] = slot_fields(0);
+        let [e1, k1, a1] = slot_fields(1);
+        let rows = [
+            (ADDRESS.to_string(), "--address", &self.address),
+            (e0, "--gateway-0-endpoint", &self.gateway_0_endpoint),
+            (k0, "--gateway-0-public-key", &self.gateway_0_public_key),
+            (a0, "--gateway-0-address", &self.gateway_0_address),
+            (e1, "--gateway-1-endpoint", &self.gateway_1_endpoint),
+            (k1, "--gateway-1-public-key", &self.gateway_1_public_key),
+            (a1, "--gateway-1-address", &self.gateway_1_address),
+            (KEEPALIVE.to_string(), "--keepalive", &self.keepalive),
+            (MTU.to_string(), "--mtu", &self.mtu),
+        ];
+        rows.into_iter().filter_map(|(field, flag, v)| v.clone().map(|v| (field, (flag.to_string(), v)))).collect()
+    }
+}
+
+pub async fn run(args: ShootArgs) -> anyhow::Result<()> {
+    let sources = Sources {
+        dir: args.config_dir.clone(),
+        overrides: args.overrides(),
+        private_key_file: args.private_key_file.clone(),
+    };
+    let opts = Options {
+        device: args.device.clone(),
+        sources,
+        timing: Timing { interval: args.resolve_interval, ..Timing::default() },
+        resolve_timeout: Duration::from_secs(3),
+        resync_interval: args.resync_interval,
+        probe_interval: Some(args.probe_interval).filter(|d| !d.is_zero()),
+        handshake_window: if args.handshake_window.is_zero() {
+            DEFAULT_HANDSHAKE_WINDOW
+        } else {
+            args.handshake_window
+        },
+        health_listen: args.health_listen,
+        remove_on_exit: args.on_exit == crate::cmd::run::OnExit::Remove,
+    };
+    // Validate before touching the network namespace: a bad Secret changes nothing.
+    crate::shoot::config::parse(&opts.sources.read()?, &opts.device)?;
+    let rec = reconciler(&args.common).await?;
+    crate::shoot::sidecar::run(opts, rec).await?;
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! A small HTTP server for probes and scraping: `/healthz` (the process serves), `/readyz` (the role's
+//! own readiness, given as a closure) and `/metrics` (a prometheus-client registry, OpenMetrics text).
+//! Shared by the roles: each passes its readiness check and registry.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+/// The role's readiness: `Ok` when ready, else why not (shown in the `/readyz` body).
+pub type Readiness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+#[derive(Clone)]
+pub struct Health {
+    pub ready: Readiness,
+    pub registry: Arc<Mutex<Registry>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("health server on {addr}: {source} (pick a free address with --health-listen)")]
+pub struct HealthError {
+    addr: SocketAddr,
+    source: std::io::Error,
+}
+
+impl Health {
+    /// Binds `addr` now (a busy port is an error at start, not a silent gap) and serves in the
+    /// background. Returns the bound address (useful with port 0).
+    pub async fn serve(self, addr: SocketAddr) -> Result<SocketAddr, HealthError> {
+        let listener = TcpListener::bind(addr).await.map_err(|source| HealthError { addr, source })?;
+        let bound = listener.local_addr().map_err(|source| HealthError { addr, source })?;
+        tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => self.connection(stream),
+                    Err(e) => tracing::warn!("health server: accept: {e}"),
+                }
+            }
+        });
+        Ok(bound)
+    }
+
+    fn connection(&self, stream: tokio::net::TcpStream) {
+        let health = self.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let health = health.clone();
+                async move { Ok::<_, Infallible>(health.respond(req.uri().path())) }
+            });
+            if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+                tracing::debug!("health server: connection: {e}");
+            }
+        });
+    }
+
+    fn respond(&self, path: &str) -> Response<Full<Bytes>> {
+        match path {
+            "/healthz" => text(StatusCode::OK, "ok\n".into()),
+            "/readyz" => match (self.ready)() {
+                Ok(()) => text(StatusCode::OK, "ready\n".into()),
+                Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+            },
+            "/metrics" => self.metrics(),
+            _ => text(StatusCode::NOT_FOUND, "not found; try /healthz, /readyz or /metrics\n".into()),
+        }
+    }
+
+    fn metrics(&self) -> Response<Full<Bytes>> {
+        let mut body = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &registry) {
+            return text(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics: {e}\n"));
+        }
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        response.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        );
+        response
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use prometheus_client::metrics::counter::Counter;
+
+    use super::*;
+
+    fn get(addr: SocketAddr, path: &str) -> String {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn serves_health_readiness_and_metrics() {
+        let flag = Arc::new(AtomicBool::new(false));
+        let f = flag.clone();
+        let mut registry = Registry::default();
+        let counter = Counter::<u64>::default();
+        registry.register("kubelink_test_events", "events seen", counter.clone());
+        counter.inc_by(3);
+        let health = Health {
+            ready: Arc::new(move || if f.load(Ordering::Relaxed) { Ok(()) } else { Err("no gateway".into()) }),
+            registry: Arc::new(Mutex::new(registry)),
+        };
+        let addr = health.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let (healthz, not_ready, metrics, missing) = tokio::task::spawn_blocking(move || {
+            (get(addr, "/healthz"), get(addr, "/readyz"), get(addr, "/metrics"), get(addr, "/nope"))
+        })
+        .await
+        .unwrap();
+        assert!(healthz.starts_with("HTTP/1.1 200"), "{healthz}");
+        assert!(not_ready.starts_with("HTTP/1.1 503") && not_ready.contains("not ready: no gateway"), "{not_ready}");
+        assert!(metrics.contains("kubelink_test_events_total 3"), "{metrics}");
+        assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+        flag.store(true, Ordering::Relaxed);
+        let ready = tokio::task::spawn_blocking(move || get(addr, "/readyz")).await.unwrap();
+        assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    }
+
+    #[tokio::test]
+    async fn a_busy_port_is_an_error_that_says_what_to_do() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let health = Health { ready: Arc::new(|| Ok(())), registry: Arc::new(Mutex::new(Registry::default())) };
+        let err = health.serve(taken.local_addr().unwrap()).await.unwrap_err().to_string();
+        assert!(err.contains("--health-listen"), "{err}");
+    }
+}

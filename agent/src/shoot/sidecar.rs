@@ -1,0 +1,349 @@
+//! The sidecar loop: config directory -> re-advertiser -> desired device -> the shared reconcile pass,
+//! plus liveness of each gateway (handshake age, an ICMP probe to its slot address through the
+//! tunnel), metrics and readiness.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Notify;
+
+use super::config::{self, Inputs, ShootConfig, ShootConfigError, Sources};
+use super::readvertise::{self, Event, Readvertiser, Timing};
+use crate::health::{Health, HealthError};
+use crate::reconcile::Reconciler;
+use crate::wg::{ObservedDevice, STALE_HANDSHAKE};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SidecarError {
+    #[error(transparent)]
+    Config(#[from] ShootConfigError),
+    #[error(transparent)]
+    Health(#[from] HealthError),
+    #[error("starting the netlink monitor: {0}")]
+    Monitor(std::io::Error),
+    #[error("signal handler: {0}")]
+    Signal(std::io::Error),
+    #[error("cleanup incomplete: {0}")]
+    Teardown(String),
+}
+
+pub struct Options {
+    pub device: String,
+    pub sources: Sources,
+    pub timing: Timing,
+    pub resolve_timeout: Duration,
+    pub resync_interval: Duration,
+    /// ICMP probe of each slot address through the tunnel; `None` turns probing off.
+    pub probe_interval: Option<Duration>,
+    /// A gateway counts as up while its last handshake is younger than this.
+    pub handshake_window: Duration,
+    pub health_listen: SocketAddr,
+    pub remove_on_exit: bool,
+}
+
+/// Per-slot liveness, shared with the readiness check.
+#[derive(Debug, Clone, Default)]
+struct Liveness {
+    slots: BTreeMap<u8, SlotLive>,
+    handshake_window: Duration,
+    /// Probe answers older than this do not count; `None`: probing is off.
+    probe_grace: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct SlotLive {
+    handshake_at: Option<Instant>,
+    probe_ok_at: Option<Instant>,
+}
+
+impl Liveness {
+    fn up(&self, s: &SlotLive, now: Instant) -> bool {
+        let fresh =
+            |at: Option<Instant>, window: Duration| at.is_some_and(|t| now.saturating_duration_since(t) < window);
+        fresh(s.handshake_at, self.handshake_window) && self.probe_grace.is_none_or(|g| fresh(s.probe_ok_at, g))
+    }
+
+    /// Ready when at least one gateway is up.
+    fn ready(&self, now: Instant) -> Result<(), String> {
+        if self.slots.values().any(|s| self.up(s, now)) {
+            return Ok(());
+        }
+        let probe = if self.probe_grace.is_some() { " and an answered probe" } else { "" };
+        Err(format!(
+            "no gateway has a handshake younger than {:?}{probe} (slots: {:?})",
+            self.handshake_window,
+            self.slots.keys().collect::<Vec<_>>()
+        ))
+    }
+}
+
+type Labels = Vec<(String, String)>;
+
+fn slot_label(slot: u8) -> Labels {
+    vec![("slot".into(), slot.to_string())]
+}
+
+#[derive(Default)]
+struct Metrics {
+    handshake_age: Family<Labels, Gauge<f64, AtomicU64>>,
+    rx: Family<Labels, Gauge>,
+    tx: Family<Labels, Gauge>,
+    up: Family<Labels, Gauge>,
+    endpoint_changes: Family<Labels, Counter>,
+    resolve_failures: Family<Labels, Counter>,
+    ready: Gauge,
+}
+
+impl Metrics {
+    fn register(&self, r: &mut Registry) {
+        let age = "seconds since the gateway's last handshake (-1: none yet)";
+        r.register("kubelink_shoot_gateway_handshake_age_seconds", age, self.handshake_age.clone());
+        r.register("kubelink_shoot_gateway_receive_bytes", "bytes received from the gateway", self.rx.clone());
+        r.register("kubelink_shoot_gateway_transmit_bytes", "bytes sent to the gateway", self.tx.clone());
+        r.register(
+            "kubelink_shoot_gateway_up",
+            "1 when the gateway has a fresh handshake (and answers probes)",
+            self.up.clone(),
+        );
+        r.register(
+            "kubelink_shoot_endpoint_changes",
+            "re-resolutions that changed the gateway's address",
+            self.endpoint_changes.clone(),
+        );
+        r.register(
+            "kubelink_shoot_resolve_failures",
+            "failed resolutions of the gateway's endpoint",
+            self.resolve_failures.clone(),
+        );
+        r.register("kubelink_shoot_ready", "1 when at least one gateway is up", self.ready.clone());
+    }
+}
+
+struct Sidecar {
+    opts: Options,
+    rec: Reconciler,
+    inputs: Inputs,
+    config: ShootConfig,
+    readv: Readvertiser,
+    metrics: Metrics,
+    live: Arc<Mutex<Liveness>>,
+}
+
+/// Runs the sidecar until SIGTERM/SIGINT. A bad configuration at start is an error; later, a bad
+/// change is logged and the last good configuration stays.
+pub async fn run(opts: Options, rec: Reconciler) -> Result<(), SidecarError> {
+    let inputs = opts.sources.read()?;
+    let config = config::parse(&inputs, &opts.device)?;
+    let mut s = Sidecar::new(opts, rec, inputs, config);
+    let bound = s.serve_health().await?;
+    tracing::info!(device = %s.config.device, backend = ?s.rec.wg.kind(), health = %bound, gateways = s.config.gateways.len(), "shoot sidecar starting");
+    let wake = Arc::new(Notify::new());
+    crate::monitor::spawn(wake.clone()).map_err(SidecarError::Monitor)?;
+    let sig = |k| signal(k).map_err(SidecarError::Signal);
+    let (mut hup, mut term, mut int) =
+        (sig(SignalKind::hangup())?, sig(SignalKind::terminate())?, sig(SignalKind::interrupt())?);
+    let mut tick = tokio::time::interval(s.opts.resync_interval);
+    let mut file_check = tokio::time::interval(Duration::from_secs(1));
+    let mut probe = tokio::time::interval(s.opts.probe_interval.unwrap_or(Duration::from_secs(3600)));
+    s.step().await;
+    loop {
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tick.tick() => {}
+            _ = hup.recv() => { s.reload(); }
+            _ = file_check.tick() => if !s.reload() { continue },
+            _ = probe.tick(), if s.opts.probe_interval.is_some() => { s.probe().await; continue }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+        s.step().await;
+    }
+    s.exit().await
+}
+
+impl Sidecar {
+    fn new(opts: Options, rec: Reconciler, inputs: Inputs, config: ShootConfig) -> Self {
+        let mut readv = Readvertiser::new(opts.timing);
+        readv.configure(&config.gateways);
+        let live = Liveness {
+            slots: config.gateways.iter().map(|g| (g.slot, SlotLive::default())).collect(),
+            handshake_window: opts.handshake_window,
+            probe_grace: opts.probe_interval.map(|i| 3 * i),
+        };
+        Self { opts, rec, inputs, config, readv, metrics: Metrics::default(), live: Arc::new(Mutex::new(live)) }
+    }
+
+    async fn serve_health(&self) -> Result<SocketAddr, HealthError> {
+        let mut registry = Registry::default();
+        self.metrics.register(&mut registry);
+        let live = self.live.clone();
+        let ready = Arc::new(move || live.lock().unwrap_or_else(|e| e.into_inner()).ready(Instant::now()));
+        Health { ready, registry: Arc::new(Mutex::new(registry)) }.serve(self.opts.health_listen).await
+    }
+
+    /// Re-reads the inputs; applies a valid change. Returns whether anything changed.
+    fn reload(&mut self) -> bool {
+        let inputs = match self.opts.sources.read() {
+            Ok(i) if i == self.inputs => return false,
+            Ok(i) => i,
+            Err(e) => {
+                tracing::error!("keeping the previous configuration: {e}");
+                return false;
+            }
+        };
+        self.inputs = inputs;
+        match config::parse(&self.inputs, &self.opts.device) {
+            Ok(c) if c == self.config => false,
+            Ok(c) => {
+                tracing::info!(gateways = c.gateways.len(), "configuration changed; applying it");
+                self.readv.configure(&c.gateways);
+                let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+                live.slots.retain(|n, _| c.gateways.iter().any(|g| g.slot == *n));
+                for g in &c.gateways {
+                    live.slots.entry(g.slot).or_default();
+                }
+                drop(live);
+                self.config = c;
+                true
+            }
+            Err(e) => {
+                tracing::error!("keeping the previous configuration: {e}");
+                false
+            }
+        }
+    }
+
+    /// One pass: read the device, re-resolve what is due, reconcile, update liveness and metrics.
+    async fn step(&mut self) {
+        let observed = self.rec.wg.read(&self.config.device).await.ok().flatten();
+        let ages = self.handshake_ages(observed.as_ref());
+        for (slot, endpoint) in self.readv.due(Instant::now(), &ages) {
+            let answers = readvertise::resolve(&endpoint, self.opts.resolve_timeout).await;
+            let event = self.readv.record(slot, Instant::now(), answers);
+            self.report(slot, &endpoint.to_string(), event);
+        }
+        let desired = self.config.desired(&self.readv.endpoints());
+        crate::cmd::run::pass(&self.rec, &desired).await;
+        if let Some(o) = observed {
+            self.observe(&o, &ages);
+        }
+    }
+
+    fn handshake_ages(&self, observed: Option<&ObservedDevice>) -> BTreeMap<u8, Option<Duration>> {
+        let peer = |g: &config::Gateway| observed.and_then(|o| o.peers.get(&g.public_key));
+        self.config.gateways.iter().map(|g| (g.slot, peer(g).and_then(|p| p.last_handshake))).collect()
+    }
+
+    fn report(&self, slot: u8, endpoint: &str, event: Event) {
+        match event {
+            Event::Unchanged => tracing::debug!(slot, endpoint, "endpoint unchanged"),
+            Event::Changed { from, to } => {
+                self.metrics.endpoint_changes.get_or_create(&slot_label(slot)).inc();
+                let from = from.map(|f| f.to_string()).unwrap_or_else(|| "none".into());
+                tracing::info!(slot, endpoint, %from, %to, "gateway endpoint changed; updating that peer only");
+            }
+            Event::Failed { message, keeping } => {
+                self.metrics.resolve_failures.get_or_create(&slot_label(slot)).inc();
+                let keeping = keeping.map(|k| k.to_string()).unwrap_or_else(|| "none".into());
+                tracing::warn!(slot, endpoint, %keeping, "{message}; retrying");
+            }
+        }
+    }
+
+    fn observe(&self, o: &ObservedDevice, ages: &BTreeMap<u8, Option<Duration>>) {
+        let now = Instant::now();
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        for g in &self.config.gateways {
+            let l = slot_label(g.slot);
+            let age = ages.get(&g.slot).copied().flatten();
+            self.metrics.handshake_age.get_or_create(&l).set(age.map_or(-1.0, |a| a.as_secs_f64()));
+            if let Some(p) = o.peers.get(&g.public_key) {
+                self.metrics.rx.get_or_create(&l).set(p.rx_bytes as i64);
+                self.metrics.tx.get_or_create(&l).set(p.tx_bytes as i64);
+            }
+            let slot = live.slots.entry(g.slot).or_default();
+            slot.handshake_at = age.and_then(|a| now.checked_sub(a));
+            let up = live.up(&live.slots[&g.slot], now);
+            self.metrics.up.get_or_create(&l).set(up as i64);
+        }
+        self.metrics.ready.set(live.ready(now).is_ok() as i64);
+    }
+
+    /// Pings every slot address through the tunnel from the shoot's own address.
+    async fn probe(&self) {
+        let source = match self.config.address.addr() {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        };
+        for g in &self.config.gateways {
+            let IpAddr::V4(dst) = g.address else { continue };
+            let ping = tokio::task::spawn_blocking(move || crate::probe::ping(dst, source, Duration::from_secs(1)));
+            match ping.await {
+                Ok(Ok(_)) => {
+                    let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+                    live.slots.entry(g.slot).or_default().probe_ok_at = Some(Instant::now());
+                }
+                Ok(Err(e)) => tracing::debug!(slot = g.slot, "probe: {e}"),
+                Err(e) => tracing::debug!(slot = g.slot, "probe task: {e}"),
+            }
+        }
+    }
+
+    async fn exit(&self) -> Result<(), SidecarError> {
+        let desired = self.config.desired(&self.readv.endpoints());
+        if !self.opts.remove_on_exit {
+            tracing::info!(device = %self.config.device, "exiting; device and routes stay for the next start to adopt");
+            return Ok(());
+        }
+        self.rec.teardown(&desired).await.map_err(|es| SidecarError::Teardown(es.join("; ")))?;
+        tracing::info!(device = %self.config.device, "removed device and routes");
+        Ok(())
+    }
+}
+
+/// The default freshness window: WireGuard's REJECT_AFTER_TIME, after which a session is dead.
+pub const DEFAULT_HANDSHAKE_WINDOW: Duration = STALE_HANDSHAKE;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn live(probe: bool, slots: &[(u8, Option<u64>, Option<u64>)], now: Instant) -> Liveness {
+        let at = |ago: Option<u64>| ago.map(|a| now - Duration::from_secs(a));
+        Liveness {
+            slots: slots.iter().map(|(n, h, p)| (*n, SlotLive { handshake_at: at(*h), probe_ok_at: at(*p) })).collect(),
+            handshake_window: 180 * S,
+            probe_grace: probe.then_some(3 * S),
+        }
+    }
+
+    #[test]
+    fn ready_when_any_gateway_is_up() {
+        let now = Instant::now() + 1000 * S;
+        // rows: probing on, slots (slot, handshake seconds ago, probe answered seconds ago), ready?
+        let rows: [(bool, Vec<(u8, Option<u64>, Option<u64>)>, bool); 8] = [
+            (false, vec![(0, Some(10), None), (1, Some(10), None)], true),
+            (false, vec![(0, None, None), (1, Some(179), None)], true),
+            (false, vec![(0, None, None), (1, Some(181), None)], false),
+            (true, vec![(0, Some(10), Some(1)), (1, Some(10), Some(1))], true),
+            (true, vec![(0, Some(10), Some(10)), (1, Some(10), Some(2))], true),
+            (true, vec![(0, Some(10), Some(10)), (1, Some(10), Some(10))], false),
+            (true, vec![(0, None, Some(1))], false),
+            (true, vec![], false),
+        ];
+        for (i, (probe, slots, want)) in rows.iter().enumerate() {
+            let got = live(*probe, slots, now).ready(now);
+            assert_eq!(got.is_ok(), *want, "row {i}: {got:?}");
+        }
+    }
+}
