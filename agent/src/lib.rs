@@ -11,6 +11,7 @@ pub mod monitor;
 pub mod probe;
 pub mod reconcile;
 pub mod route;
+pub mod routing;
 pub mod shoot;
 pub mod telemetry;
 pub mod wg;
