@@ -245,9 +245,9 @@ impl Sidecar {
     fn report(&self, slot: u8, endpoint: &str, event: Event) {
         match event {
             Event::Unchanged => tracing::debug!(slot, endpoint, "endpoint unchanged"),
-            Event::Changed { from, to } => {
+            Event::Changed { from: None, to } => tracing::info!(slot, endpoint, %to, "gateway endpoint resolved"),
+            Event::Changed { from: Some(from), to } => {
                 self.metrics.endpoint_changes.get_or_create(&slot_label(slot)).inc();
-                let from = from.map(|f| f.to_string()).unwrap_or_else(|| "none".into());
                 tracing::info!(slot, endpoint, %from, %to, "gateway endpoint changed; updating that peer only");
             }
             Event::Failed { message, keeping } => {
