@@ -7,6 +7,7 @@
 //! tests when `CI=true` and skip them loudly otherwise.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -83,11 +84,10 @@ fn repo_root() -> PathBuf {
 
 /// The kubelink binary: `KUBELINK_BIN`, else `target/release/kubelink` next to this test's `deps/`.
 fn kubelink_bin() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("KUBELINK_BIN") {
-        return Some(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe().ok()?;
-    let bin = exe.parent()?.parent()?.join("kubelink");
+    let bin = match std::env::var_os("KUBELINK_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::current_exe().ok()?.parent()?.parent()?.join("kubelink"),
+    };
     bin.is_file().then_some(bin)
 }
 
@@ -131,7 +131,8 @@ fn run_guest() -> Option<Boot> {
     if !missing.is_empty() {
         let msg = format!("kernel qemu tests cannot run, missing: {}", missing.join(", "));
         assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
-        eprintln!("\n!!! SKIPPED: {msg}\n");
+        // Straight to the stderr handle: libtest captures eprintln! output of passing tests.
+        let _ = writeln!(std::io::stderr(), "\n!!!!!!!! SKIPPED {msg} !!!!!!!!\n");
         return None;
     }
     let mut cmd = Command::new(repo_root().join("tests/qemu/run.sh"));
