@@ -23,7 +23,7 @@ enum Command {
     /// Standalone mode: reconcile a device, its peers and routes from a YAML/JSON file.
     Run(cmd::run::RunArgs),
     /// The shoot sidecar: dial the seed's gateways from a mounted Secret, keep their endpoints resolved.
-    Shoot(cmd::shoot::ShootArgs),
+    Shoot(Box<cmd::shoot::ShootArgs>),
     /// Show what a kubelink device looks like right now.
     Status(cmd::status::StatusArgs),
     /// Remove everything kubelink created on this host for a config (device, routes).
@@ -48,7 +48,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Keys(a) => cmd::keys::run(a),
             Command::Run(a) => cmd::run::run(a).await,
-            Command::Shoot(a) => cmd::shoot::run(a).await,
+            Command::Shoot(a) => cmd::shoot::run(*a).await,
             Command::Status(a) => cmd::status::run(a).await,
             Command::Down(a) => cmd::run::down(a).await,
             Command::Ipam(a) => cmd::ipam::run(a).await,

@@ -318,7 +318,10 @@ mod tests {
 
     const S: Duration = Duration::from_secs(1);
 
-    fn live(probe: bool, slots: &[(u8, Option<u64>, Option<u64>)], now: Instant) -> Liveness {
+    /// (slot, handshake seconds ago, probe answered seconds ago)
+    type Row = (u8, Option<u64>, Option<u64>);
+
+    fn live(probe: bool, slots: &[Row], now: Instant) -> Liveness {
         let at = |ago: Option<u64>| ago.map(|a| now - Duration::from_secs(a));
         Liveness {
             slots: slots.iter().map(|(n, h, p)| (*n, SlotLive { handshake_at: at(*h), probe_ok_at: at(*p) })).collect(),
@@ -331,7 +334,7 @@ mod tests {
     fn ready_when_any_gateway_is_up() {
         let now = Instant::now() + 1000 * S;
         // rows: probing on, slots (slot, handshake seconds ago, probe answered seconds ago), ready?
-        let rows: [(bool, Vec<(u8, Option<u64>, Option<u64>)>, bool); 8] = [
+        let rows: [(bool, Vec<Row>, bool); 8] = [
             (false, vec![(0, Some(10), None), (1, Some(10), None)], true),
             (false, vec![(0, None, None), (1, Some(179), None)], true),
             (false, vec![(0, None, None), (1, Some(181), None)], false),
