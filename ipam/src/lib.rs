@@ -2,9 +2,14 @@
 //! the Kubernetes-backed store and controller.
 
 pub mod alloc;
+pub mod controller;
 pub mod error;
 pub mod gardener;
 pub mod keys;
+pub mod record;
+pub mod secret;
+pub mod status;
+pub mod store;
 pub mod table;
 pub mod validate;
 

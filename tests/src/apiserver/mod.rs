@@ -12,6 +12,7 @@
 //! with a selector does not turn "modified out of the selector" into DELETED, and server-side apply is
 //! a merge that creates a missing object (no field managers).
 
+pub mod fixtures;
 pub mod http;
 pub mod kinds;
 pub mod selector;
@@ -47,6 +48,14 @@ impl ApiServer {
     /// A real `kube::Client` talking HTTP to this server.
     pub fn client(&self) -> kube::Client {
         client_for(&self.url)
+    }
+
+    /// Serves the same objects on another, already bound listener too, e.g. one opened inside a network
+    /// namespace so that processes there reach this server. Abort the handle to stop it.
+    pub fn serve_also(&self, listener: std::net::TcpListener) -> std::io::Result<tokio::task::JoinHandle<()>> {
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        Ok(tokio::spawn(accept_loop(listener, self.store.clone())))
     }
 }
 

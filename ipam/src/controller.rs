@@ -1,0 +1,428 @@
+//! The `kubelink ipam` controller: for every Shoot on one seed, keep the allocation table, the shoot's
+//! ShootState entry, its Secret, its condition and events in line with the Seed and the Shoot.
+//!
+//! Each pass is level-triggered: read everything, plan purely, swap the table once, then mirror.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use ipnet::IpNet;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams};
+use kube::runtime::{WatchStreamExt, watcher};
+
+use crate::alloc::Pool;
+use crate::error::IpamError;
+use crate::gardener::{Seed, Shoot, ShootKey, ShootState};
+use crate::keys::PrivateKey;
+use crate::record::{self, Recorded};
+use crate::secret::{self, Gateway, MANAGED_BY, MANAGED_BY_LABEL, SHOOT_SECRET_NAME};
+use crate::status::{self, Condition};
+use crate::store::{self, StoreError};
+use crate::table::{self, Plan, Table};
+use crate::validate;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The Seed whose shoots this controller serves.
+    pub seed: String,
+    /// Namespace (on the seed) of the gateway Secrets `kubelink-gateway-<slot>`.
+    pub gateway_namespace: String,
+    /// Gateway slots (1 or 2).
+    pub slots: u8,
+    /// A full pass at least this often, even without events.
+    pub resync: Duration,
+    /// Parallel writes per pass.
+    pub concurrency: usize,
+}
+
+impl Config {
+    pub fn new(seed: impl Into<String>) -> Self {
+        Self {
+            seed: seed.into(),
+            gateway_namespace: "kubelink".into(),
+            slots: 2,
+            resync: Duration::from_secs(300),
+            concurrency: 16,
+        }
+    }
+}
+
+/// The garden client reads Seeds, Shoots, ShootStates; the seed client holds the shoot Secrets and the
+/// gateway Secrets. They may be the same cluster.
+#[derive(Clone)]
+pub struct Controller {
+    garden: kube::Client,
+    seed: kube::Client,
+    cfg: Config,
+}
+
+/// What one pass did and found.
+#[derive(Debug, Default)]
+pub struct PassReport {
+    pub table: Table,
+    pub assigned: Vec<(ShootKey, IpAddr)>,
+    pub released: Vec<(ShootKey, IpAddr)>,
+    pub exhausted: Vec<ShootKey>,
+    pub rejected: Vec<(ShootKey, IpamError)>,
+    /// The Seed's own configuration is unusable: nothing was allocated or released.
+    pub seed_error: Option<IpamError>,
+    /// Entries skipped on the way (garbage records, keys, annotations), each described.
+    pub problems: Vec<String>,
+    /// Objects written (Secrets, ShootStates, conditions, events).
+    pub writes: usize,
+}
+
+/// What the pure part decides for every shoot, inside the compare-and-swap.
+#[derive(Debug, Default)]
+struct Decision {
+    plan: Plan,
+    field: String,
+    cidr: Option<IpNet>,
+    rejected: Vec<(ShootKey, IpamError)>,
+    problems: Vec<String>,
+}
+
+/// Everything a pass reads before it decides.
+struct Snapshot {
+    shoots: BTreeMap<ShootKey, Shoot>,
+    recorded: BTreeMap<ShootKey, Recorded>,
+    parent: Option<(String, String)>,
+    secrets: BTreeMap<String, Secret>,
+    problems: Vec<String>,
+}
+
+impl Controller {
+    pub fn new(garden: kube::Client, seed: kube::Client, cfg: Config) -> Self {
+        Self { garden, seed, cfg }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// One full pass.
+    pub async fn reconcile(&self) -> Result<PassReport, StoreError> {
+        let (seed, decision, snap) = self.settle_table().await?;
+        let mut report = PassReport { problems: snap.problems.clone(), ..Default::default() };
+        let seed_condition = match decision {
+            Err(e) => {
+                report.seed_error = Some(e.clone());
+                Condition::seed_failed(&e)
+            }
+            Ok(d) => {
+                let condition = Condition::seed_ok(d.plan.table.len(), d.plan.exhausted.len(), d.rejected.len());
+                self.mirror(&snap, &d, &mut report).await?;
+                report.table = d.plan.table;
+                report.assigned = d.plan.assigned;
+                report.released = d.plan.released;
+                report.exhausted = d.plan.exhausted;
+                report.rejected = d.rejected;
+                report.problems.extend(d.problems);
+                condition
+            }
+        };
+        report.writes += status::set_seed_condition(&self.garden, &seed, &seed_condition).await?;
+        Ok(report)
+    }
+
+    /// Read the Seed, then everything else, decide, and compare-and-swap the table; again on conflict.
+    ///
+    /// The snapshot is taken after each read of the Seed: a shoot in the table was listed by the writer
+    /// that added it before that write, so a list taken after reading the table includes it unless it was
+    /// deleted since. A snapshot older than the table could release a shoot it has not seen yet.
+    async fn settle_table(&self) -> Result<(Seed, Result<Decision, IpamError>, Snapshot), StoreError> {
+        let seeds = Api::<Seed>::all(self.garden.clone());
+        for attempt in 0..store::MAX_ATTEMPTS {
+            let seed = seeds.get(&self.cfg.seed).await?;
+            let (current, problems) = store::table_of(&seed);
+            let mut snap = self.snapshot().await?;
+            snap.problems.extend(problems);
+            let decision = decide(&seed, &current, &snap);
+            let next = match &decision {
+                Ok(d) if d.plan.table != current => &d.plan.table,
+                _ => return Ok((seed, decision, snap)),
+            };
+            match store::write_table(&seeds, seed, next).await? {
+                Some(written) => return Ok((written, decision, snap)),
+                None => store::backoff(attempt).await,
+            }
+        }
+        let what = format!("Seed {} annotation {}", self.cfg.seed, crate::table::TABLE_ANNOTATION);
+        Err(StoreError::Contended { what, attempts: store::MAX_ATTEMPTS })
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let fields = format!("spec.seedName={}", self.cfg.seed);
+        let listed = Api::<Shoot>::all(self.garden.clone()).list(&ListParams::default().fields(&fields)).await?;
+        let shoots = listed.items.into_iter().filter(|s| s.spec.seed_name.as_deref() == Some(&*self.cfg.seed));
+        let shoots: BTreeMap<ShootKey, Shoot> = shoots.map(|s| (s.key(), s)).collect();
+        let mut problems = Vec::new();
+        let mut recorded = BTreeMap::new();
+        for state in Api::<ShootState>::all(self.garden.clone()).list(&ListParams::default()).await?.items {
+            let key = ShootKey {
+                namespace: state.metadata.namespace.clone().unwrap_or_default(),
+                name: state.metadata.name.clone().unwrap_or_default(),
+            };
+            match record::read(&state) {
+                Ok(Some(rec)) => _ = recorded.insert(key, rec),
+                Ok(None) => {}
+                Err(e) => problems.push(format!("{e}; skipped")),
+            }
+        }
+        let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY}");
+        let secrets = Api::<Secret>::all(self.seed.clone()).list(&ListParams::default().labels(&selector)).await?;
+        let secrets = secrets
+            .items
+            .into_iter()
+            .filter(|s| s.metadata.name.as_deref() == Some(SHOOT_SECRET_NAME))
+            .map(|s| (s.metadata.namespace.clone().unwrap_or_default(), s))
+            .collect();
+        let parent = self.parent_cidr().await?;
+        Ok(Snapshot { shoots, recorded, parent, secrets, problems })
+    }
+
+    /// A managed seed runs on a Shoot named like the Seed in namespace `garden`; that shoot's seed is the
+    /// parent, whose WireGuard CIDR must not overlap ours.
+    async fn parent_cidr(&self) -> Result<Option<(String, String)>, StoreError> {
+        let hosting = Api::<Shoot>::namespaced(self.garden.clone(), "garden").get_opt(&self.cfg.seed).await?;
+        let Some(parent) = hosting.and_then(|s| s.spec.seed_name) else { return Ok(None) };
+        let parent_seed = Api::<Seed>::all(self.garden.clone()).get_opt(&parent).await?;
+        let cidr = parent_seed.as_ref().and_then(|s| s.wireguard()).and_then(|(_, wg)| wg.cidr.clone());
+        Ok(cidr.map(|c| (parent, c)))
+    }
+
+    /// Side effects after the table is settled: Secrets, ShootState entries, conditions, events.
+    async fn mirror(&self, snap: &Snapshot, d: &Decision, report: &mut PassReport) -> Result<(), StoreError> {
+        let cidr = d.cidr.expect("a decision that planned has a CIDR");
+        let gateways = self.gateways(Pool::new(cidr), &mut report.problems).await?;
+        let rejected: BTreeMap<&ShootKey, &IpamError> = d.rejected.iter().map(|(k, e)| (k, e)).collect();
+        let exhausted: BTreeSet<&ShootKey> = d.plan.exhausted.iter().collect();
+        let mut keys: BTreeSet<ShootKey> = snap.shoots.keys().cloned().collect();
+        keys.extend(d.plan.released.iter().map(|(k, _)| k.clone()));
+        let jobs = keys.into_iter().map(|key| {
+            let address = d.plan.table.get(&key).map(|a| IpNet::new(a, cidr.prefix_len()).expect("prefix of the pool"));
+            let condition = match (address, rejected.get(&key), exhausted.contains(&key)) {
+                (Some(a), _, _) => Some(Condition::allocated(a.addr())),
+                (None, Some(e), _) => Some(Condition::failed(e)),
+                (None, None, true) => Some(Condition::failed(&exhausted_error(&d.field, cidr))),
+                (None, None, false) => None,
+            };
+            self.mirror_shoot(snap, key, address, condition, &gateways)
+        });
+        let results: Vec<(usize, Vec<String>)> =
+            futures::stream::iter(jobs).buffer_unordered(self.cfg.concurrency.max(1)).try_collect().await?;
+        for (writes, problems) in results {
+            report.writes += writes;
+            report.problems.extend(problems);
+        }
+        Ok(())
+    }
+
+    async fn gateways(&self, pool: Pool, problems: &mut Vec<String>) -> Result<Vec<Gateway>, StoreError> {
+        let api = Api::<Secret>::namespaced(self.seed.clone(), &self.cfg.gateway_namespace);
+        let mut out = Vec::new();
+        for slot in 0..self.cfg.slots {
+            let published = api.get_opt(&secret::gateway_secret_name(slot)).await?;
+            let (gateway, mut p) = secret::gateway_from(slot, pool.slot_address(slot), published.as_ref());
+            problems.append(&mut p);
+            out.push(gateway);
+        }
+        Ok(out)
+    }
+
+    /// One shoot: with an address, its Secret then its record; without, remove both. Then its condition.
+    async fn mirror_shoot(
+        &self,
+        snap: &Snapshot,
+        key: ShootKey,
+        address: Option<IpNet>,
+        condition: Option<Condition>,
+        gateways: &[Gateway],
+    ) -> Result<(usize, Vec<String>), StoreError> {
+        let shoot = snap.shoots.get(&key);
+        let namespace = shoot.map(Shoot::control_plane_namespace).unwrap_or_else(|| derived_namespace(&key));
+        let secrets = Api::<Secret>::namespaced(self.seed.clone(), &namespace);
+        let states = Api::<ShootState>::namespaced(self.garden.clone(), &key.namespace);
+        let mut problems = Vec::new();
+        let mut writes = 0;
+        match address {
+            Some(address) => {
+                let existing = snap.secrets.get(&namespace);
+                let private =
+                    self.write_shoot_secret(&secrets, &namespace, existing, address, gateways, &mut problems).await?;
+                writes += usize::from(private.1);
+                let want = Recorded { address: address.addr(), public_key: private.0.public_key() };
+                if snap.recorded.get(&key) != Some(&want) {
+                    writes += usize::from(store::write_record(&states, &key, &self.cfg.seed, Some(&want)).await?);
+                }
+            }
+            None => {
+                if snap.recorded.contains_key(&key) {
+                    writes += usize::from(store::write_record(&states, &key, &self.cfg.seed, None).await?);
+                }
+                if snap.secrets.contains_key(&namespace) {
+                    writes += usize::from(store::delete_secret(&secrets, SHOOT_SECRET_NAME).await?);
+                }
+            }
+        }
+        if let (Some(shoot), Some(condition)) = (shoot, condition) {
+            writes += status::set_shoot_condition(&self.garden, shoot, &condition).await?;
+        }
+        Ok((writes, problems))
+    }
+
+    /// Writes the shoot Secret, keeping an existing valid private key. Returns the key and whether it wrote.
+    async fn write_shoot_secret(
+        &self,
+        api: &Api<Secret>,
+        namespace: &str,
+        listed: Option<&Secret>,
+        address: IpNet,
+        gateways: &[Gateway],
+        problems: &mut Vec<String>,
+    ) -> Result<(PrivateKey, bool), StoreError> {
+        if let Some(current) = listed
+            && let Ok(key) = secret::private_key_of(current)
+            && current.data.as_ref() == Some(&secret::shoot_secret_data(&key, address, gateways))
+        {
+            return Ok((key, false));
+        }
+        let fresh = PrivateKey::generate();
+        let build = |current: Option<&Secret>| {
+            let key = match current.map(secret::private_key_of) {
+                Some(Ok(key)) => key,
+                _ => fresh.clone(),
+            };
+            shoot_secret(namespace, &key, address, gateways)
+        };
+        let written = store::write_secret(api, SHOOT_SECRET_NAME, build).await?;
+        let key = match secret::private_key_of(&written) {
+            Ok(key) => key,
+            Err(e) => {
+                problems.push(e.to_string());
+                fresh
+            }
+        };
+        if let Some(Err(e)) = listed.map(secret::private_key_of) {
+            problems.push(e.to_string());
+        }
+        Ok((key, true))
+    }
+
+    /// Runs passes on every change to Shoots, ShootStates, the Seed or gateway Secrets, and at least
+    /// every `resync`. A failed pass is logged and retried on the next trigger.
+    pub async fn run(self) -> Result<(), StoreError> {
+        let shoots =
+            watcher(Api::<Shoot>::all(self.garden.clone()), watcher::Config::default()).default_backoff().map(|_| ());
+        let states = watcher(Api::<ShootState>::all(self.garden.clone()), watcher::Config::default())
+            .default_backoff()
+            .map(|_| ());
+        let seed_cfg = watcher::Config::default().fields(&format!("metadata.name={}", self.cfg.seed));
+        let seeds = watcher(Api::<Seed>::all(self.garden.clone()), seed_cfg).default_backoff().map(|_| ());
+        let gw_api = Api::<Secret>::namespaced(self.seed.clone(), &self.cfg.gateway_namespace);
+        let gateways = watcher(gw_api, watcher::Config::default()).default_backoff().map(|_| ());
+        let ticks = tokio_stream_interval(self.cfg.resync);
+        let mut triggers = futures::stream::select_all([
+            shoots.boxed(),
+            states.boxed(),
+            seeds.boxed(),
+            gateways.boxed(),
+            ticks.boxed(),
+        ])
+        .ready_chunks(4096);
+        while triggers.next().await.is_some() {
+            match self.reconcile().await {
+                Ok(r) => log_pass(&r),
+                Err(e) => {
+                    tracing::warn!(seed = %self.cfg.seed, error = %e, "ipam pass failed; retrying on the next change")
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn tokio_stream_interval(every: Duration) -> impl futures::Stream<Item = ()> {
+    futures::stream::unfold(tokio::time::interval(every), |mut i| async move {
+        i.tick().await;
+        Some(((), i))
+    })
+}
+
+fn log_pass(r: &PassReport) {
+    tracing::info!(
+        shoots = r.table.len(),
+        assigned = r.assigned.len(),
+        released = r.released.len(),
+        exhausted = r.exhausted.len(),
+        rejected = r.rejected.len(),
+        writes = r.writes,
+        "ipam pass"
+    );
+    for p in &r.problems {
+        tracing::warn!("{p}");
+    }
+    if let Some(e) = &r.seed_error {
+        tracing::error!(error = %e, "the seed's WireGuard configuration is unusable");
+    }
+}
+
+fn derived_namespace(key: &ShootKey) -> String {
+    Shoot {
+        metadata: kube::api::ObjectMeta {
+            name: Some(key.name.clone()),
+            namespace: Some(key.namespace.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .control_plane_namespace()
+}
+
+fn shoot_secret(namespace: &str, key: &PrivateKey, address: IpNet, gateways: &[Gateway]) -> Secret {
+    let mut secret = Secret::default();
+    secret.metadata.name = Some(SHOOT_SECRET_NAME.into());
+    secret.metadata.namespace = Some(namespace.into());
+    secret.metadata.labels = Some([(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string())].into());
+    secret.type_ = Some("Opaque".into());
+    secret.data = Some(secret::shoot_secret_data(key, address, gateways));
+    secret
+}
+
+/// The pure decision for one pass: validate the Seed, classify the shoots, plan the table.
+fn decide(seed: &Seed, current: &Table, snap: &Snapshot) -> Result<Decision, IpamError> {
+    let parent = snap.parent.as_ref().map(|(n, c)| (n.as_str(), c.as_str()));
+    let (field, cidr) = validate::seed_wireguard_cidr(seed, parent)?;
+    let default_on = seed.wireguard().is_some_and(|(_, wg)| wg.enabled);
+    let mut d = Decision { cidr: Some(cidr), field: field.clone(), ..Default::default() };
+    let mut wanted = BTreeSet::new();
+    for (key, shoot) in &snap.shoots {
+        let on = match shoot.tunnel_override() {
+            Ok(o) => o.unwrap_or(default_on),
+            Err(e) => {
+                d.problems.push(format!("shoot {key}: {e}; using the seed's default ({default_on})"));
+                default_on
+            }
+        };
+        if !on || shoot.being_deleted() {
+            continue;
+        }
+        match validate::shoot_networks(shoot, &field, cidr) {
+            Ok(()) => _ = wanted.insert(key.clone()),
+            Err(e) => d.rejected.push((key.clone(), e)),
+        }
+    }
+    let recorded = snap.recorded.iter().map(|(k, r)| (k.clone(), r.address)).collect();
+    d.plan = table::plan(current, &Pool::new(cidr), &wanted, &recorded);
+    for key in &d.plan.exhausted {
+        d.problems.push(format!("shoot {key}: {}", exhausted_error(&field, cidr)));
+    }
+    Ok(d)
+}
+
+pub(crate) fn exhausted_error(field: &str, cidr: IpNet) -> IpamError {
+    IpamError::Exhausted { field: field.into(), cidr, capacity: Pool::new(cidr).capacity() }
+}

@@ -1,0 +1,205 @@
+//! What users see: a condition on the Shoot (and one on the Seed) and a Kubernetes Event when it changes.
+//! Messages carry addresses, ranges and field names, never key material.
+
+use std::fmt::Debug;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use kube::Resource;
+use kube::api::{Api, PostParams};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::error::IpamError;
+use crate::gardener::{Seed, Shoot};
+use crate::store::{MAX_ATTEMPTS, StoreError, is_conflict};
+
+/// Condition type on Shoots.
+pub const SHOOT_CONDITION: &str = "WireguardTunnelAddress";
+/// Condition type on the Seed.
+pub const SEED_CONDITION: &str = "WireguardIPAM";
+pub const COMPONENT: &str = "kubelink-ipam";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    pub type_: &'static str,
+    pub ok: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+impl Condition {
+    pub fn allocated(address: IpAddr) -> Self {
+        Self {
+            type_: SHOOT_CONDITION,
+            ok: true,
+            reason: "Allocated".into(),
+            message: format!("tunnel address {address}"),
+        }
+    }
+
+    pub fn failed(e: &IpamError) -> Self {
+        Self { type_: SHOOT_CONDITION, ok: false, reason: e.reason().into(), message: e.to_string() }
+    }
+
+    pub fn seed_ok(allocated: usize, exhausted: usize, rejected: usize) -> Self {
+        let message =
+            format!("{allocated} shoots allocated, {exhausted} waiting for a free address, {rejected} rejected");
+        let reason = if exhausted > 0 { "Exhausted" } else { "Ready" };
+        Self { type_: SEED_CONDITION, ok: exhausted == 0, reason: reason.into(), message }
+    }
+
+    pub fn seed_failed(e: &IpamError) -> Self {
+        Self { type_: SEED_CONDITION, ok: false, reason: e.reason().into(), message: e.to_string() }
+    }
+
+    fn status(&self) -> &'static str {
+        if self.ok { "True" } else { "False" }
+    }
+
+    /// True when `conditions` already holds this condition (time stamps aside).
+    fn present_in(&self, object: &Value) -> bool {
+        conditions(object).iter().any(|c| {
+            c["type"] == self.type_
+                && c["status"] == self.status()
+                && c["reason"] == *self.reason
+                && c["message"] == *self.message
+        })
+    }
+
+    /// The object's conditions with this one set; the transition time moves only when the status does.
+    fn apply_to(&self, object: &mut Value, now: &str) {
+        let mut list = conditions(object);
+        let previous = list.iter().position(|c| c["type"] == self.type_);
+        let since = match previous.map(|i| &list[i]) {
+            Some(old) if old["status"] == self.status() => old["lastTransitionTime"].clone(),
+            _ => json!(now),
+        };
+        let entry = json!({"type": self.type_, "status": self.status(), "reason": self.reason, "message": self.message,
+                           "lastTransitionTime": since, "lastUpdateTime": now});
+        match previous {
+            Some(i) => list[i] = entry,
+            None => list.push(entry),
+        }
+        if !object["status"].is_object() {
+            object["status"] = json!({});
+        }
+        object["status"]["conditions"] = Value::Array(list);
+    }
+}
+
+fn conditions(object: &Value) -> Vec<Value> {
+    object.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default()
+}
+
+fn now() -> k8s_openapi::jiff::Timestamp {
+    k8s_openapi::jiff::Timestamp::now()
+}
+
+/// Sets the condition through the `status` subresource (guarded by resourceVersion, retried on `409`),
+/// then records an Event. Returns how many objects were written.
+async fn set_condition<K>(
+    api: Api<K>,
+    events: Api<Event>,
+    object: &K,
+    condition: &Condition,
+) -> Result<usize, StoreError>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    let mut value = serde_json::to_value(object).map_err(|e| StoreError::Kube(kube::Error::SerdeError(e)))?;
+    for attempt in 0..MAX_ATTEMPTS {
+        if attempt > 0 {
+            value = serde_json::to_value(api.get(&name).await?)
+                .map_err(|e| StoreError::Kube(kube::Error::SerdeError(e)))?;
+        }
+        if condition.present_in(&value) {
+            return Ok(0);
+        }
+        condition.apply_to(&mut value, &now().round(k8s_openapi::jiff::Unit::Second).unwrap_or(now()).to_string());
+        let next: K =
+            serde_json::from_value(value.clone()).map_err(|e| StoreError::Kube(kube::Error::SerdeError(e)))?;
+        match api.replace_status(&name, &PostParams::default(), &next).await {
+            Ok(_) => {
+                events.create(&PostParams::default(), &event(object, condition)).await?;
+                return Ok(2);
+            }
+            Err(e) if is_conflict(&e) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StoreError::Contended { what: format!("{} {name} status", K::kind(&())), attempts: MAX_ATTEMPTS })
+}
+
+pub async fn set_shoot_condition(
+    client: &kube::Client,
+    shoot: &Shoot,
+    condition: &Condition,
+) -> Result<usize, StoreError> {
+    let ns = shoot.metadata.namespace.clone().unwrap_or_default();
+    let value = serde_json::to_value(shoot).unwrap_or_default();
+    if condition.present_in(&value) {
+        return Ok(0);
+    }
+    let api = Api::<Shoot>::namespaced(client.clone(), &ns);
+    set_condition(api, Api::namespaced(client.clone(), &ns), shoot, condition).await
+}
+
+pub async fn set_seed_condition(
+    client: &kube::Client,
+    seed: &Seed,
+    condition: &Condition,
+) -> Result<usize, StoreError> {
+    // Events about cluster-scoped objects go to the `default` namespace, as the real components do.
+    set_condition(Api::<Seed>::all(client.clone()), Api::namespaced(client.clone(), "default"), seed, condition).await
+}
+
+fn event<K: Resource<DynamicType = ()>>(object: &K, condition: &Condition) -> Event {
+    let meta = object.meta();
+    let time = now();
+    let mut e = Event::default();
+    e.metadata.generate_name = Some(format!("{}.", meta.name.clone().unwrap_or_default()));
+    e.metadata.namespace = Some(meta.namespace.clone().unwrap_or_else(|| "default".into()));
+    e.involved_object = ObjectReference {
+        api_version: Some(K::api_version(&()).into()),
+        kind: Some(K::kind(&()).into()),
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        uid: meta.uid.clone(),
+        ..Default::default()
+    };
+    e.reason = Some(condition.reason.clone());
+    e.message = Some(condition.message.clone());
+    e.type_ = Some(if condition.ok { "Normal" } else { "Warning" }.into());
+    e.source = Some(EventSource { component: Some(COMPONENT.into()), host: None });
+    e.reporting_component = Some(COMPONENT.into());
+    e.first_timestamp = Some(Time(time));
+    e.last_timestamp = Some(Time(time));
+    e.event_time = Some(MicroTime(time));
+    e.count = Some(1);
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transition_time_moves_only_with_the_status() {
+        let mut obj = json!({"status": {"conditions": [{"type": "Other", "status": "True"}]}});
+        let a = Condition::allocated("192.168.128.3".parse().unwrap());
+        assert!(!a.present_in(&obj));
+        a.apply_to(&mut obj, "t1");
+        assert!(a.present_in(&obj));
+        let b = Condition::allocated("192.168.128.4".parse().unwrap());
+        b.apply_to(&mut obj, "t2");
+        assert_eq!(obj["status"]["conditions"][1]["lastTransitionTime"], "t1");
+        let c = Condition { ok: false, reason: "Exhausted".into(), ..b };
+        c.apply_to(&mut obj, "t3");
+        assert_eq!(obj["status"]["conditions"][1]["lastTransitionTime"], "t3");
+        assert_eq!(obj["status"]["conditions"][0]["type"], "Other", "other conditions are kept");
+    }
+}

@@ -1,0 +1,237 @@
+//! The Kubernetes-backed store: the allocation table on the Seed (compare-and-swap), ShootState entries,
+//! shoot Secrets, and the read side the seed agent uses (`list_allocations`, `watch_allocations`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+
+use crate::error::IpamError;
+use crate::gardener::{Seed, ShootKey, ShootState};
+use crate::keys::PublicKey;
+use crate::record::{self, ENTRY_NAME, Recorded};
+use crate::table::{TABLE_ANNOTATION, Table};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{what}: still conflicting after {attempts} attempts; another writer keeps changing it")]
+    Contended { what: String, attempts: u32 },
+    #[error(transparent)]
+    Ipam(#[from] IpamError),
+}
+
+/// How often a compare-and-swap is retried after `409 Conflict` before giving up for this pass.
+pub const MAX_ATTEMPTS: u32 = 64;
+
+pub fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+pub fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// Short, growing, jittered pause between conflicting attempts, so racing writers spread out.
+pub async fn backoff(attempt: u32) {
+    let jitter = u64::from(std::process::id() ^ attempt.wrapping_mul(2_654_435_761)) % 7;
+    let ms = (u64::from(attempt.min(6)) * 3 + jitter).min(50);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+/// The table in a Seed's annotation, with descriptions of entries that were skipped.
+pub fn table_of(seed: &Seed) -> (Table, Vec<String>) {
+    let text = seed.metadata.annotations.as_ref().and_then(|a| a.get(TABLE_ANNOTATION));
+    text.map(|t| Table::parse(t)).unwrap_or_default()
+}
+
+/// Writes `next` into the Seed's table annotation, guarded by the resourceVersion of `seed` as it was
+/// read. `Ok(None)` means `409 Conflict`: another writer changed the Seed since; read it again, decide
+/// again, and retry (see [`backoff`]).
+///
+/// This is the serialization point: of two writers that read the same version, exactly one write succeeds.
+pub async fn write_table(seeds: &Api<Seed>, mut seed: Seed, next: &Table) -> Result<Option<Seed>, StoreError> {
+    let name = seed.metadata.name.clone().unwrap_or_default();
+    seed.metadata.annotations.get_or_insert_with(Default::default).insert(TABLE_ANNOTATION.into(), next.to_text());
+    match seeds.replace(&name, &PostParams::default(), &seed).await {
+        Ok(written) => Ok(Some(written)),
+        Err(e) if is_conflict(&e) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Sets (`Some`) or removes (`None`) kubelink's entry in a shoot's ShootState, creating the ShootState
+/// when it does not exist yet. Every other entry and field is kept.
+pub async fn write_record(
+    api: &Api<ShootState>,
+    key: &ShootKey,
+    seed: &str,
+    want: Option<&Recorded>,
+) -> Result<bool, StoreError> {
+    for attempt in 0..MAX_ATTEMPTS {
+        let current = match api.get(&key.name).await {
+            Ok(s) => Some(s),
+            Err(e) if is_not_found(&e) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let Some(next) = next_state(current.as_ref(), key, seed, want) else { return Ok(false) };
+        let result = match current {
+            Some(_) => api.replace(&key.name, &PostParams::default(), &next).await,
+            None => api.create(&PostParams::default(), &next).await,
+        };
+        match result {
+            Ok(_) => return Ok(true),
+            Err(e) if is_conflict(&e) => backoff(attempt).await,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StoreError::Contended { what: format!("ShootState {key}"), attempts: MAX_ATTEMPTS })
+}
+
+/// The ShootState to write, or `None` when it already says what we want.
+fn next_state(current: Option<&ShootState>, key: &ShootKey, seed: &str, want: Option<&Recorded>) -> Option<ShootState> {
+    match (current, want) {
+        (None, None) => None,
+        (Some(state), None) => {
+            let mut next = state.clone();
+            next.remove_entry(ENTRY_NAME).then_some(next)
+        }
+        (state, Some(rec)) => {
+            let mut next = state.cloned().unwrap_or_else(|| ShootState::for_shoot(key));
+            let entry = rec.to_entry(seed);
+            if next.entry(ENTRY_NAME) == Some(&entry) {
+                return None;
+            }
+            next.set_entry(entry);
+            Some(next)
+        }
+    }
+}
+
+/// Creates or updates a Secret to what `build` makes of the current one (`None`: absent). `build` runs on
+/// every attempt, so after a lost race (`409`) it sees the winner's Secret and can keep its key.
+pub async fn write_secret(
+    api: &Api<Secret>,
+    name: &str,
+    build: impl Fn(Option<&Secret>) -> Secret,
+) -> Result<Secret, StoreError> {
+    for attempt in 0..MAX_ATTEMPTS {
+        let current = api.get_opt(name).await?;
+        let desired = build(current.as_ref());
+        let result = match current {
+            None => api.create(&PostParams::default(), &desired).await,
+            Some(current) if current.data == desired.data && labels_present(&current, &desired) => return Ok(current),
+            Some(current) => {
+                let mut next = current.clone();
+                next.data = desired.data.clone();
+                next.string_data = None;
+                let labels = next.metadata.labels.get_or_insert_with(Default::default);
+                labels.extend(desired.metadata.labels.clone().unwrap_or_default());
+                api.replace(name, &PostParams::default(), &next).await
+            }
+        };
+        match result {
+            Ok(s) => return Ok(s),
+            Err(e) if is_conflict(&e) => backoff(attempt).await,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StoreError::Contended { what: format!("Secret {name}"), attempts: MAX_ATTEMPTS })
+}
+
+fn labels_present(current: &Secret, desired: &Secret) -> bool {
+    let have = current.metadata.labels.clone().unwrap_or_default();
+    desired.metadata.labels.iter().flatten().all(|(k, v)| have.get(k) == Some(v))
+}
+
+/// Deletes a Secret; absence is success.
+pub async fn delete_secret(api: &Api<Secret>, name: &str) -> Result<bool, StoreError> {
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(true),
+        Err(e) if is_not_found(&e) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One shoot's allocation as the seed agent sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocation {
+    pub shoot: ShootKey,
+    pub address: IpAddr,
+    /// `None` until the ShootState records a key for this very address.
+    pub public_key: Option<PublicKey>,
+}
+
+impl Allocation {
+    pub fn state(&self) -> &'static str {
+        if self.public_key.is_some() { "allocated" } else { "pending" }
+    }
+}
+
+/// Every allocation of a seed, and what was skipped on the way.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Allocations {
+    pub entries: Vec<Allocation>,
+    pub problems: Vec<String>,
+}
+
+/// Joins the Seed's table (the authority: one address per shoot, unique) with the public keys recorded
+/// in ShootStates. A ShootState that records another address than the table is stale and ignored.
+pub fn join(table: &Table, states: &[ShootState]) -> Allocations {
+    let mut out = Allocations::default();
+    let mut keys: BTreeMap<ShootKey, Recorded> = BTreeMap::new();
+    for state in states {
+        let key = ShootKey {
+            namespace: state.metadata.namespace.clone().unwrap_or_default(),
+            name: state.metadata.name.clone().unwrap_or_default(),
+        };
+        match record::read(state) {
+            Ok(Some(rec)) => _ = keys.insert(key, rec),
+            Ok(None) => {}
+            Err(e) => out.problems.push(format!("{e}; skipped")),
+        }
+    }
+    for (shoot, &address) in table.iter() {
+        let public_key = keys.get(shoot).filter(|r| r.address == address).map(|r| r.public_key);
+        out.entries.push(Allocation { shoot: shoot.clone(), address, public_key });
+    }
+    out
+}
+
+/// Reads the current allocations of `seed`.
+pub async fn list_allocations(client: &kube::Client, seed: &str) -> Result<Allocations, StoreError> {
+    let seed_obj = Api::<Seed>::all(client.clone()).get(seed).await?;
+    let (table, mut problems) = table_of(&seed_obj);
+    let namespaces: BTreeSet<&str> = table.iter().map(|(k, _)| k.namespace.as_str()).collect();
+    let states = if namespaces.len() == 1 {
+        let ns = namespaces.first().copied().unwrap_or_default();
+        Api::<ShootState>::namespaced(client.clone(), ns).list(&ListParams::default()).await?.items
+    } else {
+        Api::<ShootState>::all(client.clone()).list(&ListParams::default()).await?.items
+    };
+    let mut out = join(&table, &states);
+    problems.append(&mut out.problems);
+    out.problems = problems;
+    Ok(out)
+}
+
+/// The allocations of `seed`, again after every change to the Seed or to any ShootState. The seed
+/// agent turns each item into its WireGuard peer set. Errors are yielded, and the stream continues.
+pub fn watch_allocations(client: kube::Client, seed: String) -> impl Stream<Item = Result<Allocations, StoreError>> {
+    let seeds = Api::<Seed>::all(client.clone());
+    let states = Api::<ShootState>::all(client.clone());
+    let seed_changes = watcher(seeds, watcher::Config::default().fields(&format!("metadata.name={seed}")))
+        .default_backoff()
+        .map(|_| ());
+    let state_changes = watcher(states, watcher::Config::default()).default_backoff().map(|_| ());
+    let ticks = futures::stream::select(seed_changes, state_changes).ready_chunks(1024);
+    ticks.then(move |_| {
+        let (client, seed) = (client.clone(), seed.clone());
+        async move { list_allocations(&client, &seed).await }
+    })
+}

@@ -1,0 +1,458 @@
+//! The IPAM controller against the Kubernetes API test server, through a real `kube::Client`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Event, Secret};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kubelink_ipam::controller::{Config, Controller, PassReport};
+use kubelink_ipam::gardener::{Seed, Shoot, ShootKey, ShootState, TUNNEL_ANNOTATION};
+use kubelink_ipam::record;
+use kubelink_ipam::secret::{SHOOT_SECRET_NAME, private_key_of};
+use kubelink_ipam::status::{SEED_CONDITION, SHOOT_CONDITION};
+use kubelink_ipam::store::{list_allocations, table_of, watch_allocations};
+use kubelink_ipam::{PrivateKey, PublicKey};
+use kubelink_tests::apiserver::fixtures::{self, PROJECT_NS, create_seed, create_shoots, shoot, shoot_name};
+use kubelink_tests::apiserver::{self, ApiServer};
+use serde_json::{Value, json};
+
+const SEED: &str = "seed-a";
+
+async fn setup(cidr: &str, shoots: usize) -> (ApiServer, Controller) {
+    let server = apiserver::start().await;
+    let client = server.client();
+    create_seed(&client, &fixtures::seed(SEED, cidr)).await.unwrap();
+    create_shoots(&client, SEED, 0..shoots).await.unwrap();
+    let controller = Controller::new(client.clone(), client, Config::new(SEED));
+    (server, controller)
+}
+
+fn key(i: usize) -> ShootKey {
+    ShootKey { namespace: PROJECT_NS.into(), name: shoot_name(i) }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+async fn shoot_condition(client: &kube::Client, name: &str) -> Option<Value> {
+    let shoot = Api::<Shoot>::namespaced(client.clone(), PROJECT_NS).get(name).await.unwrap();
+    let conditions = shoot.status?.get("conditions")?.as_array()?.clone();
+    conditions.into_iter().find(|c| c["type"] == SHOOT_CONDITION)
+}
+
+async fn seed_condition(client: &kube::Client) -> Value {
+    let seed = serde_json::to_value(Api::<Seed>::all(client.clone()).get(SEED).await.unwrap()).unwrap();
+    let conditions = seed["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    conditions.into_iter().find(|c| c["type"] == SEED_CONDITION).expect("the seed condition is set")
+}
+
+/// Everything the cluster says about allocations, cross-checked: the table on the Seed, every ShootState
+/// record and every shoot Secret must agree, and no address may appear twice in any of them.
+async fn assert_consistent(client: &kube::Client) -> BTreeMap<ShootKey, IpAddr> {
+    let seed = Api::<Seed>::all(client.clone()).get(SEED).await.unwrap();
+    let (table, problems) = table_of(&seed);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert!(table.addresses_unique(), "the table gives an address twice");
+    let table: BTreeMap<ShootKey, IpAddr> = table.iter().map(|(k, a)| (k.clone(), *a)).collect();
+
+    let states = Api::<ShootState>::all(client.clone()).list(&ListParams::default()).await.unwrap().items;
+    let mut recorded = BTreeMap::new();
+    for state in &states {
+        if let Ok(Some(rec)) = record::read(state) {
+            let k = ShootKey {
+                namespace: state.metadata.namespace.clone().unwrap(),
+                name: state.metadata.name.clone().unwrap(),
+            };
+            recorded.insert(k, rec);
+        }
+    }
+    let unique: BTreeSet<IpAddr> = recorded.values().map(|r| r.address).collect();
+    assert_eq!(unique.len(), recorded.len(), "two ShootStates record the same address");
+
+    let secrets = Api::<Secret>::all(client.clone()).list(&ListParams::default()).await.unwrap().items;
+    let mut secret_addresses = BTreeSet::new();
+    for s in secrets.iter().filter(|s| s.metadata.name.as_deref() == Some(SHOOT_SECRET_NAME)) {
+        let address = String::from_utf8(s.data.as_ref().unwrap()["address"].0.clone()).unwrap();
+        assert!(secret_addresses.insert(address.clone()), "two shoot Secrets hold {address}");
+    }
+    for (k, addr) in &table {
+        let rec = recorded.get(k).unwrap_or_else(|| panic!("{k} has no ShootState record"));
+        assert_eq!(rec.address, *addr, "{k}");
+        let ns = format!("shoot--{}--{}", k.namespace.trim_start_matches("garden-"), k.name);
+        let secret = Api::<Secret>::namespaced(client.clone(), &ns).get(SHOOT_SECRET_NAME).await.unwrap();
+        assert_eq!(private_key_of(&secret).unwrap().public_key(), rec.public_key, "{k}: Secret and record disagree");
+    }
+    assert_eq!(recorded.len(), table.len(), "records for shoots the table does not hold");
+    assert_eq!(secret_addresses.len(), table.len(), "Secrets for shoots the table does not hold");
+    table
+}
+
+#[tokio::test]
+async fn a_thousand_shoots_get_distinct_addresses() {
+    let (server, controller) = setup("192.168.128.0/22", 1000).await;
+    let report = controller.reconcile().await.unwrap();
+    assert_eq!((report.assigned.len(), report.exhausted.len()), (1000, 0), "{:?}", report.problems);
+    let table = assert_consistent(&server.client()).await;
+    assert_eq!(table.len(), 1000);
+    assert_eq!(table[&key(0)], ip("192.168.128.3"), "the first host after the network and the two slots");
+    assert_eq!(table[&key(999)], ip("192.168.131.234"));
+
+    let listed = list_allocations(&server.client(), SEED).await.unwrap();
+    assert_eq!(listed.entries.len(), 1000);
+    assert!(listed.entries.iter().all(|a| a.state() == "allocated"));
+    assert_eq!(shoot_condition(&server.client(), &shoot_name(7)).await.unwrap()["reason"], "Allocated");
+    assert_eq!(seed_condition(&server.client()).await["status"], "True");
+
+    // A second pass changes nothing.
+    let again = controller.reconcile().await.unwrap();
+    assert_eq!((again.assigned.len(), again.writes), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_allocators_racing_never_give_an_address_twice() {
+    let server = apiserver::start().await;
+    let client = server.client();
+    create_seed(&client, &fixtures::seed(SEED, "192.168.128.0/22")).await.unwrap();
+    let allocators: Vec<Controller> =
+        (0..4).map(|_| Controller::new(client.clone(), client.clone(), Config::new(SEED))).collect();
+    // Shoots arrive in batches while all four allocators run passes concurrently.
+    let creator = {
+        let client = client.clone();
+        async move {
+            for batch in 0..10 {
+                create_shoots(&client, SEED, batch * 100..(batch + 1) * 100).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let racers = futures::future::join_all(allocators.iter().map(|c| async move {
+        let mut passes = 0;
+        loop {
+            let report: PassReport = c.reconcile().await.unwrap();
+            passes += 1;
+            if report.table.len() == 1000 && report.writes == 0 {
+                return passes;
+            }
+        }
+    }));
+    let ((), passes) = tokio::join!(creator, racers);
+    assert!(passes.iter().all(|p| *p >= 1));
+    assert_table_history_never_reassigns(&client).await;
+    let table = assert_consistent(&client).await;
+    assert_eq!(table.len(), 1000);
+    let expected: BTreeSet<IpAddr> = kubelink_ipam::alloc::Pool::new("192.168.128.0/22".parse().unwrap())
+        .allocate_many(&BTreeSet::new(), 1000)
+        .into_iter()
+        .collect();
+    assert_eq!(table.values().copied().collect::<BTreeSet<_>>(), expected, "the lowest 1000 addresses, no gaps");
+}
+
+/// Replays every version of the Seed's table the server ever committed (a watch from the first
+/// resourceVersion). No shoot is deleted in the race, so a lost update would show up as a shoot losing or
+/// changing its address, or an address moving to another shoot.
+async fn assert_table_history_never_reassigns(client: &kube::Client) {
+    use futures::TryStreamExt;
+    let seeds = Api::<Seed>::all(client.clone());
+    let mut stream = seeds.watch(&WatchParams::default().timeout(1), "1").await.unwrap().boxed();
+    let (mut owner, mut held) = (BTreeMap::<IpAddr, ShootKey>::new(), BTreeMap::<ShootKey, IpAddr>::new());
+    let mut versions = 0;
+    while let Some(event) = stream.try_next().await.unwrap() {
+        let (WatchEvent::Added(seed) | WatchEvent::Modified(seed)) = event else { continue };
+        let (table, _) = table_of(&seed);
+        versions += 1;
+        for (k, a) in table.iter() {
+            assert_eq!(*owner.entry(*a).or_insert_with(|| k.clone()), *k, "{a} moved to another shoot");
+            assert_eq!(*held.entry(k.clone()).or_insert(*a), *a, "{k} changed its address");
+        }
+        assert!(held.keys().all(|k| table.get(k).is_some()) || versions == 1, "a committed allocation was lost");
+    }
+    assert!(versions > 2, "the race produced only {versions} table versions");
+}
+
+#[tokio::test]
+async fn a_released_address_goes_to_the_next_new_shoot() {
+    let (server, controller) = setup("192.168.128.0/24", 5).await;
+    let client = server.client();
+    controller.reconcile().await.unwrap();
+    let shoots = Api::<Shoot>::namespaced(client.clone(), PROJECT_NS);
+    shoots.delete(&shoot_name(1), &DeleteParams::default()).await.unwrap(); // held .4
+    let disable = json!({"metadata": {"annotations": {TUNNEL_ANNOTATION: "false"}}});
+    shoots.patch(&shoot_name(3), &PatchParams::default(), &Patch::Merge(&disable)).await.unwrap(); // held .6
+    let report = controller.reconcile().await.unwrap();
+    let released: BTreeSet<_> = report.released.iter().cloned().collect();
+    assert_eq!(released, [(key(1), ip("192.168.128.4")), (key(3), ip("192.168.128.6"))].into());
+    let ns3 = "shoot--dev--shoot-00003";
+    assert!(Api::<Secret>::namespaced(client.clone(), ns3).get_opt(SHOOT_SECRET_NAME).await.unwrap().is_none());
+    let state3 = Api::<ShootState>::namespaced(client.clone(), PROJECT_NS).get(&shoot_name(3)).await.unwrap();
+    assert_eq!(record::read(&state3), Ok(None), "the record of a shoot that left the tunnel is removed");
+
+    create_shoots(&client, SEED, 10..12).await.unwrap();
+    let report = controller.reconcile().await.unwrap();
+    assert_eq!(report.assigned, [(key(10), ip("192.168.128.4")), (key(11), ip("192.168.128.6"))], "lowest free first");
+    assert_consistent(&client).await;
+}
+
+#[tokio::test]
+async fn a_full_pool_reports_exhausted_and_keeps_going() {
+    let (server, controller) = setup("192.168.128.0/29", 6).await; // four assignable addresses
+    let client = server.client();
+    let report = controller.reconcile().await.unwrap();
+    assert_eq!(report.exhausted, [key(4), key(5)]);
+    assert_eq!(assert_consistent(&client).await.len(), 4);
+    let cond = shoot_condition(&client, &shoot_name(5)).await.unwrap();
+    assert_eq!((cond["status"].as_str(), cond["reason"].as_str()), (Some("False"), Some("Exhausted")));
+    assert!(cond["message"].as_str().unwrap().contains("spec.wireguard.cidr 192.168.128.0/29 is exhausted"), "{cond}");
+    assert_eq!(seed_condition(&client).await["reason"], "Exhausted");
+    let events = Api::<Event>::namespaced(client.clone(), PROJECT_NS).list(&ListParams::default()).await.unwrap().items;
+    let warning = events.iter().find(|e| e.involved_object.name.as_deref() == Some(&shoot_name(5)[..])).unwrap();
+    assert_eq!((warning.type_.as_deref(), warning.reason.as_deref()), (Some("Warning"), Some("Exhausted")));
+
+    // Freeing one address lets a waiting shoot in on the next pass.
+    Api::<Shoot>::namespaced(client.clone(), PROJECT_NS)
+        .delete(&shoot_name(0), &DeleteParams::default())
+        .await
+        .unwrap();
+    let report = controller.reconcile().await.unwrap();
+    assert_eq!(report.assigned, [(key(4), ip("192.168.128.3"))]);
+    assert_eq!(shoot_condition(&client, &shoot_name(4)).await.unwrap()["reason"], "Allocated");
+}
+
+#[tokio::test]
+async fn every_overlap_rule_is_rejected_naming_both_ranges() {
+    for (cidr, with) in [
+        ("10.250.4.0/22", "spec.networks.nodes 10.250.0.0/16"),
+        ("100.97.0.0/22", "spec.networks.pods 100.96.0.0/11"),
+        ("100.64.8.0/22", "spec.networks.services 100.64.0.0/13"),
+        ("169.254.169.0/24", "spec.networks.blockCIDRs[0] 169.254.169.254/32"),
+        ("192.168.120.0/21", "the OpenVPN range 192.168.123.0/24"),
+    ] {
+        let (server, controller) = setup(cidr, 2).await;
+        let report = controller.reconcile().await.unwrap();
+        let err = report.seed_error.expect("the seed's CIDR is rejected");
+        let message = err.to_string();
+        assert!(message.contains(&format!("spec.wireguard.cidr {cidr}")) && message.contains(with), "{message}");
+        let cond = seed_condition(&server.client()).await;
+        assert_eq!((cond["reason"].as_str(), cond["message"].as_str()), (Some("Overlap"), Some(message.as_str())));
+        assert!(report.table.is_empty() && report.assigned.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn the_parent_seed_and_shoot_networks_must_not_overlap() {
+    // seed-a is a managed seed: it runs on Shoot garden/seed-a, which lives on seed-parent.
+    let (server, controller) = setup("192.168.128.0/22", 3).await;
+    let client = server.client();
+    create_seed(&client, &fixtures::seed("seed-parent", "192.168.128.0/24")).await.unwrap();
+    let mut hosting = shoot(SEED, "seed-parent");
+    hosting.metadata.namespace = Some("garden".into());
+    Api::<Shoot>::namespaced(client.clone(), "garden").create(&PostParams::default(), &hosting).await.unwrap();
+    let err = controller.reconcile().await.unwrap().seed_error.unwrap().to_string();
+    assert!(err.contains("192.168.128.0/22") && err.contains("parent seed seed-parent 192.168.128.0/24"), "{err}");
+
+    // With a distinct range, one shoot whose pods overlap the tunnel is rejected; the others go on.
+    let fix = json!({"spec": {"wireguard": {"cidr": "192.168.132.0/22"}}});
+    Api::<Seed>::all(client.clone()).patch(SEED, &PatchParams::default(), &Patch::Merge(&fix)).await.unwrap();
+    let bad = json!({"spec": {"networking": {"pods": "192.168.0.0/16"}}});
+    Api::<Shoot>::namespaced(client.clone(), PROJECT_NS)
+        .patch(&shoot_name(1), &PatchParams::default(), &Patch::Merge(&bad))
+        .await
+        .unwrap();
+    let report = controller.reconcile().await.unwrap();
+    assert_eq!(report.rejected.len(), 1);
+    let message = report.rejected[0].1.to_string();
+    assert!(
+        message.contains("192.168.132.0/22") && message.contains("spec.networking.pods 192.168.0.0/16"),
+        "{message}"
+    );
+    assert_eq!(report.assigned.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), [key(0), key(2)]);
+    let cond = shoot_condition(&client, &shoot_name(1)).await.unwrap();
+    assert_eq!(cond["reason"], "Overlap");
+}
+
+#[tokio::test]
+async fn malformed_input_is_reported_and_skipped() {
+    // A malformed seed CIDR: reported on the Seed, nothing allocated, no panic.
+    let (server, controller) = setup("192.168.128.0/33", 2).await;
+    let report = controller.reconcile().await.unwrap();
+    assert_eq!(report.seed_error.as_ref().map(|e| e.reason()), Some("InvalidCidr"));
+    let cond = seed_condition(&server.client()).await;
+    assert!(cond["message"].as_str().unwrap().starts_with("spec.wireguard.cidr: \"192.168.128.0/33\""), "{cond}");
+
+    // A malformed shoot network, a ShootState with a garbage key, one with a garbage address, a bad
+    // annotation: each reported, the other shoots allocated.
+    let (server, controller) = setup("192.168.128.0/24", 5).await;
+    let client = server.client();
+    let shoots = Api::<Shoot>::namespaced(client.clone(), PROJECT_NS);
+    let bad_net = json!({"spec": {"networking": {"nodes": "10.0.0.0/99"}}});
+    shoots.patch(&shoot_name(0), &PatchParams::default(), &Patch::Merge(&bad_net)).await.unwrap();
+    let bad_annotation = json!({"metadata": {"annotations": {TUNNEL_ANNOTATION: "maybe"}}});
+    shoots.patch(&shoot_name(4), &PatchParams::default(), &Patch::Merge(&bad_annotation)).await.unwrap();
+    let states = Api::<ShootState>::namespaced(client.clone(), PROJECT_NS);
+    for (i, address, key) in
+        [(1, "192.168.128.77", "garbage"), (2, "not-an-ip", PrivateKey::generate().public_key().to_string().as_str())]
+    {
+        let state: ShootState = serde_json::from_value(json!({
+            "metadata": {"name": shoot_name(i), "namespace": PROJECT_NS},
+            "spec": {"gardener": [{"name": "wireguard-tunnel", "type": "kubelink.gardener.cloud/wireguard-tunnel",
+                                   "data": {"address": address, "publicKey": key}}]},
+        }))
+        .unwrap();
+        states.create(&PostParams::default(), &state).await.unwrap();
+    }
+    let report = controller.reconcile().await.unwrap();
+    assert_eq!(report.rejected.len(), 1);
+    assert_eq!(report.rejected[0].0, key(0));
+    assert!(report.rejected[0].1.to_string().contains("shoot garden-dev/shoot-00000 spec.networking.nodes"));
+    let problems = report.problems.join("\n");
+    assert!(
+        problems.contains("ShootState garden-dev/shoot-00001 spec.gardener[wireguard-tunnel].data.publicKey"),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("ShootState garden-dev/shoot-00002 spec.gardener[wireguard-tunnel].data.address"),
+        "{problems}"
+    );
+    assert!(problems.contains(TUNNEL_ANNOTATION), "{problems}");
+    let table = assert_consistent(&client).await;
+    assert_eq!(table.keys().cloned().collect::<Vec<_>>(), [key(1), key(2), key(3), key(4)]);
+    assert_eq!(shoot_condition(&client, &shoot_name(0)).await.unwrap()["reason"], "InvalidCidr");
+}
+
+#[tokio::test]
+async fn unknown_fields_survive_every_write() {
+    let server = apiserver::start().await;
+    let client = server.client();
+    let mut seed = serde_json::to_value(fixtures::seed(SEED, "192.168.128.0/24")).unwrap();
+    seed["spec"]["provider"] = json!({"type": "local", "region": "here"});
+    seed["spec"]["networks"]["futureField"] = json!([1, 2]);
+    seed["metadata"]["annotations"] = json!({"other.io/keep": "me"});
+    create_seed(&client, &serde_json::from_value(seed).unwrap()).await.unwrap();
+    let mut shoot = serde_json::to_value(shoot(&shoot_name(0), SEED)).unwrap();
+    shoot["spec"]["kubernetes"] = json!({"version": "1.33.0"});
+    let shoots = Api::<Shoot>::namespaced(client.clone(), PROJECT_NS);
+    shoots.create(&PostParams::default(), &serde_json::from_value(shoot).unwrap()).await.unwrap();
+    let status = json!({"status": {"technicalID": "shoot--dev--shoot-00000", "conditions": [{"type": "APIServerAvailable", "status": "True"}]}});
+    shoots.patch_status(&shoot_name(0), &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+    let state = json!({
+        "apiVersion": "core.gardener.cloud/v1beta1", "kind": "ShootState",
+        "metadata": {"name": shoot_name(0), "namespace": PROJECT_NS},
+        "spec": {"gardener": [{"name": "ca", "type": "secret", "labels": {"x": "y"}, "data": {"cert": "..."}}],
+                 "extensions": [{"kind": "Infrastructure", "state": {"vpc": "v"}}]},
+    });
+    Api::<ShootState>::namespaced(client.clone(), PROJECT_NS)
+        .create(&PostParams::default(), &serde_json::from_value(state).unwrap())
+        .await
+        .unwrap();
+
+    Controller::new(client.clone(), client.clone(), Config::new(SEED)).reconcile().await.unwrap();
+
+    let seed = serde_json::to_value(Api::<Seed>::all(client.clone()).get(SEED).await.unwrap()).unwrap();
+    assert_eq!(seed["spec"]["provider"]["region"], "here");
+    assert_eq!(seed["spec"]["networks"]["futureField"], json!([1, 2]));
+    assert_eq!(seed["metadata"]["annotations"]["other.io/keep"], "me");
+    let shoot = serde_json::to_value(shoots.get(&shoot_name(0)).await.unwrap()).unwrap();
+    assert_eq!(shoot["spec"]["kubernetes"]["version"], "1.33.0");
+    assert_eq!(shoot["status"]["conditions"][0]["type"], "APIServerAvailable");
+    assert_eq!(shoot["status"]["conditions"][1]["type"], SHOOT_CONDITION);
+    let state = Api::<ShootState>::namespaced(client.clone(), PROJECT_NS).get(&shoot_name(0)).await.unwrap();
+    let state = serde_json::to_value(state).unwrap();
+    assert_eq!(state["spec"]["gardener"][0]["labels"]["x"], "y");
+    assert_eq!(state["spec"]["gardener"][1]["name"], "wireguard-tunnel");
+    assert_eq!(state["spec"]["extensions"][0]["state"]["vpc"], "v");
+    // The technical ID names the control-plane namespace.
+    Api::<Secret>::namespaced(client.clone(), "shoot--dev--shoot-00000").get(SHOOT_SECRET_NAME).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_shoot_secret_follows_the_gateways_and_keeps_its_key() {
+    let (server, controller) = setup("192.168.128.0/24", 1).await;
+    let client = server.client();
+    controller.reconcile().await.unwrap();
+    let secrets = Api::<Secret>::namespaced(client.clone(), "shoot--dev--shoot-00000");
+    let first = secrets.get(SHOOT_SECRET_NAME).await.unwrap();
+    let data = |s: &Secret, k: &str| s.data.as_ref().unwrap().get(k).map(|v| String::from_utf8(v.0.clone()).unwrap());
+    assert_eq!(data(&first, "address").as_deref(), Some("192.168.128.3/24"));
+    assert_eq!(data(&first, "gateway-0-address").as_deref(), Some("192.168.128.1"));
+    assert_eq!(data(&first, "gateway-1-address").as_deref(), Some("192.168.128.2"));
+    assert_eq!(data(&first, "gateway-0-endpoint"), None, "not published yet");
+
+    // The seed agent publishes gateway 0 (its private key must never be copied).
+    let gateway = PrivateKey::generate();
+    let published: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "kubelink-gateway-0", "namespace": "kubelink"},
+        "stringData": {},
+        "data": {},
+    }))
+    .unwrap();
+    let mut published = published;
+    let put = |k: &str, v: String| (k.to_string(), k8s_openapi::ByteString(v.into_bytes()));
+    published.data = Some(
+        [
+            put("privateKey", gateway.expose_base64().to_string()),
+            put("publicKey", gateway.public_key().to_string()),
+            put("endpoint", "gw0.seed-a.example.test:51820".into()),
+        ]
+        .into(),
+    );
+    Api::<Secret>::namespaced(client.clone(), "kubelink").create(&PostParams::default(), &published).await.unwrap();
+    controller.reconcile().await.unwrap();
+    let second = secrets.get(SHOOT_SECRET_NAME).await.unwrap();
+    assert_eq!(data(&second, "gateway-0-endpoint").as_deref(), Some("gw0.seed-a.example.test:51820"));
+    assert_eq!(data(&second, "gateway-0-publicKey"), Some(gateway.public_key().to_string()));
+    assert!(!second.data.as_ref().unwrap().values().any(|v| v.0 == gateway.expose_base64().as_bytes()));
+    assert_eq!(private_key_of(&second).unwrap(), private_key_of(&first).unwrap(), "the shoot's key is kept");
+    let recorded: PublicKey = list_allocations(&client, SEED).await.unwrap().entries[0].public_key.unwrap();
+    assert_eq!(recorded, private_key_of(&second).unwrap().public_key());
+}
+
+#[tokio::test]
+async fn the_running_controller_and_the_agent_watch_react_to_changes() {
+    let (server, controller) = setup("192.168.128.0/24", 0).await;
+    let client = server.client();
+    let mut cfg = controller.config().clone();
+    cfg.resync = Duration::from_secs(3600);
+    let running = tokio::spawn(Controller::new(client.clone(), client.clone(), cfg).run());
+    let mut allocations = Box::pin(watch_allocations(client.clone(), SEED.into()));
+    create_shoots(&client, SEED, 0..3).await.unwrap();
+    let wanted = |n: usize| {
+        move |a: &kubelink_ipam::store::Allocations| {
+            a.entries.len() == n && a.entries.iter().all(|e| e.public_key.is_some())
+        }
+    };
+    let deadline = Duration::from_secs(20);
+    let seen = tokio::time::timeout(deadline, async {
+        while let Some(item) = allocations.next().await {
+            if let Ok(a) = item
+                && wanted(3)(&a)
+            {
+                return a;
+            }
+        }
+        panic!("the allocation stream ended");
+    })
+    .await
+    .expect("the controller allocates three new shoots and the watch reports them");
+    assert_eq!(seen.entries[2].address, ip("192.168.128.5"));
+
+    Api::<Shoot>::namespaced(client.clone(), PROJECT_NS)
+        .delete(&shoot_name(1), &DeleteParams::default())
+        .await
+        .unwrap();
+    let after = tokio::time::timeout(deadline, async {
+        while let Some(item) = allocations.next().await {
+            if let Ok(a) = item
+                && wanted(2)(&a)
+            {
+                return a;
+            }
+        }
+        panic!("the allocation stream ended");
+    })
+    .await
+    .expect("the release shows up in the watch");
+    assert_eq!(after.entries.iter().map(|e| e.shoot.clone()).collect::<Vec<_>>(), [key(0), key(2)]);
+    running.abort();
+}
