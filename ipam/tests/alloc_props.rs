@@ -49,8 +49,7 @@ proptest! {
                 prop_assert!(!reserved(cidr, addr), "{addr} is reserved in {cidr}");
                 prop_assert!(!taken.contains(&addr));
                 let lower_free = cidr.hosts().chain([cidr.network(), cidr.broadcast()])
-                    .filter(|a| *a < addr && !reserved(cidr, *a) && !taken.contains(a))
-                    .next();
+                    .find(|a| *a < addr && !reserved(cidr, *a) && !taken.contains(a));
                 prop_assert_eq!(lower_free, None);
             }
             Err(e) => {
