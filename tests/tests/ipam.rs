@@ -456,3 +456,38 @@ async fn the_running_controller_and_the_agent_watch_react_to_changes() {
     assert_eq!(after.entries.iter().map(|e| e.shoot.clone()).collect::<Vec<_>>(), [key(0), key(2)]);
     running.abort();
 }
+
+#[tokio::test]
+async fn a_lost_table_is_rebuilt_from_the_shootstate_records() {
+    let (server, controller) = setup("192.168.128.0/24", 4).await;
+    let client = server.client();
+    controller.reconcile().await.unwrap();
+    let shoots = Api::<Shoot>::namespaced(client.clone(), PROJECT_NS);
+    shoots.delete(&shoot_name(1), &DeleteParams::default()).await.unwrap();
+    controller.reconcile().await.unwrap(); // .4 is free now; 0, 2, 3 hold .3, .5, .6
+    let before = assert_consistent(&client).await;
+
+    let drop_table = json!({"metadata": {"annotations": {kubelink_ipam::table::TABLE_ANNOTATION: null}}});
+    Api::<Seed>::all(client.clone()).patch(SEED, &PatchParams::default(), &Patch::Merge(&drop_table)).await.unwrap();
+    create_shoots(&client, SEED, 10..11).await.unwrap();
+    let report = controller.reconcile().await.unwrap();
+    let after = assert_consistent(&client).await;
+    for (k, a) in &before {
+        assert_eq!(after.get(k), Some(a), "{k} keeps its recorded address");
+    }
+    assert_eq!(after[&key(10)], ip("192.168.128.4"), "the new shoot gets the free gap, not a recorded address");
+    assert_eq!(report.assigned.len(), 4, "three adopted, one new");
+}
+
+#[tokio::test]
+async fn ipv6_ranges_work_end_to_end() {
+    let (server, controller) = setup("fd00:10:20::/120", 3).await;
+    let report = controller.reconcile().await.unwrap();
+    assert_eq!(report.seed_error, None);
+    let addresses: Vec<String> = report.assigned.iter().map(|(_, a)| a.to_string()).collect();
+    assert_eq!(addresses, ["fd00:10:20::3", "fd00:10:20::4", "fd00:10:20::5"]);
+    let secret =
+        Api::<Secret>::namespaced(server.client(), "shoot--dev--shoot-00000").get(SHOOT_SECRET_NAME).await.unwrap();
+    assert_eq!(secret.data.unwrap()["address"].0, b"fd00:10:20::3/120");
+    assert_consistent(&server.client()).await;
+}
