@@ -67,6 +67,9 @@ impl Drop for ApiServer {
 
 /// A `kube::Client` for a server URL, without credentials (the test server has no authentication).
 pub fn client_for(url: &str) -> kube::Client {
+    // kube builds a TLS connector even for plain HTTP; with more than one rustls backend in the dependency
+    // graph it then needs a process-wide default. Installing one fails harmlessly when one is set.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let uri = url.parse().expect("the server's own URL parses");
     let config = kube::Config::new(uri);
     kube::Client::try_from(config).expect("a plain-HTTP client config is always valid")
