@@ -1,5 +1,6 @@
 //! kubelink: WireGuard device, routes and roles for Gardener's reversed cluster VPN.
 
+pub mod agent;
 pub mod cmd;
 pub mod config;
 pub mod election;

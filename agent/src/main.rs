@@ -18,6 +18,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The seed node agent: gateway election, the gateway's device and peers, routes on every node.
+    Agent(Box<cmd::agent::AgentArgs>),
     /// Generate keys, derive public keys (compatible with `wg genkey | wg pubkey`).
     Keys(cmd::keys::KeysArgs),
     /// Standalone mode: reconcile a device, its peers and routes from a YAML/JSON file.
@@ -46,6 +48,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
+            Command::Agent(a) => cmd::agent::run(*a).await,
             Command::Keys(a) => cmd::keys::run(a),
             Command::Run(a) => cmd::run::run(a).await,
             Command::Shoot(a) => cmd::shoot::run(*a).await,

@@ -69,14 +69,18 @@ impl Reconciler {
 
     pub async fn reconcile(&self, desired: &Desired) -> Result<Outcome, ReconcileError> {
         let mut outcome = Outcome { device_changes: self.reconcile_device(desired).await?, ..Outcome::default() };
-        let plan = route::plan(&self.resolve(&desired.routes).await?, &self.routes.ours().await?);
-        outcome.routes_replaced = plan.replace.len();
-        outcome.routes_removed = plan.remove.len();
-        self.routes.apply(&plan).await.map_err(ReconcileError::Routes)?;
+        (outcome.routes_replaced, outcome.routes_removed) = self.reconcile_routes(&desired.routes).await?;
         if let Some(fw) = &desired.firewall {
             outcome.firewall_written = crate::firewall::ensure(fw)?;
         }
         Ok(outcome)
+    }
+
+    /// Makes the routes of our protocol exactly `specs`; returns (replaced, removed).
+    pub async fn reconcile_routes(&self, specs: &[RouteSpec]) -> Result<(usize, usize), ReconcileError> {
+        let plan = route::plan(&self.resolve(specs).await?, &self.routes.ours().await?);
+        self.routes.apply(&plan).await.map_err(ReconcileError::Routes)?;
+        Ok((plan.replace.len(), plan.remove.len()))
     }
 
     async fn reconcile_device(&self, desired: &Desired) -> Result<Option<String>, ReconcileError> {

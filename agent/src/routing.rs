@@ -41,21 +41,6 @@ pub fn router_routes(cidr: IpNet, gateways: &[(usize, IpAddr)], shoots: &[IpAddr
     }
 }
 
-/// The tunnel address of a gateway slot: network + 1 + slot (.1 for slot 0, .2 for slot 1), in IPv4
-/// and IPv6 alike (IPv6's ::0 is the subnet-router anycast address, never a host's).
-pub fn slot_address(cidr: IpNet, slot: usize) -> Option<IpAddr> {
-    let offset = u128::try_from(slot).ok()?.checked_add(1)?;
-    let addr = match cidr.network() {
-        IpAddr::V4(n) => IpAddr::V4(u32::try_from(u128::from(u32::from(n)).checked_add(offset)?).ok()?.into()),
-        IpAddr::V6(n) => IpAddr::V6(u128::from(n).checked_add(offset)?.into()),
-    };
-    (cidr.contains(&addr) && Some(addr) != broadcast(cidr)).then_some(addr)
-}
-
-fn broadcast(cidr: IpNet) -> Option<IpAddr> {
-    cidr.addr().is_ipv4().then(|| cidr.broadcast())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,15 +96,5 @@ mod tests {
         assert!(router_routes(cidr(), &[], &shoots()).is_empty());
         let r = router_routes(cidr(), &[(0, ip("10.0.0.1")), (1, ip("10.0.0.2"))], &[ip("10.9.9.9")]);
         assert!(r.is_empty());
-    }
-
-    #[test]
-    fn slot_addresses_are_the_first_hosts() {
-        assert_eq!(slot_address(cidr(), 0), Some(ip("192.168.128.1")));
-        assert_eq!(slot_address(cidr(), 1), Some(ip("192.168.128.2")));
-        assert_eq!(slot_address("fd00::/64".parse().unwrap(), 1), Some(ip("fd00::2")));
-        assert_eq!(slot_address("10.0.0.0/31".parse().unwrap(), 0), None, "a /31 has no room for a slot");
-        assert_eq!(slot_address("10.0.0.0/30".parse().unwrap(), 1), Some(ip("10.0.0.2")));
-        assert_eq!(slot_address("10.0.0.0/30".parse().unwrap(), 2), None, "the broadcast address is no slot");
     }
 }

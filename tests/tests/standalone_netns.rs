@@ -70,7 +70,7 @@ fn gateway_worker_shoot_traffic_drift_repair_peer_changes_and_adoption() {
     let lost = std::thread::scope(|s| {
         let pinger = s.spawn(|| ping_shoot(&l, 60));
         std::thread::sleep(Duration::from_millis(500));
-        l.gateway_config(&[extra.clone(), added]).unwrap();
+        l.gateway_config(&[extra, added]).unwrap();
         let there = netns::wait_for(Duration::from_secs(5), || gw_peers(&l).contains(&added.0.to_base64()));
         assert!(there.is_some(), "the added peer did not appear");
         l.gateway_config(&[]).unwrap();

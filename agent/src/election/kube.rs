@@ -131,6 +131,7 @@ pub fn view(lease: &Lease) -> SlotLease {
     SlotLease {
         holder: spec.holder_identity.filter(|h| !h.is_empty()),
         renewed: spec.renew_time.map(|t| t.0),
+        acquired: spec.acquire_time.map(|t| t.0),
         duration: std::time::Duration::from_secs(spec.lease_duration_seconds.unwrap_or(0).max(0) as u64),
         node_ip: lease.metadata.annotations.as_ref().and_then(|a| a.get(NODE_IP_ANNOTATION).cloned()),
     }

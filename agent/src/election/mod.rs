@@ -20,6 +20,8 @@ pub const NODE_IP_ANNOTATION: &str = "kubelink.gardener.cloud/node-ip";
 pub struct SlotLease {
     pub holder: Option<String>,
     pub renewed: Option<Timestamp>,
+    /// When the current holder acquired the slot.
+    pub acquired: Option<Timestamp>,
     pub duration: Duration,
     pub node_ip: Option<String>,
 }
@@ -66,15 +68,35 @@ pub fn decide(me: &str, now: Timestamp, slots: &[Option<SlotLease>]) -> Action {
     Action::Wait
 }
 
-/// The gateway of every slot that has a live holder: (slot, node name, node IP).
-pub fn live_gateways(now: Timestamp, slots: &[Option<SlotLease>]) -> Vec<(usize, String, Option<String>)> {
-    slots
+/// A slot with a live holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveGateway {
+    pub slot: usize,
+    pub node: String,
+    pub node_ip: Option<String>,
+    pub acquired: Option<Timestamp>,
+}
+
+/// The gateway of every slot that has a live holder.
+pub fn live_gateways(now: Timestamp, slots: &[Option<SlotLease>]) -> Vec<LiveGateway> {
+    let live = |(slot, s): (usize, &Option<SlotLease>)| {
+        let l = s.as_ref().filter(|l| l.is_live(now))?;
+        Some(LiveGateway { slot, node: l.holder.clone()?, node_ip: l.node_ip.clone(), acquired: l.acquired })
+    };
+    slots.iter().enumerate().filter_map(live).collect()
+}
+
+/// The gateways routers should send traffic to: those that have held their slot for `warmup` (a new
+/// holder has no WireGuard sessions yet; the shoots re-handshake with it within about a keepalive
+/// interval plus 15 s). When none has warmed up, every live one: something beats nothing.
+pub fn usable_gateways(now: Timestamp, warmup: Duration, live: &[LiveGateway]) -> Vec<LiveGateway> {
+    let Ok(warmup) = k8s_openapi::jiff::SignedDuration::try_from(warmup) else { return live.to_vec() };
+    let warm: Vec<LiveGateway> = live
         .iter()
-        .enumerate()
-        .filter_map(|(i, s)| {
-            s.as_ref().filter(|l| l.is_live(now)).map(|l| (i, l.holder.clone().unwrap_or_default(), l.node_ip.clone()))
-        })
-        .collect()
+        .filter(|g| g.acquired.is_none_or(|a| a.checked_add(warmup).is_ok_and(|ready| ready <= now)))
+        .cloned()
+        .collect();
+    if warm.is_empty() { live.to_vec() } else { warm }
 }
 
 /// Election timing (flags of `kubelink agent`).
@@ -108,6 +130,7 @@ mod tests {
         Some(SlotLease {
             holder: Some(holder.into()),
             renewed: Some(t(renewed)),
+            acquired: Some(t(renewed - 100)),
             duration: Duration::from_secs(4),
             node_ip: None,
         })
@@ -135,8 +158,13 @@ mod tests {
 
     #[test]
     fn released_lease_is_free() {
-        let released =
-            Some(SlotLease { holder: None, renewed: Some(t(0)), duration: Duration::from_secs(4), node_ip: None });
+        let released = Some(SlotLease {
+            holder: None,
+            renewed: Some(t(0)),
+            acquired: None,
+            duration: Duration::from_secs(4),
+            node_ip: None,
+        });
         assert_eq!(decide("a", t(1), &[released]), Action::TakeOver(0));
     }
 
@@ -145,6 +173,21 @@ mod tests {
         let mut l0 = lease("n1", 0);
         l0.as_mut().unwrap().node_ip = Some("10.0.0.1".into());
         let got = live_gateways(t(2), &[l0, lease("n2", -10), None]);
-        assert_eq!(got, vec![(0, "n1".to_string(), Some("10.0.0.1".to_string()))]);
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].slot, got[0].node.as_str(), got[0].node_ip.as_deref()), (0, "n1", Some("10.0.0.1")));
+    }
+
+    #[test]
+    fn fresh_holders_warm_up_unless_nobody_else_is_there() {
+        let gw =
+            |slot, acquired| LiveGateway { slot, node: format!("n{slot}"), node_ip: None, acquired: Some(t(acquired)) };
+        let warmup = Duration::from_secs(45);
+        // slot 0 just changed hands, slot 1 is old: only slot 1 carries traffic.
+        let both = [gw(0, 100), gw(1, 0)];
+        assert_eq!(usable_gateways(t(110), warmup, &both), vec![gw(1, 0)]);
+        // After the warm-up both carry.
+        assert_eq!(usable_gateways(t(145), warmup, &both).len(), 2);
+        // The only gateway is fresh: it is used anyway.
+        assert_eq!(usable_gateways(t(101), warmup, &[gw(0, 100)]), vec![gw(0, 100)]);
     }
 }

@@ -1,0 +1,192 @@
+//! What the agent reads from and writes to Kubernetes: the Seed (WireGuard CIDR) and the ShootStates
+//! (allocations) through reflectors that wake the loop on every change, the slot's Secret (its stable
+//! key), and the label on the agent's own Pod that the slot's LoadBalancer Service selects.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use ipnet::IpNet;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use kubelink_ipam::gardener::{Seed, ShootState};
+use kubelink_ipam::keys::PrivateKey;
+use kubelink_ipam::record::{self, ENTRY_NAME};
+use kubelink_ipam::secret::gateway_secret_name;
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+
+use super::ShootPeer;
+
+/// Label on the gateway's Pod: the slot it holds. The slot's LoadBalancer Service selects on it.
+pub const SLOT_LABEL: &str = "kubelink.gardener.cloud/gateway-slot";
+
+pub struct Cluster {
+    client: Client,
+    namespace: String,
+    seed: String,
+    pod: Option<String>,
+    seeds: Store<Seed>,
+    states: Store<ShootState>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("Seed {0} not found (yet)")]
+    NoSeed(String),
+    #[error("Seed {seed}: {field} is not set; set spec.wireguard.enabled: true and spec.wireguard.cidr")]
+    NoWireguard { seed: String, field: &'static str },
+    #[error("Seed {seed}: {field}.cidr {value:?} is not a CIDR")]
+    BadCidr { seed: String, field: &'static str, value: String },
+    #[error("Secret {name}: {reason}")]
+    Secret { name: String, reason: String },
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+}
+
+/// Starts a reflector for `api` that wakes `wake` on every change.
+fn reflect<K>(api: Api<K>, wake: Arc<Notify>) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Default,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    tokio::spawn(async move {
+        stream
+            .for_each(|event| {
+                match event {
+                    Ok(_) => wake.notify_one(),
+                    Err(e) => tracing::warn!("watch: {e}; retrying"),
+                }
+                async {}
+            })
+            .await;
+    });
+    reader
+}
+
+impl Cluster {
+    /// `client` serves Leases, Secrets and Pods (the seed); `garden` serves Seeds and ShootStates.
+    pub fn start(
+        client: Client,
+        garden: Client,
+        namespace: &str,
+        seed: &str,
+        pod: Option<String>,
+        wake: Arc<Notify>,
+    ) -> Self {
+        let seeds = reflect(Api::<Seed>::all(garden.clone()), wake.clone());
+        let states = reflect(Api::<ShootState>::all(garden), wake);
+        Cluster { client, namespace: namespace.into(), seed: seed.into(), pod, seeds, states }
+    }
+
+    /// The Seed's WireGuard CIDR.
+    pub fn cidr(&self) -> Result<IpNet, ClusterError> {
+        let seed = self.seeds.state().into_iter().find(|s| s.metadata.name.as_deref() == Some(&self.seed));
+        let seed = seed.ok_or_else(|| ClusterError::NoSeed(self.seed.clone()))?;
+        let Some((field, wg)) = seed.wireguard().filter(|(_, wg)| wg.enabled) else {
+            return Err(ClusterError::NoWireguard { seed: self.seed.clone(), field: "spec.wireguard" });
+        };
+        let text = wg.cidr.clone().unwrap_or_default();
+        text.parse().map_err(|_| ClusterError::BadCidr { seed: self.seed.clone(), field, value: text })
+    }
+
+    /// Every shoot of this seed with a readable allocation. Garbage entries are logged and skipped.
+    pub fn shoots(&self) -> BTreeSet<ShootPeer> {
+        let mut peers = BTreeSet::new();
+        for state in self.states.state() {
+            let ours =
+                state.entry(ENTRY_NAME).and_then(|e| e.data.get("seed")).and_then(|v| v.as_str()) == Some(&self.seed);
+            match record::read(&state) {
+                Ok(Some(r)) if ours => _ = peers.insert(ShootPeer { public_key: r.public_key, address: r.address }),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("skipping a shoot: {e}"),
+            }
+        }
+        peers
+    }
+
+    /// The slot's private key from Secret `kubelink-gateway-<slot>`, created with a fresh key when
+    /// absent (a lost create race re-reads the winner's). Keeps `endpoint` up to date.
+    pub async fn slot_key(&self, slot: u8, endpoint: &str) -> Result<PrivateKey, ClusterError> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let name = gateway_secret_name(slot);
+        let secret = match api.get_opt(&name).await? {
+            Some(s) => s,
+            None => match api.create(&PostParams::default(), &new_slot_secret(&name, endpoint)).await {
+                Ok(s) => s,
+                Err(kube::Error::Api(e)) if e.is_already_exists() => api.get(&name).await?,
+                Err(e) => return Err(e.into()),
+            },
+        };
+        let key = slot_private_key(&name, &secret)?;
+        if text(&secret, "endpoint").as_deref() != Some(endpoint) || text(&secret, "publicKey").is_none() {
+            let data = serde_json::json!({"data": {
+                "endpoint": ByteString(endpoint.as_bytes().to_vec()),
+                "publicKey": ByteString(key.public_key().to_base64().into_bytes()),
+            }});
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&data)).await?;
+        }
+        Ok(key)
+    }
+
+    /// Sets (or with `None` removes) the slot label on our own Pod. Taking a slot also strips its label
+    /// from every other Pod: a gateway that died without cleaning up must not stay behind the slot's
+    /// load balancer.
+    pub async fn label_pod(&self, slot: Option<u8>) -> Result<(), ClusterError> {
+        let Some(pod) = &self.pod else { return Ok(()) };
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        if let Some(slot) = slot {
+            let selector = format!("{SLOT_LABEL}={slot}");
+            let holders = api.list(&kube::api::ListParams::default().labels(&selector)).await?;
+            for other in holders.items.iter().filter_map(|p| p.metadata.name.as_ref()).filter(|n| *n != pod) {
+                tracing::info!(pod = %other, slot, "removing a stale gateway label");
+                Self::set_label(&api, other, None).await?;
+            }
+        }
+        Self::set_label(&api, pod, slot).await
+    }
+
+    async fn set_label(api: &Api<Pod>, pod: &str, slot: Option<u8>) -> Result<(), ClusterError> {
+        let value = slot.map(|s| serde_json::Value::String(s.to_string())).unwrap_or(serde_json::Value::Null);
+        let patch = serde_json::json!({"metadata": {"labels": {SLOT_LABEL: value}}});
+        api.patch(pod, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        Ok(())
+    }
+}
+
+fn text(secret: &Secret, key: &str) -> Option<String> {
+    let bytes = secret.data.as_ref()?.get(key)?;
+    String::from_utf8(bytes.0.clone()).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+fn new_slot_secret(name: &str, endpoint: &str) -> Secret {
+    let key = PrivateKey::generate();
+    let data: BTreeMap<String, ByteString> = [
+        ("privateKey", key.expose_base64().to_string()),
+        ("publicKey", key.public_key().to_base64()),
+        ("endpoint", endpoint.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), ByteString(v.into_bytes())))
+    .collect();
+    Secret {
+        metadata: ObjectMeta { name: Some(name.into()), ..ObjectMeta::default() },
+        data: Some(data),
+        ..Secret::default()
+    }
+}
+
+fn slot_private_key(name: &str, secret: &Secret) -> Result<PrivateKey, ClusterError> {
+    let text = text(secret, "privateKey").ok_or_else(|| ClusterError::Secret {
+        name: name.into(),
+        reason: "data.privateKey is missing; delete the Secret to have a new key generated".into(),
+    })?;
+    text.parse().map_err(|e| ClusterError::Secret { name: name.into(), reason: format!("data.privateKey: {e}") })
+}

@@ -1,0 +1,105 @@
+//! The seed agent (`kubelink agent`): every seed node runs one. It takes part in the gateway election;
+//! as a gateway it holds the WireGuard device with one peer per shoot of this seed and source-NATs seed
+//! traffic into it; otherwise it routes shoot addresses to the gateway node(s). Desired state is
+//! computed purely here ([`gateway_desired`], [`crate::routing::router_routes`]); [`cluster`] reads
+//! and writes Kubernetes, [`run`] is the loop.
+
+pub mod cluster;
+pub mod run;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use kubelink_ipam::alloc::Pool;
+use kubelink_ipam::keys::{PrivateKey, PublicKey};
+
+use crate::config::Desired;
+use crate::firewall::FirewallSpec;
+use crate::wg::{DeviceSpec, PeerSpec};
+
+/// A shoot of this seed with an allocation: what its gateway peer needs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ShootPeer {
+    pub public_key: PublicKey,
+    pub address: IpAddr,
+}
+
+/// The node-local settings of the agent.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub device: String,
+    pub listen_port: u16,
+    pub mtu: u32,
+    /// How long a new slot holder gets no router traffic while shoots re-handshake with it.
+    pub warmup: std::time::Duration,
+}
+
+/// The gateway of `slot`: device with the slot's key and address, every shoot a roaming peer, SNAT to
+/// the slot address. `None` when the CIDR has no room for the slot.
+pub fn gateway_desired(
+    s: &Settings,
+    cidr: IpNet,
+    slot: u8,
+    key: &PrivateKey,
+    shoots: &BTreeSet<ShootPeer>,
+) -> Option<Desired> {
+    let address = Pool::new(cidr).slot_address(slot)?;
+    let peers: BTreeMap<PublicKey, PeerSpec> = shoots
+        .iter()
+        .filter(|p| cidr.contains(&p.address))
+        .map(|p| {
+            let mut peer = PeerSpec::new(p.public_key);
+            peer.allowed_ips.insert(IpNet::from(p.address));
+            (p.public_key, peer)
+        })
+        .collect();
+    let device = DeviceSpec {
+        name: s.device.clone(),
+        private_key: key.clone(),
+        listen_port: Some(s.listen_port),
+        fwmark: None,
+        peers,
+    };
+    let own = IpNet::new(address, cidr.prefix_len()).ok()?;
+    Some(Desired {
+        device,
+        addresses: [own].into(),
+        mtu: Some(s.mtu),
+        routes: vec![],
+        firewall: Some(FirewallSpec { device: s.device.clone(), cidr, snat_to: address }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings { device: "kubelink0".into(), listen_port: 51820, mtu: 1420, warmup: std::time::Duration::ZERO }
+    }
+
+    fn shoot(n: u8, addr: &str) -> ShootPeer {
+        ShootPeer { public_key: PublicKey::from_bytes([n; 32]), address: addr.parse().unwrap() }
+    }
+
+    #[test]
+    fn gateway_has_slot_address_peers_and_snat() {
+        let cidr: IpNet = "192.168.128.0/22".parse().unwrap();
+        let shoots = [shoot(1, "192.168.128.10"), shoot(2, "192.168.128.11"), shoot(3, "10.0.0.1")].into();
+        let d = gateway_desired(&settings(), cidr, 1, &PrivateKey::from_bytes([9; 32]), &shoots).unwrap();
+        assert_eq!(d.addresses, ["192.168.128.2/22".parse().unwrap()].into());
+        assert_eq!(d.device.peers.len(), 2, "an address outside the CIDR is no peer");
+        let p = &d.device.peers[&PublicKey::from_bytes([1; 32])];
+        assert_eq!(p.allowed_ips, ["192.168.128.10/32".parse().unwrap()].into());
+        assert_eq!(p.endpoint, None, "shoots dial in: endpoints are learned");
+        assert_eq!(d.firewall.unwrap().snat_to, "192.168.128.2".parse::<IpAddr>().unwrap());
+        assert!(d.routes.is_empty());
+    }
+
+    #[test]
+    fn no_room_for_the_slot_means_no_gateway() {
+        let cidr: IpNet = "192.168.128.0/31".parse().unwrap();
+        assert!(gateway_desired(&settings(), cidr, 1, &PrivateKey::generate(), &BTreeSet::new()).is_none());
+    }
+}

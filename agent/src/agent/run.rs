@@ -1,0 +1,290 @@
+//! The agent's loop: one pass per retry period and on every watch or netlink event.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use kubelink_ipam::keys::PrivateKey;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::sync::Notify;
+
+use super::cluster::{Cluster, ClusterError};
+use super::{Settings, ShootPeer, gateway_desired};
+use crate::election::kube::LeaseElection;
+use crate::election::{live_gateways, usable_gateways};
+use crate::reconcile::{ReconcileError, Reconciler};
+use crate::routing::router_routes;
+
+/// What the agent currently is, and what it has to clean up when that changes.
+#[derive(Debug, Default)]
+struct RoleState {
+    holding: Option<u8>,
+    /// Every live gateway, with when it took its slot.
+    live: Vec<crate::election::LiveGateway>,
+    /// When we acquired the slot we hold (from its Lease).
+    acquired: Option<k8s_openapi::jiff::Timestamp>,
+    last_round_ok: Option<Instant>,
+    gateways: Vec<(usize, IpAddr)>,
+    slot_key: Option<(u8, PrivateKey)>,
+    /// True until removed: leftovers of an earlier run are cleaned up once we know we are no gateway.
+    gateway_state_present: bool,
+    labelled: Option<Option<u8>>,
+}
+
+/// Shared with `/readyz` and `/metrics`.
+#[derive(Clone, Default)]
+pub struct Status {
+    pub last_pass_ok: Arc<Mutex<Option<Instant>>>,
+    pub slot: Gauge,
+    pub peers: Gauge,
+    pub routes: Gauge,
+}
+
+impl Status {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "kubelink_agent_gateway_slot",
+            "Gateway slot this node holds, -1 for none",
+            self.slot.clone(),
+        );
+        registry.register("kubelink_agent_peers", "WireGuard peers on this gateway", self.peers.clone());
+        registry.register("kubelink_agent_routes", "Routes this router installs", self.routes.clone());
+    }
+
+    /// Ready once a pass succeeded within the last 10 s.
+    pub fn ready(&self) -> Result<(), String> {
+        match *self.last_pass_ok.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(t) if t.elapsed() < Duration::from_secs(10) => Ok(()),
+            Some(t) => Err(format!("last good pass {:?} ago", t.elapsed())),
+            None => Err("no good pass yet".into()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Reconcile(#[from] ReconcileError),
+    #[error("the WireGuard CIDR {0} has no room for gateway slot {1}")]
+    NoSlotAddress(IpNet, u8),
+}
+
+pub struct Agent {
+    pub election: LeaseElection,
+    pub cluster: Cluster,
+    pub rec: Reconciler,
+    pub settings: Settings,
+    /// What shoots dial for each slot (`host:port`, the slot's load balancer); a slot without one
+    /// publishes NODE_IP:LISTEN_PORT.
+    pub endpoints: Vec<String>,
+    pub status: Status,
+    state: RoleState,
+}
+
+impl Agent {
+    pub fn new(
+        election: LeaseElection,
+        cluster: Cluster,
+        rec: Reconciler,
+        settings: Settings,
+        endpoints: Vec<String>,
+    ) -> Self {
+        let state = RoleState { gateway_state_present: true, ..RoleState::default() };
+        Agent { election, cluster, rec, settings, endpoints, status: Status::default(), state }
+    }
+
+    fn endpoint(&self, slot: u8) -> String {
+        self.endpoints
+            .get(usize::from(slot))
+            .cloned()
+            .unwrap_or_else(|| format!("{}:{}", self.election.node_ip, self.settings.listen_port))
+    }
+
+    /// Runs passes until `stop` resolves.
+    pub async fn run(mut self, wake: Arc<Notify>, stop: impl std::future::Future<Output = ()>) {
+        let mut tick = tokio::time::interval(self.election.timing.retry);
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = wake.notified() => {}
+                _ = &mut stop => break,
+            }
+            match self.pass().await {
+                Ok(()) => *self.status.last_pass_ok.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now()),
+                Err(e) => tracing::warn!("pass failed, retrying: {e}"),
+            }
+        }
+        tracing::info!(slot = ?self.state.holding, "stopping; the device and routes stay for the next start");
+    }
+
+    /// One pass: election, then the role's desired state.
+    pub async fn pass(&mut self) -> Result<(), PassError> {
+        self.elect().await;
+        self.status.slot.set(self.state.holding.map_or(-1, i64::from));
+        let cidr = self.cluster.cidr()?;
+        let shoots = self.cluster.shoots();
+        match self.state.holding {
+            Some(slot) => self.gateway(cidr, slot, &shoots).await,
+            None => self.router(cidr, &shoots).await,
+        }
+    }
+
+    /// A round of the election. When the API server cannot be reached the last known role is kept
+    /// until the renew deadline passes; then a gateway steps down (someone else takes the slot soon).
+    async fn elect(&mut self) {
+        match self.election.round().await {
+            Ok(round) => {
+                self.state.last_round_ok = Some(Instant::now());
+                let now = k8s_openapi::jiff::Timestamp::now();
+                let live = live_gateways(now, &round.slots);
+                self.state.live = live.clone();
+                self.state.gateways = usable_gateways(now, self.settings.warmup, &live)
+                    .into_iter()
+                    .filter_map(|g| Some((g.slot, g.node_ip?.parse().ok()?)))
+                    .collect();
+                let holding = round.holding.and_then(|s| u8::try_from(s).ok());
+                self.state.acquired = round.holding.and_then(|s| round.slots.get(s)?.as_ref()?.acquired);
+                if holding != self.state.holding {
+                    tracing::info!(node = %self.election.me, from = ?self.state.holding, to = ?holding, "gateway slot changed");
+                }
+                self.state.holding = holding;
+            }
+            Err(e) => {
+                let deadline = self.election.timing.renew_deadline;
+                let stale = self.state.last_round_ok.is_none_or(|t| t.elapsed() > deadline);
+                tracing::warn!("election: {e}");
+                if stale && self.state.holding.take().is_some() {
+                    tracing::warn!("could not renew within {deadline:?}: giving up the gateway role");
+                }
+            }
+        }
+    }
+
+    async fn gateway(&mut self, cidr: IpNet, slot: u8, shoots: &BTreeSet<ShootPeer>) -> Result<(), PassError> {
+        let key = match &self.state.slot_key {
+            Some((s, k)) if *s == slot => k.clone(),
+            _ => {
+                let k = self.cluster.slot_key(slot, &self.endpoint(slot)).await?;
+                self.state.slot_key = Some((slot, k.clone()));
+                k
+            }
+        };
+        let mut desired =
+            gateway_desired(&self.settings, cidr, slot, &key, shoots).ok_or(PassError::NoSlotAddress(cidr, slot))?;
+        desired.routes = self.warmup_routes(slot, &desired).await;
+        self.state.gateway_state_present = true;
+        let outcome = self.rec.reconcile(&desired).await?;
+        if outcome.changed() {
+            tracing::info!(slot, peers = desired.device.peers.len(), changes = ?outcome, "gateway reconciled");
+        }
+        self.status.peers.set(desired.device.peers.len() as i64);
+        self.status.routes.set(0);
+        enable_forwarding(cidr);
+        self.label(Some(slot)).await
+    }
+
+    /// While this gateway warms up (a new holder: the shoots have no sessions with it yet), shoots
+    /// without a live session are routed to a warm gateway. Warm gateways never route away, so two
+    /// gateways cannot bounce a packet between them.
+    async fn warmup_routes(&self, slot: u8, desired: &crate::config::Desired) -> Vec<crate::config::RouteSpec> {
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let warmup = k8s_openapi::jiff::SignedDuration::try_from(self.settings.warmup).unwrap_or_default();
+        let warming = self.state.acquired.is_some_and(|a| a.checked_add(warmup).is_ok_and(|ready| ready > now));
+        if !warming {
+            return vec![];
+        }
+        // Only a gateway that has warmed up itself takes traffic away from us: no ping-pong.
+        let others: Vec<_> = self.state.live.iter().filter(|g| g.slot != usize::from(slot)).cloned().collect();
+        let warm_other = usable_gateways(now, self.settings.warmup, &others)
+            .into_iter()
+            .find(|g| g.acquired.is_some_and(|a| a.checked_add(warmup).is_ok_and(|ready| ready <= now)));
+        let Some(warm) = warm_other.and_then(|g| g.node_ip?.parse().ok()) else { return vec![] };
+        let observed = self.rec.wg.read(&desired.device.name).await.ok().flatten().unwrap_or_default();
+        sessionless(desired, &observed, warm)
+    }
+
+    async fn router(&mut self, cidr: IpNet, shoots: &BTreeSet<ShootPeer>) -> Result<(), PassError> {
+        if self.state.gateway_state_present {
+            self.remove_gateway_state().await;
+        }
+        let addresses: Vec<IpAddr> = shoots.iter().map(|s| s.address).collect();
+        let routes = router_routes(cidr, &self.state.gateways, &addresses);
+        let (replaced, removed) = self.rec.reconcile_routes(&routes).await?;
+        if replaced + removed > 0 {
+            tracing::info!(routes = routes.len(), replaced, removed, gateways = ?self.state.gateways, "routes reconciled");
+        }
+        self.status.routes.set(routes.len() as i64);
+        self.status.peers.set(0);
+        self.label(None).await
+    }
+
+    /// Removes the device and the nftables table (after a lost slot, or leftovers at start). Best
+    /// effort: a failure is logged and retried on the next pass.
+    async fn remove_gateway_state(&mut self) {
+        let mut ok = true;
+        if let Err(e) = self.rec.wg.remove(&self.settings.device).await {
+            ok = false;
+            tracing::warn!("removing the gateway device: {e}");
+        }
+        if crate::firewall::list().is_some()
+            && let Err(e) = crate::firewall::remove()
+        {
+            ok = false;
+            tracing::warn!("removing the nftables table: {e}");
+        }
+        self.state.slot_key = None;
+        self.state.gateway_state_present = !ok;
+        if ok {
+            tracing::info!(device = %self.settings.device, "no gateway here: device and nftables table removed (if any)");
+        }
+    }
+
+    async fn label(&mut self, slot: Option<u8>) -> Result<(), PassError> {
+        if self.state.labelled != Some(slot) {
+            self.cluster.label_pod(slot).await?;
+            self.state.labelled = Some(slot);
+        }
+        Ok(())
+    }
+}
+
+/// Turns on forwarding for the CIDR's family in this network namespace (idempotent).
+fn enable_forwarding(cidr: IpNet) {
+    let path =
+        if cidr.addr().is_ipv4() { "/proc/sys/net/ipv4/ip_forward" } else { "/proc/sys/net/ipv6/conf/all/forwarding" };
+    if std::fs::read_to_string(path).is_ok_and(|v| v.trim() == "1") {
+        return;
+    }
+    if let Err(e) = std::fs::write(path, "1") {
+        tracing::warn!("cannot enable forwarding ({path}): {e}");
+    }
+}
+
+/// /32 routes via `warm` for the desired peers that have no live session on the device.
+fn sessionless(
+    desired: &crate::config::Desired,
+    observed: &crate::wg::ObservedDevice,
+    warm: IpAddr,
+) -> Vec<crate::config::RouteSpec> {
+    let live =
+        |k| observed.peers.get(k).and_then(|p| p.last_handshake).is_some_and(|age| age < crate::wg::STALE_HANDSHAKE);
+    desired
+        .device
+        .peers
+        .iter()
+        .filter(|(k, _)| !live(*k))
+        .flat_map(|(_, p)| p.allowed_ips.iter())
+        .map(|net| crate::config::RouteSpec {
+            destination: *net,
+            gateway: Some(warm),
+            device: None,
+            table: crate::route::MAIN_TABLE,
+        })
+        .collect()
+}

@@ -1,0 +1,127 @@
+//! `kubelink agent`: the seed node agent.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::Notify;
+
+use crate::agent::Settings;
+use crate::agent::cluster::Cluster;
+use crate::agent::run::Agent;
+use crate::election::Timing;
+use crate::election::kube::LeaseElection;
+use crate::health::Health;
+
+#[derive(clap::Args)]
+pub struct AgentArgs {
+    /// This node's name (downward API `spec.nodeName`): the Lease holder identity.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: String,
+    /// This node's IP (downward API `status.hostIP`): where other nodes route shoot traffic.
+    #[arg(long, env = "NODE_IP")]
+    pub node_ip: IpAddr,
+    /// Namespace of the Leases, the slot Secrets and the agent's Pod.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "kube-system")]
+    pub namespace: String,
+    /// The agent's Pod (downward API `metadata.name`), labelled with the slot it holds.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// The Seed whose WireGuard CIDR and shoots this agent serves.
+    #[arg(long, env = "SEED_NAME")]
+    pub seed: String,
+    /// Number of gateway slots: 1, or 2 for high availability.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub slots: u8,
+    /// The API server of the seed (Leases, Secrets, Pods); default: in-cluster config or kubeconfig.
+    #[arg(long, env = "KUBELINK_SERVER")]
+    pub server: Option<String>,
+    /// The API server with Seeds and ShootStates; default: the same as --server.
+    #[arg(long, env = "KUBELINK_GARDEN_SERVER")]
+    pub garden_server: Option<String>,
+    /// What shoots dial for each slot, in slot order (`host:port` of the slot's load balancer,
+    /// comma-separated); a slot without one publishes NODE_IP:LISTEN_PORT.
+    #[arg(long, value_delimiter = ',')]
+    pub slot_endpoints: Vec<String>,
+    /// How long a new slot holder gets no router traffic while the shoots re-handshake with it (used
+    /// only while another gateway is live).
+    #[arg(long, default_value = "45s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    #[arg(long, default_value = "kubelink0")]
+    pub device: String,
+    #[arg(long, default_value_t = 51820)]
+    pub listen_port: u16,
+    #[arg(long, default_value_t = crate::config::DEFAULT_MTU)]
+    pub mtu: u32,
+    #[arg(long, default_value = "4s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub renew_deadline: Duration,
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub retry_period: Duration,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub health_listen: SocketAddr,
+    #[command(flatten)]
+    pub common: crate::cmd::run::Common,
+}
+
+/// A client for `server`, or the ambient configuration (in-cluster, then kubeconfig).
+pub async fn client(server: Option<&str>) -> anyhow::Result<kube::Client> {
+    let config = match server {
+        Some(url) => kube::Config::new(url.parse().with_context(|| format!("--server {url:?} is not a URL"))?),
+        None => kube::Config::infer().await.context("no in-cluster config or kubeconfig; pass --server")?,
+    };
+    kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.renew_deadline < args.lease_duration,
+        "--renew-deadline ({:?}) must be shorter than --lease-duration ({:?})",
+        args.renew_deadline,
+        args.lease_duration
+    );
+    let client = client(args.server.as_deref()).await?;
+    let garden = match &args.garden_server {
+        Some(url) => self::client(Some(url)).await?,
+        None => client.clone(),
+    };
+    let timing =
+        Timing { lease_duration: args.lease_duration, renew_deadline: args.renew_deadline, retry: args.retry_period };
+    let election = LeaseElection::new(
+        client.clone(),
+        &args.namespace,
+        &args.node_name,
+        &args.node_ip.to_string(),
+        args.slots.into(),
+        timing,
+    );
+    let wake = Arc::new(Notify::new());
+    let cluster = Cluster::start(client, garden, &args.namespace, &args.seed, args.pod_name.clone(), wake.clone());
+    let rec = crate::cmd::run::reconciler(&args.common).await?;
+    crate::monitor::spawn(wake.clone()).context("starting the netlink monitor")?;
+    let settings =
+        Settings { device: args.device.clone(), listen_port: args.listen_port, mtu: args.mtu, warmup: args.warmup };
+    let agent = Agent::new(election, cluster, rec, settings, args.slot_endpoints.clone());
+    let mut registry = prometheus_client::registry::Registry::default();
+    agent.status.register(&mut registry);
+    let status = agent.status.clone();
+    let health = Health { ready: Arc::new(move || status.ready()), registry: Arc::new(Mutex::new(registry)) };
+    let bound = health.serve(args.health_listen).await?;
+    tracing::info!(node = %args.node_name, slots = args.slots, health = %bound, "agent started");
+    agent.run(wake, shutdown()).await;
+    Ok(())
+}
+
+async fn shutdown() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
