@@ -76,11 +76,11 @@ pub struct PassReport {
 }
 
 /// What the pure part decides for every shoot, inside the compare-and-swap.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Decision {
     plan: Plan,
     field: String,
-    cidr: Option<IpNet>,
+    cidr: IpNet,
     rejected: Vec<(ShootKey, IpamError)>,
     problems: Vec<String>,
 }
@@ -196,7 +196,7 @@ impl Controller {
 
     /// Side effects after the table is settled: Secrets, ShootState entries, conditions, events.
     async fn mirror(&self, snap: &Snapshot, d: &Decision, report: &mut PassReport) -> Result<(), StoreError> {
-        let cidr = d.cidr.expect("a decision that planned has a CIDR");
+        let cidr = d.cidr;
         let gateways = self.gateways(Pool::new(cidr), &mut report.problems).await?;
         let rejected: BTreeMap<&ShootKey, &IpamError> = d.rejected.iter().map(|(k, e)| (k, e)).collect();
         let exhausted: BTreeSet<&ShootKey> = d.plan.exhausted.iter().collect();
@@ -397,7 +397,8 @@ fn decide(seed: &Seed, current: &Table, snap: &Snapshot) -> Result<Decision, Ipa
     let parent = snap.parent.as_ref().map(|(n, c)| (n.as_str(), c.as_str()));
     let (field, cidr) = validate::seed_wireguard_cidr(seed, parent)?;
     let default_on = seed.wireguard().is_some_and(|(_, wg)| wg.enabled);
-    let mut d = Decision { cidr: Some(cidr), field: field.clone(), ..Default::default() };
+    let mut d =
+        Decision { plan: Plan::default(), field: field.clone(), cidr, rejected: Vec::new(), problems: Vec::new() };
     let mut wanted = BTreeSet::new();
     for (key, shoot) in &snap.shoots {
         let on = match shoot.tunnel_override() {

@@ -5,7 +5,7 @@ use std::fmt::Debug;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Resource;
 use kube::api::{Api, PostParams};
 use serde::Serialize;
@@ -157,6 +157,8 @@ pub async fn set_seed_condition(
     set_condition(Api::<Seed>::all(client.clone()), Api::namespaced(client.clone(), "default"), seed, condition).await
 }
 
+/// Events are legacy-style core/v1 (first/last timestamp, no eventTime), which the API server accepts
+/// without the reporting-instance fields the new style requires.
 fn event<K: Resource<DynamicType = ()>>(object: &K, condition: &Condition) -> Event {
     let meta = object.meta();
     let time = now();
@@ -178,7 +180,6 @@ fn event<K: Resource<DynamicType = ()>>(object: &K, condition: &Condition) -> Ev
     e.reporting_component = Some(COMPONENT.into());
     e.first_timestamp = Some(Time(time));
     e.last_timestamp = Some(Time(time));
-    e.event_time = Some(MicroTime(time));
     e.count = Some(1);
     e
 }
