@@ -222,3 +222,40 @@ async fn bad_requests_get_a_status_not_a_crash() {
     );
     assert_eq!(absent.code, 404);
 }
+
+#[tokio::test]
+async fn streaming_lists_end_with_the_initial_events_bookmark() {
+    let server = apiserver::start().await;
+    let secrets: Api<Secret> = Api::namespaced(server.client(), "a");
+    for name in ["s1", "s2"] {
+        secrets.create(&PostParams::default(), &secret(name, &[])).await.unwrap();
+    }
+    // Raw: sendInitialEvents gives the current objects, then a BOOKMARK annotated as the end of them.
+    let params = WatchParams::default().initial_events().timeout(5);
+    let mut stream = secrets.watch(&params, "0").await.unwrap().boxed();
+    let mut seen = Vec::new();
+    loop {
+        match stream.try_next().await.unwrap().unwrap() {
+            WatchEvent::Added(s) => seen.push(s.metadata.name.unwrap()),
+            WatchEvent::Bookmark(b) => {
+                assert_eq!(b.metadata.annotations.get("k8s.io/initial-events-end").map(String::as_str), Some("true"));
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(seen, ["s1", "s2"]);
+
+    // kube's watcher in streaming-list mode relies on exactly that bookmark to finish its initial state.
+    let config = watcher::Config::default().streaming_lists();
+    let mut events = watcher(secrets.clone(), config).boxed();
+    let mut init = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), events.try_next()).await.unwrap().unwrap().unwrap() {
+            watcher::Event::InitApply(s) => init.push(s.metadata.name.unwrap()),
+            watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    assert_eq!(init, ["s1", "s2"]);
+}
