@@ -208,7 +208,9 @@ impl Controller {
                 (Some(a), _, _) => Some(Condition::allocated(a.addr())),
                 (None, Some(e), _) => Some(Condition::failed(e)),
                 (None, None, true) => Some(Condition::failed(&exhausted_error(&d.field, cidr))),
-                (None, None, false) => None,
+                (None, None, false) => {
+                    snap.shoots.get(&key).filter(|s| status::shoot_has_condition(s)).map(|_| Condition::released())
+                }
             };
             self.mirror_shoot(snap, key, address, condition, &gateways)
         });

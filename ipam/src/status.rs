@@ -44,6 +44,13 @@ impl Condition {
         Self { type_: SHOOT_CONDITION, ok: false, reason: e.reason().into(), message: e.to_string() }
     }
 
+    /// For a shoot that had an address and no longer uses the tunnel.
+    pub fn released() -> Self {
+        let message =
+            "the shoot does not use the WireGuard tunnel (annotation or seed default); its address was released";
+        Self { type_: SHOOT_CONDITION, ok: false, reason: "Released".into(), message: message.into() }
+    }
+
     pub fn seed_ok(allocated: usize, exhausted: usize, rejected: usize) -> Self {
         let message =
             format!("{allocated} shoots allocated, {exhausted} waiting for a free address, {rejected} rejected");
@@ -88,6 +95,14 @@ impl Condition {
         }
         object["status"]["conditions"] = Value::Array(list);
     }
+}
+
+/// True when the shoot carries kubelink's condition at all.
+pub fn shoot_has_condition(shoot: &Shoot) -> bool {
+    shoot
+        .status
+        .as_ref()
+        .is_some_and(|s| conditions(&json!({"status": s})).iter().any(|c| c["type"] == SHOOT_CONDITION))
 }
 
 fn conditions(object: &Value) -> Vec<Value> {

@@ -188,6 +188,8 @@ async fn a_released_address_goes_to_the_next_new_shoot() {
     assert!(Api::<Secret>::namespaced(client.clone(), ns3).get_opt(SHOOT_SECRET_NAME).await.unwrap().is_none());
     let state3 = Api::<ShootState>::namespaced(client.clone(), PROJECT_NS).get(&shoot_name(3)).await.unwrap();
     assert_eq!(record::read(&state3), Ok(None), "the record of a shoot that left the tunnel is removed");
+    let cond = shoot_condition(&client, &shoot_name(3)).await.unwrap();
+    assert_eq!((cond["status"].as_str(), cond["reason"].as_str()), (Some("False"), Some("Released")));
 
     create_shoots(&client, SEED, 10..12).await.unwrap();
     let report = controller.reconcile().await.unwrap();
