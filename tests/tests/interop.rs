@@ -40,6 +40,17 @@ impl Hosts {
     }
 }
 
+/// The work directory (configs, keys, logs) stays only when the test failed.
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("logs kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
 /// One side's identity: device name and key pair.
 struct Side {
     dev: String,
@@ -112,20 +123,26 @@ fn latest_handshake(ns: &Netns, dev: &str) -> u64 {
     out.lines().filter_map(|l| l.split_whitespace().nth(1)?.parse().ok()).max().unwrap_or(0)
 }
 
-/// iperf3 for two seconds from the kubelink side to the wireguard-go side; returns bytes received.
+/// iperf3 for two seconds from the kubelink side to the wireguard-go side; returns the bytes received.
+/// The client's JSON report and the server's log stay in the work directory.
 fn tcp_transfer(h: &Hosts) -> u64 {
-    let server = h.go.spawn("iperf3", &["-s", "-1", "-B", GO_TUNNEL], &h.dir.join("iperf3-server.log")).unwrap();
-    let mut report = Err(String::new());
-    let ok = netns::wait_for(Duration::from_secs(10), || {
-        report = h.kl.sh(&["iperf3", "-c", GO_TUNNEL, "-t", "2", "-J"]);
-        report.is_ok()
+    let server_log = h.dir.join("iperf3-server.log");
+    let server = h.go.spawn("iperf3", &["-s", "-1", "-B", GO_TUNNEL, "--forceflush"], &server_log).unwrap();
+    let listening = netns::wait_for(Duration::from_secs(10), || {
+        h.go.sh(&["ss", "-Hltn", "sport", "=", ":5201"]).is_ok_and(|out| !out.trim().is_empty())
     });
+    assert!(listening.is_some(), "iperf3 server did not listen:\n{}", server.log_text());
+    let report = h.kl.sh(&["iperf3", "-c", GO_TUNNEL, "-t", "2", "-J"]);
     drop(server);
-    let report = report.unwrap_or_else(|e| panic!("iperf3 through the tunnel failed ({ok:?}): {e}"));
+    let report = report.unwrap_or_else(|e| panic!("iperf3 through the tunnel failed: {e}"));
+    std::fs::write(h.dir.join("iperf3-client.json"), &report).unwrap();
     let v: serde_json::Value = serde_json::from_str(&report).unwrap();
     let sum = &v["end"]["sum_received"];
     println!("iperf3 kubelink -> wireguard-go: {:.0} Mbit/s", sum["bits_per_second"].as_f64().unwrap_or(0.0) / 1e6);
-    sum["bytes"].as_u64().unwrap_or(0)
+    let bytes = sum["bytes"].as_u64().unwrap_or(0);
+    let server_text = std::fs::read_to_string(&server_log).unwrap_or_default();
+    assert!(bytes > 1_000_000, "only {bytes} bytes crossed; client report:\n{report}\nserver:\n{server_text}");
+    bytes
 }
 
 /// Pings across WireGuard's rekey time; the session must carry every packet and both sides must show
@@ -162,8 +179,7 @@ fn interop(test: &str, kubelink_dials: bool) {
     assert_eq!(h.go.ping(KL_TUNNEL, 5, "0.1", None), (5, 5));
     assert!(latest_handshake(&h.kl, &kl.dev) > 0 && latest_handshake(&h.go, &go.dev) > 0);
 
-    let bytes = tcp_transfer(&h);
-    assert!(bytes > 1_000_000, "only {bytes} bytes crossed in the TCP transfer");
+    tcp_transfer(&h);
     let status = netns::status(&h.kl, &kl.dev).unwrap();
     assert_eq!(status["backend"], "userspace");
     assert!(status["peers"][0]["rxBytes"].as_u64().unwrap_or(0) > 0, "kubelink counted no rx: {status}");
