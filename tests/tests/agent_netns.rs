@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
 use kube::api::PostParams;
 use kubelink::keys::PrivateKey;
+use kubelink::landscape::lb;
 use kubelink_tests::apiserver::{self, ApiServer};
 use kubelink_tests::netns::{self, Netns, Proc, Segment};
 use serde_json::json;
@@ -46,7 +47,7 @@ struct Seed {
     nodes: Vec<Netns>,
     node_devices: Vec<String>,
     agents: Vec<Option<Proc>>,
-    lbs: Vec<Netns>,
+    lbs: Vec<Arc<Netns>>,
     shoots: Vec<(Netns, PrivateKey, String)>,
     shoot_procs: Vec<Proc>,
     stop_lb: Arc<AtomicBool>,
@@ -74,7 +75,7 @@ impl Seed {
         for n in &nodes[..2] {
             n.ip(&["route", "add", &format!("{POD_IP}/32"), "via", &node_ip(2)]).unwrap();
         }
-        let lbs: Vec<Netns> = (0..2).map(|_| Netns::new("lb").unwrap()).collect();
+        let lbs: Vec<Arc<Netns>> = (0..2).map(|_| Arc::new(Netns::new("lb").unwrap())).collect();
         for (slot, lb) in lbs.iter().enumerate() {
             lan.attach(lb, "eth0", &format!("{}/24", lb_ip(slot))).unwrap();
             lb.sysctl("net.ipv4.ip_forward", "1").unwrap();
@@ -222,30 +223,11 @@ impl Seed {
         }
     }
 
-    /// The "cloud load balancer" of each slot: DNAT (and masquerade) UDP 51820 to the node whose Pod
-    /// carries the slot label, following it within 100 ms; stale flows are flushed when it moves.
+    /// The "cloud load balancer" of each slot, following the slot labels (see `landscape::lb`).
     fn run_load_balancers(&self) -> std::thread::JoinHandle<()> {
+        let ip_of = |pod: &str| Some(node_ip(pod.strip_prefix("kubelink-n")?.parse().ok()?));
         let (client, handle, stop) = (self.client(), self.rt.handle().clone(), self.stop_lb.clone());
-        let lbs: Vec<String> = self.lbs.iter().map(|l| l.name.clone()).collect();
-        std::thread::spawn(move || {
-            let pods: Api<Pod> = Api::namespaced(client, NS);
-            let mut current: Vec<Option<String>> = vec![None, None];
-            while !stop.load(Ordering::Relaxed) {
-                let list = handle.block_on(pods.list(&Default::default())).map(|l| l.items).unwrap_or_default();
-                for (slot, lb) in lbs.iter().enumerate() {
-                    let target = list.iter().find_map(|p| {
-                        let label = p.metadata.labels.as_ref()?.get("kubelink.gardener.cloud/gateway-slot")?;
-                        let node: usize = p.metadata.name.as_ref()?.strip_prefix("kubelink-n")?.parse().ok()?;
-                        (label == &slot.to_string()).then(|| node_ip(node))
-                    });
-                    if target != current[slot] {
-                        program_lb(lb, target.as_deref());
-                        current[slot] = target;
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        })
+        lb::follow(client, handle, NS.into(), self.lbs.clone(), 51820, Box::new(ip_of), stop)
     }
 
     fn pod_ping(&self, shoot: usize, count: u32, interval: &str) -> (u32, u32) {
@@ -257,20 +239,6 @@ impl Drop for Seed {
     fn drop(&mut self) {
         self.stop_lb.store(true, Ordering::Relaxed);
     }
-}
-
-fn program_lb(ns: &str, target: Option<&str>) {
-    let rule =
-        target.map(|t| format!("udp dport 51820 dnat to {t}:51820")).unwrap_or_else(|| "udp dport 51820 drop".into());
-    let script = format!(
-        "table ip lb {{}}\ndelete table ip lb\ntable ip lb {{\n  chain pre {{\n    type nat hook prerouting priority dstnat; policy accept;\n    {rule}\n  }}\n  chain post {{\n    type nat hook postrouting priority srcnat; policy accept;\n    udp dport 51820 masquerade\n  }}\n}}\n"
-    );
-    let path = std::env::temp_dir().join(format!("{ns}.nft"));
-    std::fs::write(&path, script).unwrap();
-    let run = |args: &[&str]| std::process::Command::new("ip").args(["netns", "exec", ns]).args(args).output();
-    let out = run(&["nft", "-f", path.to_str().unwrap()]).unwrap();
-    assert!(out.status.success(), "nft: {}", String::from_utf8_lossy(&out.stderr));
-    let _ = run(&["conntrack", "-F"]);
 }
 
 fn wait<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
