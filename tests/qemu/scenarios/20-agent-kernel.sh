@@ -26,6 +26,7 @@ ip -n a -d link show kl0 | grep -q wireguard || fail "kl0 is not a kernel wiregu
 [ "$(on a wg show kl0 listen-port)" = 51820 ] || fail "wg listen port $(on a wg show kl0 listen-port)"
 [ "$(kl_field a kl0 .listenPort)" = 51820 ] || fail "kubelink listen port differs"
 [ "$(kl_field a kl0 .ifindex)" = "$(on a cat /sys/class/net/kl0/ifindex)" ] || fail "ifindex differs"
+[ "$(on a wg show kl0 fwmark)" = off ] && [ "$(kl_field a kl0 .fwmark)" = null ] || fail "fwmark differs"
 
 tab="$(printf '\t')"
 {

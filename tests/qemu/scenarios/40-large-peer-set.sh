@@ -1,5 +1,5 @@
-# 1000 peers in one config: applied in one reconcile pass (they only fit across many netlink messages)
-# and read back equal by both the kernel's own tool and kubelink.
+# 1000 peers in one config: applied in one reconcile pass (they only fit across many netlink messages),
+# read back equal by both the kernel's own tool and kubelink, and left alone by a restarted agent.
 . /lib/kubelink-qemu/guest-lib.sh
 
 peers=1000
@@ -59,4 +59,10 @@ passes="$(grep -c 'reconciled' /tmp/a.log)"
 [ "$passes" = 1 ] || fail "expected one applying pass, saw $passes:$(echo; grep -v 'in sync' /tmp/a.log | tail -5)"
 ! grep -q 'reconcile failed' /tmp/a.log || fail "$(grep 'reconcile failed' /tmp/a.log | head -3)"
 kl_stop "$KL_PID" /tmp/a.log
-log "$peers peers applied in one pass and read back equal ($(wc -l </tmp/wg) rows compared)"
+
+# A restart reads the 1000 peers back and finds nothing to change: no peer is re-applied.
+kl_start a /tmp/a.yaml /tmp/a2.log --wg-backend kernel --log info,kubelink=debug
+wait_until 60 grep -q 'in sync' /tmp/a2.log || fail "restarted agent never in sync:$(echo; tail -5 /tmp/a2.log)"
+! grep -q 'reconciled' /tmp/a2.log || fail "restart re-applied:$(echo; grep reconciled /tmp/a2.log)"
+kl_stop "$KL_PID" /tmp/a2.log
+log "$peers peers applied in one pass, read back equal ($(wc -l </tmp/wg) rows compared), restart changed nothing"
