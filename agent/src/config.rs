@@ -206,7 +206,8 @@ impl Validator<'_> {
     fn snat(&self, s: &FileSnat, device: &str) -> Result<crate::firewall::FirewallSpec, ConfigError> {
         let cidr = self.net("snat.cidr", &s.cidr, true)?;
         let to: IpAddr =
-            s.to.parse().map_err(|e| self.field("snat.to", format!("{:?}: {e}; write the slot's tunnel address", s.to)))?;
+            s.to.parse()
+                .map_err(|e| self.field("snat.to", format!("{:?}: {e}; write the slot's tunnel address", s.to)))?;
         if to.is_ipv4() != cidr.addr().is_ipv4() {
             return Err(self.field("snat.to", format!("{to} is not of the family of snat.cidr {cidr}")));
         }

@@ -86,7 +86,11 @@ fn nft_script(script: &str) -> Result<(), FirewallError> {
         stdin.write_all(script.as_bytes()).map_err(FirewallError::Spawn)?;
     }
     let out = child.wait_with_output().map_err(FirewallError::Spawn)?;
-    if out.status.success() { Ok(()) } else { Err(FirewallError::Rejected(String::from_utf8_lossy(&out.stderr).into_owned())) }
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(FirewallError::Rejected(String::from_utf8_lossy(&out.stderr).into_owned()))
+    }
 }
 
 #[cfg(test)]
@@ -94,20 +98,30 @@ mod tests {
     use super::*;
 
     fn spec() -> FirewallSpec {
-        FirewallSpec { device: "kubelink0".into(), cidr: "192.168.128.0/22".parse().unwrap(), snat_to: "192.168.128.1".parse().unwrap() }
+        FirewallSpec {
+            device: "kubelink0".into(),
+            cidr: "192.168.128.0/22".parse().unwrap(),
+            snat_to: "192.168.128.1".parse().unwrap(),
+        }
     }
 
     #[test]
     fn renders_snat_and_mss_clamping_for_the_device() {
         let text = render(&spec());
-        assert!(text.contains("oifname \"kubelink0\" ip daddr 192.168.128.0/22 ip saddr != 192.168.128.1 snat ip to 192.168.128.1"), "{text}");
+        assert!(
+            text.contains(
+                "oifname \"kubelink0\" ip daddr 192.168.128.0/22 ip saddr != 192.168.128.1 snat ip to 192.168.128.1"
+            ),
+            "{text}"
+        );
         assert_eq!(text.matches("maxseg size set rt mtu").count(), 2, "both directions");
         assert!(text.starts_with("table inet kubelink {}\ndelete table inet kubelink\n"), "atomic replace");
     }
 
     #[test]
     fn ipv6_uses_ip6_matches() {
-        let s = FirewallSpec { cidr: "fd00:128::/64".parse().unwrap(), snat_to: "fd00:128::1".parse().unwrap(), ..spec() };
+        let s =
+            FirewallSpec { cidr: "fd00:128::/64".parse().unwrap(), snat_to: "fd00:128::1".parse().unwrap(), ..spec() };
         assert!(render(&s).contains("ip6 daddr fd00:128::/64 ip6 saddr != fd00:128::1 snat ip6 to fd00:128::1"));
     }
 

@@ -115,7 +115,12 @@ impl Seed {
     fn populate(&self) {
         let client = self.client();
         self.rt.block_on(async {
-            let seed = json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Seed", "metadata": {"name": SEED},
+            // The allocation table the IPAM keeps on the Seed: the authority for who has which address.
+            let table: serde_json::Map<String, serde_json::Value> =
+                (0..self.shoots.len()).map(|i| (format!("shoot--p--s{i}/s{i}"), json!(shoot_tunnel(i).to_string()))).collect();
+            let annotations = json!({kubelink_ipam::table::TABLE_ANNOTATION: serde_json::to_string(&table).unwrap()});
+            let seed = json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Seed",
+                "metadata": {"name": SEED, "annotations": annotations},
                 "spec": {"networks": {"nodes": "10.250.0.0/24", "pods": "100.64.0.0/16", "services": "100.96.0.0/16"},
                          "wireguard": {"enabled": true, "cidr": CIDR}}});
             let seeds: Api<kubelink_ipam::gardener::Seed> = Api::all(client.clone());

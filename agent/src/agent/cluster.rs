@@ -16,8 +16,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use kubelink_ipam::gardener::{Seed, ShootState};
 use kubelink_ipam::keys::PrivateKey;
-use kubelink_ipam::record::{self, ENTRY_NAME};
 use kubelink_ipam::secret::gateway_secret_name;
+use kubelink_ipam::store::{join, table_of};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
@@ -88,8 +88,7 @@ impl Cluster {
 
     /// The Seed's WireGuard CIDR.
     pub fn cidr(&self) -> Result<IpNet, ClusterError> {
-        let seed = self.seeds.state().into_iter().find(|s| s.metadata.name.as_deref() == Some(&self.seed));
-        let seed = seed.ok_or_else(|| ClusterError::NoSeed(self.seed.clone()))?;
+        let seed = self.seed_object().ok_or_else(|| ClusterError::NoSeed(self.seed.clone()))?;
         let Some((field, wg)) = seed.wireguard().filter(|(_, wg)| wg.enabled) else {
             return Err(ClusterError::NoWireguard { seed: self.seed.clone(), field: "spec.wireguard" });
         };
@@ -97,19 +96,26 @@ impl Cluster {
         text.parse().map_err(|_| ClusterError::BadCidr { seed: self.seed.clone(), field, value: text })
     }
 
-    /// Every shoot of this seed with a readable allocation. Garbage entries are logged and skipped.
+    /// Every shoot of this seed with an allocation: the Seed's allocation table is the authority (one
+    /// address per shoot, unique); a ShootState only contributes the public key recorded for that very
+    /// address. Problems (garbage entries) are logged and skipped.
     pub fn shoots(&self) -> BTreeSet<ShootPeer> {
-        let mut peers = BTreeSet::new();
-        for state in self.states.state() {
-            let ours =
-                state.entry(ENTRY_NAME).and_then(|e| e.data.get("seed")).and_then(|v| v.as_str()) == Some(&self.seed);
-            match record::read(&state) {
-                Ok(Some(r)) if ours => _ = peers.insert(ShootPeer { public_key: r.public_key, address: r.address }),
-                Ok(_) => {}
-                Err(e) => tracing::warn!("skipping a shoot: {e}"),
-            }
+        let Some(seed) = self.seed_object() else { return BTreeSet::new() };
+        let (table, problems) = table_of(&seed);
+        let states: Vec<ShootState> = self.states.state().iter().map(|s| (**s).clone()).collect();
+        let joined = join(&table, &states);
+        for p in problems.iter().chain(&joined.problems) {
+            tracing::debug!("allocations: {p}");
         }
-        peers
+        joined
+            .entries
+            .into_iter()
+            .filter_map(|a| Some(ShootPeer { public_key: a.public_key?, address: a.address }))
+            .collect()
+    }
+
+    fn seed_object(&self) -> Option<Arc<Seed>> {
+        self.seeds.state().into_iter().find(|s| s.metadata.name.as_deref() == Some(&self.seed))
     }
 
     /// The slot's private key from Secret `kubelink-gateway-<slot>`, created with a fresh key when
