@@ -1,5 +1,5 @@
 //! kubelink's test support: the network-namespace harness, the Kubernetes API test server and the
 //! kernel scenario driver.
 
-pub mod apiserver;
+pub use kubelink_apiserver as apiserver;
 pub mod netns;

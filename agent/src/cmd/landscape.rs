@@ -1,9 +1,10 @@
 //! `kubelink landscape`: the local landscape in network namespaces, with live status until Ctrl-C.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use crate::landscape::seed::SeedLandscape;
 use crate::landscape::{Landscape, netns};
 use crate::wg::BackendChoice;
 
@@ -15,7 +16,11 @@ pub struct LandscapeArgs {
     /// Build, check every shoot once, print, tear down; exit non-zero when a shoot is unreachable.
     #[arg(long)]
     pub once: bool,
-    /// WireGuard implementation for the hosts.
+    /// The small landscape from static configs (`kubelink run`: one gateway, one worker) instead of
+    /// the seed with agents, the IPAM and shoot sidecars against the embedded API server.
+    #[arg(long)]
+    pub standalone: bool,
+    /// WireGuard implementation for the standalone hosts.
     #[arg(long, value_enum, default_value = "auto")]
     pub wg_backend: BackendChoice,
     /// How often to print the status.
@@ -28,9 +33,71 @@ pub async fn run(args: LandscapeArgs) -> anyhow::Result<()> {
     anyhow::ensure!(unsafe { libc::geteuid() } == 0, "the landscape creates network namespaces: run it as root (sudo)");
     let bin = std::env::current_exe().context("locating the kubelink binary")?;
     let dir = std::env::temp_dir().join(format!("kubelink-landscape-{}", std::process::id()));
-    let backend = format!("{:?}", args.wg_backend).to_lowercase();
     netns::sweep_stale();
-    let mut l = Landscape::build(args.shoots.into(), &dir, &bin, &backend).map_err(anyhow::Error::msg)?;
+    if args.standalone { standalone(&args, &dir, &bin).await } else { seed(&args, &dir, &bin).await }
+}
+
+async fn seed(args: &LandscapeArgs, dir: &std::path::Path, bin: &std::path::Path) -> anyhow::Result<()> {
+    let mut l = SeedLandscape::build(args.shoots.into(), dir, bin).await.map_err(anyhow::Error::msg)?;
+    l.start().await.map_err(anyhow::Error::msg)?;
+    println!(
+        "landscape up: API server (embedded), 3 seed nodes with agents (2 gateway slots behind 2 load balancers),"
+    );
+    println!("  the IPAM controller, {} shoot(s) with sidecars; logs in {}", args.shoots, dir.display());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut reachable = false;
+    while Instant::now() < deadline && !reachable {
+        l.sync_shoots().await;
+        reachable = (0..l.shoots.len()).all(|i| l.probe(i, Duration::from_millis(500)).is_ok());
+    }
+    let all = report_seed(&l).await;
+    if args.once {
+        l.stop();
+        anyhow::ensure!(all, "a shoot is unreachable; logs in {}", dir.display());
+        return Ok(());
+    }
+    println!("Ctrl-C tears everything down.");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = tokio::time::sleep(args.interval) => {
+                l.sync_shoots().await;
+                report_seed(&l).await;
+            }
+        }
+    }
+    l.stop();
+    println!("landscape removed");
+    Ok(())
+}
+
+/// Prints who holds which slot, the routes of the probing node and a probe to every shoot.
+async fn report_seed(l: &SeedLandscape) -> bool {
+    println!("gateway slots: {:?}", l.holders().await);
+    if let Some(node) = l.nodes.last()
+        && let Ok(routes) = node.ip(&["route", "show", "proto", "107"])
+    {
+        println!("routes of the probing node (proto 107): {}", routes.lines().count());
+    }
+    let mut all = true;
+    for (i, s) in l.shoots.iter().enumerate() {
+        let addr = s.address.map(|a| a.to_string()).unwrap_or_else(|| "(no address yet)".into());
+        match l.probe(i, Duration::from_secs(2)) {
+            Ok(rtt) => println!("pod -> {} {addr}: reply in {:.2} ms", s.name, rtt.as_secs_f64() * 1000.0),
+            Err(e) => {
+                all = false;
+                println!("pod -> {} {addr}: {e}", s.name);
+            }
+        }
+    }
+    all
+}
+
+async fn standalone(args: &LandscapeArgs, dir: &std::path::Path, bin: &std::path::Path) -> anyhow::Result<()> {
+    let backend = format!("{:?}", args.wg_backend).to_lowercase();
+    let mut l = Landscape::build(args.shoots.into(), dir, bin, &backend).map_err(anyhow::Error::msg)?;
     l.start_all().map_err(anyhow::Error::msg)?;
     println!("landscape up: gateway, worker, {} shoot(s); configs and logs in {}", args.shoots, dir.display());
     let reachable = report(&l, Duration::from_secs(15));
@@ -40,9 +107,11 @@ pub async fn run(args: LandscapeArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("Ctrl-C tears everything down.");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
             _ = tokio::time::sleep(args.interval) => { report(&l, Duration::from_secs(2)); }
         }
     }

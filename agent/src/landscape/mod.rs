@@ -4,6 +4,7 @@
 
 pub mod lb;
 pub mod netns;
+pub mod seed;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};

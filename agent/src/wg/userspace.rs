@@ -205,8 +205,23 @@ async fn start(spec: &DeviceSpec, remembered: &BTreeMap<PublicKey, SocketAddr>) 
             peer
         }));
     let device = builder.build().await.map_err(|e| err("start")(&e))?;
+    if spec.peers.is_empty() {
+        bind_now(&device, spec.listen_port.unwrap_or(0)).await.map_err(|e| err("bind")(&e))?;
+    }
     tracing::info!(device = %spec.name, peers = spec.peers.len(), "started userspace WireGuard device (gotatun)");
     Ok(device)
+}
+
+/// gotatun opens its UDP sockets at build only when it has peers, and adding peers later does not
+/// open them. A port change does: set another port and back in one write, so the device listens from
+/// the start and a gateway that starts before its shoots are allocated still answers them.
+async fn bind_now(device: &GtDevice, port: u16) -> Result<(), gotatun::device::Error> {
+    device
+        .write(async |w| {
+            w.set_listen_port(port.wrapping_add(1).max(1));
+            w.set_listen_port(port);
+        })
+        .await
 }
 
 fn to_net(n: &IpNet) -> IpNetwork {

@@ -1,0 +1,290 @@
+//! The full local landscape: the Kubernetes API test server (the embedded default), three seed nodes
+//! running `kubelink agent` with two gateway slots, a load balancer per slot, the IPAM controller, and
+//! shoots running the `kubelink shoot` sidecar from the Secrets the IPAM writes (copied into a
+//! directory per shoot, as a kubelet mounts a Secret volume). A "pod" on the third node probes every
+//! shoot through the tunnel.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::Api;
+use kube::api::PostParams;
+use kubelink_apiserver::{ApiServer, fixtures};
+use kubelink_ipam::controller::{Config, Controller};
+
+use super::lb;
+use super::netns::{Netns, Proc, Segment, unique};
+
+/// The agents' namespace (Leases, slot Secrets, Pods); the IPAM's default gateway namespace.
+pub const AGENT_NS: &str = "kubelink";
+pub const SEED: &str = "local";
+pub const CIDR: &str = "192.168.128.0/22";
+pub const API_IP: &str = "10.250.0.2";
+pub const POD_IP: Ipv4Addr = Ipv4Addr::new(100, 64, 1, 1);
+const NODES: usize = 3;
+const SLOTS: usize = 2;
+const PORT: u16 = 51820;
+
+pub fn node_ip(i: usize) -> String {
+    format!("10.250.0.{}", 11 + i)
+}
+pub fn lb_ip(slot: usize) -> String {
+    format!("10.250.0.{}", 100 + slot)
+}
+
+pub struct ShootHost {
+    pub name: String,
+    pub ns: Netns,
+    pub device: String,
+    pub config_dir: PathBuf,
+    pub proc: Option<Proc>,
+    /// The tunnel address the IPAM gave it.
+    pub address: Option<Ipv4Addr>,
+}
+
+pub struct SeedLandscape {
+    pub dir: PathBuf,
+    bin: PathBuf,
+    pub server: ApiServer,
+    /// The API server's URL as the namespaces reach it.
+    pub api_url: String,
+    _lan: Segment,
+    _api_ns: Netns,
+    pub nodes: Vec<Netns>,
+    devices: Vec<String>,
+    pub agents: Vec<Option<Proc>>,
+    lbs: Vec<Arc<Netns>>,
+    pub shoots: Vec<ShootHost>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl SeedLandscape {
+    /// Builds the namespaces and the API server, creates the Seed, the agents' Pods and the Shoots.
+    pub async fn build(shoots: usize, dir: &Path, bin: &Path) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let server = kubelink_apiserver::start().await;
+        let lan = Segment::new("lan")?;
+        let api_ns = Netns::new("api")?;
+        lan.attach(&api_ns, "eth0", &format!("{API_IP}/24"))?;
+        let listener = api_ns.run_in(|| std::net::TcpListener::bind((API_IP, 0)))?.map_err(|e| e.to_string())?;
+        let api_url = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
+        let api_task = server.serve_also(listener).map_err(|e| e.to_string())?;
+        let nodes = (0..NODES).map(|_| Netns::new("node")).collect::<Result<Vec<_>, _>>()?;
+        for (i, n) in nodes.iter().enumerate() {
+            lan.attach(n, "eth0", &format!("{}/24", node_ip(i)))?;
+        }
+        // The pod on the last node, and the other nodes' route to it (what a CNI provides).
+        nodes[NODES - 1].ip(&["addr", "add", &format!("{POD_IP}/32"), "dev", "lo"])?;
+        for n in &nodes[..NODES - 1] {
+            n.ip(&["route", "add", &format!("{POD_IP}/32"), "via", &node_ip(NODES - 1)])?;
+        }
+        let lbs = (0..SLOTS).map(|_| Netns::new("lb").map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
+        for (slot, l) in lbs.iter().enumerate() {
+            lan.attach(l, "eth0", &format!("{}/24", lb_ip(slot)))?;
+            l.sysctl("net.ipv4.ip_forward", "1")?;
+        }
+        let mut hosts = Vec::with_capacity(shoots);
+        for i in 0..shoots {
+            let ns = Netns::new("shoot")?;
+            lan.attach(&ns, "eth0", &format!("10.250.0.{}/24", 21 + i))?;
+            let name = fixtures::shoot_name(i);
+            let config_dir = dir.join(&name);
+            hosts.push(ShootHost { name, ns, device: unique("s"), config_dir, proc: None, address: None });
+        }
+        let landscape = SeedLandscape {
+            dir: dir.into(),
+            bin: bin.into(),
+            server,
+            api_url,
+            _lan: lan,
+            _api_ns: api_ns,
+            nodes,
+            devices: (0..NODES).map(|_| unique("n")).collect(),
+            agents: (0..NODES).map(|_| None).collect(),
+            lbs,
+            shoots: hosts,
+            stop: Arc::new(AtomicBool::new(false)),
+            tasks: vec![api_task],
+        };
+        landscape.populate().await.map_err(|e| format!("creating the landscape's objects: {e}"))?;
+        Ok(landscape)
+    }
+
+    async fn populate(&self) -> Result<(), kube::Error> {
+        let client = self.server.client();
+        fixtures::create_seed(&client, &fixtures::seed(SEED, CIDR)).await?;
+        fixtures::create_shoots(&client, SEED, 0..self.shoots.len()).await?;
+        let pods: Api<Pod> = Api::namespaced(client, AGENT_NS);
+        for i in 0..NODES {
+            let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod_name(i)}});
+            pods.create(&PostParams::default(), &serde_json::from_value(pod).map_err(kube::Error::SerdeError)?).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts the agents, the load balancers and the IPAM controller. The node with the pod starts last,
+    /// once the slots are taken, so that the pod's traffic is routed to the gateways.
+    pub async fn start(&mut self) -> Result<(), String> {
+        for i in 0..NODES - 1 {
+            self.start_agent(i)?;
+        }
+        for _ in 0..100 {
+            if self.holders().await.len() == SLOTS {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.start_agent(NODES - 1)?;
+        let ip_of: lb::NodeIpOf = Box::new(|pod: &str| Some(node_ip(pod.strip_prefix("kubelink-n")?.parse().ok()?)));
+        let runtime = tokio::runtime::Handle::current();
+        lb::follow(self.server.client(), runtime, AGENT_NS.into(), self.lbs.clone(), PORT, ip_of, self.stop.clone());
+        let mut cfg = Config::new(SEED);
+        cfg.gateway_namespace = AGENT_NS.into();
+        cfg.slots = SLOTS as u8;
+        let controller = Controller::new(self.server.client(), self.server.client(), cfg);
+        self.tasks.push(tokio::spawn(async move {
+            if let Err(e) = controller.run().await {
+                eprintln!("ipam controller stopped: {e}");
+            }
+        }));
+        Ok(())
+    }
+
+    pub fn start_agent(&mut self, i: usize) -> Result<(), String> {
+        let endpoints: Vec<String> = (0..SLOTS).map(|s| format!("{}:{PORT}", lb_ip(s))).collect();
+        let (name, ip, pod, endpoints) = (format!("n{i}"), node_ip(i), pod_name(i), endpoints.join(","));
+        let args = [
+            "agent",
+            "--node-name",
+            &name,
+            "--node-ip",
+            &ip,
+            "--namespace",
+            AGENT_NS,
+            "--pod-name",
+            &pod,
+            "--seed",
+            SEED,
+            "--slots",
+            "2",
+            "--server",
+            &self.api_url,
+            "--slot-endpoints",
+            &endpoints,
+            "--device",
+            &self.devices[i],
+            "--health-listen",
+            "127.0.0.1:0",
+            "--warmup",
+            "20s",
+        ];
+        let log = self.dir.join(format!("agent-n{i}.log"));
+        self.agents[i] = Some(self.nodes[i].spawn(&self.bin, &args, &log)?);
+        Ok(())
+    }
+
+    /// Copies each shoot's Secret into its config directory (as a kubelet would) and starts its sidecar
+    /// once the Secret names its address and at least one gateway. Returns how many sidecars run.
+    pub async fn sync_shoots(&mut self) -> usize {
+        let client = self.server.client();
+        for i in 0..self.shoots.len() {
+            let ns = format!("shoot--{}--{}", fixtures::PROJECT_NS.trim_start_matches("garden-"), self.shoots[i].name);
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+            let Ok(Some(secret)) = secrets.get_opt(kubelink_ipam::secret::SHOOT_SECRET_NAME).await else { continue };
+            let files = secret_files(&secret);
+            // Like a kubelet, start the sidecar once the Secret is complete and restart it when it exits.
+            let slot_done = |n: usize| {
+                ["endpoint", "publicKey", "address"].iter().all(|f| files.contains_key(&format!("gateway-{n}-{f}")))
+            };
+            let ready = files.contains_key("address") && (0..SLOTS).all(slot_done);
+            let shoot = &mut self.shoots[i];
+            shoot.address = files.get("address").and_then(|a| a.split('/').next()?.parse().ok());
+            if let Err(e) = write_files(&shoot.config_dir, &files) {
+                eprintln!("{}: {e}", shoot.name);
+            }
+            if shoot.proc.as_mut().is_some_and(|p| !p.is_running()) {
+                eprintln!("{} sidecar exited; restarting it", shoot.name);
+                shoot.proc = None;
+            }
+            if ready && shoot.proc.is_none() {
+                let dir = shoot.config_dir.to_string_lossy().to_string();
+                let args = ["shoot", "--config-dir", &dir, "--device", &shoot.device, "--health-listen", "127.0.0.1:0"];
+                let log = self.dir.join(format!("{}.log", shoot.name));
+                shoot.proc = shoot.ns.spawn(&self.bin, &args, &log).map_err(|e| eprintln!("{e}")).ok();
+            }
+        }
+        self.shoots.iter().filter(|s| s.proc.is_some()).count()
+    }
+
+    /// Slot -> holder node, from the Leases.
+    pub async fn holders(&self) -> BTreeMap<usize, String> {
+        let leases: Api<Lease> = Api::namespaced(self.server.client(), AGENT_NS);
+        let mut out = BTreeMap::new();
+        for slot in 0..SLOTS {
+            let lease = leases.get_opt(&format!("kubelink-gateway-{slot}")).await.ok().flatten();
+            if let Some(holder) = lease.and_then(|l| l.spec?.holder_identity) {
+                out.insert(slot, holder);
+            }
+        }
+        out
+    }
+
+    /// An ICMP probe from the pod to shoot `i`'s tunnel address.
+    pub fn probe(&self, i: usize, timeout: Duration) -> Result<Duration, String> {
+        let dst = self.shoots[i].address.ok_or("no address allocated yet")?;
+        self.nodes[NODES - 1]
+            .run_in(move || crate::probe::ping(dst, Some(POD_IP), timeout).map_err(|e| e.to_string()))?
+    }
+
+    /// Stops everything: sidecars and agents with SIGTERM, then the background tasks.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for p in self.shoots.iter_mut().filter_map(|s| s.proc.as_mut()).chain(self.agents.iter_mut().flatten()) {
+            p.stop(Duration::from_secs(5));
+        }
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for SeedLandscape {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn pod_name(i: usize) -> String {
+    format!("kubelink-n{i}")
+}
+
+fn secret_files(secret: &Secret) -> BTreeMap<String, String> {
+    let data = secret.data.clone().unwrap_or_default();
+    data.into_iter().filter_map(|(k, v)| Some((k, String::from_utf8(v.0).ok()?))).collect()
+}
+
+/// Writes changed files only, key file with mode 0600.
+fn write_files(dir: &Path, files: &BTreeMap<String, String>) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    for (name, text) in files {
+        let path = dir.join(name);
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+            std::fs::write(&path, text)?;
+            if name == "privateKey" {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    Ok(())
+}
