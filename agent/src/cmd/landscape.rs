@@ -1,6 +1,6 @@
 //! `kubelink landscape`: the local landscape in network namespaces, with live status until Ctrl-C.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 
@@ -44,12 +44,7 @@ async fn seed(args: &LandscapeArgs, dir: &std::path::Path, bin: &std::path::Path
         "landscape up: API server (embedded), 3 seed nodes with agents (2 gateway slots behind 2 load balancers),"
     );
     println!("  the IPAM controller, {} shoot(s) with sidecars; logs in {}", args.shoots, dir.display());
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut reachable = false;
-    while Instant::now() < deadline && !reachable {
-        l.sync_shoots().await;
-        reachable = (0..l.shoots.len()).all(|i| l.probe(i, Duration::from_millis(500)).is_ok());
-    }
+    l.wait_for_shoots(Duration::from_secs(90)).await;
     let all = report_seed(&l).await;
     if args.once {
         l.stop();

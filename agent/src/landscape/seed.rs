@@ -30,6 +30,8 @@ pub const POD_IP: Ipv4Addr = Ipv4Addr::new(100, 64, 1, 1);
 const NODES: usize = 3;
 const SLOTS: usize = 2;
 const PORT: u16 = 51820;
+/// Long enough for shoots to re-handshake with a new slot holder (15 s after their probes go unanswered).
+pub const WARMUP: &str = "30s";
 
 pub fn node_ip(i: usize) -> String {
     format!("10.250.0.{}", 11 + i)
@@ -57,7 +59,7 @@ pub struct SeedLandscape {
     _lan: Segment,
     _api_ns: Netns,
     pub nodes: Vec<Netns>,
-    devices: Vec<String>,
+    pub devices: Vec<String>,
     pub agents: Vec<Option<Proc>>,
     lbs: Vec<Arc<Netns>>,
     pub shoots: Vec<ShootHost>,
@@ -234,6 +236,18 @@ impl SeedLandscape {
             }
         }
         out
+    }
+
+    /// Starts every shoot's sidecar (waiting for the IPAM) and waits until the pod reaches every shoot.
+    pub async fn wait_for_shoots(&mut self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            self.sync_shoots().await;
+            if (0..self.shoots.len()).all(|i| self.probe(i, Duration::from_millis(500)).is_ok()) {
+                return true;
+            }
+        }
+        false
     }
 
     /// An ICMP probe from the pod to shoot `i`'s tunnel address.
