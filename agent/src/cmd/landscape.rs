@@ -51,21 +51,27 @@ async fn seed(args: &LandscapeArgs, dir: &std::path::Path, bin: &std::path::Path
         anyhow::ensure!(all, "a shoot is unreachable; logs in {}", dir.display());
         return Ok(());
     }
+    every_until_stopped(args.interval, async || {
+        l.sync_shoots().await;
+        report_seed(&l).await;
+    })
+    .await?;
+    l.stop();
+    println!("landscape removed");
+    Ok(())
+}
+
+/// Runs `tick` every `interval` until Ctrl-C or SIGTERM.
+async fn every_until_stopped(interval: Duration, mut tick: impl AsyncFnMut()) -> anyhow::Result<()> {
     println!("Ctrl-C tears everything down.");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
-            _ = tokio::time::sleep(args.interval) => {
-                l.sync_shoots().await;
-                report_seed(&l).await;
-            }
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = term.recv() => return Ok(()),
+            _ = tokio::time::sleep(interval) => tick().await,
         }
     }
-    l.stop();
-    println!("landscape removed");
-    Ok(())
 }
 
 /// Prints who holds which slot, the routes of the probing node and a probe to every shoot.
@@ -101,15 +107,10 @@ async fn standalone(args: &LandscapeArgs, dir: &std::path::Path, bin: &std::path
         anyhow::ensure!(reachable, "a shoot is unreachable; logs in {}", dir.display());
         return Ok(());
     }
-    println!("Ctrl-C tears everything down.");
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
-            _ = tokio::time::sleep(args.interval) => { report(&l, Duration::from_secs(2)); }
-        }
-    }
+    every_until_stopped(args.interval, async || {
+        report(&l, Duration::from_secs(2));
+    })
+    .await?;
     l.stop_all();
     println!("landscape removed");
     Ok(())
