@@ -21,8 +21,9 @@ pub struct RunArgs {
     pub config: PathBuf,
     #[command(flatten)]
     pub common: Common,
-    /// Re-read the device and routes this often, repairing drift that netlink does not announce.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    /// Re-read the device and routes this often, repairing drift that netlink does not announce
+    /// (WireGuard peers): a peer removed by hand is back within this interval.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
     pub resync_interval: Duration,
     /// On SIGTERM/SIGINT: `keep` the device and routes (a restart adopts them, kernel traffic keeps
     /// flowing) or `remove` them.
