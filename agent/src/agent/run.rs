@@ -135,8 +135,9 @@ impl Agent {
         }
     }
 
-    /// A round of the election. When the API server cannot be reached the last known role is kept
-    /// until the renew deadline passes; then a gateway steps down (someone else takes the slot soon).
+    /// A round of the election. When the API server cannot be reached nothing changes: tearing the
+    /// device down would cut every shoot off while nobody else can take the slot either. Roles change
+    /// only on what a successful read shows (another holder of our slot: we step down then).
     async fn elect(&mut self) {
         match self.election.round().await {
             Ok(round) => {
@@ -159,8 +160,10 @@ impl Agent {
                 let deadline = self.election.timing.renew_deadline;
                 let stale = self.state.last_round_ok.is_none_or(|t| t.elapsed() > deadline);
                 tracing::warn!("election: {e}");
-                if stale && self.state.holding.take().is_some() {
-                    tracing::warn!("could not renew within {deadline:?}: giving up the gateway role");
+                if stale && self.state.holding.is_some() {
+                    tracing::warn!(
+                        "cannot renew for more than {deadline:?}; keeping the data path as it is until the API server answers"
+                    );
                 }
             }
         }
