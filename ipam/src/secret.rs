@@ -34,7 +34,8 @@ pub struct Gateway {
     pub public_key: Option<PublicKey>,
 }
 
-fn text(secret: &Secret, key: &str) -> Option<String> {
+/// A Secret's value as trimmed text; `None` when absent, empty or not UTF-8.
+pub fn text(secret: &Secret, key: &str) -> Option<String> {
     let bytes = secret.data.as_ref()?.get(key)?;
     String::from_utf8(bytes.0.clone()).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
 }

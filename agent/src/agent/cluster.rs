@@ -16,7 +16,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use kubelink_ipam::gardener::{Seed, ShootState};
 use kubelink_ipam::keys::PrivateKey;
-use kubelink_ipam::secret::gateway_secret_name;
+use kubelink_ipam::secret::{gateway_secret_name, text};
 use kubelink_ipam::store::{join, table_of};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
@@ -165,11 +165,6 @@ impl Cluster {
         api.patch(pod, &PatchParams::default(), &Patch::Merge(&patch)).await?;
         Ok(())
     }
-}
-
-fn text(secret: &Secret, key: &str) -> Option<String> {
-    let bytes = secret.data.as_ref()?.get(key)?;
-    String::from_utf8(bytes.0.clone()).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
 }
 
 fn new_slot_secret(name: &str, endpoint: &str) -> Secret {

@@ -67,15 +67,6 @@ pub struct AgentArgs {
     pub common: crate::cmd::run::Common,
 }
 
-/// A client for `server`, or the ambient configuration (in-cluster, then kubeconfig).
-pub async fn client(server: Option<&str>) -> anyhow::Result<kube::Client> {
-    let config = match server {
-        Some(url) => kube::Config::new(url.parse().with_context(|| format!("--server {url:?} is not a URL"))?),
-        None => kube::Config::infer().await.context("no in-cluster config or kubeconfig; pass --server")?,
-    };
-    kube::Client::try_from(config).context("building the Kubernetes client")
-}
-
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.renew_deadline < args.lease_duration,
@@ -83,9 +74,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         args.renew_deadline,
         args.lease_duration
     );
-    let client = client(args.server.as_deref()).await?;
+    let client = super::kube_client(args.server.as_deref(), None).await?;
     let garden = match &args.garden_server {
-        Some(url) => self::client(Some(url)).await?,
+        Some(url) => super::kube_client(Some(url), None).await?,
         None => client.clone(),
     };
     let timing =

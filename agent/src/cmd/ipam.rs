@@ -75,29 +75,11 @@ pub async fn run(args: IpamArgs) -> anyhow::Result<()> {
     }
 }
 
-/// A client from a plain URL, a kubeconfig file, or the ambient configuration.
-async fn client(server: Option<&str>, kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
-    let config = match (server, kubeconfig) {
-        (Some(url), _) => kube::Config::new(url.parse().with_context(|| format!("--server {url:?} is not a URL"))?),
-        (None, Some(path)) => {
-            let file = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(file, &Default::default())
-                .await
-                .with_context(|| format!("using kubeconfig {}", path.display()))?
-        }
-        (None, None) => {
-            kube::Config::infer().await.context("no in-cluster config or kubeconfig; pass --kubeconfig or --server")?
-        }
-    };
-    kube::Client::try_from(config).context("building the Kubernetes client")
-}
-
 async fn controller(a: ControllerArgs) -> anyhow::Result<()> {
-    let garden = client(a.garden.server.as_deref(), a.garden.kubeconfig.as_ref()).await?;
+    let garden = super::kube_client(a.garden.server.as_deref(), a.garden.kubeconfig.as_deref()).await?;
     let seed = match (&a.seed_server, &a.seed_kubeconfig) {
         (None, None) => garden.clone(),
-        (server, kubeconfig) => client(server.as_deref(), kubeconfig.as_ref()).await?,
+        (server, kubeconfig) => super::kube_client(server.as_deref(), kubeconfig.as_deref()).await?,
     };
     let mut cfg = Config::new(a.garden.seed);
     cfg.gateway_namespace = a.gateway_namespace;
@@ -130,7 +112,7 @@ async fn controller(a: ControllerArgs) -> anyhow::Result<()> {
 }
 
 async fn list(a: ListArgs) -> anyhow::Result<()> {
-    let client = client(a.garden.server.as_deref(), a.garden.kubeconfig.as_ref()).await?;
+    let client = super::kube_client(a.garden.server.as_deref(), a.garden.kubeconfig.as_deref()).await?;
     let allocations = list_allocations(&client, &a.garden.seed).await.context("listing allocations")?;
     if a.json {
         for e in &allocations.entries {
