@@ -90,3 +90,31 @@ async fn a_released_slot_is_taken_at_once() {
     assert_eq!(b.round().await.unwrap().holding, Some(0), "released slot must be free now");
     assert_eq!(a.round().await.unwrap().holding, None, "a must not take it back while b renews");
 }
+
+#[tokio::test]
+async fn after_an_api_outage_the_holder_keeps_its_slot() {
+    let server = apiserver::start().await;
+    let client = server.client();
+    let a = LeaseElection::new(client.clone(), NS, "node-a", "10.0.0.1", 1, timing());
+    let b = LeaseElection::new(client.clone(), NS, "node-b", "10.0.0.2", 1, timing());
+    assert_eq!(a.round().await.unwrap().holding, Some(0));
+    assert_eq!(b.round().await.unwrap().holding, None);
+    // Nobody reaches the API server for longer than the lease: the Lease expires unrenewed, and b's
+    // reads fail (a failed read forgets what b had observed, as `forget_observations` does here).
+    tokio::time::sleep(timing().lease_duration + Duration::from_millis(500)).await;
+    b.forget_observations();
+    // Back: b may be the first to read, and the Lease's renewTime is long past. b must give a a whole
+    // lease duration to renew instead of taking the slot from a working gateway.
+    let first = b.round().await.unwrap();
+    assert_eq!(first.holding, None, "b took the slot right after the outage");
+    assert_eq!(first.slots[0].as_ref().and_then(|l| l.holder.clone()).as_deref(), Some("node-a"));
+    assert_eq!(a.round().await.unwrap().holding, Some(0), "a renews its expired Lease");
+    assert_eq!(b.round().await.unwrap().holding, None);
+    // Without a's renewals, b takes over one lease duration after it started watching again.
+    let start = Instant::now();
+    while b.round().await.unwrap().holding.is_none() {
+        assert!(start.elapsed() < timing().lease_duration * 2, "b never took the abandoned slot");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("abandoned slot taken {:?} after the last renewal was first seen", start.elapsed());
+}

@@ -32,6 +32,15 @@ struct RoleState {
     /// True until removed: leftovers of an earlier run are cleaned up once we know we are no gateway.
     gateway_state_present: bool,
     labelled: Option<Option<u8>>,
+    /// What the last pass applied, re-applied between passes without asking the API server.
+    applied: Option<Applied>,
+}
+
+/// The node-local state of the last pass: a gateway's device, routes and table, or a router's routes.
+#[derive(Debug)]
+enum Applied {
+    Gateway(Box<crate::config::Desired>),
+    Router(Vec<crate::config::RouteSpec>),
 }
 
 /// Shared with `/readyz` and `/metrics`.
@@ -83,6 +92,8 @@ pub struct Agent {
     /// publishes NODE_IP:LISTEN_PORT.
     pub endpoints: Vec<String>,
     pub status: Status,
+    /// How often the last pass's state is re-applied between passes (drift by hand, `wg set`).
+    pub resync: Duration,
     state: RoleState,
 }
 
@@ -95,7 +106,8 @@ impl Agent {
         endpoints: Vec<String>,
     ) -> Self {
         let state = RoleState { gateway_state_present: true, ..RoleState::default() };
-        Agent { election, cluster, rec, settings, endpoints, status: Status::default(), state }
+        let resync = Duration::from_millis(500);
+        Agent { election, cluster, rec, settings, endpoints, status: Status::default(), resync, state }
     }
 
     fn endpoint(&self, slot: u8) -> String {
@@ -108,11 +120,14 @@ impl Agent {
     /// Runs passes until `stop` resolves.
     pub async fn run(mut self, wake: Arc<Notify>, stop: impl std::future::Future<Output = ()>) {
         let mut tick = tokio::time::interval(self.election.timing.retry);
+        let mut resync = tokio::time::interval(self.resync);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(stop);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = wake.notified() => {}
+                _ = resync.tick() => { self.resync().await; continue }
                 _ = &mut stop => break,
             }
             match self.pass().await {
@@ -121,6 +136,22 @@ impl Agent {
             }
         }
         tracing::info!(slot = ?self.state.holding, "stopping; the device and routes stay for the next start");
+    }
+
+    /// Re-applies what the last pass applied: a peer or route removed by hand comes back within one
+    /// resync period, without an election round or API reads. Route deletions also wake a full pass
+    /// through the netlink monitor; `wg set` on a userspace device makes no netlink event.
+    async fn resync(&mut self) {
+        let result = match &self.state.applied {
+            Some(Applied::Gateway(desired)) => self.rec.reconcile(desired).await.map(|o| o.changed()),
+            Some(Applied::Router(routes)) => self.rec.reconcile_routes(routes).await.map(|(r, d)| r + d > 0),
+            None => return,
+        };
+        match result {
+            Ok(true) => tracing::info!("resync repaired drift"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("resync: {e}"),
+        }
     }
 
     /// One pass: election, then the role's desired state.
@@ -139,7 +170,16 @@ impl Agent {
     /// device down would cut every shoot off while nobody else can take the slot either. Roles change
     /// only on what a successful read shows (another holder of our slot: we step down then).
     async fn elect(&mut self) {
-        match self.election.round().await {
+        // A partitioned API server lets requests hang: bound the round so the loop keeps resyncing.
+        let bound = self.election.timing.renew_deadline;
+        let round = match tokio::time::timeout(bound, self.election.round()).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => {
+                self.election.forget_observations();
+                Err(format!("no answer from the API server within {bound:?}"))
+            }
+        };
+        match round {
             Ok(round) => {
                 self.state.last_round_ok = Some(Instant::now());
                 let now = k8s_openapi::jiff::Timestamp::now();
@@ -152,6 +192,8 @@ impl Agent {
                 let holding = round.holding.and_then(|s| u8::try_from(s).ok());
                 self.state.acquired = round.holding.and_then(|s| round.slots.get(s)?.as_ref()?.acquired);
                 if holding != self.state.holding {
+                    // The old role's state must not be re-applied by a resync before the next pass.
+                    self.state.applied = None;
                     tracing::info!(node = %self.election.me, from = ?self.state.holding, to = ?holding, "gateway slot changed");
                 }
                 self.state.holding = holding;
@@ -188,6 +230,7 @@ impl Agent {
         }
         self.status.peers.set(desired.device.peers.len() as i64);
         self.status.routes.set(0);
+        self.state.applied = Some(Applied::Gateway(Box::new(desired)));
         enable_forwarding(cidr);
         self.label(Some(slot)).await
     }
@@ -224,6 +267,7 @@ impl Agent {
         }
         self.status.routes.set(routes.len() as i64);
         self.status.peers.set(0);
+        self.state.applied = Some(Applied::Router(routes));
         self.label(None).await
     }
 

@@ -60,6 +60,10 @@ pub struct AgentArgs {
     pub renew_deadline: Duration,
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub retry_period: Duration,
+    /// How often the node-local state of the last pass (device, peers, routes) is checked and repaired
+    /// between passes.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub resync_interval: Duration,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub health_listen: SocketAddr,
@@ -95,7 +99,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     crate::monitor::spawn(wake.clone()).context("starting the netlink monitor")?;
     let settings =
         Settings { device: args.device.clone(), listen_port: args.listen_port, mtu: args.mtu, warmup: args.warmup };
-    let agent = Agent::new(election, cluster, rec, settings, args.slot_endpoints.clone());
+    let mut agent = Agent::new(election, cluster, rec, settings, args.slot_endpoints.clone());
+    agent.resync = args.resync_interval.max(Duration::from_millis(50));
     let mut registry = prometheus_client::registry::Registry::default();
     agent.status.register(&mut registry);
     let status = agent.status.clone();

@@ -51,8 +51,8 @@ pub struct ShootArgs {
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub resync_interval: Duration,
     /// Ping each slot address through the tunnel this often; `0s` turns probing off, and readiness
-    /// then rests on handshakes alone.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    /// then rests on handshakes alone. Two unanswered probes in a row start a new handshake.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub probe_interval: Duration,
     /// A gateway is up while its last handshake is younger than this.
     #[arg(long, default_value = "180s", value_parser = humantime::parse_duration)]

@@ -2,6 +2,8 @@
 //! resourceVersion so that two nodes can never both win a slot (the loser gets 409 Conflict).
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Instant;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -19,6 +21,9 @@ pub struct LeaseElection {
     pub prefix: String,
     pub slots: usize,
     pub timing: Timing,
+    /// Per slot: the Lease's resourceVersion and when we first read that version. Cleared when a
+    /// read fails, so that after an outage every Lease gets a fresh lease duration of grace.
+    seen: Mutex<BTreeMap<usize, (String, Instant)>>,
 }
 
 /// The outcome of one round.
@@ -39,6 +44,7 @@ impl LeaseElection {
             prefix: "kubelink-gateway".into(),
             slots,
             timing,
+            seen: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -58,9 +64,15 @@ impl LeaseElection {
     /// One round: decide from what is there, write, and report what we hold. A lost race (409) is
     /// not an error: the round simply ends without the slot.
     pub async fn round(&self) -> Result<Round, kube::Error> {
-        let mut leases = self.read().await?;
+        let mut leases = match self.read().await {
+            Ok(l) => l,
+            Err(e) => {
+                self.forget_observations();
+                return Err(e);
+            }
+        };
         let now = Timestamp::now();
-        let views: Vec<Option<SlotLease>> = leases.iter().map(|l| l.as_ref().map(view)).collect();
+        let views = self.observe(now, &leases);
         let (slot, written) = match decide(&self.me, now, &views) {
             Action::Wait => return Ok(Round { holding: None, slots: views }),
             Action::Create(i) => (i, self.create(i, now).await),
@@ -79,6 +91,27 @@ impl LeaseElection {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// After a gap in reading (an error, a round that timed out): every Lease starts a new grace.
+    pub fn forget_observations(&self) {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// The views of the Leases just read, each counted as renewed no earlier than we first saw it.
+    fn observe(&self, now: Timestamp, leases: &[Option<Lease>]) -> Vec<Option<SlotLease>> {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let at = Instant::now();
+        let observe = |(slot, lease): (usize, &Option<Lease>)| {
+            let lease = lease.as_ref()?;
+            let rv = lease.metadata.resource_version.clone().unwrap_or_default();
+            let entry = seen.entry(slot).or_insert_with(|| (rv.clone(), at));
+            if entry.0 != rv {
+                *entry = (rv, at);
+            }
+            Some(view(lease).observed(now, at.duration_since(entry.1)))
+        };
+        leases.iter().enumerate().map(observe).collect()
     }
 
     async fn create(&self, slot: usize, now: Timestamp) -> Result<Lease, kube::Error> {

@@ -37,6 +37,19 @@ impl SlotLease {
     pub fn held_by(&self, me: &str) -> bool {
         self.holder.as_deref() == Some(me)
     }
+
+    /// The Lease as seen by a node that first read this version of it `seen_for` ago (on its own
+    /// clock) and has read the API without a gap since: it counts as renewed no earlier than then.
+    /// So a spare takes a slot over only after watching it unchanged for a whole lease duration,
+    /// never right after an API outage during which nobody could renew (client-go's observedTime).
+    pub fn observed(mut self, now: Timestamp, seen_for: Duration) -> Self {
+        let seen = k8s_openapi::jiff::SignedDuration::try_from(seen_for).ok().and_then(|d| now.checked_sub(d).ok());
+        self.renewed = match (self.renewed, seen) {
+            (Some(r), Some(s)) => Some(r.max(s)),
+            (r, s) => r.or(s),
+        };
+        self
+    }
 }
 
 /// What to do in this round.
@@ -134,6 +147,19 @@ mod tests {
             duration: Duration::from_secs(4),
             node_ip: None,
         })
+    }
+
+    #[test]
+    fn a_lease_counts_as_renewed_no_earlier_than_first_seen() {
+        let expired = lease("a", 0).unwrap();
+        assert!(!expired.is_live(t(10)));
+        // Just read again after an outage: a whole lease duration of grace before a take-over.
+        assert!(expired.clone().observed(t(10), Duration::ZERO).is_live(t(10)));
+        assert!(expired.clone().observed(t(13), Duration::from_secs(3)).is_live(t(13)));
+        assert!(!expired.clone().observed(t(14), Duration::from_secs(4)).is_live(t(14)));
+        // Watched since before it expired: the renewTime decides.
+        assert!(!expired.observed(t(10), Duration::from_secs(60)).is_live(t(10)));
+        assert_eq!(decide("b", t(10), &[lease("a", 0).map(|l| l.observed(t(10), Duration::ZERO))]), Action::Wait);
     }
 
     #[test]

@@ -28,7 +28,6 @@ pub const CIDR: &str = "192.168.128.0/22";
 pub const API_IP: &str = "10.250.0.2";
 pub const POD_IP: Ipv4Addr = Ipv4Addr::new(100, 64, 1, 1);
 const NODES: usize = 3;
-const SLOTS: usize = 2;
 const PORT: u16 = 51820;
 /// Long enough for shoots to re-handshake with a new slot holder (15 s after their probes go unanswered).
 pub const WARMUP: &str = "30s";
@@ -48,6 +47,18 @@ pub struct ShootHost {
     pub proc: Option<Proc>,
     /// The tunnel address the IPAM gave it.
     pub address: Option<Ipv4Addr>,
+    /// Its Shoot object was deleted: no sidecar is started any more.
+    pub deleted: bool,
+}
+
+impl ShootHost {
+    fn new(lan: &Segment, dir: &Path, i: usize) -> Result<Self, String> {
+        let ns = Netns::new("shoot")?;
+        lan.attach(&ns, "eth0", &format!("10.250.0.{}/24", 21 + i))?;
+        let name = fixtures::shoot_name(i);
+        let config_dir = dir.join(&name);
+        Ok(ShootHost { name, ns, device: unique("s"), config_dir, proc: None, address: None, deleted: false })
+    }
 }
 
 pub struct SeedLandscape {
@@ -56,8 +67,10 @@ pub struct SeedLandscape {
     pub server: ApiServer,
     /// The API server's URL as the namespaces reach it.
     pub api_url: String,
-    _lan: Segment,
-    _api_ns: Netns,
+    lan: Segment,
+    api_ns: Netns,
+    /// Gateway slots: 1, or 2 for high availability.
+    pub slots: usize,
     pub nodes: Vec<Netns>,
     pub devices: Vec<String>,
     pub agents: Vec<Option<Proc>>,
@@ -69,7 +82,13 @@ pub struct SeedLandscape {
 
 impl SeedLandscape {
     /// Builds the namespaces and the API server, creates the Seed, the agents' Pods and the Shoots.
+    /// Two gateway slots.
     pub async fn build(shoots: usize, dir: &Path, bin: &Path) -> Result<Self, String> {
+        Self::build_with_slots(shoots, 2, dir, bin).await
+    }
+
+    /// [`Self::build`] with `slots` gateway slots (1 or 2).
+    pub async fn build_with_slots(shoots: usize, slots: usize, dir: &Path, bin: &Path) -> Result<Self, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let server = kubelink_apiserver::start().await;
         let lan = Segment::new("lan")?;
@@ -87,26 +106,23 @@ impl SeedLandscape {
         for n in &nodes[..NODES - 1] {
             n.ip(&["route", "add", &format!("{POD_IP}/32"), "via", &node_ip(NODES - 1)])?;
         }
-        let lbs = (0..SLOTS).map(|_| Netns::new("lb").map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
+        let lbs = (0..slots).map(|_| Netns::new("lb").map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
         for (slot, l) in lbs.iter().enumerate() {
             lan.attach(l, "eth0", &format!("{}/24", lb_ip(slot)))?;
             l.sysctl("net.ipv4.ip_forward", "1")?;
         }
         let mut hosts = Vec::with_capacity(shoots);
         for i in 0..shoots {
-            let ns = Netns::new("shoot")?;
-            lan.attach(&ns, "eth0", &format!("10.250.0.{}/24", 21 + i))?;
-            let name = fixtures::shoot_name(i);
-            let config_dir = dir.join(&name);
-            hosts.push(ShootHost { name, ns, device: unique("s"), config_dir, proc: None, address: None });
+            hosts.push(ShootHost::new(&lan, dir, i)?);
         }
         let landscape = SeedLandscape {
             dir: dir.into(),
             bin: bin.into(),
             server,
             api_url,
-            _lan: lan,
-            _api_ns: api_ns,
+            lan,
+            api_ns,
+            slots,
             nodes,
             devices: (0..NODES).map(|_| unique("n")).collect(),
             agents: (0..NODES).map(|_| None).collect(),
@@ -138,7 +154,7 @@ impl SeedLandscape {
             self.start_agent(i)?;
         }
         for _ in 0..100 {
-            if self.holders().await.len() == SLOTS {
+            if self.holders().await.len() == self.slots {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -149,7 +165,7 @@ impl SeedLandscape {
         lb::follow(self.server.client(), runtime, AGENT_NS.into(), self.lbs.clone(), PORT, ip_of, self.stop.clone());
         let mut cfg = Config::new(SEED);
         cfg.gateway_namespace = AGENT_NS.into();
-        cfg.slots = SLOTS as u8;
+        cfg.slots = self.slots as u8;
         let controller = Controller::new(self.server.client(), self.server.client(), cfg);
         self.tasks.push(tokio::spawn(async move {
             if let Err(e) = controller.run().await {
@@ -160,8 +176,9 @@ impl SeedLandscape {
     }
 
     pub fn start_agent(&mut self, i: usize) -> Result<(), String> {
-        let endpoints: Vec<String> = (0..SLOTS).map(|s| format!("{}:{PORT}", lb_ip(s))).collect();
+        let endpoints: Vec<String> = (0..self.slots).map(|s| format!("{}:{PORT}", lb_ip(s))).collect();
         let (name, ip, pod, endpoints) = (format!("n{i}"), node_ip(i), pod_name(i), endpoints.join(","));
+        let slots = self.slots.to_string();
         let args = [
             "agent",
             "--node-name",
@@ -175,7 +192,7 @@ impl SeedLandscape {
             "--seed",
             SEED,
             "--slots",
-            "2",
+            &slots,
             "--server",
             &self.api_url,
             "--slot-endpoints",
@@ -197,6 +214,9 @@ impl SeedLandscape {
     pub async fn sync_shoots(&mut self) -> usize {
         let client = self.server.client();
         for i in 0..self.shoots.len() {
+            if self.shoots[i].deleted {
+                continue;
+            }
             let ns = format!("shoot--{}--{}", fixtures::PROJECT_NS.trim_start_matches("garden-"), self.shoots[i].name);
             let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
             let Ok(Some(secret)) = secrets.get_opt(kubelink_ipam::secret::SHOOT_SECRET_NAME).await else { continue };
@@ -205,7 +225,7 @@ impl SeedLandscape {
             let slot_done = |n: usize| {
                 ["endpoint", "publicKey", "address"].iter().all(|f| files.contains_key(&format!("gateway-{n}-{f}")))
             };
-            let ready = files.contains_key("address") && (0..SLOTS).all(slot_done);
+            let ready = files.contains_key("address") && (0..self.slots).all(slot_done);
             let shoot = &mut self.shoots[i];
             shoot.address = files.get("address").and_then(|a| a.split('/').next()?.parse().ok());
             if let Err(e) = write_files(&shoot.config_dir, &files) {
@@ -229,7 +249,7 @@ impl SeedLandscape {
     pub async fn holders(&self) -> BTreeMap<usize, String> {
         let leases: Api<Lease> = Api::namespaced(self.server.client(), AGENT_NS);
         let mut out = BTreeMap::new();
-        for slot in 0..SLOTS {
+        for slot in 0..self.slots {
             let lease = leases.get_opt(&format!("kubelink-gateway-{slot}")).await.ok().flatten();
             if let Some(holder) = lease.and_then(|l| l.spec?.holder_identity) {
                 out.insert(slot, holder);
@@ -243,7 +263,8 @@ impl SeedLandscape {
         let deadline = std::time::Instant::now() + timeout;
         while std::time::Instant::now() < deadline {
             self.sync_shoots().await;
-            if (0..self.shoots.len()).all(|i| self.probe(i, Duration::from_millis(500)).is_ok()) {
+            let live = |i: &usize| !self.shoots[*i].deleted;
+            if (0..self.shoots.len()).filter(live).all(|i| self.probe(i, Duration::from_millis(500)).is_ok()) {
                 return true;
             }
         }
@@ -255,6 +276,53 @@ impl SeedLandscape {
         let dst = self.shoots[i].address.ok_or("no address allocated yet")?;
         self.nodes[NODES - 1]
             .run_in(move || crate::probe::ping(dst, Some(POD_IP), timeout).map_err(|e| e.to_string()))?
+    }
+
+    /// A new shoot: its namespace on the LAN and its Shoot object (the IPAM allocates, `sync_shoots`
+    /// starts its sidecar). Returns its index.
+    pub async fn add_shoot(&mut self) -> Result<usize, String> {
+        let i = self.shoots.len();
+        self.shoots.push(ShootHost::new(&self.lan, &self.dir, i)?);
+        fixtures::create_shoots(&self.server.client(), SEED, i..i + 1).await.map_err(|e| e.to_string())?;
+        Ok(i)
+    }
+
+    /// Deletes shoot `i`'s Shoot object and stops its sidecar (the namespace stays, unused).
+    pub async fn delete_shoot(&mut self, i: usize) -> Result<(), String> {
+        let shoots: Api<kubelink_ipam::gardener::Shoot> = Api::namespaced(self.server.client(), fixtures::PROJECT_NS);
+        shoots.delete(&self.shoots[i].name, &Default::default()).await.map_err(|e| e.to_string())?;
+        self.shoots[i].deleted = true;
+        if let Some(mut p) = self.shoots[i].proc.take() {
+            p.stop(Duration::from_secs(5));
+        }
+        Ok(())
+    }
+
+    /// Cuts the API server off the network (its link goes down: requests hang, as in a partition)
+    /// or reconnects it.
+    pub fn api_reachable(&self, up: bool) -> Result<(), String> {
+        self.api_ns.ip(&["link", "set", "eth0", if up { "up" } else { "down" }]).map(|_| ())
+    }
+
+    /// Kills node `i` as a power loss would: its agent with SIGKILL, then its LAN link down, so that
+    /// nothing there answers or forwards any more.
+    pub fn kill_node(&mut self, i: usize) -> Result<(), String> {
+        if let Some(mut agent) = self.agents[i].take() {
+            agent.kill();
+        }
+        self.nodes[i].ip(&["link", "set", "eth0", "down"]).map(|_| ())
+    }
+
+    /// Peers (public keys) on node `i`'s gateway device; empty when it has none.
+    pub fn gateway_peers(&self, i: usize) -> Vec<String> {
+        let out = self.nodes[i].sh(&["wg", "show", &self.devices[i], "peers"]).unwrap_or_default();
+        out.lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
+    }
+
+    /// The kubelink routes (protocol 107) on node `i`, one line each.
+    pub fn routes(&self, i: usize) -> Vec<String> {
+        let out = self.nodes[i].ip(&["route", "show", "proto", "107"]).unwrap_or_default();
+        out.lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
     }
 
     /// Stops everything: sidecars and agents with SIGTERM, then the background tasks.

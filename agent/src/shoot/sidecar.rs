@@ -62,7 +62,12 @@ struct Liveness {
 struct SlotLive {
     handshake_at: Option<Instant>,
     probe_ok_at: Option<Instant>,
+    /// Probes unanswered in a row.
+    probe_failures: u32,
 }
+
+/// Unanswered probes in a row after which the sidecar starts a new handshake with that gateway.
+const KICK_AFTER_FAILED_PROBES: u32 = 2;
 
 impl Liveness {
     fn up(&self, s: &SlotLive, now: Instant) -> bool {
@@ -277,7 +282,9 @@ impl Sidecar {
         self.metrics.ready.set(live.ready(now).is_ok() as i64);
     }
 
-    /// Pings every slot address through the tunnel from the shoot's own address.
+    /// Pings every slot address through the tunnel from the shoot's own address. A gateway that stops
+    /// answering gets a fresh handshake: after a failover its successor has the same key but not our
+    /// session, and without a kick WireGuard would wait 15 s of unanswered data before re-keying.
     async fn probe(&self) {
         let source = match self.config.address.addr() {
             IpAddr::V4(a) => Some(a),
@@ -286,15 +293,37 @@ impl Sidecar {
         for g in &self.config.gateways {
             let IpAddr::V4(dst) = g.address else { continue };
             let ping = tokio::task::spawn_blocking(move || crate::probe::ping(dst, source, Duration::from_secs(1)));
-            match ping.await {
-                Ok(Ok(_)) => {
-                    let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-                    live.slots.entry(g.slot).or_default().probe_ok_at = Some(Instant::now());
+            let answered = match ping.await {
+                Ok(Ok(_)) => true,
+                Ok(Err(e)) => {
+                    tracing::debug!(slot = g.slot, "probe: {e}");
+                    false
                 }
-                Ok(Err(e)) => tracing::debug!(slot = g.slot, "probe: {e}"),
-                Err(e) => tracing::debug!(slot = g.slot, "probe task: {e}"),
+                Err(e) => {
+                    tracing::debug!(slot = g.slot, "probe task: {e}");
+                    false
+                }
+            };
+            if self.record_probe(g.slot, answered) >= KICK_AFTER_FAILED_PROBES {
+                tracing::info!(slot = g.slot, "gateway does not answer probes; starting a new handshake");
+                if let Err(e) = self.rec.wg.force_handshake(&self.config.device, &g.public_key).await {
+                    tracing::debug!(slot = g.slot, "handshake kick: {e}");
+                }
             }
         }
+    }
+
+    /// Records a probe result; returns the unanswered probes in a row.
+    fn record_probe(&self, slot: u8, answered: bool) -> u32 {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let s = live.slots.entry(slot).or_default();
+        if answered {
+            s.probe_ok_at = Some(Instant::now());
+            s.probe_failures = 0;
+        } else {
+            s.probe_failures = s.probe_failures.saturating_add(1);
+        }
+        s.probe_failures
     }
 
     async fn exit(&self) -> Result<(), SidecarError> {
