@@ -353,7 +353,7 @@ mod tests {
     fn live(probe: bool, slots: &[Row], now: Instant) -> Liveness {
         let at = |ago: Option<u64>| ago.map(|a| now - Duration::from_secs(a));
         Liveness {
-            slots: slots.iter().map(|(n, h, p)| (*n, SlotLive { handshake_at: at(*h), probe_ok_at: at(*p) })).collect(),
+            slots: slots.iter().map(|(n, h, p)| (*n, SlotLive { handshake_at: at(*h), probe_ok_at: at(*p), probe_failures: 0 })).collect(),
             handshake_window: 180 * S,
             probe_grace: probe.then_some(3 * S),
         }
