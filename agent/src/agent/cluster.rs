@@ -86,6 +86,14 @@ impl Cluster {
         Cluster { client, namespace: namespace.into(), seed: seed.into(), pod, seeds, states }
     }
 
+    /// Whether both reflectors have their first complete list. Before that a missing ShootState
+    /// would look like a deleted shoot, and a restarted gateway would drop that shoot's peer.
+    pub fn synced(&self) -> bool {
+        use futures::FutureExt;
+        let ready = |w: Option<Result<(), _>>| w.is_some_and(|r| r.is_ok());
+        ready(self.seeds.wait_until_ready().now_or_never()) && ready(self.states.wait_until_ready().now_or_never())
+    }
+
     /// The Seed's WireGuard CIDR.
     pub fn cidr(&self) -> Result<IpNet, ClusterError> {
         let seed = self.seed_object().ok_or_else(|| ClusterError::NoSeed(self.seed.clone()))?;

@@ -79,6 +79,8 @@ pub enum PassError {
     Cluster(#[from] ClusterError),
     #[error(transparent)]
     Reconcile(#[from] ReconcileError),
+    #[error("waiting for the first complete list of Seeds and ShootStates; nothing changed on this node")]
+    NotSynced,
     #[error("the WireGuard CIDR {0} has no room for gateway slot {1}")]
     NoSlotAddress(IpNet, u8),
 }
@@ -158,6 +160,9 @@ impl Agent {
     pub async fn pass(&mut self) -> Result<(), PassError> {
         self.elect().await;
         self.status.slot.set(self.state.holding.map_or(-1, i64::from));
+        if !self.cluster.synced() {
+            return Err(PassError::NotSynced);
+        }
         let cidr = self.cluster.cidr()?;
         let shoots = self.cluster.shoots();
         match self.state.holding {

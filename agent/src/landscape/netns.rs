@@ -96,7 +96,11 @@ impl Netns {
 
     /// Starts a process inside with stdout and stderr going to `log`.
     pub fn spawn(&self, program: impl AsRef<std::ffi::OsStr>, args: &[&str], log: &Path) -> Result<Proc, String> {
-        let file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| format!("{}: {e}", log.display()))?;
         let err = file.try_clone().map_err(|e| e.to_string())?;
         let child = self
             .command(program)
@@ -111,14 +115,7 @@ impl Netns {
 
     /// Pings `dst` `count` times every `interval`; returns (sent, received).
     pub fn ping(&self, dst: &str, count: u32, interval: &str, source: Option<&str>) -> (u32, u32) {
-        let count_text = count.to_string();
-        let mut cmd = self.command("ping");
-        cmd.args(["-n", "-q", "-c", &count_text, "-i", interval, "-W", "1"]);
-        if let Some(s) = source {
-            cmd.args(["-I", s]);
-        }
-        let out = cmd.arg(dst).stdin(Stdio::null()).output();
-        out.map(|o| parse_ping(&String::from_utf8_lossy(&o.stdout))).unwrap_or((count, 0))
+        ping_in(&self.name, dst, count, interval, source)
     }
 
     /// Waits until a ping gets through, up to `timeout`; returns how long it took.
@@ -186,6 +183,19 @@ impl Segment {
         host.ip(&["link", "set", ifname, "up"])?;
         Ok(())
     }
+}
+
+/// [`Netns::ping`] by namespace name, for threads that cannot borrow the namespace.
+pub fn ping_in(ns: &str, dst: &str, count: u32, interval: &str, source: Option<&str>) -> (u32, u32) {
+    let count_text = count.to_string();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns, "ping"]);
+    cmd.args(["-n", "-q", "-c", &count_text, "-i", interval, "-W", "1"]);
+    if let Some(s) = source {
+        cmd.args(["-I", s]);
+    }
+    let out = cmd.arg(dst).stdin(Stdio::null()).output();
+    out.map(|o| parse_ping(&String::from_utf8_lossy(&o.stdout))).unwrap_or((count, 0))
 }
 
 /// A child process that is killed (SIGKILL) when dropped.

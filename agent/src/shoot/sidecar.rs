@@ -66,8 +66,12 @@ struct SlotLive {
     probe_failures: u32,
 }
 
-/// Unanswered probes in a row after which the sidecar starts a new handshake with that gateway.
-const KICK_AFTER_FAILED_PROBES: u32 = 2;
+/// Whether to restart the session with a gateway after `failures` unanswered probes in a row: from
+/// the second on every probe for a while (a failover completes within seconds), then every fifth (a
+/// gateway that stays away costs one handshake initiation per five probes).
+fn restart_due(failures: u32) -> bool {
+    failures >= 2 && (failures <= 10 || failures % 5 == 0)
+}
 
 impl Liveness {
     fn up(&self, s: &SlotLive, now: Instant) -> bool {
@@ -304,10 +308,12 @@ impl Sidecar {
                     false
                 }
             };
-            if self.record_probe(g.slot, answered) >= KICK_AFTER_FAILED_PROBES {
-                tracing::info!(slot = g.slot, "gateway does not answer probes; starting a new handshake");
-                if let Err(e) = self.rec.wg.force_handshake(&self.config.device, &g.public_key).await {
-                    tracing::debug!(slot = g.slot, "handshake kick: {e}");
+            let failures = self.record_probe(g.slot, answered);
+            if restart_due(failures) {
+                tracing::info!(slot = g.slot, failures, "gateway does not answer probes; restarting the session");
+                let device = self.config.desired(&self.readv.endpoints()).device;
+                if let Err(e) = self.rec.wg.restart_session(&device, &g.public_key).await {
+                    tracing::warn!(slot = g.slot, "restarting the session: {e}");
                 }
             }
         }
@@ -347,13 +353,22 @@ mod tests {
 
     const S: Duration = Duration::from_secs(1);
 
+    #[test]
+    fn sessions_restart_from_the_second_failed_probe_then_back_off() {
+        let due: Vec<u32> = (0..=30).filter(|f| restart_due(*f)).collect();
+        assert_eq!(due, [2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20, 25, 30]);
+    }
+
     /// (slot, handshake seconds ago, probe answered seconds ago)
     type Row = (u8, Option<u64>, Option<u64>);
 
     fn live(probe: bool, slots: &[Row], now: Instant) -> Liveness {
         let at = |ago: Option<u64>| ago.map(|a| now - Duration::from_secs(a));
         Liveness {
-            slots: slots.iter().map(|(n, h, p)| (*n, SlotLive { handshake_at: at(*h), probe_ok_at: at(*p), probe_failures: 0 })).collect(),
+            slots: slots
+                .iter()
+                .map(|(n, h, p)| (*n, SlotLive { handshake_at: at(*h), probe_ok_at: at(*p), probe_failures: 0 }))
+                .collect(),
             handshake_window: 180 * S,
             probe_grace: probe.then_some(3 * S),
         }

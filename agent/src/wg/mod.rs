@@ -137,6 +137,17 @@ pub trait WgBackend: Send + Sync {
     async fn force_handshake(&self, _name: &str, _peer: &PublicKey) -> Result<(), WgError> {
         Ok(())
     }
+    /// Drops our sessions with a peer and starts a new handshake: for a gateway that stopped
+    /// answering although our session with it looks alive (its successor has the same key but not
+    /// our session, and WireGuard itself re-keys only after 15 s of unanswered data). Removing and
+    /// re-adding the peer is what both implementations offer; the kernel sends the handshake as soon
+    /// as the re-added peer has a keepalive, the userspace engine on [`WgBackend::force_handshake`].
+    async fn restart_session(&self, spec: &DeviceSpec, key: &PublicKey) -> Result<(), WgError> {
+        let Some(peer) = spec.peers.get(key) else { return Ok(()) };
+        self.apply(spec, &DeviceUpdate { remove_peers: vec![*key], ..DeviceUpdate::default() }).await?;
+        self.apply(spec, &DeviceUpdate { add_peers: vec![peer.clone()], ..DeviceUpdate::default() }).await?;
+        self.force_handshake(&spec.name, key).await
+    }
 }
 
 /// A session is dead when its last handshake is older than this (WireGuard's REJECT_AFTER_TIME).

@@ -161,10 +161,14 @@ impl WgBackend for UserspaceBackend {
     async fn force_handshake(&self, name: &str, peer: &PublicKey) -> Result<(), WgError> {
         let devices = self.devices.lock().await;
         let device = devices.get(name).ok_or_else(|| WgError::NoDevice(name.to_string()))?;
-        device
-            .force_handshake(&x25519::PublicKey::from(*peer.as_bytes()))
-            .await
-            .map_err(|e| WgError::backend(name, "force handshake", e))
+        // gotatun's call sends the initiation and then waits, without a limit, for the answer. The
+        // device carries on with the handshake by itself; we only need the initiation sent.
+        let key = x25519::PublicKey::from(*peer.as_bytes());
+        let kick = device.force_handshake(&key);
+        match tokio::time::timeout(std::time::Duration::from_millis(100), kick).await {
+            Ok(result) => result.map_err(|e| WgError::backend(name, "force handshake", e)),
+            Err(_) => Ok(()),
+        }
     }
 
     async fn remove(&self, name: &str) -> Result<(), WgError> {

@@ -1,0 +1,106 @@
+//! One gateway slot, in the local landscape (`landscape::seed` with one slot and one load balancer):
+//! the gateway's agent (userspace WireGuard) is killed and restarted on the same node, then the whole
+//! gateway node dies and another node takes the slot over. Packets lost are printed for each; routes
+//! on every node follow the slot.
+
+use std::time::{Duration, Instant};
+
+use kubelink::landscape::netns::ping_in;
+use kubelink::landscape::seed::{CIDR, POD_IP, SeedLandscape, node_ip};
+use kubelink_tests::netns;
+
+const INTERVAL: f64 = 0.1;
+
+fn node_of(holder: &str) -> usize {
+    holder.strip_prefix('n').and_then(|n| n.parse().ok()).expect("holder names are nN")
+}
+
+/// The slot's holder node, waiting up to 10 s for one other than `not`.
+fn holder(rt: &tokio::runtime::Runtime, l: &SeedLandscape, not: Option<usize>) -> Option<usize> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        let h = rt.block_on(l.holders()).get(&0).map(|h| node_of(h));
+        if h.is_some() && h != not {
+            return h;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// Every node but the gateway (and the dead ones) routes the CIDR to the gateway node.
+fn assert_routes_follow(l: &SeedLandscape, gateway: usize, dead: &[usize]) {
+    for n in (0..l.nodes.len()).filter(|n| *n != gateway && !dead.contains(n)) {
+        let want = format!("{CIDR} via {} ", node_ip(gateway));
+        let start = Instant::now();
+        while !l.routes(n).iter().any(|r| r.starts_with(&want)) && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let routes = l.routes(n);
+        println!("node {n} routes: {routes:?}");
+        assert!(routes.iter().any(|r| r.starts_with(&want)), "node {n} does not route {CIDR} to node {gateway}");
+        assert_eq!(routes.len(), 1, "one route for the CIDR with one slot");
+    }
+}
+
+/// Pings shoot `i` from the pod `count` times while `during` runs (after 2 s); returns pings lost.
+fn lost_while(l: &mut SeedLandscape, i: usize, count: u32, during: impl FnOnce(&mut SeedLandscape)) -> u32 {
+    let (pod_ns, dst) = (l.nodes[2].name.clone(), l.shoots[i].address.expect("allocated").to_string());
+    let pinger =
+        std::thread::spawn(move || ping_in(&pod_ns, &dst, count, &INTERVAL.to_string(), Some(&POD_IP.to_string())));
+    std::thread::sleep(Duration::from_secs(2));
+    during(l);
+    let (sent, got) = pinger.join().unwrap();
+    assert_eq!(sent, count, "ping did not run");
+    sent - got
+}
+
+#[test]
+fn single_slot_gateway_restart_and_node_loss() {
+    if !netns::require("agent_single_slot", &["ip", "ping", "nft", "conntrack", "wg"]) {
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = netns::workdir("agent-single-slot");
+    let mut l = rt.block_on(SeedLandscape::build_with_slots(3, 1, &dir, &netns::kubelink_bin())).unwrap();
+    rt.block_on(l.start()).unwrap();
+    let gw = holder(&rt, &l, None).expect("a gateway is elected");
+    println!("gateway: node {gw}");
+    assert!(
+        rt.block_on(l.wait_for_shoots(Duration::from_secs(60))),
+        "a shoot is unreachable; logs in {}",
+        dir.display()
+    );
+    assert_routes_follow(&l, gw, &[]);
+
+    // The gateway's agent crashes and comes back on the same node: it keeps the slot (its own Lease),
+    // and as a userspace gateway rebuilds the device with the endpoints it remembered.
+    let lost = lost_while(&mut l, 0, 100, |l| {
+        l.agents[gw].take().unwrap().kill();
+        l.start_agent(gw).unwrap();
+    });
+    println!(
+        "userspace gateway agent killed and restarted: {lost} of 100 pings lost (gap about {:.1} s)",
+        f64::from(lost) * INTERVAL
+    );
+    assert_eq!(holder(&rt, &l, None), Some(gw), "a restarted gateway keeps its slot");
+    assert!(f64::from(lost) * INTERVAL < 5.0, "restart cost {lost} pings; logs in {}", dir.display());
+
+    // The gateway node dies (agent SIGKILLed, node off the network). Another node takes the slot, the
+    // load balancer follows the Pod label, the shoots re-key with the new holder, routes follow.
+    let killed = Instant::now();
+    let lost = lost_while(&mut l, 0, 300, |l| l.kill_node(gw).unwrap());
+    let next = holder(&rt, &l, Some(gw)).expect("slot taken over");
+    println!(
+        "gateway node {gw} killed: node {next} holds the slot; {lost} of 300 pings lost (gap about {:.1} s)",
+        f64::from(lost) * INTERVAL
+    );
+    assert!(f64::from(lost) * INTERVAL < 15.0, "take-over gap too long; logs in {}", dir.display());
+    assert_routes_follow(&l, next, &[gw]);
+    for i in 0..l.shoots.len() {
+        let probe = l.probe(i, Duration::from_secs(2));
+        assert!(probe.is_ok(), "shoot {i} after the take-over: {probe:?}; logs in {}", dir.display());
+    }
+    println!("all shoots reachable {:?} after the node died", killed.elapsed());
+    l.stop();
+}
