@@ -28,11 +28,20 @@ pub const SLOT_LABEL: &str = "kubelink.gardener.cloud/gateway-slot";
 
 pub struct Cluster {
     client: Client,
+    garden: Client,
+    wake: Arc<Notify>,
     namespace: String,
     seed: String,
     pod: Option<String>,
     seeds: Store<Seed>,
     states: Store<ShootState>,
+    watches: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.watches.iter().for_each(|w| w.abort());
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,14 +59,14 @@ pub enum ClusterError {
 }
 
 /// Starts a reflector for `api` that wakes `wake` on every change.
-fn reflect<K>(api: Api<K>, wake: Arc<Notify>) -> Store<K>
+fn reflect<K>(api: Api<K>, wake: Arc<Notify>) -> (Store<K>, tokio::task::JoinHandle<()>)
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone + Default,
 {
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         stream
             .for_each(|event| {
                 match event {
@@ -68,7 +77,7 @@ where
             })
             .await;
     });
-    reader
+    (reader, task)
 }
 
 impl Cluster {
@@ -81,9 +90,21 @@ impl Cluster {
         pod: Option<String>,
         wake: Arc<Notify>,
     ) -> Self {
-        let seeds = reflect(Api::<Seed>::all(garden.clone()), wake.clone());
-        let states = reflect(Api::<ShootState>::all(garden), wake);
-        Cluster { client, namespace: namespace.into(), seed: seed.into(), pod, seeds, states }
+        let (seeds, seed_watch) = reflect(Api::<Seed>::all(garden.clone()), wake.clone());
+        let (states, state_watch) = reflect(Api::<ShootState>::all(garden.clone()), wake.clone());
+        let watches = vec![seed_watch, state_watch];
+        Cluster { client, garden, wake, namespace: namespace.into(), seed: seed.into(), pod, seeds, states, watches }
+    }
+
+    /// Starts the watches afresh (a new list, then watch). After a network partition the old watch
+    /// connections stall until TCP's retransmission backoff gives them another try, which can take
+    /// as long as the partition did; a new connection answers at once. Until the new list is
+    /// complete, [`Cluster::synced`] is false and the agent changes nothing.
+    pub fn rewatch(&mut self) {
+        self.watches.iter().for_each(|w| w.abort());
+        let (seeds, seed_watch) = reflect(Api::<Seed>::all(self.garden.clone()), self.wake.clone());
+        let (states, state_watch) = reflect(Api::<ShootState>::all(self.garden.clone()), self.wake.clone());
+        (self.seeds, self.states, self.watches) = (seeds, states, vec![seed_watch, state_watch]);
     }
 
     /// Whether both reflectors have their first complete list. Before that a missing ShootState

@@ -27,6 +27,8 @@ struct RoleState {
     /// When we acquired the slot we hold (from its Lease).
     acquired: Option<k8s_openapi::jiff::Timestamp>,
     last_round_ok: Option<Instant>,
+    /// The last election round failed: the watches may hang on a dead connection.
+    round_failed: bool,
     gateways: Vec<(usize, IpAddr)>,
     slot_key: Option<(u8, PrivateKey)>,
     /// True until removed: leftovers of an earlier run are cleaned up once we know we are no gateway.
@@ -186,6 +188,11 @@ impl Agent {
         };
         match round {
             Ok(round) => {
+                if self.state.round_failed {
+                    tracing::info!("the API server answers again; restarting the watches");
+                    self.cluster.rewatch();
+                    self.state.round_failed = false;
+                }
                 self.state.last_round_ok = Some(Instant::now());
                 let now = k8s_openapi::jiff::Timestamp::now();
                 let live = live_gateways(now, &round.slots);
@@ -204,6 +211,7 @@ impl Agent {
                 self.state.holding = holding;
             }
             Err(e) => {
+                self.state.round_failed = true;
                 let deadline = self.election.timing.renew_deadline;
                 let stale = self.state.last_round_ok.is_none_or(|t| t.elapsed() > deadline);
                 tracing::warn!("election: {e}");

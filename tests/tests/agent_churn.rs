@@ -1,0 +1,157 @@
+//! The seed agent under change, in the local landscape with two slots: state deleted by hand comes
+//! back; shoots come and go while traffic to the others flows; the API server is cut off for 30 s
+//! while traffic flows, and the agents catch up with what changed meanwhile.
+
+use std::time::{Duration, Instant};
+
+use kubelink::landscape::netns::ping_in;
+use kubelink::landscape::seed::{POD_IP, SeedLandscape};
+use kubelink_tests::netns;
+
+const POD_NODE: usize = 2;
+
+fn node_of(holder: &str) -> usize {
+    holder.strip_prefix('n').and_then(|n| n.parse().ok()).expect("holder names are nN")
+}
+
+/// Polls `done` every 10 ms up to `limit`; returns how long it took.
+fn time_until(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if done() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// Pings each of `shoots` from the pod in its own thread; join for (sent, received) each.
+fn ping_all(
+    l: &SeedLandscape,
+    shoots: &[usize],
+    count: u32,
+    interval: &str,
+) -> Vec<std::thread::JoinHandle<(u32, u32)>> {
+    shoots
+        .iter()
+        .map(|i| {
+            let (ns, dst) = (l.nodes[POD_NODE].name.clone(), l.shoots[*i].address.expect("allocated").to_string());
+            let interval = interval.to_string();
+            std::thread::spawn(move || ping_in(&ns, &dst, count, &interval, Some(&POD_IP.to_string())))
+        })
+        .collect()
+}
+
+fn assert_nothing_lost(what: &str, shoots: &[usize], pings: Vec<std::thread::JoinHandle<(u32, u32)>>) {
+    for (i, p) in shoots.iter().zip(pings) {
+        let (sent, got) = p.join().unwrap();
+        println!("{what}: shoot {i} answered {got} of {sent} pings");
+        assert!(sent > 0 && sent == got, "{what}: shoot {i} lost {} of {sent} pings", sent - got);
+    }
+}
+
+/// Shoot `i`'s public key as the gateways list it (from its Secret's key file).
+fn shoot_key(l: &SeedLandscape, i: usize) -> String {
+    let private = std::fs::read_to_string(l.shoots[i].config_dir.join("privateKey")).expect("shoot key file");
+    let key: kubelink_ipam::keys::PrivateKey = private.trim().parse().expect("shoot key");
+    key.public_key().to_string()
+}
+
+fn on_gateways(l: &SeedLandscape, gateways: &[usize], key: &str) -> usize {
+    gateways.iter().filter(|g| l.gateway_peers(**g).iter().any(|p| p == key)).count()
+}
+
+/// Syncs sidecars until every live shoot answers, up to `limit`; returns how long it took.
+fn until_reachable(rt: &tokio::runtime::Runtime, l: &mut SeedLandscape, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    rt.block_on(l.wait_for_shoots(limit)).then(|| start.elapsed())
+}
+
+#[test]
+fn drift_churn_and_api_outage() {
+    if !netns::require("agent_churn", &["ip", "ping", "nft", "conntrack", "wg"]) {
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = netns::workdir("agent-churn");
+    let mut l = rt.block_on(SeedLandscape::build(4, &dir, &netns::kubelink_bin())).unwrap();
+    rt.block_on(l.start()).unwrap();
+    let holders = rt.block_on(l.holders());
+    let gateways: Vec<usize> = holders.values().map(|h| node_of(h)).collect();
+    println!("gateways: {holders:?}");
+    assert_eq!(gateways.len(), 2);
+    assert!(!gateways.contains(&POD_NODE), "the pod's node starts last and routes");
+    assert!(until_reachable(&rt, &mut l, Duration::from_secs(60)).is_some(), "logs in {}", dir.display());
+
+    // A route deleted by hand on the pod's node, and a peer removed by hand on a gateway.
+    let addr = l.shoots[3].address.unwrap().to_string();
+    l.nodes[POD_NODE].ip(&["route", "del", &format!("{addr}/32")]).unwrap();
+    let back = time_until(Duration::from_secs(3), || l.routes(POD_NODE).iter().any(|r| r.starts_with(&addr)));
+    println!("route to shoot 3 deleted by hand: back after {back:?}");
+    assert!(back.is_some_and(|t| t < Duration::from_secs(1)), "route not back within 1 s: {back:?}");
+    let key = shoot_key(&l, 3);
+    let g = gateways[0];
+    l.nodes[g].sh(&["wg", "set", &l.devices[g], "peer", &key, "remove"]).unwrap();
+    let back = time_until(Duration::from_secs(3), || l.gateway_peers(g).contains(&key));
+    println!("peer of shoot 3 removed by hand on node {g}: back after {back:?}");
+    assert!(back.is_some_and(|t| t < Duration::from_secs(1)), "peer not back within 1 s: {back:?}");
+    let again = until_reachable(&rt, &mut l, Duration::from_secs(30));
+    println!("every shoot reachable again {again:?} later (the removed peer lost its session)");
+    assert!(again.is_some(), "logs in {}", dir.display());
+
+    // Churn: two shoots added, two deleted, while shoots 0 and 1 are pinged 20 times a second.
+    let steady = [0, 1];
+    let pings = ping_all(&l, &steady, 300, "0.05");
+    std::thread::sleep(Duration::from_secs(1));
+    let added = [rt.block_on(l.add_shoot()).unwrap(), rt.block_on(l.add_shoot()).unwrap()];
+    let created = Instant::now();
+    let (gone2, gone3) = (shoot_key(&l, 2), shoot_key(&l, 3));
+    for i in [2, 3] {
+        rt.block_on(l.delete_shoot(i)).unwrap();
+    }
+    let removed = time_until(Duration::from_secs(5), || {
+        on_gateways(&l, &gateways, &gone2) + on_gateways(&l, &gateways, &gone3) == 0
+    });
+    println!("deleted shoots' peers gone from both gateways after {removed:?}");
+    assert!(removed.is_some(), "a deleted shoot's peer stays");
+    let reachable = until_reachable(&rt, &mut l, Duration::from_secs(30));
+    let on_both = added.iter().all(|i| on_gateways(&l, &gateways, &shoot_key(&l, *i)) == 2);
+    println!("added shoots reachable {:?} after their Shoots were created", reachable.map(|_| created.elapsed()));
+    assert!(on_both && reachable.is_some(), "added shoots not served; logs in {}", dir.display());
+    assert_nothing_lost("churn", &steady, pings);
+
+    // The API server is cut off for 30 s. Meanwhile a shoot is added (the IPAM, which still reaches
+    // the API server, allocates it) and one is deleted. Traffic to the others must not notice.
+    let steady = [0, 1, added[0]];
+    let pings = ping_all(&l, &steady, 360, "0.1");
+    std::thread::sleep(Duration::from_secs(2));
+    l.api_reachable(false).unwrap();
+    let cut = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let late = rt.block_on(l.add_shoot()).unwrap();
+    rt.block_on(l.delete_shoot(added[1])).unwrap();
+    let gone = shoot_key(&l, added[1]);
+    while cut.elapsed() < Duration::from_secs(30) {
+        rt.block_on(l.sync_shoots());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(on_gateways(&l, &gateways, &gone), 2, "a cut-off agent must not have seen the deletion");
+    l.api_reachable(true).unwrap();
+    let healed = Instant::now();
+    let key = shoot_key(&l, late);
+    let caught_up = time_until(Duration::from_secs(60), || {
+        on_gateways(&l, &gateways, &key) == 2 && on_gateways(&l, &gateways, &gone) == 0
+    });
+    println!("API server back: gateways caught up (new peer on both, deleted peer gone) after {caught_up:?}");
+    assert!(caught_up.is_some(), "agents did not catch up; logs in {}", dir.display());
+    let reachable = until_reachable(&rt, &mut l, Duration::from_secs(30));
+    println!(
+        "shoot added during the outage reachable {:?} after the API server came back",
+        reachable.map(|_| healed.elapsed())
+    );
+    assert!(reachable.is_some(), "logs in {}", dir.display());
+    assert_nothing_lost("API server cut off for 30 s", &steady, pings);
+    assert_eq!(rt.block_on(l.holders()), holders, "the outage must not move a slot");
+    l.stop();
+}
