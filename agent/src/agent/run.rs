@@ -29,6 +29,9 @@ struct RoleState {
     last_round_ok: Option<Instant>,
     /// The last election round failed: the watches may hang on a dead connection.
     round_failed: bool,
+    /// The way this node forwards tunnel traffic changed (role, warm-up routes): flows towards the
+    /// CIDR must be NATed afresh once the new state is in place.
+    forget_flows: bool,
     gateways: Vec<(usize, IpAddr)>,
     slot_key: Option<(u8, PrivateKey)>,
     /// True until removed: leftovers of an earlier run are cleaned up once we know we are no gateway.
@@ -206,6 +209,7 @@ impl Agent {
                 if holding != self.state.holding {
                     // The old role's state must not be re-applied by a resync before the next pass.
                     self.state.applied = None;
+                    self.state.forget_flows = true;
                     tracing::info!(node = %self.election.me, from = ?self.state.holding, to = ?holding, "gateway slot changed");
                 }
                 self.state.holding = holding;
@@ -243,6 +247,9 @@ impl Agent {
         }
         self.status.peers.set(desired.device.peers.len() as i64);
         self.status.routes.set(0);
+        if std::mem::take(&mut self.state.forget_flows) || outcome.routes_removed > 0 || outcome.routes_replaced > 0 {
+            crate::firewall::forget_flows(cidr);
+        }
         self.state.applied = Some(Applied::Gateway(Box::new(desired)));
         enable_forwarding(cidr);
         self.label(Some(slot)).await
@@ -280,6 +287,9 @@ impl Agent {
         }
         self.status.routes.set(routes.len() as i64);
         self.status.peers.set(0);
+        if std::mem::take(&mut self.state.forget_flows) {
+            crate::firewall::forget_flows(cidr);
+        }
         self.state.applied = Some(Applied::Router(routes));
         self.label(None).await
     }
