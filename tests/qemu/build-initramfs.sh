@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Assemble the guest's initramfs: busybox, iproute2's ip, wg, jq, optionally the kubelink binary (each with
+# Assemble the guest's initramfs: busybox, iproute2's ip, wg, jq, nft, conntrack, optionally the kubelink binary (each with
 # the shared libraries ldd lists), the WireGuard/veth/tun modules of the given kernel in load order,
 # /init and the scenario scripts.
 #
@@ -13,7 +13,8 @@ die() { echo "build-initramfs: $*" >&2; exit 1; }
 kroot="$1"
 out="$2"
 kubelink="${3:-}"
-modules=(wireguard veth tun)
+# WireGuard, links, and what the agent's nftables table (NAT) and connection-tracking reset need.
+modules=(wireguard veth tun nf_tables nft_chain_nat nft_nat nf_conntrack_netlink)
 
 need() { command -v "$1" >/dev/null || die "missing tool '$1' (install: $2)"; }
 need busybox busybox-static
@@ -23,6 +24,8 @@ need ldd libc-bin
 [[ -x /usr/sbin/ip || -x /sbin/ip ]] || die "missing iproute2's ip (install: iproute2)"
 need wg wireguard-tools
 need jq jq
+need nft nftables
+need conntrack conntrack
 
 stage="$(mktemp -d "${out%/*}/initramfs.XXXXXX")"
 trap 'rm -rf "$stage"' EXIT
@@ -43,6 +46,8 @@ add_tools() {
   copy_with_libs "$(command -v ip)" /usr/local/sbin/ip
   copy_with_libs "$(command -v wg)" /usr/bin/wg
   copy_with_libs "$(command -v jq)" /usr/bin/jq
+  copy_with_libs "$(command -v nft)" /usr/sbin/nft
+  copy_with_libs "$(command -v conntrack)" /usr/sbin/conntrack
   if [[ -n "$kubelink" ]]; then
     [[ -x "$kubelink" ]] || die "kubelink binary '$kubelink' not found or not executable"
     copy_with_libs "$kubelink" /usr/bin/kubelink
@@ -82,6 +87,10 @@ add_scripts() {
   mkdir -p "$stage"/{proc,sys,dev,run,tmp,var,etc}
   ln -s ../run "$stage/var/run"
   echo "127.0.0.1 localhost" >"$stage/etc/hosts"
+  # The Kubernetes client (rustls) refuses to start without system CA roots, even for plain HTTP.
+  local ca=/etc/ssl/certs/ca-certificates.crt
+  [[ -f "$ca" ]] || die "missing $ca (install: ca-certificates)"
+  install -D -m 0644 "$ca" "$stage$ca"
 }
 
 add_tools

@@ -106,6 +106,8 @@ fn missing_ingredients() -> Vec<String> {
         ("ip", "iproute2"),
         ("dpkg-deb", "dpkg"),
         ("jq", "jq"),
+        ("nft", "nftables"),
+        ("conntrack", "conntrack"),
     ];
     let mut missing: Vec<String> =
         tools.iter().filter(|(tool, _)| !on_path(tool)).map(|(tool, pkg)| format!("{tool} (package {pkg})")).collect();
@@ -206,6 +208,13 @@ fn thousand_peers_applied_in_one_pass() {
 #[test]
 fn kernel_device_talks_to_userspace_device() {
     assert_scenario("kernel-vs-userspace");
+}
+
+/// `kubelink agent` as a kernel-mode gateway against the landscape's control plane, with a shoot
+/// sidecar dialling it: SIGKILL and restart lose no ping, keep the device and re-apply nothing.
+#[test]
+fn seed_agent_restart_on_a_kernel_gateway_loses_nothing() {
+    assert_scenario("agent-restart");
 }
 
 /// Every scenario file ran and passed, and the guest reached its end (no timeout, no panic).

@@ -23,12 +23,26 @@ pub struct LandscapeArgs {
     /// WireGuard implementation for the standalone hosts.
     #[arg(long, value_enum, default_value = "auto")]
     pub wg_backend: BackendChoice,
+    /// Run only the control plane (the embedded API server with the Seed and Shoots, the IPAM
+    /// controller) on this address, and copy each shoot's Secret into --secrets-dir/<shoot>/; start
+    /// agents and sidecars by hand against it.
+    #[arg(long, value_name = "ADDR")]
+    pub control_plane: Option<std::net::SocketAddr>,
+    /// Where --control-plane writes the shoot Secrets.
+    #[arg(long, default_value = "kubelink-secrets", requires = "control_plane")]
+    pub secrets_dir: std::path::PathBuf,
+    /// Gateway slots for --control-plane (the landscape itself has two).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=2), requires = "control_plane")]
+    pub slots: u8,
     /// How often to print the status.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub interval: Duration,
 }
 
 pub async fn run(args: LandscapeArgs) -> anyhow::Result<()> {
+    if let Some(listen) = args.control_plane {
+        return control_plane(&args, listen).await;
+    }
     // SAFETY: geteuid has no preconditions.
     anyhow::ensure!(unsafe { libc::geteuid() } == 0, "the landscape creates network namespaces: run it as root (sudo)");
     let bin = std::env::current_exe().context("locating the kubelink binary")?;
@@ -137,4 +151,20 @@ fn report(l: &Landscape, timeout: Duration) -> bool {
         }
     }
     all
+}
+
+async fn control_plane(args: &LandscapeArgs, listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    let shoots = usize::from(args.shoots);
+    let cp =
+        crate::landscape::control::ControlPlane::start(listen, shoots, args.slots).await.map_err(anyhow::Error::msg)?;
+    println!(
+        "control plane up: API server {} (Seed {}, {shoots} shoot(s), {} slot(s), agents' namespace {}); Secrets in {}",
+        cp.server.url(),
+        crate::landscape::seed::SEED,
+        args.slots,
+        crate::landscape::seed::AGENT_NS,
+        args.secrets_dir.display()
+    );
+    cp.run(&args.secrets_dir, shoots).await.context("waiting for a signal")?;
+    Ok(())
 }

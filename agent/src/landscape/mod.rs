@@ -2,6 +2,7 @@
 //! one L2 segment, each running `kubelink run` from a generated config. The worker's "pod" reaches
 //! every shoot's tunnel address through the gateway. Used by `kubelink landscape` and the tests.
 
+pub mod control;
 pub mod lb;
 pub mod netns;
 pub mod seed;

@@ -350,13 +350,13 @@ fn pod_name(i: usize) -> String {
     format!("kubelink-n{i}")
 }
 
-fn secret_files(secret: &Secret) -> BTreeMap<String, String> {
+pub(crate) fn secret_files(secret: &Secret) -> BTreeMap<String, String> {
     let data = secret.data.clone().unwrap_or_default();
     data.into_iter().filter_map(|(k, v)| Some((k, String::from_utf8(v.0).ok()?))).collect()
 }
 
 /// Writes changed files only, key file with mode 0600.
-fn write_files(dir: &Path, files: &BTreeMap<String, String>) -> std::io::Result<()> {
+pub(crate) fn write_files(dir: &Path, files: &BTreeMap<String, String>) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir)?;
     for (name, text) in files {

@@ -1,0 +1,54 @@
+# The seed agent on a kernel-mode gateway: `kubelink agent` against the landscape's control plane (the
+# embedded API server with a Seed and one Shoot, the IPAM controller), one slot; the shoot's sidecar
+# dials it with the Secret the IPAM wrote. A ping runs while the agent is SIGKILLed and restarted: the
+# kernel device lives on with the same ifindex, the new agent adopts it unchanged and no packet is lost.
+. /lib/kubelink-qemu/guest-lib.sh
+
+two_namespaces node shoot
+secrets=/tmp/secrets
+api=127.0.0.1:6443
+/usr/local/sbin/ip netns exec node kubelink landscape --control-plane "$api" --secrets-dir "$secrets" \
+  --shoots 1 --slots 1 >/tmp/control.log 2>&1 &
+
+# agent_start LOG: the gateway agent in `node`, kernel WireGuard; its pid is in $AGENT_PID.
+agent_start() {
+  /usr/local/sbin/ip netns exec node kubelink agent --node-name n0 --node-ip 10.0.0.1 --namespace kubelink \
+    --seed local --slots 1 --server "http://$api" --wg-backend kernel --device kl0 \
+    --health-listen 127.0.0.1:8080 >"$1" 2>&1 &
+  AGENT_PID=$!
+}
+
+agent_start /tmp/agent1.log
+shoot_dir="$secrets/shoot-00000"
+wait_until 90 test -s "$shoot_dir/gateway-0-publicKey" ||
+  fail "no complete shoot Secret; control plane:$(echo; cat /tmp/control.log; echo agent:; cat /tmp/agent1.log)"
+/usr/local/sbin/ip netns exec shoot kubelink shoot --config-dir "$shoot_dir" --device ks0 \
+  --health-listen 127.0.0.1:8093 >/tmp/shoot.log 2>&1 &
+addr="$(cut -d/ -f1 "$shoot_dir/address")"
+wait_until 60 handshake_done node kl0 || fail "no handshake; agent:$(echo; cat /tmp/agent1.log; echo shoot:; cat /tmp/shoot.log)"
+on node ping -c 2 -W 5 "$addr" >/dev/null || fail "no ping to the shoot $addr before the restart"
+on node nft list table inet kubelink >/dev/null || fail "the gateway has no nftables table"
+index1="$(ip -n node -o link show kl0 | cut -d: -f1)"
+shake1="$(on node wg show kl0 latest-handshakes)"
+
+count=60
+on node ping -i 0.2 -c "$count" -W 5 "$addr" >/tmp/ping.log 2>&1 &
+ping_pid=$!
+sleep 2
+kill -KILL "$AGENT_PID"
+wait "$AGENT_PID" 2>/dev/null
+ip -n node link show kl0 >/dev/null 2>&1 || fail "kl0 vanished with the agent"
+sleep 1
+agent_start /tmp/agent2.log
+wait_until 30 grep -q 'to=Some(0)' /tmp/agent2.log || fail "restarted agent did not resume slot 0:$(echo; cat /tmp/agent2.log)"
+wait "$ping_pid"
+tail -n 2 /tmp/ping.log
+grep -v DEBUG /tmp/agent2.log | cut -c 28- | head -n 8
+
+grep -q "$count packets transmitted, $count packets received" /tmp/ping.log ||
+  fail "packets lost across the agent restart: $(grep transmitted /tmp/ping.log)"
+[ "$(ip -n node -o link show kl0 | cut -d: -f1)" = "$index1" ] || fail "kl0 re-created across the restart"
+[ "$(on node wg show kl0 latest-handshakes)" = "$shake1" ] || fail "peer re-applied: handshake time changed"
+! grep -q 'gateway reconciled' /tmp/agent2.log || fail "restarted agent changed the gateway:$(echo; cat /tmp/agent2.log)"
+kill -TERM "$AGENT_PID"
+log "kernel gateway agent SIGKILLed and restarted: $count/$count pings, kl0 kept (ifindex $index1)"
