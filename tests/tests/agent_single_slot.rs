@@ -1,7 +1,8 @@
 //! One gateway slot, in the local landscape (`landscape::seed` with one slot and one load balancer):
 //! the gateway's agent (userspace WireGuard) is killed and restarted on the same node, then the whole
-//! gateway node dies and another node takes the slot over. Packets lost are printed for each; routes
-//! on every node follow the slot.
+//! gateway node dies and another node takes the slot over; then the new gateway restarts unable to
+//! build its device (its port is taken) and gives the slot up to the last node. Packets lost are
+//! printed for each; routes on every node follow the slot.
 
 use std::time::{Duration, Instant};
 
@@ -15,10 +16,10 @@ fn node_of(holder: &str) -> usize {
     holder.strip_prefix('n').and_then(|n| n.parse().ok()).expect("holder names are nN")
 }
 
-/// The slot's holder node, waiting up to 10 s for one other than `not`.
+/// The slot's holder node, waiting up to 15 s for one other than `not`.
 fn holder(rt: &tokio::runtime::Runtime, l: &SeedLandscape, not: Option<usize>) -> Option<usize> {
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(10) {
+    while start.elapsed() < Duration::from_secs(15) {
         let h = rt.block_on(l.holders()).get(&0).map(|h| node_of(h));
         if h.is_some() && h != not {
             return h;
@@ -57,7 +58,7 @@ fn lost_while(l: &mut SeedLandscape, i: usize, count: u32, during: impl FnOnce(&
 
 #[test]
 fn single_slot_gateway_restart_and_node_loss() {
-    if !netns::require("agent_single_slot", &["ip", "ping", "nft", "conntrack", "wg"]) {
+    if !netns::require("agent_single_slot", &["ip", "ping", "nft", "conntrack", "wg", "wireguard-go"]) {
         return;
     }
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -102,5 +103,40 @@ fn single_slot_gateway_restart_and_node_loss() {
         assert!(probe.is_ok(), "shoot {i} after the take-over: {probe:?}; logs in {}", dir.display());
     }
     println!("all shoots reachable {:?} after the node died", killed.elapsed());
+
+    // Gateway health: the new gateway's agent restarts and finds its WireGuard port taken by another
+    // WireGuard on the node (wireguard-go), so it cannot build its device. It must give the slot up.
+    let (mut broken, mut took_over, mut squatter) = (Instant::now(), None, None);
+    let lost = lost_while(&mut l, 0, 300, |l| {
+        l.agents[next].take().unwrap().kill();
+        squatter = Some(squat_port(l, next));
+        l.start_agent(next).unwrap();
+        broken = Instant::now();
+        took_over = holder(&rt, l, Some(next)).map(|n| (n, broken.elapsed()));
+    });
+    drop(squatter);
+    let (last, after) = took_over.expect("the broken gateway kept its slot");
+    println!(
+        "gateway on node {next} restarted without its UDP port: node {last} took the slot {after:?} later; \
+         {lost} of 300 pings lost (gap about {:.1} s)",
+        f64::from(lost) * INTERVAL
+    );
+    let log = std::fs::read_to_string(dir.join(format!("agent-n{next}.log"))).unwrap_or_default();
+    assert!(log.contains("giving the slot up"), "node {next} did not say why it left the slot");
+    assert!(f64::from(lost) * INTERVAL < 20.0, "gap too long; logs in {}", dir.display());
+    assert_routes_follow(&l, last, &[gw]);
     l.stop();
+}
+
+/// Another WireGuard on node `n` holding UDP 51820: wireguard-go, set to the port with `wg`.
+fn squat_port(l: &SeedLandscape, n: usize) -> netns::Proc {
+    let device = netns::unique("q");
+    let env_log = l.dir.join("squatter.log");
+    let proc = l.nodes[n].spawn("wireguard-go", &["-f", &device], &env_log).unwrap();
+    let start = Instant::now();
+    while l.nodes[n].sh(&["wg", "set", &device, "listen-port", "51820"]).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(5), "wireguard-go did not take UDP 51820");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    proc
 }

@@ -33,6 +33,10 @@ pub struct Settings {
     pub mtu: u32,
     /// How long a new slot holder gets no router traffic while shoots re-handshake with it.
     pub warmup: std::time::Duration,
+    /// How long the gateway's node-local state may keep failing before the node gives its slot up.
+    pub give_up_after: std::time::Duration,
+    /// How long a node that gave a slot up takes no slot.
+    pub standby: std::time::Duration,
 }
 
 /// The gateway of `slot`: device with the slot's key and address, every shoot a roaming peer, SNAT to
@@ -76,7 +80,15 @@ mod tests {
     use super::*;
 
     fn settings() -> Settings {
-        Settings { device: "kubelink0".into(), listen_port: 51820, mtu: 1420, warmup: std::time::Duration::ZERO }
+        let zero = std::time::Duration::ZERO;
+        Settings {
+            device: "kubelink0".into(),
+            listen_port: 51820,
+            mtu: 1420,
+            warmup: zero,
+            give_up_after: zero,
+            standby: zero,
+        }
     }
 
     fn shoot(n: u8, addr: &str) -> ShootPeer {

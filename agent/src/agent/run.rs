@@ -29,6 +29,10 @@ struct RoleState {
     last_round_ok: Option<Instant>,
     /// The last election round failed: the watches may hang on a dead connection.
     round_failed: bool,
+    /// Since when the gateway role's node-local state has been failing (device, routes, table).
+    gateway_failing_since: Option<Instant>,
+    /// This node gave its slot up and takes none until then.
+    standby_until: Option<Instant>,
     /// The way this node forwards tunnel traffic changed (role, warm-up routes): flows towards the
     /// CIDR must be NATed afresh once the new state is in place.
     forget_flows: bool,
@@ -130,14 +134,19 @@ impl Agent {
         let mut resync = tokio::time::interval(self.resync);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(stop);
+        // After a failed pass only the retry period starts the next: a failing pass makes netlink
+        // events of its own, which must not turn into a busy loop.
+        let mut failed = false;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = wake.notified() => {}
-                _ = resync.tick() => { self.resync().await; continue }
+                _ = wake.notified(), if !failed => {}
+                _ = resync.tick(), if !failed => { self.resync().await; continue }
                 _ = &mut stop => break,
             }
-            match self.pass().await {
+            let result = self.pass().await;
+            failed = result.is_err();
+            match result {
                 Ok(()) => *self.status.last_pass_ok.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now()),
                 Err(e) => tracing::warn!("pass failed, retrying: {e}"),
             }
@@ -171,9 +180,39 @@ impl Agent {
         let cidr = self.cluster.cidr()?;
         let shoots = self.cluster.shoots();
         match self.state.holding {
-            Some(slot) => self.gateway(cidr, slot, &shoots).await,
+            Some(slot) => {
+                let result = self.gateway(cidr, slot, &shoots).await;
+                self.gateway_health(slot, &result).await;
+                result
+            }
             None => self.router(cidr, &shoots).await,
         }
+    }
+
+    /// A gateway whose node-local state keeps failing (the device cannot be created or configured,
+    /// nftables refuses the table, routes fail) cannot forward: after `give_up_after` it releases its
+    /// slot so that a healthy node takes it at once, and takes no slot for `standby`. Errors that
+    /// every node would share (the Seed, the slot Secret) do not count: moving the slot cannot help.
+    async fn gateway_health(&mut self, slot: u8, result: &Result<(), PassError>) {
+        if !matches!(result, Err(PassError::Reconcile(_) | PassError::NoSlotAddress(..))) {
+            self.state.gateway_failing_since = None;
+            return;
+        }
+        let since = *self.state.gateway_failing_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < self.settings.give_up_after {
+            return;
+        }
+        tracing::error!(slot, failing_for = ?since.elapsed(), standby = ?self.settings.standby, "this node cannot serve as gateway; giving the slot up");
+        if let Err(e) = self.election.release(usize::from(slot)).await {
+            tracing::warn!(slot, "releasing the slot: {e}; it expires instead");
+        }
+        self.state.standby_until = Some(Instant::now() + self.settings.standby);
+        self.state.gateway_failing_since = None;
+        self.state.holding = None;
+        self.state.applied = None;
+        self.state.forget_flows = true;
+        self.remove_gateway_state().await;
+        self.status.slot.set(-1);
     }
 
     /// A round of the election. When the API server cannot be reached nothing changes: tearing the
@@ -182,7 +221,8 @@ impl Agent {
     async fn elect(&mut self) {
         // A partitioned API server lets requests hang: bound the round so the loop keeps resyncing.
         let bound = self.election.timing.renew_deadline;
-        let round = match tokio::time::timeout(bound, self.election.round()).await {
+        let acquire = self.state.standby_until.is_none_or(|t| Instant::now() >= t);
+        let round = match tokio::time::timeout(bound, self.election.round_with(acquire)).await {
             Ok(r) => r.map_err(|e| e.to_string()),
             Err(_) => {
                 self.election.forget_observations();

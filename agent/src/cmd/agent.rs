@@ -48,6 +48,13 @@ pub struct AgentArgs {
     /// only while another gateway is live).
     #[arg(long, default_value = "45s", value_parser = humantime::parse_duration)]
     pub warmup: Duration,
+    /// A gateway whose device, routes or nftables table keep failing this long gives its slot up, so
+    /// that a healthy node takes it.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub give_up_after: Duration,
+    /// How long a node that gave its slot up takes no slot.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub standby: Duration,
     #[arg(long, default_value = "kubelink0")]
     pub device: String,
     #[arg(long, default_value_t = 51820)]
@@ -97,8 +104,14 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let cluster = Cluster::start(client, garden, &args.namespace, &args.seed, args.pod_name.clone(), wake.clone());
     let rec = crate::cmd::run::reconciler(&args.common).await?;
     crate::monitor::spawn(wake.clone()).context("starting the netlink monitor")?;
-    let settings =
-        Settings { device: args.device.clone(), listen_port: args.listen_port, mtu: args.mtu, warmup: args.warmup };
+    let settings = Settings {
+        device: args.device.clone(),
+        listen_port: args.listen_port,
+        mtu: args.mtu,
+        warmup: args.warmup,
+        give_up_after: args.give_up_after,
+        standby: args.standby,
+    };
     let mut agent = Agent::new(election, cluster, rec, settings, args.slot_endpoints.clone());
     agent.resync = args.resync_interval.max(Duration::from_millis(50));
     let mut registry = prometheus_client::registry::Registry::default();

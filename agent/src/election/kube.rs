@@ -64,6 +64,12 @@ impl LeaseElection {
     /// One round: decide from what is there, write, and report what we hold. A lost race (409) is
     /// not an error: the round simply ends without the slot.
     pub async fn round(&self) -> Result<Round, kube::Error> {
+        self.round_with(true).await
+    }
+
+    /// A round in which this node renews what it holds but, unless `acquire`, takes no new slot (a
+    /// node that just gave its slot up because it could not serve it).
+    pub async fn round_with(&self, acquire: bool) -> Result<Round, kube::Error> {
         let mut leases = match self.read().await {
             Ok(l) => l,
             Err(e) => {
@@ -75,6 +81,7 @@ impl LeaseElection {
         let views = self.observe(now, &leases);
         let (slot, written) = match decide(&self.me, now, &views) {
             Action::Wait => return Ok(Round { holding: None, slots: views }),
+            Action::Create(_) | Action::TakeOver(_) if !acquire => return Ok(Round { holding: None, slots: views }),
             Action::Create(i) => (i, self.create(i, now).await),
             Action::Renew(i) => (i, self.replace(leases[i].take(), now, false).await),
             Action::TakeOver(i) => (i, self.replace(leases[i].take(), now, true).await),
