@@ -93,6 +93,23 @@ fn nft_script(script: &str) -> Result<(), FirewallError> {
     }
 }
 
+/// Forgets the connection-tracking entries of flows towards `cidr`, so that their next packet is
+/// NATed (or not) by the rules as they are now: NAT is decided once per flow, and a flow that began
+/// while this node routed to another gateway keeps its un-NATed entry after the node becomes the
+/// gateway (and the other way round), which breaks it for as long as it stays busy. Uses the
+/// `conntrack` tool (conntrack-tools); without it, stale flows recover only when they go idle.
+pub fn forget_flows(cidr: ipnet::IpNet) {
+    let out = Command::new("conntrack").args(["-D", "-d", &cidr.to_string()]).stdin(Stdio::null()).output();
+    match out {
+        // Exit status 1 with "0 flow entries" means there was nothing to delete.
+        Ok(o) => {
+            let text = String::from_utf8_lossy(&o.stderr);
+            tracing::debug!(%cidr, "conntrack: {}", text.trim());
+        }
+        Err(e) => tracing::warn!(%cidr, "cannot run conntrack to reset flows towards the tunnel: {e}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,22 +149,5 @@ mod tests {
         let other = FirewallSpec { snat_to: "192.168.128.2".parse().unwrap(), ..spec() };
         assert!(!is_current(&listing, &other));
         assert!(!is_current("", &spec()));
-    }
-}
-
-/// Forgets the connection-tracking entries of flows towards `cidr`, so that their next packet is
-/// NATed (or not) by the rules as they are now: NAT is decided once per flow, and a flow that began
-/// while this node routed to another gateway keeps its un-NATed entry after the node becomes the
-/// gateway (and the other way round), which breaks it for as long as it stays busy. Uses the
-/// `conntrack` tool (conntrack-tools); without it, stale flows recover only when they go idle.
-pub fn forget_flows(cidr: ipnet::IpNet) {
-    let out = Command::new("conntrack").args(["-D", "-d", &cidr.to_string()]).stdin(Stdio::null()).output();
-    match out {
-        // Exit status 1 with "0 flow entries" means there was nothing to delete.
-        Ok(o) => {
-            let text = String::from_utf8_lossy(&o.stderr);
-            tracing::debug!(%cidr, "conntrack: {}", text.trim());
-        }
-        Err(e) => tracing::warn!(%cidr, "cannot run conntrack to reset flows towards the tunnel: {e}"),
     }
 }

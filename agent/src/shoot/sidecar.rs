@@ -70,7 +70,7 @@ struct SlotLive {
 /// the second on every probe for a while (a failover completes within seconds), then every fifth (a
 /// gateway that stays away costs one handshake initiation per five probes).
 fn restart_due(failures: u32) -> bool {
-    failures >= 2 && (failures <= 10 || failures % 5 == 0)
+    failures >= 2 && (failures <= 10 || failures.is_multiple_of(5))
 }
 
 impl Liveness {
