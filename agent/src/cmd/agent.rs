@@ -37,9 +37,13 @@ pub struct AgentArgs {
     /// The API server of the seed (Leases, Secrets, Pods); default: in-cluster config or kubeconfig.
     #[arg(long, env = "KUBELINK_SERVER")]
     pub server: Option<String>,
-    /// The API server with Seeds and ShootStates; default: the same as --server.
+    /// The API server with Seeds and ShootStates (plain URL); default: the same as --server.
     #[arg(long, env = "KUBELINK_GARDEN_SERVER")]
     pub garden_server: Option<String>,
+    /// Kubeconfig of the cluster with Seeds and ShootStates (the garden); default: the same cluster
+    /// as --server.
+    #[arg(long, env = "KUBELINK_GARDEN_KUBECONFIG", conflicts_with = "garden_server")]
+    pub garden_kubeconfig: Option<std::path::PathBuf>,
     /// What shoots dial for each slot, in slot order (`host:port` of the slot's load balancer,
     /// comma-separated); a slot without one publishes NODE_IP:LISTEN_PORT.
     #[arg(long, value_delimiter = ',')]
@@ -86,9 +90,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         args.lease_duration
     );
     let client = super::kube_client(args.server.as_deref(), None).await?;
-    let garden = match &args.garden_server {
-        Some(url) => super::kube_client(Some(url), None).await?,
-        None => client.clone(),
+    let garden = match (&args.garden_server, &args.garden_kubeconfig) {
+        (None, None) => client.clone(),
+        (url, path) => super::kube_client(url.as_deref(), path.as_deref()).await?,
     };
     let timing =
         Timing { lease_duration: args.lease_duration, renew_deadline: args.renew_deadline, retry: args.retry_period };

@@ -44,6 +44,22 @@ pub async fn handle(store: Arc<Store>, request: Request<Incoming>) -> Result<Res
     }))
 }
 
+/// The request as Kubernetes' authorizer names it.
+fn access(method: &Method, target: &Target, watch: bool) -> crate::store::Access {
+    let verb = match (method, target.name.is_some()) {
+        (&Method::GET, true) => "get",
+        (&Method::GET, false) if watch => "watch",
+        (&Method::GET, false) => "list",
+        (&Method::POST, _) => "create",
+        (&Method::PUT, _) => "update",
+        (&Method::PATCH, _) => "patch",
+        (&Method::DELETE, _) => "delete",
+        _ => "unknown",
+    };
+    let kind = &KINDS[target.kind];
+    crate::store::Access { verb, group: kind.group, resource: kind.plural, subresource: target.subresource.clone() }
+}
+
 async fn dispatch(store: Arc<Store>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let (parts, body) = request.into_parts();
     let query: HashMap<String, String> =
@@ -60,6 +76,7 @@ async fn dispatch(store: Arc<Store>, request: Request<Incoming>) -> Result<Respo
         Some("status") if KINDS[target.kind].status => true,
         Some(other) => return Err(ApiError::path_not_found(&format!("subresource {other}"))),
     };
+    store.record(access(&parts.method, &target, is_true(query.get("watch"))));
     match (&parts.method, target.name.as_deref()) {
         (&Method::GET, None) if is_true(query.get("watch")) => watch(store, &target, &query),
         (&Method::GET, None) => list(&store, &target, &query),

@@ -1,7 +1,7 @@
 //! The object store: one global, monotonically increasing resourceVersion, optimistic concurrency,
 //! and a bounded event history that watches are served from.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Mutex;
 
 use serde_json::{Value, json};
@@ -54,6 +54,17 @@ pub struct Store {
     inner: Mutex<Inner>,
     capacity: usize,
     changed: tokio::sync::watch::Sender<u64>,
+    /// Every kind of request served, as the authorizer sees it: what RBAC must allow.
+    requests: Mutex<BTreeSet<Access>>,
+}
+
+/// One request in RBAC terms: verb, API group (`""` for core), resource, subresource.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Access {
+    pub verb: &'static str,
+    pub group: &'static str,
+    pub resource: &'static str,
+    pub subresource: Option<String>,
 }
 
 /// Result of asking for the events after a resourceVersion.
@@ -92,7 +103,22 @@ impl Store {
     pub fn new(capacity: usize) -> Self {
         let inner = Inner { rv: 1, objects: BTreeMap::new(), history: VecDeque::new(), compacted: 0, uid_counter: 0 };
         let (changed, _) = tokio::sync::watch::channel(1);
-        Self { inner: Mutex::new(inner), capacity, changed }
+        Self { inner: Mutex::new(inner), capacity, changed, requests: Mutex::new(BTreeSet::new()) }
+    }
+
+    /// Notes a request for [`Store::accesses`].
+    pub fn record(&self, access: Access) {
+        self.requests.lock().unwrap_or_else(|p| p.into_inner()).insert(access);
+    }
+
+    /// Forgets the requests served so far (a test's own setup).
+    pub fn clear_accesses(&self) {
+        self.requests.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Every kind of request served so far.
+    pub fn accesses(&self) -> BTreeSet<Access> {
+        self.requests.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
