@@ -2,4 +2,5 @@
 //! kernel scenario driver.
 
 pub use kubelink_apiserver as apiserver;
+pub mod landscape;
 pub mod netns;

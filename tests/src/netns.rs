@@ -74,14 +74,14 @@ pub fn keypair() -> (String, String) {
     (k.expose_base64().to_string(), k.public_key().to_base64())
 }
 
-/// Polls `f` every 20 ms until it returns true or `timeout` passes; returns the time it took.
+/// Polls `f` every 10 ms until it returns true or `timeout` passes; returns the time it took.
 pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
     let start = Instant::now();
     while start.elapsed() < timeout {
         if f() {
             return Some(start.elapsed());
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(10));
     }
     None
 }

@@ -6,25 +6,10 @@ use std::time::{Duration, Instant};
 
 use kubelink::landscape::netns::ping_in;
 use kubelink::landscape::seed::{POD_IP, SeedLandscape};
+use kubelink_tests::landscape::{self, Started, node_of};
 use kubelink_tests::netns;
 
 const POD_NODE: usize = 2;
-
-fn node_of(holder: &str) -> usize {
-    holder.strip_prefix('n').and_then(|n| n.parse().ok()).expect("holder names are nN")
-}
-
-/// Polls `done` every 10 ms up to `limit`; returns how long it took.
-fn time_until(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if done() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
-}
 
 /// Pings each of `shoots` from the pod in its own thread; join for (sent, received) each.
 fn ping_all(
@@ -70,13 +55,8 @@ fn until_reachable(rt: &tokio::runtime::Runtime, l: &mut SeedLandscape, limit: D
 
 #[test]
 fn drift_churn_and_api_outage() {
-    if !netns::require("agent_churn", &["ip", "ping", "nft", "conntrack", "wg"]) {
-        return;
-    }
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = netns::workdir("agent-churn");
-    let mut l = rt.block_on(SeedLandscape::build(4, &dir, &netns::kubelink_bin())).unwrap();
-    rt.block_on(l.start()).unwrap();
+    let tools = ["ip", "ping", "nft", "conntrack", "wg"];
+    let Some(Started { rt, mut l, dir }) = landscape::start("agent-churn", &tools, 4, 2) else { return };
     let holders = rt.block_on(l.holders());
     let gateways: Vec<usize> = holders.values().map(|h| node_of(h)).collect();
     println!("gateways: {holders:?}");
@@ -87,13 +67,13 @@ fn drift_churn_and_api_outage() {
     // A route deleted by hand on the pod's node, and a peer removed by hand on a gateway.
     let addr = l.shoots[3].address.unwrap().to_string();
     l.nodes[POD_NODE].ip(&["route", "del", &format!("{addr}/32")]).unwrap();
-    let back = time_until(Duration::from_secs(3), || l.routes(POD_NODE).iter().any(|r| r.starts_with(&addr)));
+    let back = netns::wait_for(Duration::from_secs(3), || l.routes(POD_NODE).iter().any(|r| r.starts_with(&addr)));
     println!("route to shoot 3 deleted by hand: back after {back:?}");
     assert!(back.is_some_and(|t| t < Duration::from_secs(1)), "route not back within 1 s: {back:?}");
     let key = shoot_key(&l, 3);
     let g = gateways[0];
     l.nodes[g].sh(&["wg", "set", &l.devices[g], "peer", &key, "remove"]).unwrap();
-    let back = time_until(Duration::from_secs(3), || l.gateway_peers(g).contains(&key));
+    let back = netns::wait_for(Duration::from_secs(3), || l.gateway_peers(g).contains(&key));
     println!("peer of shoot 3 removed by hand on node {g}: back after {back:?}");
     assert!(back.is_some_and(|t| t < Duration::from_secs(1)), "peer not back within 1 s: {back:?}");
     let again = until_reachable(&rt, &mut l, Duration::from_secs(30));
@@ -110,7 +90,7 @@ fn drift_churn_and_api_outage() {
     for i in [2, 3] {
         rt.block_on(l.delete_shoot(i)).unwrap();
     }
-    let removed = time_until(Duration::from_secs(5), || {
+    let removed = netns::wait_for(Duration::from_secs(5), || {
         on_gateways(&l, &gateways, &gone2) + on_gateways(&l, &gateways, &gone3) == 0
     });
     println!("deleted shoots' peers gone from both gateways after {removed:?}");
@@ -140,7 +120,7 @@ fn drift_churn_and_api_outage() {
     l.api_reachable(true).unwrap();
     let healed = Instant::now();
     let key = shoot_key(&l, late);
-    let caught_up = time_until(Duration::from_secs(60), || {
+    let caught_up = netns::wait_for(Duration::from_secs(60), || {
         on_gateways(&l, &gateways, &key) == 2 && on_gateways(&l, &gateways, &gone) == 0
     });
     println!("API server back: gateways caught up (new peer on both, deleted peer gone) after {caught_up:?}");

@@ -7,26 +7,17 @@
 use std::time::{Duration, Instant};
 
 use kubelink::landscape::seed::{POD_IP, SeedLandscape};
-use kubelink_tests::netns;
+use kubelink_tests::landscape::{self, Started, node_of};
 
 fn pod_ping(l: &SeedLandscape, shoot: usize, count: u32, interval: &str) -> (u32, u32) {
     let dst = l.shoots[shoot].address.expect("allocated").to_string();
     l.nodes[2].ping(&dst, count, interval, Some(&POD_IP.to_string()))
 }
 
-fn node_of(holder: &str) -> usize {
-    holder.strip_prefix('n').and_then(|n| n.parse().ok()).expect("holder names are nN")
-}
-
 #[test]
 fn three_nodes_two_slots_four_shoots_and_slot_failover() {
-    if !netns::require("agent_two_slots", &["ip", "ping", "nft", "conntrack", "iperf3"]) {
-        return;
-    }
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = netns::workdir("agent");
-    let mut l = rt.block_on(SeedLandscape::build(4, &dir, &netns::kubelink_bin())).unwrap();
-    rt.block_on(l.start()).unwrap();
+    let tools = ["ip", "ping", "nft", "conntrack", "iperf3"];
+    let Some(Started { rt, mut l, dir }) = landscape::start("agent-two-slots", &tools, 4, 2) else { return };
     let elected = Instant::now();
     let holders = rt.block_on(l.holders());
     println!("gateways: {holders:?}");

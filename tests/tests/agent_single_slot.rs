@@ -8,13 +8,10 @@ use std::time::{Duration, Instant};
 
 use kubelink::landscape::netns::ping_in;
 use kubelink::landscape::seed::{CIDR, POD_IP, SeedLandscape, node_ip};
+use kubelink_tests::landscape::{self, Started, node_of};
 use kubelink_tests::netns;
 
 const INTERVAL: f64 = 0.1;
-
-fn node_of(holder: &str) -> usize {
-    holder.strip_prefix('n').and_then(|n| n.parse().ok()).expect("holder names are nN")
-}
 
 /// The slot's holder node, waiting up to 15 s for one other than `not`.
 fn holder(rt: &tokio::runtime::Runtime, l: &SeedLandscape, not: Option<usize>) -> Option<usize> {
@@ -58,13 +55,8 @@ fn lost_while(l: &mut SeedLandscape, i: usize, count: u32, during: impl FnOnce(&
 
 #[test]
 fn single_slot_gateway_restart_and_node_loss() {
-    if !netns::require("agent_single_slot", &["ip", "ping", "nft", "conntrack", "wg", "wireguard-go"]) {
-        return;
-    }
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = netns::workdir("agent-single-slot");
-    let mut l = rt.block_on(SeedLandscape::build_with_slots(3, 1, &dir, &netns::kubelink_bin())).unwrap();
-    rt.block_on(l.start()).unwrap();
+    let tools = ["ip", "ping", "nft", "conntrack", "wg", "wireguard-go"];
+    let Some(Started { rt, mut l, dir }) = landscape::start("agent-single-slot", &tools, 3, 1) else { return };
     let gw = holder(&rt, &l, None).expect("a gateway is elected");
     println!("gateway: node {gw}");
     assert!(

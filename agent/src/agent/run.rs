@@ -203,8 +203,11 @@ impl Agent {
             return;
         }
         tracing::error!(slot, failing_for = ?since.elapsed(), standby = ?self.settings.standby, "this node cannot serve as gateway; giving the slot up");
-        if let Err(e) = self.election.release(usize::from(slot)).await {
-            tracing::warn!(slot, "releasing the slot: {e}; it expires instead");
+        let bound = self.election.timing.renew_deadline;
+        match tokio::time::timeout(bound, self.election.release(usize::from(slot))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(slot, "releasing the slot: {e}; it expires instead"),
+            Err(_) => tracing::warn!(slot, "releasing the slot: no answer within {bound:?}; it expires instead"),
         }
         self.state.standby_until = Some(Instant::now() + self.settings.standby);
         self.state.gateway_failing_since = None;

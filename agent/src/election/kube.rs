@@ -105,7 +105,8 @@ impl LeaseElection {
         self.seen.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
-    /// The views of the Leases just read, each counted as renewed no earlier than we first saw it.
+    /// The views of the Leases just read, each counted as renewed no earlier than one retry period
+    /// before we first saw it.
     fn observe(&self, now: Timestamp, leases: &[Option<Lease>]) -> Vec<Option<SlotLease>> {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let at = Instant::now();
@@ -116,7 +117,9 @@ impl LeaseElection {
             if entry.0 != rv {
                 *entry = (rv, at);
             }
-            Some(view(lease).observed(now, at.duration_since(entry.1)))
+            // Reads come every retry period, so a version is first seen up to one retry after it was
+            // written: counting from one retry before first sight adds no delay to a take-over.
+            Some(view(lease).observed(now, at.duration_since(entry.1) + self.timing.retry))
         };
         leases.iter().enumerate().map(observe).collect()
     }
