@@ -78,12 +78,17 @@ async fn three_nodes_two_slots_distinct_holders_and_failover() {
     assert!(taken < timing().lease_duration + Duration::from_secs(1), "take-over too slow: {taken:?}");
 }
 
+/// Nodes a and b competing for one slot.
+fn one_slot_two_nodes(client: &kube::Client) -> (LeaseElection, LeaseElection) {
+    let a = LeaseElection::new(client.clone(), NS, "node-a", "10.0.0.1", 1, timing());
+    let b = LeaseElection::new(client.clone(), NS, "node-b", "10.0.0.2", 1, timing());
+    (a, b)
+}
+
 #[tokio::test]
 async fn a_released_slot_is_taken_at_once() {
     let server = apiserver::start().await;
-    let client = server.client();
-    let a = LeaseElection::new(client.clone(), NS, "node-a", "10.0.0.1", 1, timing());
-    let b = LeaseElection::new(client.clone(), NS, "node-b", "10.0.0.2", 1, timing());
+    let (a, b) = one_slot_two_nodes(&server.client());
     assert_eq!(a.round().await.unwrap().holding, Some(0));
     assert_eq!(b.round().await.unwrap().holding, None, "slot is live and held by a");
     a.release(0).await.unwrap();
@@ -94,9 +99,7 @@ async fn a_released_slot_is_taken_at_once() {
 #[tokio::test]
 async fn after_an_api_outage_the_holder_keeps_its_slot() {
     let server = apiserver::start().await;
-    let client = server.client();
-    let a = LeaseElection::new(client.clone(), NS, "node-a", "10.0.0.1", 1, timing());
-    let b = LeaseElection::new(client.clone(), NS, "node-b", "10.0.0.2", 1, timing());
+    let (a, b) = one_slot_two_nodes(&server.client());
     assert_eq!(a.round().await.unwrap().holding, Some(0));
     assert_eq!(b.round().await.unwrap().holding, None);
     // Nobody reaches the API server for longer than the lease: the Lease expires unrenewed, and b's
