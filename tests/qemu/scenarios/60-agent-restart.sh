@@ -2,6 +2,7 @@
 # embedded API server with a Seed and one Shoot, the IPAM controller), one slot; the shoot's sidecar
 # dials it with the Secret the IPAM wrote. A ping runs while the agent is SIGKILLed and restarted: the
 # kernel device lives on with the same ifindex, the new agent adopts it unchanged and no packet is lost.
+# Then a peer removed by hand comes back, and the kernel shoot side restarts its stale session.
 . /lib/kubelink-qemu/guest-lib.sh
 
 two_namespaces node shoot
@@ -50,5 +51,21 @@ grep -q "$count packets transmitted, $count packets received" /tmp/ping.log ||
 [ "$(ip -n node -o link show kl0 | cut -d: -f1)" = "$index1" ] || fail "kl0 re-created across the restart"
 [ "$(on node wg show kl0 latest-handshakes)" = "$shake1" ] || fail "peer re-applied: handshake time changed"
 ! grep -q 'gateway reconciled' /tmp/agent2.log || fail "restarted agent changed the gateway:$(echo; cat /tmp/agent2.log)"
-kill -TERM "$AGENT_PID"
 log "kernel gateway agent SIGKILLed and restarted: $count/$count pings, kl0 kept (ifindex $index1)"
+
+# The shoot's peer removed by hand on the gateway: the agent's resync puts it back, but without the
+# session, which the shoot's kernel device still believes in. The sidecar restarts the session after
+# two unanswered probes (remove and re-add the peer: the kernel sends a handshake at once), well before
+# WireGuard's own rule re-keys after 15 s of unanswered data.
+key="$(on shoot wg show ks0 public-key)"
+gateway_has_peer() { on node wg show kl0 peers | grep -q "$key"; }
+reaches_shoot() { on node ping -c 1 -W 1 "$addr" >/dev/null 2>&1; }
+on node wg set kl0 peer "$key" remove || fail "wg set remove"
+t0="$(cut -d. -f1 /proc/uptime)"
+wait_until 5 gateway_has_peer || fail "the agent did not put the removed peer back:$(echo; cat /tmp/agent2.log)"
+wait_until 30 reaches_shoot || fail "no traffic after the peer came back:$(echo; tail -n 20 /tmp/shoot.log)"
+secs=$(($(cut -d. -f1 /proc/uptime) - t0))
+grep -q 'restarting the session' /tmp/shoot.log || fail "the sidecar did not restart the session"
+[ "$secs" -lt 13 ] || fail "traffic back only after ${secs}s: slower than WireGuard's own 15 s rule"
+kill -TERM "$AGENT_PID"
+log "peer removed by hand on the gateway: back, and traffic again after ${secs}s (the kernel shoot's session restarted)"
