@@ -425,36 +425,18 @@ async fn the_running_controller_and_the_agent_watch_react_to_changes() {
         }
     };
     let deadline = Duration::from_secs(20);
-    let seen = tokio::time::timeout(deadline, async {
-        while let Some(item) = allocations.next().await {
-            if let Ok(a) = item
-                && wanted(3)(&a)
-            {
-                return a;
-            }
-        }
-        panic!("the allocation stream ended");
-    })
-    .await
-    .expect("the controller allocates three new shoots and the watch reports them");
+    let seen = tokio::time::timeout(deadline, first_matching(&mut allocations, wanted(3)))
+        .await
+        .expect("the controller allocates three new shoots and the watch reports them");
     assert_eq!(seen.entries[2].address, ip("192.168.128.5"));
 
     Api::<Shoot>::namespaced(client.clone(), PROJECT_NS)
         .delete(&shoot_name(1), &DeleteParams::default())
         .await
         .unwrap();
-    let after = tokio::time::timeout(deadline, async {
-        while let Some(item) = allocations.next().await {
-            if let Ok(a) = item
-                && wanted(2)(&a)
-            {
-                return a;
-            }
-        }
-        panic!("the allocation stream ended");
-    })
-    .await
-    .expect("the release shows up in the watch");
+    let after = tokio::time::timeout(deadline, first_matching(&mut allocations, wanted(2)))
+        .await
+        .expect("the release shows up in the watch");
     assert_eq!(after.entries.iter().map(|e| e.shoot.clone()).collect::<Vec<_>>(), [key(0), key(2)]);
     running.abort();
 }
@@ -492,4 +474,22 @@ async fn ipv6_ranges_work_end_to_end() {
         Api::<Secret>::namespaced(server.client(), "shoot--dev--shoot-00000").get(SHOOT_SECRET_NAME).await.unwrap();
     assert_eq!(secret.data.unwrap()["address"].0, b"fd00:10:20::3/120");
     assert_consistent(&server.client()).await;
+}
+
+/// The first allocation snapshot the stream reports that satisfies `wanted`.
+async fn first_matching<S, E>(
+    allocations: &mut std::pin::Pin<Box<S>>,
+    wanted: impl Fn(&kubelink_ipam::store::Allocations) -> bool,
+) -> kubelink_ipam::store::Allocations
+where
+    S: futures::Stream<Item = Result<kubelink_ipam::store::Allocations, E>>,
+{
+    while let Some(item) = allocations.next().await {
+        if let Ok(a) = item
+            && wanted(&a)
+        {
+            return a;
+        }
+    }
+    panic!("the allocation stream ended");
 }

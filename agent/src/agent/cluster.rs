@@ -80,6 +80,16 @@ where
     (reader, task)
 }
 
+/// Reflectors for the Seeds and the ShootStates.
+fn watch_garden(
+    garden: &Client,
+    wake: &Arc<Notify>,
+) -> (Store<Seed>, Store<ShootState>, Vec<tokio::task::JoinHandle<()>>) {
+    let (seeds, seed_watch) = reflect(Api::<Seed>::all(garden.clone()), wake.clone());
+    let (states, state_watch) = reflect(Api::<ShootState>::all(garden.clone()), wake.clone());
+    (seeds, states, vec![seed_watch, state_watch])
+}
+
 impl Cluster {
     /// `client` serves Leases, Secrets and Pods (the seed); `garden` serves Seeds and ShootStates.
     pub fn start(
@@ -90,9 +100,7 @@ impl Cluster {
         pod: Option<String>,
         wake: Arc<Notify>,
     ) -> Self {
-        let (seeds, seed_watch) = reflect(Api::<Seed>::all(garden.clone()), wake.clone());
-        let (states, state_watch) = reflect(Api::<ShootState>::all(garden.clone()), wake.clone());
-        let watches = vec![seed_watch, state_watch];
+        let (seeds, states, watches) = watch_garden(&garden, &wake);
         Cluster { client, garden, wake, namespace: namespace.into(), seed: seed.into(), pod, seeds, states, watches }
     }
 
@@ -102,9 +110,7 @@ impl Cluster {
     /// complete, [`Cluster::synced`] is false and the agent changes nothing.
     pub fn rewatch(&mut self) {
         self.watches.iter().for_each(|w| w.abort());
-        let (seeds, seed_watch) = reflect(Api::<Seed>::all(self.garden.clone()), self.wake.clone());
-        let (states, state_watch) = reflect(Api::<ShootState>::all(self.garden.clone()), self.wake.clone());
-        (self.seeds, self.states, self.watches) = (seeds, states, vec![seed_watch, state_watch]);
+        (self.seeds, self.states, self.watches) = watch_garden(&self.garden, &self.wake);
     }
 
     /// Whether both reflectors have their first complete list. Before that a missing ShootState

@@ -37,6 +37,8 @@ pub struct Settings {
     pub give_up_after: std::time::Duration,
     /// How long a node that gave a slot up takes no slot.
     pub standby: std::time::Duration,
+    /// How often the last pass's state is re-applied between passes (drift by hand, `wg set`).
+    pub resync: std::time::Duration,
 }
 
 /// The gateway of `slot`: device with the slot's key and address, every shoot a roaming peer, SNAT to
@@ -88,6 +90,7 @@ mod tests {
             warmup: zero,
             give_up_after: zero,
             standby: zero,
+            resync: zero,
         }
     }
 

@@ -103,8 +103,6 @@ pub struct Agent {
     /// publishes NODE_IP:LISTEN_PORT.
     pub endpoints: Vec<String>,
     pub status: Status,
-    /// How often the last pass's state is re-applied between passes (drift by hand, `wg set`).
-    pub resync: Duration,
     state: RoleState,
 }
 
@@ -117,8 +115,7 @@ impl Agent {
         endpoints: Vec<String>,
     ) -> Self {
         let state = RoleState { gateway_state_present: true, ..RoleState::default() };
-        let resync = Duration::from_millis(500);
-        Agent { election, cluster, rec, settings, endpoints, status: Status::default(), resync, state }
+        Agent { election, cluster, rec, settings, endpoints, status: Status::default(), state }
     }
 
     fn endpoint(&self, slot: u8) -> String {
@@ -131,7 +128,7 @@ impl Agent {
     /// Runs passes until `stop` resolves.
     pub async fn run(mut self, wake: Arc<Notify>, stop: impl std::future::Future<Output = ()>) {
         let mut tick = tokio::time::interval(self.election.timing.retry);
-        let mut resync = tokio::time::interval(self.resync);
+        let mut resync = tokio::time::interval(self.settings.resync);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(stop);
         // After a failed pass only the retry period starts the next: a failing pass makes netlink

@@ -115,9 +115,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         warmup: args.warmup,
         give_up_after: args.give_up_after,
         standby: args.standby,
+        resync: args.resync_interval.max(Duration::from_millis(50)),
     };
-    let mut agent = Agent::new(election, cluster, rec, settings, args.slot_endpoints.clone());
-    agent.resync = args.resync_interval.max(Duration::from_millis(50));
+    let agent = Agent::new(election, cluster, rec, settings, args.slot_endpoints.clone());
     let mut registry = prometheus_client::registry::Registry::default();
     agent.status.register(&mut registry);
     let status = agent.status.clone();

@@ -7,12 +7,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
 use kubelink_apiserver::fixtures;
-use kubelink_ipam::controller::{Config, Controller};
 
-use super::seed::{AGENT_NS, CIDR, SEED, secret_files, write_files};
+use super::seed::{CIDR, SEED, shoot_secret_files, spawn_ipam, write_files};
 
 /// A running control plane; dropping it stops the API server.
 pub struct ControlPlane {
@@ -28,39 +25,25 @@ impl Drop for ControlPlane {
 
 impl ControlPlane {
     /// Serves the API on `listen`, creates the Seed (CIDR [`CIDR`]) and `shoots` Shoots, and starts
-    /// the IPAM controller for `slots` gateway slots with its gateway objects in [`AGENT_NS`].
+    /// the IPAM controller for `slots` gateway slots with its gateway objects in [`super::seed::AGENT_NS`].
     pub async fn start(listen: SocketAddr, shoots: usize, slots: u8) -> Result<Self, String> {
         let server = kubelink_apiserver::serve(listen).await.map_err(|e| format!("serving on {listen}: {e}"))?;
         let client = server.client();
         fixtures::create_seed(&client, &fixtures::seed(SEED, CIDR)).await.map_err(|e| e.to_string())?;
         fixtures::create_shoots(&client, SEED, 0..shoots).await.map_err(|e| e.to_string())?;
-        let mut cfg = Config::new(SEED);
-        cfg.gateway_namespace = AGENT_NS.into();
-        cfg.slots = slots;
-        let ipam = Controller::new(client.clone(), client, cfg);
-        let controller = tokio::spawn(async move {
-            if let Err(e) = ipam.run().await {
-                eprintln!("ipam controller stopped: {e}");
-            }
-        });
+        let controller = spawn_ipam(client, slots);
         Ok(ControlPlane { server, controller })
     }
 
-    /// Copies every shoot's Secret into `dir/<shoot>/` (changed files only); returns how many
-    /// shoots have one.
-    pub async fn write_secrets(&self, dir: &Path, shoots: usize) -> usize {
-        let mut written = 0;
-        for i in 0..shoots {
-            let name = fixtures::shoot_name(i);
-            let ns = format!("shoot--{}--{name}", fixtures::PROJECT_NS.trim_start_matches("garden-"));
-            let secrets: Api<Secret> = Api::namespaced(self.server.client(), &ns);
-            let Ok(Some(secret)) = secrets.get_opt(kubelink_ipam::secret::SHOOT_SECRET_NAME).await else { continue };
-            match write_files(&dir.join(&name), &secret_files(&secret)) {
-                Ok(()) => written += 1,
-                Err(e) => eprintln!("{name}: {e}"),
+    /// Copies every shoot's Secret into `dir/<shoot>/` (changed files only).
+    pub async fn write_secrets(&self, dir: &Path, shoots: usize) {
+        let client = self.server.client();
+        for name in (0..shoots).map(fixtures::shoot_name) {
+            let Some(files) = shoot_secret_files(&client, &name).await else { continue };
+            if let Err(e) = write_files(&dir.join(&name), &files) {
+                eprintln!("{name}: {e}");
             }
         }
-        written
     }
 
     /// Writes the Secrets every 500 ms until Ctrl-C or SIGTERM.

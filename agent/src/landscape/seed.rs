@@ -163,15 +163,7 @@ impl SeedLandscape {
         let ip_of: lb::NodeIpOf = Box::new(|pod: &str| Some(node_ip(pod.strip_prefix("kubelink-n")?.parse().ok()?)));
         let runtime = tokio::runtime::Handle::current();
         lb::follow(self.server.client(), runtime, AGENT_NS.into(), self.lbs.clone(), PORT, ip_of, self.stop.clone());
-        let mut cfg = Config::new(SEED);
-        cfg.gateway_namespace = AGENT_NS.into();
-        cfg.slots = self.slots as u8;
-        let controller = Controller::new(self.server.client(), self.server.client(), cfg);
-        self.tasks.push(tokio::spawn(async move {
-            if let Err(e) = controller.run().await {
-                eprintln!("ipam controller stopped: {e}");
-            }
-        }));
+        self.tasks.push(spawn_ipam(self.server.client(), self.slots as u8));
         Ok(())
     }
 
@@ -217,10 +209,7 @@ impl SeedLandscape {
             if self.shoots[i].deleted {
                 continue;
             }
-            let ns = format!("shoot--{}--{}", fixtures::PROJECT_NS.trim_start_matches("garden-"), self.shoots[i].name);
-            let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-            let Ok(Some(secret)) = secrets.get_opt(kubelink_ipam::secret::SHOOT_SECRET_NAME).await else { continue };
-            let files = secret_files(&secret);
+            let Some(files) = shoot_secret_files(&client, &self.shoots[i].name).await else { continue };
             // Like a kubelet, start the sidecar once the Secret is complete and restart it when it exits.
             let slot_done = |n: usize| {
                 ["endpoint", "publicKey", "address"].iter().all(|f| files.contains_key(&format!("gateway-{n}-{f}")))
@@ -350,7 +339,28 @@ fn pod_name(i: usize) -> String {
     format!("kubelink-n{i}")
 }
 
-pub(crate) fn secret_files(secret: &Secret) -> BTreeMap<String, String> {
+/// The IPAM controller for the landscape's Seed, with its gateway objects in [`AGENT_NS`].
+pub(crate) fn spawn_ipam(client: kube::Client, slots: u8) -> tokio::task::JoinHandle<()> {
+    let mut cfg = Config::new(SEED);
+    cfg.gateway_namespace = AGENT_NS.into();
+    cfg.slots = slots;
+    let controller = Controller::new(client.clone(), client, cfg);
+    tokio::spawn(async move {
+        if let Err(e) = controller.run().await {
+            eprintln!("ipam controller stopped: {e}");
+        }
+    })
+}
+
+/// Shoot `name`'s Secret as files (key -> text), once the IPAM has written it.
+pub(crate) async fn shoot_secret_files(client: &kube::Client, name: &str) -> Option<BTreeMap<String, String>> {
+    let ns = format!("shoot--{}--{name}", fixtures::PROJECT_NS.trim_start_matches("garden-"));
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let secret = secrets.get_opt(kubelink_ipam::secret::SHOOT_SECRET_NAME).await.ok()??;
+    Some(secret_files(&secret))
+}
+
+fn secret_files(secret: &Secret) -> BTreeMap<String, String> {
     let data = secret.data.clone().unwrap_or_default();
     data.into_iter().filter_map(|(k, v)| Some((k, String::from_utf8(v.0).ok()?))).collect()
 }
