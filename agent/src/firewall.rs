@@ -70,12 +70,12 @@ pub fn remove() -> Result<(), FirewallError> {
 
 /// The current table, `None` when absent.
 pub fn list() -> Option<String> {
-    let out = Command::new("nft").args(["list", "table", "inet", TABLE]).stderr(Stdio::null()).output().ok()?;
+    let out = Command::new(crate::tools::NFT).args(["list", "table", "inet", TABLE]).stderr(Stdio::null()).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn nft_script(script: &str) -> Result<(), FirewallError> {
-    let mut child = Command::new("nft")
+    let mut child = Command::new(crate::tools::NFT)
         .args(["-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -99,7 +99,7 @@ fn nft_script(script: &str) -> Result<(), FirewallError> {
 /// gateway (and the other way round), which breaks it for as long as it stays busy. Uses the
 /// `conntrack` tool (conntrack-tools); without it, stale flows recover only when they go idle.
 pub fn forget_flows(cidr: ipnet::IpNet) {
-    let out = Command::new("conntrack").args(["-D", "-d", &cidr.to_string()]).stdin(Stdio::null()).output();
+    let out = Command::new(crate::tools::CONNTRACK).args(["-D", "-d", &cidr.to_string()]).stdin(Stdio::null()).output();
     match out {
         // Exit status 1 with "0 flow entries" means there was nothing to delete.
         Ok(o) => {

@@ -15,6 +15,7 @@ pub mod route;
 pub mod routing;
 pub mod shoot;
 pub mod telemetry;
+pub mod tools;
 pub mod wg;
 
 pub use kubelink_ipam::keys;
