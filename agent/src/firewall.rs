@@ -70,7 +70,8 @@ pub fn remove() -> Result<(), FirewallError> {
 
 /// The current table, `None` when absent.
 pub fn list() -> Option<String> {
-    let out = Command::new(crate::tools::NFT).args(["list", "table", "inet", TABLE]).stderr(Stdio::null()).output().ok()?;
+    let out =
+        Command::new(crate::tools::NFT).args(["list", "table", "inet", TABLE]).stderr(Stdio::null()).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 

@@ -5,7 +5,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use ipnet::IpNet;
@@ -17,8 +18,11 @@ use crate::alloc::Pool;
 use crate::error::IpamError;
 use crate::gardener::{Seed, Shoot, ShootKey, ShootState};
 use crate::keys::PrivateKey;
+use crate::managed::{self, ManagedResource};
+use crate::projection::{SeedTunnel, ShootPeer};
 use crate::record::{self, Recorded};
 use crate::secret::{self, Gateway, MANAGED_BY, MANAGED_BY_LABEL, SHOOT_SECRET_NAME};
+use crate::seed_objects;
 use crate::status::{self, Condition};
 use crate::store::{self, StoreError};
 use crate::table::{self, Plan, Table};
@@ -28,8 +32,9 @@ use crate::validate;
 pub struct Config {
     /// The Seed whose shoots this controller serves.
     pub seed: String,
-    /// Namespace (on the seed) of the gateway Secrets `kubelink-gateway-<slot>`.
-    pub gateway_namespace: String,
+    /// kubelink's namespace on the seed: the gateway Secrets `kubelink-gateway-<slot>`, the
+    /// SeedTunnel and the ShootPeers the agents read.
+    pub namespace: String,
     /// Gateway slots (1 or 2).
     pub slots: u8,
     /// A full pass at least this often, even without events.
@@ -42,7 +47,7 @@ impl Config {
     pub fn new(seed: impl Into<String>) -> Self {
         Self {
             seed: seed.into(),
-            gateway_namespace: "kubelink".into(),
+            namespace: "kubelink".into(),
             slots: 2,
             resync: Duration::from_secs(300),
             concurrency: 16,
@@ -50,13 +55,16 @@ impl Config {
     }
 }
 
-/// The garden client reads Seeds, Shoots, ShootStates; the seed client holds the shoot Secrets and the
-/// gateway Secrets. They may be the same cluster.
+/// The garden client reads this seed's Seed and Shoots and their ShootStates (by name); the seed
+/// client holds everything kubelink writes on the seed. They may be the same cluster.
 #[derive(Clone)]
 pub struct Controller {
     garden: kube::Client,
     seed: kube::Client,
     cfg: Config,
+    /// What each shoot's ShootState records, as last read or written here, and when it was read:
+    /// a ShootState is read again only after `resync`, so a pass does not read every one.
+    states: Arc<Mutex<BTreeMap<ShootKey, (Instant, Option<Recorded>)>>>,
 }
 
 /// What one pass did and found.
@@ -85,18 +93,32 @@ struct Decision {
     problems: Vec<String>,
 }
 
+/// What mirroring one shoot did, and its ShootPeer (by name) when it has an address.
+#[derive(Default)]
+struct Mirrored {
+    writes: usize,
+    problems: Vec<String>,
+    peer: Option<(String, ShootPeer)>,
+}
+
 /// Everything a pass reads before it decides.
 struct Snapshot {
     shoots: BTreeMap<ShootKey, Shoot>,
     recorded: BTreeMap<ShootKey, Recorded>,
     parent: Option<(String, String)>,
-    secrets: BTreeMap<String, Secret>,
+    /// kubelink's Secrets in the control-plane namespaces, by (namespace, name).
+    secrets: BTreeMap<(String, String), Secret>,
+    /// The ManagedResources, by namespace.
+    managed: BTreeMap<String, ManagedResource>,
+    /// The projection as it is on the seed.
+    peers: BTreeMap<String, ShootPeer>,
+    tunnel: Option<SeedTunnel>,
     problems: Vec<String>,
 }
 
 impl Controller {
     pub fn new(garden: kube::Client, seed: kube::Client, cfg: Config) -> Self {
-        Self { garden, seed, cfg }
+        Self { garden, seed, cfg, states: Arc::default() }
     }
 
     pub fn config(&self) -> &Config {
@@ -138,7 +160,7 @@ impl Controller {
         for attempt in 0..store::MAX_ATTEMPTS {
             let seed = seeds.get(&self.cfg.seed).await?;
             let (current, problems) = store::table_of(&seed);
-            let mut snap = self.snapshot().await?;
+            let mut snap = self.snapshot(&current).await?;
             snap.problems.extend(problems);
             let decision = decide(&seed, &current, &snap);
             let next = match &decision {
@@ -154,34 +176,73 @@ impl Controller {
         Err(StoreError::Contended { what, attempts: store::MAX_ATTEMPTS })
     }
 
-    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+    async fn snapshot(&self, table: &Table) -> Result<Snapshot, StoreError> {
         let fields = format!("spec.seedName={}", self.cfg.seed);
         let listed = Api::<Shoot>::all(self.garden.clone()).list(&ListParams::default().fields(&fields)).await?;
         let shoots = listed.items.into_iter().filter(|s| s.spec.seed_name.as_deref() == Some(&*self.cfg.seed));
         let shoots: BTreeMap<ShootKey, Shoot> = shoots.map(|s| (s.key(), s)).collect();
         let mut problems = Vec::new();
-        let mut recorded = BTreeMap::new();
-        for state in Api::<ShootState>::all(self.garden.clone()).list(&ListParams::default()).await?.items {
-            let key = ShootKey {
-                namespace: state.metadata.namespace.clone().unwrap_or_default(),
-                name: state.metadata.name.clone().unwrap_or_default(),
-            };
-            match record::read(&state) {
-                Ok(Some(rec)) => _ = recorded.insert(key, rec),
-                Ok(None) => {}
-                Err(e) => problems.push(format!("{e}; skipped")),
-            }
-        }
+        let mut keys: BTreeSet<ShootKey> = shoots.keys().cloned().collect();
+        keys.extend(table.iter().map(|(k, _)| k.clone()));
+        let recorded = self.recorded(keys, &mut problems).await?;
         let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY}");
-        let secrets = Api::<Secret>::all(self.seed.clone()).list(&ListParams::default().labels(&selector)).await?;
+        let labelled = ListParams::default().labels(&selector);
+        let secrets = Api::<Secret>::all(self.seed.clone()).list(&labelled).await?;
         let secrets = secrets
             .items
             .into_iter()
-            .filter(|s| s.metadata.name.as_deref() == Some(SHOOT_SECRET_NAME))
-            .map(|s| (s.metadata.namespace.clone().unwrap_or_default(), s))
+            .map(|s| {
+                ((s.metadata.namespace.clone().unwrap_or_default(), s.metadata.name.clone().unwrap_or_default()), s)
+            })
             .collect();
+        let managed = Api::<ManagedResource>::all(self.seed.clone()).list(&labelled).await?;
+        let managed =
+            managed.items.into_iter().map(|m| (m.metadata.namespace.clone().unwrap_or_default(), m)).collect();
+        let peers =
+            Api::<ShootPeer>::namespaced(self.seed.clone(), &self.cfg.namespace).list(&ListParams::default()).await?;
+        let peers = peers.items.into_iter().map(|p| (p.metadata.name.clone().unwrap_or_default(), p)).collect();
+        let tunnel =
+            Api::<SeedTunnel>::namespaced(self.seed.clone(), &self.cfg.namespace).get_opt(&self.cfg.seed).await?;
         let parent = self.parent_cidr().await?;
-        Ok(Snapshot { shoots, recorded, parent, secrets, problems })
+        Ok(Snapshot { shoots, recorded, parent, secrets, managed, peers, tunnel, problems })
+    }
+
+    /// What the ShootStates of `keys` record. Each is read by name (never a garden-wide list) when
+    /// this controller has not read or written it within `resync`; the rest come from memory.
+    async fn recorded(
+        &self,
+        keys: BTreeSet<ShootKey>,
+        problems: &mut Vec<String>,
+    ) -> Result<BTreeMap<ShootKey, Recorded>, StoreError> {
+        let stale: Vec<ShootKey> = {
+            let cache = self.states.lock().unwrap_or_else(|e| e.into_inner());
+            let fresh = |k: &ShootKey| cache.get(k).is_some_and(|(at, _)| at.elapsed() < self.cfg.resync);
+            keys.iter().filter(|k| !fresh(k)).cloned().collect()
+        };
+        let reads = stale.into_iter().map(|key| {
+            let api = Api::<ShootState>::namespaced(self.garden.clone(), &key.namespace);
+            async move { Ok::<_, StoreError>((api.get_opt(&key.name).await?, key)) }
+        });
+        let read: Vec<_> =
+            futures::stream::iter(reads).buffer_unordered(self.cfg.concurrency.max(1)).try_collect().await?;
+        let mut cache = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        for (state, key) in read {
+            let rec = match state.as_ref().map(record::read) {
+                Some(Ok(rec)) => rec,
+                Some(Err(e)) => {
+                    problems.push(format!("{e}; skipped"));
+                    None
+                }
+                None => None,
+            };
+            cache.insert(key, (Instant::now(), rec));
+        }
+        cache.retain(|k, _| keys.contains(k));
+        Ok(cache.iter().filter_map(|(k, (_, rec))| Some((k.clone(), rec.clone()?))).collect())
+    }
+
+    fn remember(&self, key: &ShootKey, rec: Option<Recorded>) {
+        self.states.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), (Instant::now(), rec));
     }
 
     /// A managed seed runs on a Shoot named like the Seed in namespace `garden`; that shoot's seed is the
@@ -190,11 +251,12 @@ impl Controller {
         let hosting = Api::<Shoot>::namespaced(self.garden.clone(), "garden").get_opt(&self.cfg.seed).await?;
         let Some(parent) = hosting.and_then(|s| s.spec.seed_name) else { return Ok(None) };
         let parent_seed = Api::<Seed>::all(self.garden.clone()).get_opt(&parent).await?;
-        let cidr = parent_seed.as_ref().and_then(|s| s.wireguard()).and_then(|(_, wg)| wg.cidr.clone());
+        let cidr = parent_seed.and_then(|s| s.wireguard().ok().flatten()).and_then(|(_, wg)| wg.cidr);
         Ok(cidr.map(|c| (parent, c)))
     }
 
-    /// Side effects after the table is settled: Secrets, ShootState entries, conditions, events.
+    /// Side effects after the table is settled: Secrets, ShootState entries, ManagedResources,
+    /// conditions, events, then the seed-local projection (each ShootPeer only after its ShootState).
     async fn mirror(&self, snap: &Snapshot, d: &Decision, report: &mut PassReport) -> Result<(), StoreError> {
         let cidr = d.cidr;
         let gateways = self.gateways(Pool::new(cidr), &mut report.problems).await?;
@@ -214,28 +276,48 @@ impl Controller {
             };
             self.mirror_shoot(snap, key, address, condition, &gateways)
         });
-        let results: Vec<(usize, Vec<String>)> =
+        let results: Vec<Mirrored> =
             futures::stream::iter(jobs).buffer_unordered(self.cfg.concurrency.max(1)).try_collect().await?;
-        for (writes, problems) in results {
-            report.writes += writes;
-            report.problems.extend(problems);
+        let mut peers = BTreeMap::new();
+        for m in results {
+            report.writes += m.writes;
+            report.problems.extend(m.problems);
+            peers.extend(m.peer);
         }
+        report.writes += self.project(snap, cidr, &peers).await?;
         Ok(())
     }
 
+    /// The seed-local projection the agents read: the ShootPeers, then the SeedTunnel.
+    async fn project(
+        &self,
+        snap: &Snapshot,
+        cidr: IpNet,
+        peers: &BTreeMap<String, ShootPeer>,
+    ) -> Result<usize, StoreError> {
+        let api = Api::<ShootPeer>::namespaced(self.seed.clone(), &self.cfg.namespace);
+        let mut writes = seed_objects::write_peers(&api, &snap.peers, peers).await?;
+        let api = Api::<SeedTunnel>::namespaced(self.seed.clone(), &self.cfg.namespace);
+        let want = SeedTunnel::of(&self.cfg.namespace, &self.cfg.seed, cidr, self.cfg.slots);
+        writes += usize::from(seed_objects::write_tunnel(&api, snap.tunnel.as_ref(), want).await?);
+        Ok(writes)
+    }
+
+    /// Each slot's public half (its Secret is created here with a fresh key when missing).
     async fn gateways(&self, pool: Pool, problems: &mut Vec<String>) -> Result<Vec<Gateway>, StoreError> {
-        let api = Api::<Secret>::namespaced(self.seed.clone(), &self.cfg.gateway_namespace);
+        let api = Api::<Secret>::namespaced(self.seed.clone(), &self.cfg.namespace);
         let mut out = Vec::new();
         for slot in 0..self.cfg.slots {
-            let published = api.get_opt(&secret::gateway_secret_name(slot)).await?;
-            let (gateway, mut p) = secret::gateway_from(slot, pool.slot_address(slot), published.as_ref());
+            let published = seed_objects::ensure_slot_secret(&api, &secret::gateway_secret_name(slot)).await?;
+            let (gateway, mut p) = secret::gateway_from(slot, pool.slot_address(slot), Some(&published));
             problems.append(&mut p);
             out.push(gateway);
         }
         Ok(out)
     }
 
-    /// One shoot: with an address, its Secret then its record; without, remove both. Then its condition.
+    /// One shoot: with an address, its Secret, its ManagedResource, then its record; without, remove
+    /// them. Then its condition.
     async fn mirror_shoot(
         &self,
         snap: &Snapshot,
@@ -243,37 +325,47 @@ impl Controller {
         address: Option<IpNet>,
         condition: Option<Condition>,
         gateways: &[Gateway],
-    ) -> Result<(usize, Vec<String>), StoreError> {
+    ) -> Result<Mirrored, StoreError> {
         let shoot = snap.shoots.get(&key);
         let namespace = shoot.map(Shoot::control_plane_namespace).unwrap_or_else(|| derived_namespace(&key));
         let secrets = Api::<Secret>::namespaced(self.seed.clone(), &namespace);
+        let resources = Api::<ManagedResource>::namespaced(self.seed.clone(), &namespace);
         let states = Api::<ShootState>::namespaced(self.garden.clone(), &key.namespace);
-        let mut problems = Vec::new();
-        let mut writes = 0;
+        let listed = |name: &str| snap.secrets.get(&(namespace.clone(), name.to_string()));
+        let mut m = Mirrored::default();
         match address {
             Some(address) => {
-                let existing = snap.secrets.get(&namespace);
-                let private =
-                    self.write_shoot_secret(&secrets, &namespace, existing, address, gateways, &mut problems).await?;
-                writes += usize::from(private.1);
-                let want = Recorded { address: address.addr(), public_key: private.0.public_key() };
+                let existing = listed(SHOOT_SECRET_NAME);
+                let (private, wrote) =
+                    self.write_shoot_secret(&secrets, &namespace, existing, address, gateways, &mut m.problems).await?;
+                m.writes += usize::from(wrote);
+                let data = secret::shoot_secret_data(&private, address, gateways);
+                let mr = (listed(managed::SECRET_NAME), snap.managed.get(&namespace));
+                m.writes += seed_objects::write_managed(&secrets, &resources, &namespace, mr, &data).await?;
+                let want = Recorded { address: address.addr(), public_key: private.public_key() };
                 if snap.recorded.get(&key) != Some(&want) {
-                    writes += usize::from(store::write_record(&states, &key, &self.cfg.seed, Some(&want)).await?);
+                    m.writes += usize::from(store::write_record(&states, &key, &self.cfg.seed, Some(&want)).await?);
+                    self.remember(&key, Some(want.clone()));
                 }
+                m.peer = Some((namespace.clone(), ShootPeer::of(&self.cfg.namespace, &namespace, &key, &want)));
             }
             None => {
                 if snap.recorded.contains_key(&key) {
-                    writes += usize::from(store::write_record(&states, &key, &self.cfg.seed, None).await?);
+                    m.writes += usize::from(store::write_record(&states, &key, &self.cfg.seed, None).await?);
+                    self.remember(&key, None);
                 }
-                if snap.secrets.contains_key(&namespace) {
-                    writes += usize::from(store::delete_secret(&secrets, SHOOT_SECRET_NAME).await?);
+                if listed(SHOOT_SECRET_NAME).is_some() {
+                    m.writes += usize::from(store::delete_secret(&secrets, SHOOT_SECRET_NAME).await?);
+                }
+                if snap.managed.contains_key(&namespace) || listed(managed::SECRET_NAME).is_some() {
+                    m.writes += seed_objects::delete_managed(&secrets, &resources).await?;
                 }
             }
         }
         if let (Some(shoot), Some(condition)) = (shoot, condition) {
-            writes += status::set_shoot_condition(&self.garden, shoot, &condition).await?;
+            m.writes += status::set_shoot_condition(&self.garden, shoot, &condition).await?;
         }
-        Ok((writes, problems))
+        Ok(m)
     }
 
     /// Writes the shoot Secret, keeping an existing valid private key. Returns the key and whether it wrote.
@@ -314,22 +406,22 @@ impl Controller {
         Ok((key, true))
     }
 
-    /// Runs passes on every change to Shoots, ShootStates, the Seed or gateway Secrets, and at least
-    /// every `resync`. A failed pass is logged and retried on the next trigger.
+    /// Runs passes on every change to this seed's Shoots, its Seed, the gateway Secrets or the
+    /// projection (a hand-deleted ShootPeer comes back), and at least every `resync`. A failed pass is
+    /// logged and retried on the next trigger. Nothing garden-wide is watched.
     pub async fn run(self) -> Result<(), StoreError> {
-        let shoots =
-            watcher(Api::<Shoot>::all(self.garden.clone()), watcher::Config::default()).default_backoff().map(|_| ());
-        let states = watcher(Api::<ShootState>::all(self.garden.clone()), watcher::Config::default())
-            .default_backoff()
-            .map(|_| ());
+        let by_seed = watcher::Config::default().fields(&format!("spec.seedName={}", self.cfg.seed));
+        let shoots = watcher(Api::<Shoot>::all(self.garden.clone()), by_seed).default_backoff().map(|_| ());
         let seed_cfg = watcher::Config::default().fields(&format!("metadata.name={}", self.cfg.seed));
         let seeds = watcher(Api::<Seed>::all(self.garden.clone()), seed_cfg).default_backoff().map(|_| ());
-        let gw_api = Api::<Secret>::namespaced(self.seed.clone(), &self.cfg.gateway_namespace);
+        let gw_api = Api::<Secret>::namespaced(self.seed.clone(), &self.cfg.namespace);
         let gateways = watcher(gw_api, watcher::Config::default()).default_backoff().map(|_| ());
+        let peer_api = Api::<ShootPeer>::namespaced(self.seed.clone(), &self.cfg.namespace);
+        let peers = watcher(peer_api, watcher::Config::default()).default_backoff().map(|_| ());
         let ticks = tokio_stream_interval(self.cfg.resync);
         let mut triggers = futures::stream::select_all([
             shoots.boxed(),
-            states.boxed(),
+            peers.boxed(),
             seeds.boxed(),
             gateways.boxed(),
             ticks.boxed(),
@@ -398,7 +490,7 @@ fn shoot_secret(namespace: &str, key: &PrivateKey, address: IpNet, gateways: &[G
 fn decide(seed: &Seed, current: &Table, snap: &Snapshot) -> Result<Decision, IpamError> {
     let parent = snap.parent.as_ref().map(|(n, c)| (n.as_str(), c.as_str()));
     let (field, cidr) = validate::seed_wireguard_cidr(seed, parent)?;
-    let default_on = seed.wireguard().is_some_and(|(_, wg)| wg.enabled);
+    let default_on = seed.wireguard()?.is_some_and(|(_, wg)| wg.enabled);
     let mut d =
         Decision { plan: Plan::default(), field: field.clone(), cidr, rejected: Vec::new(), problems: Vec::new() };
     let mut wanted = BTreeSet::new();

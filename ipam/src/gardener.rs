@@ -79,6 +79,25 @@ pub struct SeedSpec {
     pub wireguard: Option<WireguardSettings>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settings: Option<SeedSettings>,
+    /// Gardener's real API: `spec.extensions[] {type, providerConfig}`. On a Gardener without the
+    /// GEP's `spec.wireguard`, kubelink reads an entry of type [`EXTENSION_TYPE`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<Extension>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// The `spec.extensions[].type` whose `providerConfig` holds kubelink's settings `{enabled, cidr}`.
+pub const EXTENSION_TYPE: &str = "kubelink-wireguard";
+
+/// One `spec.extensions[]` entry of a Seed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Extension {
+    #[serde(default, rename = "type")]
+    pub type_: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_config: Option<Value>,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -134,12 +153,30 @@ pub struct WireguardSettings {
 }
 
 impl Seed {
-    /// `spec.wireguard`, else GEP-14's `spec.settings.wireguard`, with the field path it came from.
-    pub fn wireguard(&self) -> Option<(&'static str, &WireguardSettings)> {
+    /// kubelink's settings with the field path they came from: `spec.wireguard` (the GEP's API), else
+    /// `spec.settings.wireguard` (GEP-14's other spelling), else the `providerConfig` of the
+    /// `spec.extensions[]` entry of type [`EXTENSION_TYPE`] (Gardener's real API). A providerConfig
+    /// that does not decode is an error naming its field.
+    pub fn wireguard(&self) -> Result<Option<(String, WireguardSettings)>, crate::IpamError> {
         if let Some(wg) = &self.spec.wireguard {
-            return Some(("spec.wireguard", wg));
+            return Ok(Some(("spec.wireguard".into(), wg.clone())));
         }
-        self.spec.settings.as_ref()?.wireguard.as_ref().map(|wg| ("spec.settings.wireguard", wg))
+        if let Some(wg) = self.spec.settings.as_ref().and_then(|s| s.wireguard.as_ref()) {
+            return Ok(Some(("spec.settings.wireguard".into(), wg.clone())));
+        }
+        let Some((i, ext)) = self.spec.extensions.iter().enumerate().find(|(_, e)| e.type_ == EXTENSION_TYPE) else {
+            return Ok(None);
+        };
+        let field = format!("spec.extensions[{i}].providerConfig");
+        let config = ext.provider_config.clone().unwrap_or(Value::Object(Map::new()));
+        match serde_json::from_value::<WireguardSettings>(config) {
+            Ok(wg) => Ok(Some((field, wg))),
+            Err(e) => Err(crate::IpamError::InvalidValue {
+                field,
+                value: "(see the Seed)".into(),
+                reason: format!("{e}; expected {{enabled: true, cidr: \"192.168.128.0/22\"}}"),
+            }),
+        }
     }
 }
 
@@ -358,8 +395,27 @@ mod tests {
             "status": {"gardener": {"version": "1.100"}},
         });
         let seed: Seed = serde_json::from_value(doc.clone()).unwrap();
-        assert_eq!(seed.wireguard().unwrap().0, "spec.settings.wireguard");
+        assert_eq!(seed.wireguard().unwrap().unwrap().0, "spec.settings.wireguard");
         assert_eq!(serde_json::to_value(&seed).unwrap(), doc);
+    }
+
+    #[test]
+    fn settings_come_from_an_extension_entry_on_a_gardener_without_spec_wireguard() {
+        let with = |config: Value| -> Seed {
+            serde_json::from_value(json!({"metadata": {"name": "s"}, "spec": {"extensions": [
+                {"type": "other", "providerConfig": {"cidr": 1}},
+                {"type": EXTENSION_TYPE, "providerConfig": config},
+            ]}}))
+            .unwrap()
+        };
+        let (field, wg) = with(json!({"enabled": true, "cidr": "192.168.128.0/22"})).wireguard().unwrap().unwrap();
+        assert_eq!(field, "spec.extensions[1].providerConfig");
+        assert!(wg.enabled);
+        assert_eq!(wg.cidr.as_deref(), Some("192.168.128.0/22"));
+        let err = with(json!({"enabled": "yes"})).wireguard().unwrap_err().to_string();
+        assert!(err.contains("spec.extensions[1].providerConfig") && err.contains("enabled"), "{err}");
+        let none: Seed = serde_json::from_value(json!({"metadata": {"name": "s"}})).unwrap();
+        assert_eq!(none.wireguard(), Ok(None));
     }
 
     #[test]

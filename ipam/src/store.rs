@@ -1,7 +1,7 @@
 //! The Kubernetes-backed store: the allocation table on the Seed (compare-and-swap), ShootState entries,
-//! shoot Secrets, and the read side the seed agent uses (`list_allocations`, `watch_allocations`).
+//! shoot Secrets, and the read side of the seed-local projection (`list_allocations`,
+//! `watch_allocations`, from the ShootPeers).
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -13,7 +13,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use crate::error::IpamError;
 use crate::gardener::{Seed, ShootKey, ShootState};
 use crate::keys::PublicKey;
-use crate::record::{self, ENTRY_NAME, Recorded};
+use crate::projection::ShootPeer;
+use crate::record::{ENTRY_NAME, Recorded};
 use crate::table::{TABLE_ANNOTATION, Table};
 
 #[derive(Debug, thiserror::Error)]
@@ -158,80 +159,48 @@ pub async fn delete_secret(api: &Api<Secret>, name: &str) -> Result<bool, StoreE
     }
 }
 
-/// One shoot's allocation as the seed agent sees it.
+/// One shoot's allocation as the seed's projection shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allocation {
     pub shoot: ShootKey,
     pub address: IpAddr,
-    /// `None` until the ShootState records a key for this very address.
-    pub public_key: Option<PublicKey>,
+    pub public_key: PublicKey,
 }
 
-impl Allocation {
-    pub fn state(&self) -> &'static str {
-        if self.public_key.is_some() { "allocated" } else { "pending" }
-    }
-}
-
-/// Every allocation of a seed, and what was skipped on the way.
+/// Every allocation on a seed, by shoot, and the ShootPeers that were skipped (each described).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Allocations {
     pub entries: Vec<Allocation>,
     pub problems: Vec<String>,
 }
 
-/// Joins the Seed's table (the authority: one address per shoot, unique) with the public keys recorded
-/// in ShootStates. A ShootState that records another address than the table is stale and ignored.
-pub fn join(table: &Table, states: &[ShootState]) -> Allocations {
+/// The allocations the ShootPeers show, sorted by shoot. A peer that does not parse is described and
+/// skipped; the others are not held up.
+pub fn allocations_of<'a>(peers: impl IntoIterator<Item = &'a ShootPeer>) -> Allocations {
     let mut out = Allocations::default();
-    let mut keys: BTreeMap<ShootKey, Recorded> = BTreeMap::new();
-    for state in states {
-        let key = ShootKey {
-            namespace: state.metadata.namespace.clone().unwrap_or_default(),
-            name: state.metadata.name.clone().unwrap_or_default(),
-        };
-        match record::read(state) {
-            Ok(Some(rec)) => _ = keys.insert(key, rec),
-            Ok(None) => {}
+    for peer in peers {
+        match peer.parse() {
+            Ok(p) => out.entries.push(Allocation { shoot: p.shoot, address: p.address, public_key: p.public_key }),
             Err(e) => out.problems.push(format!("{e}; skipped")),
         }
     }
-    for (shoot, &address) in table.iter() {
-        let public_key = keys.get(shoot).filter(|r| r.address == address).map(|r| r.public_key);
-        out.entries.push(Allocation { shoot: shoot.clone(), address, public_key });
-    }
+    out.entries.sort_by(|a, b| a.shoot.cmp(&b.shoot));
     out
 }
 
-/// Reads the current allocations of `seed`.
-pub async fn list_allocations(client: &kube::Client, seed: &str) -> Result<Allocations, StoreError> {
-    let seed_obj = Api::<Seed>::all(client.clone()).get(seed).await?;
-    let (table, mut problems) = table_of(&seed_obj);
-    let namespaces: BTreeSet<&str> = table.iter().map(|(k, _)| k.namespace.as_str()).collect();
-    let states = if namespaces.len() == 1 {
-        let ns = namespaces.first().copied().unwrap_or_default();
-        Api::<ShootState>::namespaced(client.clone(), ns).list(&ListParams::default()).await?.items
-    } else {
-        Api::<ShootState>::all(client.clone()).list(&ListParams::default()).await?.items
-    };
-    let mut out = join(&table, &states);
-    problems.append(&mut out.problems);
-    out.problems = problems;
-    Ok(out)
+/// Reads the allocations from the ShootPeers in kubelink's `namespace` on the seed.
+pub async fn list_allocations(seed: &kube::Client, namespace: &str) -> Result<Allocations, StoreError> {
+    let peers = Api::<ShootPeer>::namespaced(seed.clone(), namespace).list(&ListParams::default()).await?;
+    Ok(allocations_of(&peers.items))
 }
 
-/// The allocations of `seed`, again after every change to the Seed or to any ShootState. The seed
-/// agent turns each item into its WireGuard peer set. Errors are yielded, and the stream continues.
-pub fn watch_allocations(client: kube::Client, seed: String) -> impl Stream<Item = Result<Allocations, StoreError>> {
-    let seeds = Api::<Seed>::all(client.clone());
-    let states = Api::<ShootState>::all(client.clone());
-    let seed_changes = watcher(seeds, watcher::Config::default().fields(&format!("metadata.name={seed}")))
-        .default_backoff()
-        .map(|_| ());
-    let state_changes = watcher(states, watcher::Config::default()).default_backoff().map(|_| ());
-    let ticks = futures::stream::select(seed_changes, state_changes).ready_chunks(1024);
-    ticks.then(move |_| {
-        let (client, seed) = (client.clone(), seed.clone());
-        async move { list_allocations(&client, &seed).await }
+/// The allocations, again after every change to the ShootPeers in `namespace`. Errors are yielded,
+/// and the stream continues.
+pub fn watch_allocations(seed: kube::Client, namespace: String) -> impl Stream<Item = Result<Allocations, StoreError>> {
+    let peers = Api::<ShootPeer>::namespaced(seed.clone(), &namespace);
+    let changes = watcher(peers, watcher::Config::default()).default_backoff().ready_chunks(1024);
+    changes.then(move |_| {
+        let (seed, namespace) = (seed.clone(), namespace.clone());
+        async move { list_allocations(&seed, &namespace).await }
     })
 }

@@ -40,9 +40,12 @@ fn no_overlap(field: &str, cidr: IpNet, with: &str, other: IpNet) -> Result<(), 
 ///
 /// `parent` is the WireGuard CIDR of the seed that hosts this seed's own shoot (a managed seed), if any.
 pub fn seed_wireguard_cidr(seed: &Seed, parent: Option<(&str, &str)>) -> Result<(String, IpNet), IpamError> {
-    let (base, settings) = seed.wireguard().ok_or_else(|| IpamError::Missing {
+    let (base, settings) = seed.wireguard()?.ok_or_else(|| IpamError::Missing {
         field: "spec.wireguard".into(),
-        fix: "set spec.wireguard {enabled: true, cidr: 192.168.128.0/22} on the Seed".into(),
+        fix: format!(
+            "set spec.wireguard {{enabled: true, cidr: 192.168.128.0/22}} on the Seed, or a spec.extensions[] entry of type {} with that providerConfig",
+            crate::gardener::EXTENSION_TYPE
+        ),
     })?;
     let field = format!("{base}.cidr");
     let value = settings.cidr.as_deref().ok_or_else(|| IpamError::Missing {

@@ -174,7 +174,7 @@ async fn rbac_allows_every_request_of_the_agent_and_the_ipam() {
     // The IPAM controller allocates, then releases a shoot deleted behind its back.
     let ipam = |client: kube::Client| {
         let mut cfg = kubelink_ipam::controller::Config::new("local");
-        cfg.gateway_namespace = ns.into();
+        cfg.namespace = ns.into();
         let c = kubelink_ipam::controller::Controller::new(client.clone(), client, cfg);
         tokio::spawn(async move { c.run().await })
     };
@@ -196,14 +196,7 @@ async fn rbac_allows_every_request_of_the_agent_and_the_ipam() {
     );
     let slot = election.round().await.unwrap().holding.expect("a slot") as u8;
     let wake = std::sync::Arc::new(tokio::sync::Notify::new());
-    let cluster = kubelink::agent::cluster::Cluster::start(
-        client.clone(),
-        client.clone(),
-        ns,
-        "local",
-        Some("agent-a".into()),
-        wake,
-    );
+    let cluster = kubelink::agent::cluster::Cluster::start(client.clone(), ns, "local", Some("agent-a".into()), wake);
     while !cluster.synced() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -100,9 +100,10 @@ async fn a_thousand_shoots_get_distinct_addresses() {
     assert_eq!(table[&key(0)], ip("192.168.128.3"), "the first host after the network and the two slots");
     assert_eq!(table[&key(999)], ip("192.168.131.234"));
 
-    let listed = list_allocations(&server.client(), SEED).await.unwrap();
-    assert_eq!(listed.entries.len(), 1000);
-    assert!(listed.entries.iter().all(|a| a.state() == "allocated"));
+    let listed = list_allocations(&server.client(), "kubelink").await.unwrap();
+    assert_eq!(listed.entries.len(), 1000, "one ShootPeer per allocated shoot: {:?}", listed.problems);
+    let projected: BTreeMap<ShootKey, IpAddr> = listed.entries.iter().map(|a| (a.shoot.clone(), a.address)).collect();
+    assert_eq!(projected, table, "the projection shows what the table holds");
     assert_eq!(shoot_condition(&server.client(), &shoot_name(7)).await.unwrap()["reason"], "Allocated");
     assert_eq!(seed_condition(&server.client()).await["status"], "True");
 
@@ -381,32 +382,21 @@ async fn the_shoot_secret_follows_the_gateways_and_keeps_its_key() {
     assert_eq!(data(&first, "gateway-1-address").as_deref(), Some("192.168.128.2"));
     assert_eq!(data(&first, "gateway-0-endpoint"), None, "not published yet");
 
-    // The seed agent publishes gateway 0 (its private key must never be copied).
-    let gateway = PrivateKey::generate();
-    let published: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "kubelink-gateway-0", "namespace": "kubelink"},
-        "stringData": {},
-        "data": {},
-    }))
-    .unwrap();
-    let mut published = published;
-    let put = |k: &str, v: String| (k.to_string(), k8s_openapi::ByteString(v.into_bytes()));
-    published.data = Some(
-        [
-            put("privateKey", gateway.expose_base64().to_string()),
-            put("publicKey", gateway.public_key().to_string()),
-            put("endpoint", "gw0.seed-a.example.test:51820".into()),
-        ]
-        .into(),
-    );
-    Api::<Secret>::namespaced(client.clone(), "kubelink").create(&PostParams::default(), &published).await.unwrap();
+    // The IPAM created the slot Secrets with their keys; the seed agent holding slot 0 publishes its
+    // endpoint there (the slot's private key must never be copied into a shoot's Secret).
+    let slots = Api::<Secret>::namespaced(client.clone(), "kubelink");
+    let slot0 = slots.get("kubelink-gateway-0").await.unwrap();
+    let gateway: PrivateKey = data(&slot0, "privateKey").unwrap().parse().unwrap();
+    assert_eq!(data(&slot0, "publicKey"), Some(gateway.public_key().to_string()));
+    let endpoint = json!({"data": {"endpoint": k8s_openapi::ByteString(b"gw0.seed-a.example.test:51820".to_vec())}});
+    slots.patch("kubelink-gateway-0", &PatchParams::default(), &Patch::Merge(&endpoint)).await.unwrap();
     controller.reconcile().await.unwrap();
     let second = secrets.get(SHOOT_SECRET_NAME).await.unwrap();
     assert_eq!(data(&second, "gateway-0-endpoint").as_deref(), Some("gw0.seed-a.example.test:51820"));
     assert_eq!(data(&second, "gateway-0-publicKey"), Some(gateway.public_key().to_string()));
     assert!(!second.data.as_ref().unwrap().values().any(|v| v.0 == gateway.expose_base64().as_bytes()));
     assert_eq!(private_key_of(&second).unwrap(), private_key_of(&first).unwrap(), "the shoot's key is kept");
-    let recorded: PublicKey = list_allocations(&client, SEED).await.unwrap().entries[0].public_key.unwrap();
+    let recorded: PublicKey = list_allocations(&client, "kubelink").await.unwrap().entries[0].public_key;
     assert_eq!(recorded, private_key_of(&second).unwrap().public_key());
 }
 
@@ -417,13 +407,9 @@ async fn the_running_controller_and_the_agent_watch_react_to_changes() {
     let mut cfg = controller.config().clone();
     cfg.resync = Duration::from_secs(3600);
     let running = tokio::spawn(Controller::new(client.clone(), client.clone(), cfg).run());
-    let mut allocations = Box::pin(watch_allocations(client.clone(), SEED.into()));
+    let mut allocations = Box::pin(watch_allocations(client.clone(), "kubelink".into()));
     create_shoots(&client, SEED, 0..3).await.unwrap();
-    let wanted = |n: usize| {
-        move |a: &kubelink_ipam::store::Allocations| {
-            a.entries.len() == n && a.entries.iter().all(|e| e.public_key.is_some())
-        }
-    };
+    let wanted = |n: usize| move |a: &kubelink_ipam::store::Allocations| a.entries.len() == n;
     let deadline = Duration::from_secs(20);
     let seen = tokio::time::timeout(deadline, first_matching(&mut allocations, wanted(3)))
         .await

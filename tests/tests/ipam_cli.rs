@@ -23,22 +23,28 @@ async fn controller_once_then_list() {
     fixtures::create_seed(&client, &fixtures::seed("seed-a", "192.168.128.0/24")).await.unwrap();
     fixtures::create_shoots(&client, "seed-a", 0..3).await.unwrap();
     let url = server.url();
-    run(args(&format!("controller --seed seed-a --server {url} --once --slots 1"))).await.unwrap();
-    let listed = list_allocations(&client, "seed-a").await.unwrap();
+    let both = format!("--garden-server {url} --seed-server {url}");
+    run(args(&format!("controller --seed seed-a {both} --once --slots 1"))).await.unwrap();
+    let listed = list_allocations(&client, "kubelink").await.unwrap();
     assert_eq!(listed.entries.len(), 3);
-    run(args(&format!("list --seed seed-a --server {url}"))).await.unwrap();
-    run(args(&format!("list --seed seed-a --server {url} --json"))).await.unwrap();
+    run(args(&format!("list --seed-server {url}"))).await.unwrap();
+    run(args(&format!("list --seed-server {url} --json"))).await.unwrap();
 
     // An unusable seed configuration makes `--once` fail with the field in the message.
     fixtures::create_seed(&client, &fixtures::seed("seed-b", "10.250.0.0/24")).await.unwrap();
-    let err = run(args(&format!("controller --seed seed-b --server {url} --once"))).await.unwrap_err();
+    let err = run(args(&format!("controller --seed seed-b {both} --once"))).await.unwrap_err();
     let text = format!("{err:#}");
     assert!(text.contains("spec.wireguard.cidr 10.250.0.0/24 overlaps spec.networks.nodes 10.250.0.0/16"), "{text}");
 }
 
 #[test]
 fn bad_arguments_are_rejected_by_the_parser() {
-    assert!(Cli::try_parse_from(["ipam", "controller", "--seed", "s", "--slots", "3"]).is_err());
-    assert!(Cli::try_parse_from(["ipam", "controller", "--seed", "s", "--resync", "soon"]).is_err());
-    assert!(Cli::try_parse_from(["ipam", "list"]).is_err(), "--seed is required");
+    let garden = ["--garden-server", "http://g"];
+    let with = |extra: &[&'static str]| [["ipam", "controller", "--seed", "s"].as_slice(), &garden, extra].concat();
+    assert!(Cli::try_parse_from(with(&[])).is_ok());
+    assert!(Cli::try_parse_from(with(&["--slots", "3"])).is_err());
+    assert!(Cli::try_parse_from(with(&["--resync", "soon"])).is_err());
+    let no_garden = Cli::try_parse_from(["ipam", "controller", "--seed", "s"]);
+    assert!(no_garden.is_err(), "the garden is named explicitly, never defaulted");
+    assert!(Cli::try_parse_from(["ipam", "controller", "--garden-server", "http://g"]).is_err(), "--seed is required");
 }

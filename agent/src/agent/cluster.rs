@@ -1,6 +1,7 @@
-//! What the agent reads from and writes to Kubernetes: the Seed (WireGuard CIDR) and the ShootStates
-//! (allocations) through reflectors that wake the loop on every change, the slot's Secret (its stable
-//! key), and the label on the agent's own Pod that the slot's LoadBalancer Service selects.
+//! What the agent reads from and writes to the seed cluster: the seed-local projection the IPAM
+//! controller writes (its Seed's SeedTunnel and the ShootPeers, through reflectors that wake the loop on
+//! every change), its slot's Secret (the stable gateway key), and the label on its own Pod that the
+//! slot's LoadBalancer Service selects. The agent never talks to the garden.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -9,15 +10,13 @@ use futures::StreamExt;
 use ipnet::IpNet;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
-use kubelink_ipam::gardener::{Seed, ShootState};
 use kubelink_ipam::keys::PrivateKey;
+use kubelink_ipam::projection::{SeedTunnel, ShootPeer as PeerObject};
 use kubelink_ipam::secret::{gateway_secret_name, text};
-use kubelink_ipam::store::{join, table_of};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
@@ -28,13 +27,12 @@ pub const SLOT_LABEL: &str = "kubelink.gardener.cloud/gateway-slot";
 
 pub struct Cluster {
     client: Client,
-    garden: Client,
     wake: Arc<Notify>,
     namespace: String,
     seed: String,
     pod: Option<String>,
-    seeds: Store<Seed>,
-    states: Store<ShootState>,
+    tunnels: Store<SeedTunnel>,
+    peers: Store<PeerObject>,
     watches: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -46,12 +44,12 @@ impl Drop for Cluster {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("Seed {0} not found (yet)")]
-    NoSeed(String),
-    #[error("Seed {seed}: {field} is not set; set spec.wireguard.enabled: true and spec.wireguard.cidr")]
-    NoWireguard { seed: String, field: &'static str },
-    #[error("Seed {seed}: {field}.cidr {value:?} is not a CIDR")]
-    BadCidr { seed: String, field: &'static str, value: String },
+    #[error(
+        "SeedTunnel {seed} not found in namespace {namespace} (yet); the IPAM controller writes it from the Seed's WireGuard settings"
+    )]
+    NoTunnel { seed: String, namespace: String },
+    #[error(transparent)]
+    Invalid(#[from] kubelink_ipam::IpamError),
     #[error("Secret {name}: {reason}")]
     Secret { name: String, reason: String },
     #[error(transparent)]
@@ -59,13 +57,13 @@ pub enum ClusterError {
 }
 
 /// Starts a reflector for `api` that wakes `wake` on every change.
-fn reflect<K>(api: Api<K>, wake: Arc<Notify>) -> (Store<K>, tokio::task::JoinHandle<()>)
+fn reflect<K>(api: Api<K>, config: watcher::Config, wake: Arc<Notify>) -> (Store<K>, tokio::task::JoinHandle<()>)
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone + Default,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
     let task = tokio::spawn(async move {
         stream
             .for_each(|event| {
@@ -80,28 +78,22 @@ where
     (reader, task)
 }
 
-/// Reflectors for the Seeds and the ShootStates.
-fn watch_garden(
-    garden: &Client,
-    wake: &Arc<Notify>,
-) -> (Store<Seed>, Store<ShootState>, Vec<tokio::task::JoinHandle<()>>) {
-    let (seeds, seed_watch) = reflect(Api::<Seed>::all(garden.clone()), wake.clone());
-    let (states, state_watch) = reflect(Api::<ShootState>::all(garden.clone()), wake.clone());
-    (seeds, states, vec![seed_watch, state_watch])
+type Watches = (Store<SeedTunnel>, Store<PeerObject>, Vec<tokio::task::JoinHandle<()>>);
+
+/// Reflectors for this seed's SeedTunnel (by name) and the ShootPeers, both in kubelink's namespace.
+fn watch_projection(client: &Client, namespace: &str, seed: &str, wake: &Arc<Notify>) -> Watches {
+    let by_name = watcher::Config::default().fields(&format!("metadata.name={seed}"));
+    let (tunnels, tunnel_watch) = reflect(Api::namespaced(client.clone(), namespace), by_name, wake.clone());
+    let (peers, peer_watch) =
+        reflect(Api::namespaced(client.clone(), namespace), watcher::Config::default(), wake.clone());
+    (tunnels, peers, vec![tunnel_watch, peer_watch])
 }
 
 impl Cluster {
-    /// `client` serves Leases, Secrets and Pods (the seed); `garden` serves Seeds and ShootStates.
-    pub fn start(
-        client: Client,
-        garden: Client,
-        namespace: &str,
-        seed: &str,
-        pod: Option<String>,
-        wake: Arc<Notify>,
-    ) -> Self {
-        let (seeds, states, watches) = watch_garden(&garden, &wake);
-        Cluster { client, garden, wake, namespace: namespace.into(), seed: seed.into(), pod, seeds, states, watches }
+    /// `client` is the seed cluster; `namespace` is kubelink's namespace there.
+    pub fn start(client: Client, namespace: &str, seed: &str, pod: Option<String>, wake: Arc<Notify>) -> Self {
+        let (tunnels, peers, watches) = watch_projection(&client, namespace, seed, &wake);
+        Cluster { client, wake, namespace: namespace.into(), seed: seed.into(), pod, tunnels, peers, watches }
     }
 
     /// Starts the watches afresh (a new list, then watch). After a network partition the old watch
@@ -110,62 +102,66 @@ impl Cluster {
     /// complete, [`Cluster::synced`] is false and the agent changes nothing.
     pub fn rewatch(&mut self) {
         self.watches.iter().for_each(|w| w.abort());
-        (self.seeds, self.states, self.watches) = watch_garden(&self.garden, &self.wake);
+        (self.tunnels, self.peers, self.watches) =
+            watch_projection(&self.client, &self.namespace, &self.seed, &self.wake);
     }
 
-    /// Whether both reflectors have their first complete list. Before that a missing ShootState
+    /// Whether both reflectors have their first complete list. Before that a missing ShootPeer
     /// would look like a deleted shoot, and a restarted gateway would drop that shoot's peer.
     pub fn synced(&self) -> bool {
         use futures::FutureExt;
         let ready = |w: Option<Result<(), _>>| w.is_some_and(|r| r.is_ok());
-        ready(self.seeds.wait_until_ready().now_or_never()) && ready(self.states.wait_until_ready().now_or_never())
+        ready(self.tunnels.wait_until_ready().now_or_never()) && ready(self.peers.wait_until_ready().now_or_never())
     }
 
-    /// The Seed's WireGuard CIDR.
+    fn tunnel(&self) -> Result<Arc<SeedTunnel>, ClusterError> {
+        let found = self.tunnels.state().into_iter().find(|t| t.metadata.name.as_deref() == Some(&self.seed));
+        found.ok_or_else(|| ClusterError::NoTunnel { seed: self.seed.clone(), namespace: self.namespace.clone() })
+    }
+
+    /// The seed's WireGuard CIDR.
     pub fn cidr(&self) -> Result<IpNet, ClusterError> {
-        let seed = self.seed_object().ok_or_else(|| ClusterError::NoSeed(self.seed.clone()))?;
-        let Some((field, wg)) = seed.wireguard().filter(|(_, wg)| wg.enabled) else {
-            return Err(ClusterError::NoWireguard { seed: self.seed.clone(), field: "spec.wireguard" });
-        };
-        let text = wg.cidr.clone().unwrap_or_default();
-        text.parse().map_err(|_| ClusterError::BadCidr { seed: self.seed.clone(), field, value: text })
+        Ok(self.tunnel()?.cidr()?)
     }
 
-    /// Every shoot of this seed with an allocation: the Seed's allocation table is the authority (one
-    /// address per shoot, unique); a ShootState only contributes the public key recorded for that very
-    /// address. Problems (garbage entries) are logged and skipped.
+    /// The number of gateway slots, once the SeedTunnel is known.
+    pub fn slots(&self) -> Option<u8> {
+        self.tunnel().ok().map(|t| t.spec.slots.clamp(1, 2))
+    }
+
+    /// Every shoot with a ShootPeer. A peer that does not parse, or that claims an address another
+    /// peer already has (WireGuard would silently keep only one), is logged and skipped; the others
+    /// are not held up.
     pub fn shoots(&self) -> BTreeSet<ShootPeer> {
-        let Some(seed) = self.seed_object() else { return BTreeSet::new() };
-        let (table, problems) = table_of(&seed);
-        let states: Vec<ShootState> = self.states.state().iter().map(|s| (**s).clone()).collect();
-        let joined = join(&table, &states);
-        for p in problems.iter().chain(&joined.problems) {
-            tracing::debug!("allocations: {p}");
+        let mut objects = self.peers.state();
+        objects.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        let mut taken = BTreeMap::new();
+        let mut out = BTreeSet::new();
+        for object in objects {
+            let name = object.metadata.name.clone().unwrap_or_default();
+            match object.parse() {
+                Err(e) => tracing::warn!("{e}; skipped"),
+                Ok(p) => match taken.insert(p.address, name.clone()) {
+                    Some(first) => {
+                        taken.insert(p.address, first.clone());
+                        tracing::warn!(address = %p.address, "ShootPeer {name} claims the address of ShootPeer {first}; skipped");
+                    }
+                    None => _ = out.insert(ShootPeer { public_key: p.public_key, address: p.address }),
+                },
+            }
         }
-        joined
-            .entries
-            .into_iter()
-            .filter_map(|a| Some(ShootPeer { public_key: a.public_key?, address: a.address }))
-            .collect()
+        out
     }
 
-    fn seed_object(&self) -> Option<Arc<Seed>> {
-        self.seeds.state().into_iter().find(|s| s.metadata.name.as_deref() == Some(&self.seed))
-    }
-
-    /// The slot's private key from Secret `kubelink-gateway-<slot>`, created with a fresh key when
-    /// absent (a lost create race re-reads the winner's). Keeps `endpoint` up to date.
+    /// The slot's private key from Secret `kubelink-gateway-<slot>` (the IPAM controller creates it).
+    /// Keeps `endpoint` up to date there, where the IPAM reads it for the shoots.
     pub async fn slot_key(&self, slot: u8, endpoint: &str) -> Result<PrivateKey, ClusterError> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
         let name = gateway_secret_name(slot);
-        let secret = match api.get_opt(&name).await? {
-            Some(s) => s,
-            None => match api.create(&PostParams::default(), &new_slot_secret(&name, endpoint)).await {
-                Ok(s) => s,
-                Err(kube::Error::Api(e)) if e.is_already_exists() => api.get(&name).await?,
-                Err(e) => return Err(e.into()),
-            },
-        };
+        let secret = api.get_opt(&name).await?.ok_or_else(|| ClusterError::Secret {
+            name: name.clone(),
+            reason: "not created yet; the IPAM controller creates it with the slot's key".into(),
+        })?;
         let key = slot_private_key(&name, &secret)?;
         if text(&secret, "endpoint").as_deref() != Some(endpoint) || text(&secret, "publicKey").is_none() {
             let data = serde_json::json!({"data": {
@@ -199,23 +195,6 @@ impl Cluster {
         let patch = serde_json::json!({"metadata": {"labels": {SLOT_LABEL: value}}});
         api.patch(pod, &PatchParams::default(), &Patch::Merge(&patch)).await?;
         Ok(())
-    }
-}
-
-fn new_slot_secret(name: &str, endpoint: &str) -> Secret {
-    let key = PrivateKey::generate();
-    let data: BTreeMap<String, ByteString> = [
-        ("privateKey", key.expose_base64().to_string()),
-        ("publicKey", key.public_key().to_base64()),
-        ("endpoint", endpoint.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), ByteString(v.into_bytes())))
-    .collect();
-    Secret {
-        metadata: ObjectMeta { name: Some(name.into()), ..ObjectMeta::default() },
-        data: Some(data),
-        ..Secret::default()
     }
 }
 

@@ -88,7 +88,7 @@ pub enum PassError {
     Cluster(#[from] ClusterError),
     #[error(transparent)]
     Reconcile(#[from] ReconcileError),
-    #[error("waiting for the first complete list of Seeds and ShootStates; nothing changed on this node")]
+    #[error("waiting for the first complete list of the SeedTunnel and the ShootPeers; nothing changed on this node")]
     NotSynced,
     #[error("the WireGuard CIDR {0} has no room for gateway slot {1}")]
     NoSlotAddress(IpNet, u8),
@@ -169,6 +169,10 @@ impl Agent {
 
     /// One pass: election, then the role's desired state.
     pub async fn pass(&mut self) -> Result<(), PassError> {
+        // The slot count is the SeedTunnel's; until it is known no slot is contended for.
+        if let Some(slots) = self.cluster.slots() {
+            self.election.slots = usize::from(slots);
+        }
         self.elect().await;
         self.status.slot.set(self.state.holding.map_or(-1, i64::from));
         if !self.cluster.synced() {

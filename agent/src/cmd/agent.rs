@@ -16,67 +16,59 @@ use crate::health::Health;
 
 #[derive(clap::Args)]
 pub struct AgentArgs {
+    #[command(flatten)]
+    pub seed: super::SeedArgs,
+    #[command(flatten)]
+    pub api: super::SeedApi,
     /// This node's name (downward API `spec.nodeName`): the Lease holder identity.
-    #[arg(long, env = "NODE_NAME")]
+    #[arg(long, env = "KUBELINK_NODE_NAME")]
     pub node_name: String,
     /// This node's IP (downward API `status.hostIP`): where other nodes route shoot traffic.
-    #[arg(long, env = "NODE_IP")]
+    #[arg(long, env = "KUBELINK_NODE_IP")]
     pub node_ip: IpAddr,
-    /// Namespace of the Leases, the slot Secrets and the agent's Pod.
-    #[arg(long, env = "POD_NAMESPACE", default_value = "kube-system")]
-    pub namespace: String,
     /// The agent's Pod (downward API `metadata.name`), labelled with the slot it holds.
-    #[arg(long, env = "POD_NAME")]
+    #[arg(long, env = "KUBELINK_POD_NAME")]
     pub pod_name: Option<String>,
-    /// The Seed whose WireGuard CIDR and shoots this agent serves.
-    #[arg(long, env = "SEED_NAME")]
-    pub seed: String,
-    /// Number of gateway slots: 1, or 2 for high availability.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
-    pub slots: u8,
-    /// The API server of the seed (Leases, Secrets, Pods); default: in-cluster config or kubeconfig.
-    #[arg(long, env = "KUBELINK_SERVER")]
-    pub server: Option<String>,
-    /// The API server with Seeds and ShootStates (plain URL); default: the same as --server.
-    #[arg(long, env = "KUBELINK_GARDEN_SERVER")]
-    pub garden_server: Option<String>,
-    /// Kubeconfig of the cluster with Seeds and ShootStates (the garden); default: the same cluster
-    /// as --server.
-    #[arg(long, env = "KUBELINK_GARDEN_KUBECONFIG", conflicts_with = "garden_server")]
-    pub garden_kubeconfig: Option<std::path::PathBuf>,
     /// What shoots dial for each slot, in slot order (`host:port` of the slot's load balancer,
     /// comma-separated); a slot without one publishes NODE_IP:LISTEN_PORT.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, env = "KUBELINK_SLOT_ENDPOINTS", value_delimiter = ',')]
     pub slot_endpoints: Vec<String>,
     /// How long a new slot holder gets no router traffic while the shoots re-handshake with it (used
     /// only while another gateway is live).
-    #[arg(long, default_value = "45s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "KUBELINK_WARMUP", default_value = "45s", value_parser = humantime::parse_duration)]
     pub warmup: Duration,
     /// A gateway whose device, routes or nftables table keep failing this long gives its slot up, so
     /// that a healthy node takes it.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "KUBELINK_GIVE_UP_AFTER", default_value = "5s", value_parser = humantime::parse_duration)]
     pub give_up_after: Duration,
     /// How long a node that gave its slot up takes no slot.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "KUBELINK_STANDBY", default_value = "60s", value_parser = humantime::parse_duration)]
     pub standby: Duration,
-    #[arg(long, default_value = "kubelink0")]
+    /// The gateway's WireGuard device.
+    #[arg(long, env = "KUBELINK_DEVICE", default_value = "kubelink0")]
     pub device: String,
-    #[arg(long, default_value_t = 51820)]
+    /// The gateway's WireGuard UDP port (what the slot's load balancer forwards to).
+    #[arg(long, env = "KUBELINK_LISTEN_PORT", default_value_t = 51820)]
     pub listen_port: u16,
-    #[arg(long, default_value_t = crate::config::DEFAULT_MTU)]
+    /// The gateway device's MTU.
+    #[arg(long, env = "KUBELINK_MTU", default_value_t = crate::config::DEFAULT_MTU)]
     pub mtu: u32,
-    #[arg(long, default_value = "4s", value_parser = humantime::parse_duration)]
+    /// How long a slot Lease is valid without renewal: a dead gateway's slot is taken over after
+    /// this plus one retry period.
+    #[arg(long, env = "KUBELINK_LEASE_DURATION", default_value = "4s", value_parser = humantime::parse_duration)]
     pub lease_duration: Duration,
-    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    /// A holder that cannot renew within this keeps its data path but stops counting on the Lease.
+    #[arg(long, env = "KUBELINK_RENEW_DEADLINE", default_value = "3s", value_parser = humantime::parse_duration)]
     pub renew_deadline: Duration,
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    /// How often the election runs (and the pass after a failed one).
+    #[arg(long, env = "KUBELINK_RETRY_PERIOD", default_value = "1s", value_parser = humantime::parse_duration)]
     pub retry_period: Duration,
     /// How often the node-local state of the last pass (device, peers, routes) is checked and repaired
     /// between passes.
-    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "KUBELINK_RESYNC_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
     pub resync_interval: Duration,
     /// Address of /healthz, /readyz and /metrics.
-    #[arg(long, default_value = "0.0.0.0:8080")]
+    #[arg(long, env = "KUBELINK_HEALTH_LISTEN", default_value = "0.0.0.0:8080")]
     pub health_listen: SocketAddr,
     #[command(flatten)]
     pub common: crate::cmd::run::Common,
@@ -89,23 +81,14 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         args.renew_deadline,
         args.lease_duration
     );
-    let client = super::kube_client(args.server.as_deref(), None).await?;
-    let garden = match (&args.garden_server, &args.garden_kubeconfig) {
-        (None, None) => client.clone(),
-        (url, path) => super::kube_client(url.as_deref(), path.as_deref()).await?,
-    };
+    let client = args.api.client().await?;
     let timing =
         Timing { lease_duration: args.lease_duration, renew_deadline: args.renew_deadline, retry: args.retry_period };
-    let election = LeaseElection::new(
-        client.clone(),
-        &args.namespace,
-        &args.node_name,
-        &args.node_ip.to_string(),
-        args.slots.into(),
-        timing,
-    );
+    // No slot is contended for until the SeedTunnel says how many there are.
+    let namespace = &args.seed.namespace.namespace;
+    let election = LeaseElection::new(client.clone(), namespace, &args.node_name, &args.node_ip.to_string(), 0, timing);
     let wake = Arc::new(Notify::new());
-    let cluster = Cluster::start(client, garden, &args.namespace, &args.seed, args.pod_name.clone(), wake.clone());
+    let cluster = Cluster::start(client, namespace, &args.seed.seed, args.pod_name.clone(), wake.clone());
     let rec = crate::cmd::run::reconciler(&args.common).await?;
     crate::monitor::spawn(wake.clone()).context("starting the netlink monitor")?;
     let settings = Settings {
@@ -123,7 +106,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let status = agent.status.clone();
     let health = Health { ready: Arc::new(move || status.ready()), registry: Arc::new(Mutex::new(registry)) };
     let bound = health.serve(args.health_listen).await?;
-    tracing::info!(node = %args.node_name, slots = args.slots, health = %bound, "agent started");
+    tracing::info!(node = %args.node_name, seed = %args.seed.seed, health = %bound, "agent started");
     agent.run(wake, shutdown()).await;
     Ok(())
 }

@@ -37,7 +37,7 @@ pub struct Common {
     #[arg(long, value_enum, default_value = "auto", env = "KUBELINK_WG_BACKEND")]
     pub wg_backend: BackendChoice,
     /// Route protocol number that marks kubelink's routes.
-    #[arg(long, default_value_t = route::DEFAULT_PROTOCOL)]
+    #[arg(long, env = "KUBELINK_ROUTE_PROTOCOL", default_value_t = route::DEFAULT_PROTOCOL)]
     pub route_protocol: u8,
 }
 

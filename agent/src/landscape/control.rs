@@ -1,6 +1,6 @@
-//! The landscape's control plane alone: the embedded Kubernetes API test server with the Seed and its
-//! Shoots, and the IPAM controller, plus each shoot's Secret copied into `DIR/<shoot>/` as a kubelet
-//! mounts it. Agents and sidecars are started by hand against it (the kernel scenario under qemu
+//! The landscape's control plane alone: the embedded seed API server (on the given address) and the
+//! garden API server (on a loopback port of its own) with the Seed and its Shoots, and the IPAM
+//! controller, plus each shoot's Secret copied into `DIR/<shoot>/` as a kubelet mounts it. Agents and sidecars are started by hand against it (the kernel scenario under qemu
 //! does, where network namespaces of the full landscape would cost too much).
 
 use std::net::SocketAddr;
@@ -13,7 +13,9 @@ use super::seed::{CIDR, SEED, shoot_secret_files, spawn_ipam, write_files};
 
 /// A running control plane; dropping it stops the API server.
 pub struct ControlPlane {
+    /// The seed's API server: what agents talk to.
     pub server: kubelink_apiserver::ApiServer,
+    pub garden: kubelink_apiserver::ApiServer,
     controller: tokio::task::JoinHandle<()>,
 }
 
@@ -28,11 +30,12 @@ impl ControlPlane {
     /// the IPAM controller for `slots` gateway slots with its gateway objects in [`super::seed::AGENT_NS`].
     pub async fn start(listen: SocketAddr, shoots: usize, slots: u8) -> Result<Self, String> {
         let server = kubelink_apiserver::serve(listen).await.map_err(|e| format!("serving on {listen}: {e}"))?;
-        let client = server.client();
+        let garden = kubelink_apiserver::start().await;
+        let client = garden.client();
         fixtures::create_seed(&client, &fixtures::seed(SEED, CIDR)).await.map_err(|e| e.to_string())?;
         fixtures::create_shoots(&client, SEED, 0..shoots).await.map_err(|e| e.to_string())?;
-        let controller = spawn_ipam(client, slots);
-        Ok(ControlPlane { server, controller })
+        let controller = spawn_ipam(client, server.client(), slots);
+        Ok(ControlPlane { server, garden, controller })
     }
 
     /// Copies every shoot's Secret into `dir/<shoot>/` (changed files only).

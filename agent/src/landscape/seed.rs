@@ -1,8 +1,10 @@
-//! The full local landscape: the Kubernetes API test server (the embedded default), three seed nodes
-//! running `kubelink agent` with two gateway slots, a load balancer per slot, the IPAM controller, and
-//! shoots running the `kubelink shoot` sidecar from the Secrets the IPAM writes (copied into a
-//! directory per shoot, as a kubelet mounts a Secret volume). A "pod" on the third node probes every
-//! shoot through the tunnel.
+//! The full local landscape: two Kubernetes API test servers (embedded), the garden (the Seed, its
+//! Shoots and their ShootStates) and the seed (everything on the seed cluster); three seed nodes
+//! running `kubelink agent` with two gateway slots against the seed only, a load balancer per slot,
+//! the IPAM controller (the one part that talks to both), and shoots running the `kubelink shoot`
+//! sidecar from the Secret each shoot's ManagedResource delivers (copied into a directory per shoot,
+//! as gardener-resource-manager applies it and a kubelet mounts it). A "pod" on the third node probes
+//! every shoot through the tunnel.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -64,8 +66,11 @@ impl ShootHost {
 pub struct SeedLandscape {
     pub dir: PathBuf,
     bin: PathBuf,
+    /// The seed cluster's API server.
     pub server: ApiServer,
-    /// The API server's URL as the namespaces reach it.
+    /// The garden's API server: only the IPAM controller talks to it.
+    pub garden: ApiServer,
+    /// The seed API server's URL as the namespaces reach it.
     pub api_url: String,
     lan: Segment,
     api_ns: Netns,
@@ -91,6 +96,7 @@ impl SeedLandscape {
     pub async fn build_with_slots(shoots: usize, slots: usize, dir: &Path, bin: &Path) -> Result<Self, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let server = kubelink_apiserver::start().await;
+        let garden = kubelink_apiserver::start().await;
         let lan = Segment::new("lan")?;
         let api_ns = Netns::new("api")?;
         lan.attach(&api_ns, "eth0", &format!("{API_IP}/24"))?;
@@ -119,6 +125,7 @@ impl SeedLandscape {
             dir: dir.into(),
             bin: bin.into(),
             server,
+            garden,
             api_url,
             lan,
             api_ns,
@@ -136,10 +143,10 @@ impl SeedLandscape {
     }
 
     async fn populate(&self) -> Result<(), kube::Error> {
-        let client = self.server.client();
-        fixtures::create_seed(&client, &fixtures::seed(SEED, CIDR)).await?;
-        fixtures::create_shoots(&client, SEED, 0..self.shoots.len()).await?;
-        let pods: Api<Pod> = Api::namespaced(client, AGENT_NS);
+        let garden = self.garden.client();
+        fixtures::create_seed(&garden, &fixtures::seed(SEED, CIDR)).await?;
+        fixtures::create_shoots(&garden, SEED, 0..self.shoots.len()).await?;
+        let pods: Api<Pod> = Api::namespaced(self.server.client(), AGENT_NS);
         for i in 0..NODES {
             let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod_name(i)}});
             pods.create(&PostParams::default(), &serde_json::from_value(pod).map_err(kube::Error::SerdeError)?).await?;
@@ -163,14 +170,13 @@ impl SeedLandscape {
         let ip_of: lb::NodeIpOf = Box::new(|pod: &str| Some(node_ip(pod.strip_prefix("kubelink-n")?.parse().ok()?)));
         let runtime = tokio::runtime::Handle::current();
         lb::follow(self.server.client(), runtime, AGENT_NS.into(), self.lbs.clone(), PORT, ip_of, self.stop.clone());
-        self.tasks.push(spawn_ipam(self.server.client(), self.slots as u8));
+        self.tasks.push(spawn_ipam(self.garden.client(), self.server.client(), self.slots as u8));
         Ok(())
     }
 
     pub fn start_agent(&mut self, i: usize) -> Result<(), String> {
         let endpoints: Vec<String> = (0..self.slots).map(|s| format!("{}:{PORT}", lb_ip(s))).collect();
         let (name, ip, pod, endpoints) = (format!("n{i}"), node_ip(i), pod_name(i), endpoints.join(","));
-        let slots = self.slots.to_string();
         let args = [
             "agent",
             "--node-name",
@@ -183,9 +189,7 @@ impl SeedLandscape {
             &pod,
             "--seed",
             SEED,
-            "--slots",
-            &slots,
-            "--server",
+            "--seed-server",
             &self.api_url,
             "--slot-endpoints",
             &endpoints,
@@ -272,13 +276,13 @@ impl SeedLandscape {
     pub async fn add_shoot(&mut self) -> Result<usize, String> {
         let i = self.shoots.len();
         self.shoots.push(ShootHost::new(&self.lan, &self.dir, i)?);
-        fixtures::create_shoots(&self.server.client(), SEED, i..i + 1).await.map_err(|e| e.to_string())?;
+        fixtures::create_shoots(&self.garden.client(), SEED, i..i + 1).await.map_err(|e| e.to_string())?;
         Ok(i)
     }
 
     /// Deletes shoot `i`'s Shoot object and stops its sidecar (the namespace stays, unused).
     pub async fn delete_shoot(&mut self, i: usize) -> Result<(), String> {
-        let shoots: Api<kubelink_ipam::gardener::Shoot> = Api::namespaced(self.server.client(), fixtures::PROJECT_NS);
+        let shoots: Api<kubelink_ipam::gardener::Shoot> = Api::namespaced(self.garden.client(), fixtures::PROJECT_NS);
         shoots.delete(&self.shoots[i].name, &Default::default()).await.map_err(|e| e.to_string())?;
         self.shoots[i].deleted = true;
         if let Some(mut p) = self.shoots[i].proc.take() {
@@ -339,12 +343,12 @@ fn pod_name(i: usize) -> String {
     format!("kubelink-n{i}")
 }
 
-/// The IPAM controller for the landscape's Seed, with its gateway objects in [`AGENT_NS`].
-pub(crate) fn spawn_ipam(client: kube::Client, slots: u8) -> tokio::task::JoinHandle<()> {
+/// The IPAM controller for the landscape's Seed, with its seed objects in [`AGENT_NS`].
+pub(crate) fn spawn_ipam(garden: kube::Client, seed: kube::Client, slots: u8) -> tokio::task::JoinHandle<()> {
     let mut cfg = Config::new(SEED);
-    cfg.gateway_namespace = AGENT_NS.into();
+    cfg.namespace = AGENT_NS.into();
     cfg.slots = slots;
-    let controller = Controller::new(client.clone(), client, cfg);
+    let controller = Controller::new(garden, seed, cfg);
     tokio::spawn(async move {
         if let Err(e) = controller.run().await {
             eprintln!("ipam controller stopped: {e}");
@@ -352,17 +356,14 @@ pub(crate) fn spawn_ipam(client: kube::Client, slots: u8) -> tokio::task::JoinHa
     })
 }
 
-/// Shoot `name`'s Secret as files (key -> text), once the IPAM has written it.
-pub(crate) async fn shoot_secret_files(client: &kube::Client, name: &str) -> Option<BTreeMap<String, String>> {
+/// Shoot `name`'s sidecar Secret as files (key -> text), as gardener-resource-manager would apply it
+/// in the shoot from the ManagedResource's Secret, once the IPAM has written it.
+pub(crate) async fn shoot_secret_files(seed: &kube::Client, name: &str) -> Option<BTreeMap<String, String>> {
     let ns = format!("shoot--{}--{name}", fixtures::PROJECT_NS.trim_start_matches("garden-"));
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let secret = secrets.get_opt(kubelink_ipam::secret::SHOOT_SECRET_NAME).await.ok()??;
-    Some(secret_files(&secret))
-}
-
-fn secret_files(secret: &Secret) -> BTreeMap<String, String> {
-    let data = secret.data.clone().unwrap_or_default();
-    data.into_iter().filter_map(|(k, v)| Some((k, String::from_utf8(v.0).ok()?))).collect()
+    let secrets: Api<Secret> = Api::namespaced(seed.clone(), &ns);
+    let delivered = secrets.get_opt(kubelink_ipam::managed::SECRET_NAME).await.ok()??;
+    let data = kubelink_ipam::managed::shoot_data_of(&delivered)?;
+    Some(data.into_iter().filter_map(|(k, v)| Some((k, String::from_utf8(v.0).ok()?))).collect())
 }
 
 /// Writes changed files only, key file with mode 0600.
