@@ -13,7 +13,9 @@ values.yaml, as `helm lint --set-json` does, and prints a JSON report.
 Helm keeps its release records where HELM_DRIVER says, read once when the library loads: this script
 re-executes itself with HELM_DRIVER=memory (default; nothing is written besides the chart's objects)
 or the driver given with --driver. A memory release lives only as long as this process, so
-`uninstall` needs releases installed with --driver secret (records kept as Secrets in the namespace).
+`uninstall` needs releases installed with --driver secret or configmap (records kept in the
+namespace). Those records are written as protobuf, which the project's API test server (JSON only)
+refuses: against it, install with the memory driver and drop the server instead of uninstalling.
 
 Exit status: 0 success, 1 Helm refused (the message is on stderr), 2 usage or environment error.
 """
@@ -139,7 +141,10 @@ def uninstall(h, args):
     except h.HelmError as e:
         hint = ""
         if os.environ.get("HELM_DRIVER") == "memory":
-            hint = " (the memory driver keeps a release only within the process that installed it: use --driver secret for both)"
+            hint = (
+                " (the memory driver keeps a release only within the process that installed it:"
+                " install and uninstall with --driver secret)"
+            )
         print(f"helm uninstall {args.release}: {e}{hint}", file=sys.stderr)
         return 1
     print(f"uninstalled {args.release}")
