@@ -488,6 +488,7 @@ async fn wrong_values_are_refused_with_a_message_naming_them() {
     assert_refused("kubelink", with(json!({"agent": {"listenPort": 70000}})), &["listenPort"]).await;
     assert_refused("kubelink", with(json!({"agent": {"slotEndpoints": ["gw-0.example"]}})), &["slotEndpoints"]).await;
     assert_refused("kubelink", with(json!({"agent": {"slots": 2}})), &["slots"]).await;
+    assert_refused("kubelink", with(json!({"slots": 1})), &["slotEndpoints"]).await;
     // Required values, from the templates.
     assert_refused("kubelink", json!({"gardenKubeconfigSecret": "g"}), &["seedName is required"]).await;
     assert_refused("kubelink", json!({"seedName": SEED}), &["gardenKubeconfigSecret is required"]).await;
@@ -567,3 +568,27 @@ spec:
       schema:
         openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
 "#;
+
+/// Every object a schema defines (one with `properties`) refuses unknown keys.
+fn assert_closed(schema: &Value, at: &str) {
+    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+        assert_eq!(schema["additionalProperties"], false, "{at}: an object schema that allows unknown keys");
+        for (k, v) in props {
+            assert_closed(v, &format!("{at}/{k}"));
+        }
+    }
+    // (`if`/`then` only narrow objects defined, and closed, under `properties`.)
+    if let Some(items) = schema.get("items") {
+        assert_closed(items, &format!("{at}[]"));
+    }
+}
+
+#[test]
+fn both_schemas_refuse_unknown_keys_at_every_level() {
+    for name in ["kubelink", "kubelink-garden"] {
+        let path = chart(name).join("values.schema.json");
+        let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(schema["type"], "object");
+        assert_closed(&schema, name);
+    }
+}
