@@ -7,3 +7,12 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 {{- define "kubelink.image" -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag }}
 {{- end -}}
+
+{{- define "kubelink.seedName" -}}
+{{ required "seedName is required: set seedName to the name of the Seed this release serves" .Values.seedName }}
+{{- end -}}
+
+{{/* The slot Leases and slot Secrets: kubelink-gateway-0 ... kubelink-gateway-<slots-1>, as a YAML flow list. */}}
+{{- define "kubelink.slotNames" -}}
+[{{- range $i, $slot := until (int .Values.slots) }}{{ if $i }}, {{ end }}"kubelink-gateway-{{ $slot }}"{{ end -}}]
+{{- end -}}

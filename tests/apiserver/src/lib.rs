@@ -13,6 +13,7 @@
 //! a merge that creates a missing object (no field managers).
 
 pub mod fixtures;
+pub mod helm;
 pub mod http;
 pub mod kinds;
 pub mod selector;

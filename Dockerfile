@@ -1,0 +1,29 @@
+# The kubelink image: the `kubelink` binary (agent, IPAM controller, shoot sidecar) and the programs it
+# starts at run time (agent/src/tools.rs RUNTIME_TOOLS). tests/tests/image.rs checks that the runtime
+# stage installs exactly the Debian packages providing those programs, plus ca-certificates.
+#
+#   docker build -t kubelink:0.1.0 .
+#
+# The builder is the Rust release of the workspace's rust-version (Cargo.toml).
+FROM rust:1.95-bookworm AS builder
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked -p kubelink --bin kubelink \
+ && strip target/release/kubelink \
+ && cp target/release/kubelink /kubelink
+
+FROM debian:bookworm-slim
+# nftables: `nft`, the gateway's NAT table. conntrack: `conntrack`, flows towards the tunnel are
+# forgotten when the node's forwarding changes. ca-certificates: the TLS roots of the Kubernetes client.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends \
+      ca-certificates \
+      conntrack \
+      nftables \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=builder /kubelink /usr/local/bin/kubelink
+# Runs as root, deliberately: the agent configures the node's network (WireGuard device, routes,
+# nftables, conntrack, net.ipv4.ip_forward), which needs NET_ADMIN in the host network namespace and
+# a privileged container. The IPAM controller runs from this image as a non-root user set by its Pod
+# (runAsUser in the chart).
+ENTRYPOINT ["/usr/local/bin/kubelink"]
