@@ -372,7 +372,7 @@ async fn rbac_is_the_contract_and_the_agent_has_nothing_cluster_wide() {
     let cluster_role_name = format!("kubelink-ipam-{NS}");
     let ipam_cluster = expect(&[
         ("", &["secrets"], &["get", "list", "watch", "create", "update", "delete"], "*"),
-        ("resources.gardener.cloud", &["managedresources"], &["get", "create", "update", "delete"], "*"),
+        ("resources.gardener.cloud", &["managedresources"], &["list", "create", "update", "delete"], "*"),
     ]);
     assert_eq!(rules(find(&objects, "ClusterRole", &cluster_role_name)), ipam_cluster, "the IPAM's ClusterRole");
 
