@@ -3,18 +3,37 @@
 //! It speaks the real REST paths and JSON for the resources kubelink uses (see [`kinds::KINDS`]): get,
 //! list (label and field selectors), watch (from a resourceVersion, bookmarks, `410 Gone` past the kept
 //! history), create (`409 AlreadyExists`), update with a resourceVersion precondition (`409 Conflict`),
-//! merge/JSON patch, delete (finalizers honoured), the `status` subresource and discovery. One global
-//! resourceVersion counts every write, as etcd's revision does.
+//! merge/strategic/JSON patch, delete (finalizers honoured), the `status` subresource, discovery and the
+//! OpenAPI v3 documents `kubectl` needs ([`openapi`]). One global resourceVersion counts every write, as
+//! etcd's revision does.
 //!
-//! Known differences from a real server, none of which kubelink relies on: no authentication or
-//! admission, no schema validation beyond names and types, namespaces need not exist, `limit` is
-//! ignored (lists are never paginated, as when the real server answers from its watch cache), a watch
-//! with a selector does not turn "modified out of the selector" into DELETED, and server-side apply is
-//! a merge that creates a missing object (no field managers).
+//! Authentication and authorization are opt-in ([`serve_with`] with [`Options::auth`]). Then, as on a
+//! real cluster: an admin bearer token (`system:admin` in `system:masters`, which bypasses RBAC) that
+//! [`ApiServer::client`] uses; ServiceAccount tokens from the TokenRequest API
+//! (`POST .../serviceaccounts/{name}/token`, or [`ApiServer::token_for`]); no token means
+//! `system:anonymous`; an unknown token gets `401`. RBAC ([`rbac`]) decides from the Roles, ClusterRoles
+//! and bindings stored in the server, with the real `403` messages. Every request is recorded per user
+//! with the authorizer's answer, and the response bytes each user received are counted
+//! ([`Store::usage`], [`Store::requests_of`]). With authentication off every request is allowed and
+//! recorded as [`auth::UNSECURED_USER`].
+//!
+//! Known differences from a real server, none of which kubelink relies on: no admission, no schema
+//! validation beyond names and types, namespaces need not exist, `limit` is ignored (lists are never
+//! paginated, as when the real server answers from its watch cache), a watch with a selector does not
+//! turn "modified out of the selector" into DELETED, and server-side apply is a merge that creates a
+//! missing object (no field managers). Tokens are opaque random strings, not JWTs (no audiences, no
+//! binding to a Pod); a ServiceAccount's token stops working when the ServiceAccount is deleted. The
+//! bootstrap grants (discovery, `/version`) are built in rather than stored as ClusterRoles; ClusterRole
+//! aggregation, impersonation, client certificates and the `*AccessReview` APIs are not served. The
+//! OpenAPI schemas name `apiVersion`, `kind` and `metadata` only and keep unknown fields; strategic merge
+//! patch knows no merge keys, so lists are replaced whole; `/openapi/v2` is not served.
 
+pub mod auth;
 pub mod fixtures;
 pub mod http;
 pub mod kinds;
+pub mod openapi;
+pub mod rbac;
 pub mod selector;
 pub mod status;
 pub mod store;
@@ -45,9 +64,28 @@ impl ApiServer {
         &self.store
     }
 
-    /// A real `kube::Client` talking HTTP to this server.
+    /// A real `kube::Client` talking HTTP to this server, as the admin when authentication is on.
     pub fn client(&self) -> kube::Client {
-        client_for(&self.url)
+        match self.store.admin_token() {
+            Some(token) => client_with_token(&self.url, token),
+            None => client_for(&self.url),
+        }
+    }
+
+    /// The admin's bearer token (`system:admin`, `system:masters`), when authentication is on.
+    pub fn admin_token(&self) -> Option<&str> {
+        self.store.admin_token()
+    }
+
+    /// A token for ServiceAccount `namespace/name` (valid for an hour), made without a request; the
+    /// ServiceAccount is created first when it does not exist yet.
+    pub fn token_for(&self, namespace: &str, name: &str) -> String {
+        let kind = kinds::ResourceKind::find("", "v1", "serviceaccounts").expect("serviceaccounts are served");
+        let account = serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}});
+        // AlreadyExists is fine; any other failure shows in issue_token below.
+        let _ = self.store.create(kind, namespace, account);
+        let issued = self.store.issue_token(namespace, name, auth::DEFAULT_TOKEN_SECONDS);
+        issued.map(|(token, _)| token).unwrap_or_else(|e| panic!("a token for {namespace}/{name}: {}", e.message))
     }
 
     /// Serves the same objects on another, already bound listener too, e.g. one opened inside a network
@@ -65,7 +103,7 @@ impl Drop for ApiServer {
     }
 }
 
-/// A `kube::Client` for a server URL, without credentials (the test server has no authentication).
+/// A `kube::Client` for a server URL, without credentials (anonymous when authentication is on).
 pub fn client_for(url: &str) -> kube::Client {
     // kube builds a TLS connector even for plain HTTP; with more than one rustls backend in the dependency
     // graph it then needs a process-wide default. Installing one fails harmlessly when one is set.
@@ -75,16 +113,61 @@ pub fn client_for(url: &str) -> kube::Client {
     kube::Client::try_from(config).expect("a plain-HTTP client config is always valid")
 }
 
+/// A `kube::Client` for a server URL that sends `token` as its bearer token.
+pub fn client_with_token(url: &str, token: &str) -> kube::Client {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let uri = url.parse().expect("the server's own URL parses");
+    let mut config = kube::Config::new(uri);
+    config.auth_info.token = Some(token.to_string().into());
+    kube::Client::try_from(config).expect("a plain-HTTP client config is always valid")
+}
+
+/// A kubeconfig with one cluster, user and context (all named `test`): plain HTTP, bearer `token`.
+/// For processes such as `kubectl` or Helm.
+pub fn kubeconfig_yaml(server_url: &str, token: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server_url:?}\n\
+         users:\n- name: test\n  user:\n    token: {token:?}\n\
+         contexts:\n- name: test\n  context:\n    cluster: test\n    user: test\ncurrent-context: test\n"
+    )
+}
+
+/// How to start a server.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Events kept for watches; older resourceVersions get `410 Gone`.
+    pub history: usize,
+    /// Bearer-token authentication and RBAC, as described in the module doc.
+    pub auth: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { history: store::DEFAULT_HISTORY, auth: false }
+    }
+}
+
 /// Starts the server on `addr` (use `127.0.0.1:0` for a free port) with the default history size.
 pub async fn serve(addr: SocketAddr) -> std::io::Result<ApiServer> {
-    serve_with_history(addr, store::DEFAULT_HISTORY).await
+    serve_with(addr, Options::default()).await
 }
 
 /// Starts the server keeping `history` events for watches; older resourceVersions get `410 Gone`.
 pub async fn serve_with_history(addr: SocketAddr, history: usize) -> std::io::Result<ApiServer> {
+    serve_with(addr, Options { history, ..Options::default() }).await
+}
+
+/// Starts a server with authentication and RBAC on a free loopback port.
+pub async fn start_with_auth() -> ApiServer {
+    let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    serve_with(addr, Options { auth: true, ..Options::default() }).await.expect("binding a free loopback port")
+}
+
+/// Starts the server on `addr` with `options`.
+pub async fn serve_with(addr: SocketAddr, options: Options) -> std::io::Result<ApiServer> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let url = format!("http://{}", listener.local_addr()?);
-    let store = Arc::new(Store::new(history));
+    let store = Arc::new(Store::with_auth(options.history, options.auth));
     let task = tokio::spawn(accept_loop(listener, store.clone()));
     Ok(ApiServer { url, store, task })
 }
