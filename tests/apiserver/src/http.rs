@@ -105,6 +105,15 @@ async fn dispatch(
     };
     let body = body.collect().await.map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?.to_bytes();
     let content_type = parts.headers.get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    // Only JSON bodies are decoded (no protobuf, as `kubectl create token` sends): say so, as a real
+    // server does for a format it does not know.
+    if matches!(parts.method, Method::POST | Method::PUT)
+        && !body.is_empty()
+        && !matches!(media, "" | "application/json")
+    {
+        return Err(ApiError::unsupported_media_type(media));
+    }
     let ns = target.namespace.clone().unwrap_or_default();
     store.record(access(&parts.method, &target, is_true(query.get("watch"))));
     let status_only = match target.subresource.as_deref() {

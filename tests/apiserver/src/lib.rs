@@ -17,6 +17,10 @@
 //! ([`Store::usage`], [`Store::requests_of`]). With authentication off every request is allowed and
 //! recorded as [`auth::UNSECURED_USER`].
 //!
+//! The port also speaks TLS (a self-signed certificate per server, see [`tls`]) because `kubectl` and
+//! Helm send a bearer token only over TLS: give them [`ApiServer::kubeconfig`] (the `https://` URL
+//! and the certificate). `kube::Client`s may use plain HTTP ([`ApiServer::url`]).
+//!
 //! Known differences from a real server, none of which kubelink relies on: no admission, no schema
 //! validation beyond names and types, namespaces need not exist, `limit` is ignored (lists are never
 //! paginated, as when the real server answers from its watch cache), a watch with a selector does not
@@ -26,7 +30,9 @@
 //! bootstrap grants (discovery, `/version`) are built in rather than stored as ClusterRoles; ClusterRole
 //! aggregation, impersonation, client certificates and the `*AccessReview` APIs are not served. The
 //! OpenAPI schemas name `apiVersion`, `kind` and `metadata` only and keep unknown fields; strategic merge
-//! patch knows no merge keys, so lists are replaced whole; `/openapi/v2` is not served.
+//! patch knows no merge keys, so lists are replaced whole; `/openapi/v2` is not served. Request bodies
+//! must be JSON: protobuf (which `kubectl create <kind>` and `kubectl create token` send) gets `415`.
+//! A Secret's `stringData` is stored as sent, not folded into `data`.
 
 pub mod auth;
 pub mod fixtures;
@@ -37,12 +43,10 @@ pub mod rbac;
 pub mod selector;
 pub mod status;
 pub mod store;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 
 pub use store::Store;
 
@@ -50,6 +54,7 @@ pub use store::Store;
 pub struct ApiServer {
     url: String,
     store: Arc<Store>,
+    tls: Arc<tls::Tls>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -57,6 +62,24 @@ impl ApiServer {
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// `https://127.0.0.1:PORT`: the same port with TLS, for clients that send tokens only over TLS.
+    pub fn https_url(&self) -> String {
+        self.url.replacen("http://", "https://", 1)
+    }
+
+    /// The server's self-signed certificate, PEM.
+    pub fn certificate_pem(&self) -> &str {
+        &self.tls.certificate_pem
+    }
+
+    /// A kubeconfig for `kubectl` or Helm: [`Self::https_url`], trusting the server's certificate, bearer
+    /// `token`.
+    pub fn kubeconfig(&self, token: &str) -> String {
+        use base64::Engine;
+        let ca = base64::engine::general_purpose::STANDARD.encode(&self.tls.certificate_pem);
+        kubeconfig_with(&self.https_url(), &format!("certificate-authority-data: {ca}"), token)
     }
 
     /// Direct access to the stored objects, for assertions that must not go through a client.
@@ -93,7 +116,7 @@ impl ApiServer {
     pub fn serve_also(&self, listener: std::net::TcpListener) -> std::io::Result<tokio::task::JoinHandle<()>> {
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        Ok(tokio::spawn(accept_loop(listener, self.store.clone())))
+        Ok(tokio::spawn(accept_loop(listener, self.store.clone(), self.tls.clone())))
     }
 }
 
@@ -122,12 +145,18 @@ pub fn client_with_token(url: &str, token: &str) -> kube::Client {
     kube::Client::try_from(config).expect("a plain-HTTP client config is always valid")
 }
 
-/// A kubeconfig with one cluster, user and context (all named `test`): plain HTTP, bearer `token`.
-/// For processes such as `kubectl` or Helm.
+/// A kubeconfig with one cluster, user and context (all named `test`) and bearer `token`. An `https://`
+/// URL is used without verifying the certificate ([`ApiServer::kubeconfig`] verifies it); note that
+/// `kubectl` and Helm send no token over plain `http://`, so they are anonymous there.
 pub fn kubeconfig_yaml(server_url: &str, token: &str) -> String {
+    let trust = if server_url.starts_with("https://") { "insecure-skip-tls-verify: true" } else { "" };
+    kubeconfig_with(server_url, trust, token)
+}
+
+fn kubeconfig_with(server_url: &str, cluster_extra: &str, token: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server_url:?}\n\
-         users:\n- name: test\n  user:\n    token: {token:?}\n\
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server_url:?}\n    \
+         {cluster_extra}\nusers:\n- name: test\n  user:\n    token: {token:?}\n\
          contexts:\n- name: test\n  context:\n    cluster: test\n    user: test\ncurrent-context: test\n"
     )
 }
@@ -168,8 +197,9 @@ pub async fn serve_with(addr: SocketAddr, options: Options) -> std::io::Result<A
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let url = format!("http://{}", listener.local_addr()?);
     let store = Arc::new(Store::with_auth(options.history, options.auth));
-    let task = tokio::spawn(accept_loop(listener, store.clone()));
-    Ok(ApiServer { url, store, task })
+    let tls = Arc::new(tls::Tls::self_signed().map_err(std::io::Error::other)?);
+    let task = tokio::spawn(accept_loop(listener, store.clone(), tls.clone()));
+    Ok(ApiServer { url, store, tls, task })
 }
 
 /// Starts a server on a free loopback port.
@@ -177,15 +207,12 @@ pub async fn start() -> ApiServer {
     serve(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("binding a free loopback port")
 }
 
-async fn accept_loop(listener: tokio::net::TcpListener, store: Arc<Store>) {
+async fn accept_loop(listener: tokio::net::TcpListener, store: Arc<Store>, tls: Arc<tls::Tls>) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
-        let store = store.clone();
-        connections.spawn(async move {
-            let service = service_fn(move |req| http::handle(store.clone(), req));
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-        });
+        let (store, tls) = (store.clone(), tls.clone());
+        connections.spawn(async move { tls.serve(stream, store).await });
         while connections.try_join_next().is_some() {}
     }
 }

@@ -3,10 +3,12 @@
 //! Each document has the served paths with their operations, each tagged with
 //! `x-kubernetes-group-version-kind` (what kubectl looks up to decide on server-side field validation
 //! and on the patch type of `apply`), and one schema per kind, also tagged. The schemas are honest but
-//! minimal: `apiVersion`, `kind` and `metadata` are declared, everything else is
-//! `x-kubernetes-preserve-unknown-fields: true` (a full schema of every kind is out of scope). With no
-//! `x-kubernetes-patch-strategy` declared anywhere, kubectl's strategic merge patches treat lists as
-//! atomic, which is what the server's patch does too. Custom resources accept no strategic merge patch,
+//! minimal: `metadata` and each kind's top-level fields are declared, what is below them is
+//! `x-kubernetes-preserve-unknown-fields: true` (a full schema of every kind is out of scope). kubectl
+//! computes `apply`'s strategic merge patch from these schemas; where a change is nested deeper than
+//! they reach (e.g. inside a Deployment's `spec.template`) it warns and falls back to its compiled-in
+//! schema. With no `x-kubernetes-patch-strategy` declared anywhere, the patches treat lists as atomic,
+//! which is what the server's patch does too. Custom resources accept no strategic merge patch,
 //! as on a real cluster; kubectl then sends a JSON merge patch. `/openapi/v2` is not served (clients
 //! ask for it as protobuf); kubectl uses v3 when v3 is there.
 
@@ -72,7 +74,7 @@ fn document(group: &str, version: &str) -> Value {
     let kinds: Vec<&ResourceKind> = KINDS.iter().filter(|k| k.group == group && k.version == version).collect();
     let mut paths = Map::new();
     let mut schemas = Map::new();
-    schemas.insert(OBJECT_META.into(), json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+    schemas.insert(OBJECT_META.into(), object_meta_schema());
     schemas.insert(STATUS.into(), json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
     for rk in kinds {
         schemas.insert(schema_name(rk), kind_schema(rk));
@@ -88,15 +90,76 @@ fn document(group: &str, version: &str) -> Value {
     })
 }
 
+/// Any JSON object: what is below a declared field is not modelled.
+fn open_object() -> Value {
+    json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+}
+
+fn string_map() -> Value {
+    json!({"type": "object", "additionalProperties": {"type": "string"}})
+}
+
+fn list_of(items: Value) -> Value {
+    json!({"type": "array", "items": items})
+}
+
+/// `ObjectMeta` with its fields: kubectl's strategic merge patch looks up every field whose value is
+/// an object or a list. No patch strategies are declared, so `finalizers` and `ownerReferences` are
+/// atomic lists here, where a real server merges them.
+fn object_meta_schema() -> Value {
+    let mut properties = Map::new();
+    for field in ["name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "creationTimestamp"] {
+        properties.insert(field.into(), json!({"type": "string"}));
+    }
+    properties.insert("deletionTimestamp".into(), json!({"type": "string"}));
+    properties.insert("generation".into(), json!({"type": "integer"}));
+    properties.insert("deletionGracePeriodSeconds".into(), json!({"type": "integer"}));
+    properties.insert("labels".into(), string_map());
+    properties.insert("annotations".into(), string_map());
+    properties.insert("finalizers".into(), list_of(json!({"type": "string"})));
+    properties.insert("ownerReferences".into(), list_of(open_object()));
+    properties.insert("managedFields".into(), list_of(open_object()));
+    json!({"type": "object", "properties": properties})
+}
+
+/// The top-level fields of a kind besides `apiVersion`, `kind` and `metadata`.
+fn top_level_fields(rk: &ResourceKind) -> Vec<(&'static str, Value)> {
+    match (rk.group, rk.kind) {
+        ("", "ConfigMap") => {
+            vec![("data", string_map()), ("binaryData", string_map()), ("immutable", json!({"type": "boolean"}))]
+        }
+        ("", "Secret") => vec![
+            ("data", string_map()),
+            ("stringData", string_map()),
+            ("type", json!({"type": "string"})),
+            ("immutable", json!({"type": "boolean"})),
+        ],
+        ("", "ServiceAccount") => vec![
+            ("secrets", list_of(open_object())),
+            ("imagePullSecrets", list_of(open_object())),
+            ("automountServiceAccountToken", json!({"type": "boolean"})),
+        ],
+        (_, "Role") => vec![("rules", list_of(open_object()))],
+        (_, "ClusterRole") => vec![("rules", list_of(open_object())), ("aggregationRule", open_object())],
+        (_, "RoleBinding" | "ClusterRoleBinding") => {
+            vec![("roleRef", open_object()), ("subjects", list_of(open_object()))]
+        }
+        _ => vec![("spec", open_object()), ("status", open_object())],
+    }
+}
+
+/// Declares the top-level fields and `metadata`; below them any object is accepted (a full schema of
+/// every kind is out of scope), and unknown top-level fields are kept too.
 fn kind_schema(rk: &ResourceKind) -> Value {
+    let mut properties = Map::new();
+    properties.insert("apiVersion".into(), json!({"type": "string"}));
+    properties.insert("kind".into(), json!({"type": "string"}));
+    properties.insert("metadata".into(), json!({"$ref": format!("#/components/schemas/{OBJECT_META}")}));
+    properties.extend(top_level_fields(rk).into_iter().map(|(name, schema)| (name.to_string(), schema)));
     json!({
         "type": "object",
-        "description": format!("{} (schema not modelled: unknown fields are kept)", rk.kind),
-        "properties": {
-            "apiVersion": {"type": "string"},
-            "kind": {"type": "string"},
-            "metadata": {"$ref": format!("#/components/schemas/{OBJECT_META}")},
-        },
+        "description": format!("{}: top-level fields only, the rest is not modelled", rk.kind),
+        "properties": properties,
         "x-kubernetes-preserve-unknown-fields": true,
         "x-kubernetes-group-version-kind": [gvk(rk)],
     })
