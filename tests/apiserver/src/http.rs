@@ -11,7 +11,10 @@ use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
+use super::auth;
 use super::kinds::{KINDS, ResourceKind};
+use super::openapi;
+use super::rbac::Attributes;
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::ApiError;
 use super::store::{Filter, Since, Store};
@@ -37,11 +40,41 @@ enum Route {
     Discovery(Value),
 }
 
+/// Authenticates, authorizes (recording both per user), serves, and counts the bytes sent back.
 pub async fn handle(store: Arc<Store>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    let result = dispatch(store, request).await;
-    Ok(result.unwrap_or_else(|e| {
-        json_response(StatusCode::from_u16(e.code).unwrap_or(StatusCode::BAD_REQUEST), &e.to_status())
-    }))
+    let authorization = request.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let user = match store.authenticate(authorization) {
+        Ok(user) => user,
+        Err(e) => return Ok(error_response(&e)),
+    };
+    let query: HashMap<String, String> =
+        form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
+    let attributes = Attributes::from_request(request.method().as_str(), request.uri().path(), &query);
+    let allowed = store.authorize(&user, &attributes);
+    store.record_request(&user.name, attributes.clone(), allowed);
+    let response = if allowed {
+        dispatch(store.clone(), request, &query).await.unwrap_or_else(|e| error_response(&e))
+    } else {
+        error_response(&ApiError::forbidden(&user, &attributes))
+    };
+    Ok(counted(response, store, user.name))
+}
+
+fn error_response(e: &ApiError) -> Response<Body> {
+    json_response(StatusCode::from_u16(e.code).unwrap_or(StatusCode::BAD_REQUEST), &e.to_status())
+}
+
+/// Counts the body bytes as they go out, so a watch's stream counts too.
+fn counted(response: Response<Body>, store: Arc<Store>, user: String) -> Response<Body> {
+    response.map(|body| {
+        body.map_frame(move |frame| {
+            if let Some(data) = frame.data_ref() {
+                store.record_bytes(&user, data.len() as u64);
+            }
+            frame
+        })
+        .boxed()
+    })
 }
 
 /// The request as Kubernetes' authorizer names it.
@@ -60,33 +93,50 @@ fn access(method: &Method, target: &Target, watch: bool) -> crate::store::Access
     crate::store::Access { verb, group: kind.group, resource: kind.plural, subresource: target.subresource.clone() }
 }
 
-async fn dispatch(store: Arc<Store>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn dispatch(
+    store: Arc<Store>,
+    request: Request<Incoming>,
+    query: &HashMap<String, String>,
+) -> Result<Response<Body>, ApiError> {
     let (parts, body) = request.into_parts();
-    let query: HashMap<String, String> =
-        form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect();
     let target = match route(parts.uri.path())? {
         Route::Discovery(doc) => return Ok(json_response(StatusCode::OK, &doc)),
         Route::Resource(target) => target,
     };
     let body = body.collect().await.map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?.to_bytes();
     let content_type = parts.headers.get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    // Only JSON bodies are decoded (no protobuf, as `kubectl create token` sends): say so, as a real
+    // server does for a format it does not know.
+    if matches!(parts.method, Method::POST | Method::PUT)
+        && !body.is_empty()
+        && !matches!(media, "" | "application/json")
+    {
+        return Err(ApiError::unsupported_media_type(media));
+    }
     let ns = target.namespace.clone().unwrap_or_default();
+    store.record(access(&parts.method, &target, is_true(query.get("watch"))));
     let status_only = match target.subresource.as_deref() {
         None => false,
         Some("status") if KINDS[target.kind].status => true,
+        Some("token") if KINDS[target.kind].api_version() == "v1" && KINDS[target.kind].plural == "serviceaccounts" => {
+            return match (&parts.method, target.name.as_deref()) {
+                (&Method::POST, Some(name)) => token_request(&store, &ns, name, &body),
+                (method, _) => Err(ApiError::method_not_allowed(method.as_str())),
+            };
+        }
         Some(other) => return Err(ApiError::path_not_found(&format!("subresource {other}"))),
     };
-    store.record(access(&parts.method, &target, is_true(query.get("watch"))));
     match (&parts.method, target.name.as_deref()) {
-        (&Method::GET, None) if is_true(query.get("watch")) => watch(store, &target, &query),
-        (&Method::GET, None) => list(&store, &target, &query),
+        (&Method::GET, None) if is_true(query.get("watch")) => watch(store, &target, query),
+        (&Method::GET, None) => list(&store, &target, query),
         (&Method::GET, Some(name)) => ok(store.get(target.kind, &ns, name)),
         (&Method::POST, None) => {
             let object = parse_json(&body)?;
             Ok(json_response(StatusCode::CREATED, &store.create(target.kind, &ns, object)?))
         }
         (&Method::PUT, Some(name)) => ok(store.update(target.kind, &ns, name, parse_json(&body)?, status_only)),
-        (&Method::PATCH, Some(name)) => patch(&store, &target, name, content_type, &body, status_only, &query),
+        (&Method::PATCH, Some(name)) => patch(&store, &target, name, content_type, &body, status_only, query),
         (&Method::DELETE, Some(name)) => {
             let options: Value = if body.is_empty() { json!({}) } else { parse_json(&body)? };
             let precondition = options.pointer("/preconditions/resourceVersion").and_then(Value::as_str);
@@ -94,6 +144,34 @@ async fn dispatch(store: Arc<Store>, request: Request<Incoming>) -> Result<Respo
         }
         (method, _) => Err(ApiError::method_not_allowed(method.as_str())),
     }
+}
+
+/// The TokenRequest API: a token for the ServiceAccount, 404 when it does not exist.
+fn token_request(store: &Store, namespace: &str, name: &str, body: &[u8]) -> Result<Response<Body>, ApiError> {
+    let request: Value = if body.is_empty() { json!({}) } else { parse_json(body)? };
+    let seconds =
+        request.pointer("/spec/expirationSeconds").and_then(Value::as_i64).unwrap_or(auth::DEFAULT_TOKEN_SECONDS);
+    if seconds < auth::MIN_TOKEN_SECONDS {
+        return Err(ApiError {
+            code: 422,
+            reason: "Invalid",
+            message: format!(
+                "TokenRequest.authentication.k8s.io \"{name}\" is invalid: spec.expirationSeconds: Invalid value: \
+                 {seconds}: may not specify a duration less than 10 minutes"
+            ),
+            details: Some(json!({"name": name, "group": "authentication.k8s.io", "kind": "TokenRequest"})),
+        });
+    }
+    let (token, expires) = store.issue_token(namespace, name, seconds)?;
+    let audiences = request.pointer("/spec/audiences").cloned().unwrap_or_else(|| json!([]));
+    let response = json!({
+        "kind": "TokenRequest",
+        "apiVersion": "authentication.k8s.io/v1",
+        "metadata": {"name": name, "namespace": namespace, "creationTimestamp": null},
+        "spec": {"audiences": audiences, "expirationSeconds": seconds, "boundObjectRef": null},
+        "status": {"token": token, "expirationTimestamp": expires.to_string()},
+    });
+    Ok(json_response(StatusCode::CREATED, &response))
 }
 
 fn is_true(value: Option<&String>) -> bool {
@@ -124,6 +202,12 @@ fn route(path: &str) -> Result<Route, ApiError> {
         ["apis"] => return Ok(Route::Discovery(group_list())),
         ["api", version] => return Ok(Route::Discovery(resource_list("", version))),
         ["apis", group, version] => return Ok(Route::Discovery(resource_list(group, version))),
+        ["openapi", "v3"] => return Ok(Route::Discovery(openapi::index())),
+        ["openapi", "v3", rest @ ..] => {
+            return openapi::document_for(&rest.join("/"))
+                .map(Route::Discovery)
+                .ok_or_else(|| ApiError::path_not_found(path));
+        }
         ["api", version, rest @ ..] => ("", *version, rest),
         ["apis", group, version, rest @ ..] => (*group, *version, rest),
         _ => return Err(ApiError::path_not_found(path)),
@@ -314,8 +398,14 @@ fn patch(
     let media = content_type.split(';').next().unwrap_or("").trim();
     let patch = parse_json(body)?;
     match media {
-        "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+        "application/merge-patch+json" => {
             ok(store.patch(target.kind, &ns, name, status_only, |current| Ok(merged(current, &patch))))
+        }
+        "application/strategic-merge-patch+json" if KINDS[target.kind].is_custom() => {
+            Err(ApiError::unsupported_patch())
+        }
+        "application/strategic-merge-patch+json" => {
+            ok(store.patch(target.kind, &ns, name, status_only, |current| Ok(strategic_merged(current, &patch))))
         }
         "application/json-patch+json" => {
             let ops: json_patch::Patch =
@@ -351,6 +441,37 @@ fn merged(current: &Value, patch: &Value) -> Value {
     doc
 }
 
+/// A strategic merge patch without patch strategies: maps merge (`null` or `$patch: delete` removes,
+/// `$patch: replace` replaces, `$retainKeys` prunes), lists are replaced whole, as for lists the served
+/// OpenAPI declares no merge key for; `$setElementOrder` is ignored and `$deleteFromPrimitiveList`
+/// removes the listed values.
+fn strategic_merged(current: &Value, patch: &Value) -> Value {
+    let Value::Object(changes) = patch else { return patch.clone() };
+    let directive = changes.get("$patch").and_then(Value::as_str);
+    let mut out = match (current, directive) {
+        (Value::Object(map), None) => map.clone(),
+        _ => serde_json::Map::new(),
+    };
+    for (key, value) in changes {
+        if let Some(field) = key.strip_prefix("$deleteFromPrimitiveList/") {
+            if let (Some(Value::Array(items)), Some(drop)) = (out.get_mut(field), value.as_array()) {
+                items.retain(|item| !drop.contains(item));
+            }
+        } else if key.starts_with('$') {
+            continue;
+        } else if value.is_null() || value.get("$patch").and_then(Value::as_str) == Some("delete") {
+            out.remove(key);
+        } else {
+            let merged = strategic_merged(out.get(key).unwrap_or(&Value::Null), value);
+            out.insert(key.clone(), merged);
+        }
+    }
+    if let Some(Value::Array(keep)) = changes.get("$retainKeys") {
+        out.retain(|k, _| keep.iter().any(|v| v.as_str() == Some(k)));
+    }
+    Value::Object(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,5 +502,27 @@ mod tests {
         assert!(route("/api/v1/secrets/s1").is_err(), "a namespaced item needs its namespace");
         assert!(route("/apis/core.gardener.cloud/v1beta1/namespaces/x/seeds").is_err(), "seeds are cluster-scoped");
         assert!(route("/apis/nope/v1/things").is_err());
+    }
+}
+
+#[cfg(test)]
+mod strategic_tests {
+    use super::*;
+
+    #[test]
+    fn strategic_merge_handles_the_directives_kubectl_sends() {
+        let current = json!({"metadata": {"labels": {"a": "1", "b": "2"}, "finalizers": ["x", "y"]},
+                             "data": {"k": "v"}, "spec": {"old": 1, "keep": 2}});
+        let patch = json!({
+            "metadata": {"labels": {"a": null, "c": "3"}, "$deleteFromPrimitiveList/finalizers": ["x"],
+                         "$setElementOrder/finalizers": ["y"]},
+            "data": {"$patch": "replace", "n": "w"},
+            "spec": {"$retainKeys": ["keep", "new"], "new": 3},
+        });
+        assert_eq!(
+            strategic_merged(&current, &patch),
+            json!({"metadata": {"labels": {"b": "2", "c": "3"}, "finalizers": ["y"]}, "data": {"n": "w"},
+                   "spec": {"keep": 2, "new": 3}})
+        );
     }
 }

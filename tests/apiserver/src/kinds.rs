@@ -64,6 +64,11 @@ impl ResourceKind {
         if self.group.is_empty() { self.plural.to_string() } else { format!("{}.{}", self.plural, self.group) }
     }
 
+    /// Served by a CustomResourceDefinition on a real cluster: no strategic merge patch.
+    pub fn is_custom(&self) -> bool {
+        matches!(self.group, "kubelink.gardener.cloud" | "resources.gardener.cloud")
+    }
+
     pub fn find(group: &str, version: &str, plural: &str) -> Option<usize> {
         KINDS.iter().position(|k| k.group == group && k.version == version && k.plural == plural)
     }

@@ -3,6 +3,7 @@
 use serde_json::{Value, json};
 
 use super::kinds::ResourceKind;
+use super::rbac::{Attributes, User};
 
 /// A failed request, rendered as a `meta/v1` `Status`.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,8 +67,44 @@ impl ApiError {
         )
     }
 
+    /// A patch type the resource does not take, e.g. a strategic merge patch of a custom resource.
+    pub fn unsupported_patch() -> Self {
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            "the body of the request was in an unknown format - accepted media types include: \
+             application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
+                .to_string(),
+        )
+    }
+
     pub fn path_not_found(path: &str) -> Self {
         Self::new(404, "NotFound", format!("the server could not find the requested resource ({path})"))
+    }
+
+    /// An unknown or expired bearer token: the real server says no more than this.
+    pub fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized".to_string())
+    }
+
+    /// As `responsewriters.ForbiddenStatusError`: `details` names the group and resource (as `kind`)
+    /// and the object, each left out when empty, as the real server's JSON omits empty fields.
+    pub fn forbidden(user: &User, attrs: &Attributes) -> Self {
+        let reason = attrs.forbidden_reason(user);
+        let resource =
+            if attrs.group.is_empty() { attrs.resource.clone() } else { format!("{}.{}", attrs.resource, attrs.group) };
+        let message = match (resource.is_empty(), attrs.name.is_empty()) {
+            (true, _) => format!("forbidden: {reason}"),
+            (false, true) => format!("{resource} is forbidden: {reason}"),
+            (false, false) => format!("{resource} {:?} is forbidden: {reason}", attrs.name),
+        };
+        let mut details = serde_json::Map::new();
+        for (key, value) in [("name", &attrs.name), ("group", &attrs.group), ("kind", &attrs.resource)] {
+            if !value.is_empty() {
+                details.insert(key.to_string(), json!(value));
+            }
+        }
+        Self { code: 403, reason: "Forbidden", message, details: Some(Value::Object(details)) }
     }
 
     /// The JSON body: `kind: Status`, `status: Failure`, `reason`, `code`.
@@ -85,5 +122,47 @@ impl ApiError {
             status["details"] = details.clone();
         }
         status
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn unauthorized_is_the_bare_status_kubernetes_sends() {
+        assert_eq!(
+            ApiError::unauthorized().to_status(),
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                   "message": "Unauthorized", "reason": "Unauthorized", "code": 401})
+        );
+    }
+
+    #[test]
+    fn forbidden_bodies_match_kubernetes() {
+        let user = User::new("system:serviceaccount:kubelink:kubelink-agent", &["system:authenticated"]);
+        let attrs = |method, path, query: &[(&str, &str)]| {
+            let query: HashMap<String, String> = query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            Attributes::from_request(method, path, &query)
+        };
+        let get = ApiError::forbidden(&user, &attrs("GET", "/api/v1/namespaces/kubelink/secrets/x", &[])).to_status();
+        assert_eq!(
+            get,
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "Forbidden",
+                   "code": 403, "details": {"name": "x", "kind": "secrets"},
+                   "message": "secrets \"x\" is forbidden: User \"system:serviceaccount:kubelink:kubelink-agent\" \
+                               cannot get resource \"secrets\" in API group \"\" in the namespace \"kubelink\""})
+        );
+        let list = ApiError::forbidden(&user, &attrs("GET", "/apis/coordination.k8s.io/v1/leases", &[("watch", "1")]));
+        assert_eq!(
+            list.message,
+            "leases.coordination.k8s.io is forbidden: User \"system:serviceaccount:kubelink:kubelink-agent\" cannot \
+             watch resource \"leases\" in API group \"coordination.k8s.io\" at the cluster scope"
+        );
+        assert_eq!(list.details, Some(json!({"group": "coordination.k8s.io", "kind": "leases"})));
+        let path = ApiError::forbidden(&User::new("system:anonymous", &[]), &attrs("GET", "/apis", &[]));
+        assert_eq!(path.message, "forbidden: User \"system:anonymous\" cannot get path \"/apis\"");
+        assert_eq!(path.details, Some(json!({})));
     }
 }

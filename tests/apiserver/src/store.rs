@@ -6,7 +6,9 @@ use std::sync::Mutex;
 
 use serde_json::{Value, json};
 
+use super::auth::Tokens;
 use super::kinds::{KINDS, ResourceKind};
+use super::rbac::{Attributes, User};
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::ApiError;
 
@@ -56,6 +58,31 @@ pub struct Store {
     changed: tokio::sync::watch::Sender<u64>,
     /// Every kind of request served, as the authorizer sees it: what RBAC must allow.
     requests: Mutex<BTreeSet<Access>>,
+    /// Per user: each request and the bytes sent back.
+    usage: Mutex<BTreeMap<String, UserLog>>,
+    tokens: Tokens,
+    /// `Some` when authentication and RBAC are on.
+    admin_token: Option<String>,
+}
+
+/// One request of one user, as the authorizer saw it, and whether it was allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub attributes: Attributes,
+    pub allowed: bool,
+}
+
+/// What a user cost the server: requests made and response body bytes sent (watch streams included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub requests: u64,
+    pub bytes: u64,
+}
+
+#[derive(Default)]
+struct UserLog {
+    usage: Usage,
+    requests: Vec<Request>,
 }
 
 /// One request in RBAC terms: verb, API group (`""` for core), resource, subresource.
@@ -100,10 +127,93 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl Store {
+    /// A store without authentication: every request is allowed.
     pub fn new(capacity: usize) -> Self {
+        Self::with_auth(capacity, false)
+    }
+
+    /// With `auth`, requests need a token (or are anonymous) and RBAC decides; an admin token is made.
+    pub fn with_auth(capacity: usize, auth: bool) -> Self {
         let inner = Inner { rv: 1, objects: BTreeMap::new(), history: VecDeque::new(), compacted: 0, uid_counter: 0 };
         let (changed, _) = tokio::sync::watch::channel(1);
-        Self { inner: Mutex::new(inner), capacity, changed, requests: Mutex::new(BTreeSet::new()) }
+        let tokens = Tokens::default();
+        let admin_token = auth.then(|| tokens.issue_admin());
+        Self {
+            inner: Mutex::new(inner),
+            capacity,
+            changed,
+            requests: Mutex::new(BTreeSet::new()),
+            usage: Mutex::new(BTreeMap::new()),
+            tokens,
+            admin_token,
+        }
+    }
+
+    /// The admin's bearer token, when authentication is on.
+    pub fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
+    }
+
+    /// The caller of a request; with authentication off, [`crate::auth::UNSECURED_USER`] in `system:masters`.
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<User, ApiError> {
+        if self.admin_token.is_none() {
+            return Ok(User::new(crate::auth::UNSECURED_USER, &["system:masters", "system:authenticated"]));
+        }
+        crate::auth::authenticate(&self.tokens, authorization, |ns, name| self.service_account_exists(ns, name))
+    }
+
+    fn service_account_exists(&self, namespace: &str, name: &str) -> bool {
+        ResourceKind::find("", "v1", "serviceaccounts").is_some_and(|kind| self.get(kind, namespace, name).is_ok())
+    }
+
+    /// A token for an existing ServiceAccount, valid for `seconds` (TokenRequest), and when it expires.
+    pub fn issue_token(
+        &self,
+        namespace: &str,
+        name: &str,
+        seconds: i64,
+    ) -> Result<(String, jiff::Timestamp), ApiError> {
+        let kind = ResourceKind::find("", "v1", "serviceaccounts").ok_or_else(|| ApiError::path_not_found(""))?;
+        self.get(kind, namespace, name)?;
+        let expires = crate::auth::expiry(seconds)?;
+        Ok((self.tokens.issue_service_account(namespace, name, expires), expires))
+    }
+
+    /// Whether `user` may make the request: RBAC over the stored Roles and bindings.
+    pub fn authorize(&self, user: &User, attributes: &Attributes) -> bool {
+        self.admin_token.is_none() || crate::rbac::Policy::from_store(self).allows(user, attributes)
+    }
+
+    fn user_log(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, UserLog>> {
+        self.usage.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes one request of `user` and the authorizer's answer.
+    pub fn record_request(&self, user: &str, attributes: Attributes, allowed: bool) {
+        let mut log = self.user_log();
+        let entry = log.entry(user.to_string()).or_default();
+        entry.usage.requests += 1;
+        entry.requests.push(Request { attributes, allowed });
+    }
+
+    /// Adds response body bytes sent to `user`.
+    pub fn record_bytes(&self, user: &str, bytes: u64) {
+        self.user_log().entry(user.to_string()).or_default().usage.bytes += bytes;
+    }
+
+    /// Requests and bytes of `user` so far (zero for a user never seen).
+    pub fn usage(&self, user: &str) -> Usage {
+        self.user_log().get(user).map(|l| l.usage).unwrap_or_default()
+    }
+
+    /// Every request of `user` so far, in order.
+    pub fn requests_of(&self, user: &str) -> Vec<Request> {
+        self.user_log().get(user).map(|l| l.requests.clone()).unwrap_or_default()
+    }
+
+    /// Every user that made a request.
+    pub fn users(&self) -> Vec<String> {
+        self.user_log().keys().cloned().collect()
     }
 
     /// Notes a request for [`Store::accesses`].
