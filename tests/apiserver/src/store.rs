@@ -118,6 +118,16 @@ fn spec_part(object: &Value) -> Value {
     copy
 }
 
+/// The name rule of a kind: RBAC objects only need to be a valid path segment (Kubernetes'
+/// `ValidatePathSegmentName`, so `system:controller:x` is fine); every other kind here is a DNS
+/// subdomain.
+fn valid_name_of(rk: &ResourceKind, name: &str) -> bool {
+    if rk.group == "rbac.authorization.k8s.io" {
+        return !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '%']);
+    }
+    valid_name(name)
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
@@ -296,7 +306,7 @@ impl Store {
                 ));
             }
         };
-        if !valid_name(&name) {
+        if !valid_name_of(rk, &name) {
             return Err(ApiError::invalid(
                 rk,
                 &name,

@@ -14,7 +14,7 @@ api=127.0.0.1:6443
 # agent_start LOG: the gateway agent in `node`, kernel WireGuard; its pid is in $AGENT_PID.
 agent_start() {
   /usr/local/sbin/ip netns exec node kubelink agent --node-name n0 --node-ip 10.0.0.1 --namespace kubelink \
-    --seed local --slots 1 --server "http://$api" --wg-backend kernel --device kl0 \
+    --seed local --seed-server "http://$api" --wg-backend kernel --device kl0 \
     --health-listen 127.0.0.1:8080 >"$1" 2>&1 &
   AGENT_PID=$!
 }
