@@ -154,9 +154,12 @@ impl SeedLandscape {
         Ok(())
     }
 
-    /// Starts the agents, the load balancers and the IPAM controller. The node with the pod starts last,
+    /// Starts the IPAM controller, the agents and the load balancers. The node with the pod starts last,
     /// once the slots are taken, so that the pod's traffic is routed to the gateways.
     pub async fn start(&mut self) -> Result<(), String> {
+        // The IPAM first: it writes the SeedTunnel (the slot count) and the slot Secrets the agents
+        // wait for.
+        self.tasks.push(spawn_ipam(self.garden.client(), self.server.client(), self.slots as u8));
         for i in 0..NODES - 1 {
             self.start_agent(i)?;
         }
@@ -170,7 +173,6 @@ impl SeedLandscape {
         let ip_of: lb::NodeIpOf = Box::new(|pod: &str| Some(node_ip(pod.strip_prefix("kubelink-n")?.parse().ok()?)));
         let runtime = tokio::runtime::Handle::current();
         lb::follow(self.server.client(), runtime, AGENT_NS.into(), self.lbs.clone(), PORT, ip_of, self.stop.clone());
-        self.tasks.push(spawn_ipam(self.garden.client(), self.server.client(), self.slots as u8));
         Ok(())
     }
 
