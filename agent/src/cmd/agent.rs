@@ -68,7 +68,7 @@ pub struct AgentArgs {
     #[arg(long, env = "KUBELINK_RESYNC_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
     pub resync_interval: Duration,
     /// Address of /healthz, /readyz and /metrics.
-    #[arg(long, env = "KUBELINK_HEALTH_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = "KUBELINK_HEALTH_LISTEN", default_value = "0.0.0.0:8093")]
     pub health_listen: SocketAddr,
     #[command(flatten)]
     pub common: crate::cmd::run::Common,

@@ -96,3 +96,72 @@ async fn kube_client(
     };
     kube::Client::try_from(config).context("building the Kubernetes client")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use clap::{Args, Command};
+
+    /// Same flag, different default, on purpose; each with the reason.
+    const ROLE_DEFAULTS: &[(&str, &str)] = &[
+        (
+            "on-exit",
+            "standalone `run` keeps the device for the next start to adopt; the sidecar's namespace goes away with its Pod",
+        ),
+        ("mtu", "the sidecar's flags override its mounted files, which carry the defaults"),
+    ];
+
+    /// Every subcommand a deployment runs, with its flags (`keys` and `landscape` are operator and
+    /// test tools without settings to share).
+    fn subcommands() -> Vec<Command> {
+        let ipam = super::ipam::IpamArgs::augment_args(Command::new("ipam"));
+        let mut out = vec![
+            super::agent::AgentArgs::augment_args(Command::new("agent")),
+            super::run::RunArgs::augment_args(Command::new("run")),
+            super::run::DownArgs::augment_args(Command::new("down")),
+            super::shoot::ShootArgs::augment_args(Command::new("shoot")),
+            super::status::StatusArgs::augment_args(Command::new("status")),
+        ];
+        out.extend(ipam.get_subcommands().cloned());
+        out
+    }
+
+    #[test]
+    fn every_flag_has_its_environment_variable_and_one_default_everywhere() {
+        let mut defaults: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+        let mut problems = Vec::new();
+        for cmd in subcommands() {
+            for arg in cmd.get_arguments().filter(|a| a.get_long().is_some_and(|l| l != "help")) {
+                let long = arg.get_long().unwrap_or_default();
+                let want = format!("KUBELINK_{}", long.to_uppercase().replace('-', "_"));
+                let env = arg.get_env().map(|e| e.to_string_lossy().to_string());
+                if env.as_deref() != Some(want.as_str()) {
+                    problems.push(format!("{} --{long}: env {env:?}, want {want}", cmd.get_name()));
+                }
+                let default: Vec<String> =
+                    arg.get_default_values().iter().map(|v| v.to_string_lossy().into()).collect();
+                let seen = defaults.entry(long.to_string()).or_insert((cmd.get_name().to_string(), default.clone()));
+                if seen.1 != default && !ROLE_DEFAULTS.iter().any(|(f, _)| *f == long) {
+                    problems.push(format!(
+                        "--{long}: default {default:?} in {}, {:?} in {}",
+                        cmd.get_name(),
+                        seen.1,
+                        seen.0
+                    ));
+                }
+            }
+        }
+        assert!(defaults.len() > 40, "too few flags seen to mean anything: {}", defaults.len());
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    #[test]
+    fn the_garden_never_defaults_to_the_seed() {
+        let ipam = super::ipam::IpamArgs::augment_args(Command::new("ipam")).no_binary_name(true);
+        let err = ipam.try_get_matches_from(["controller", "--seed", "s", "--seed-server", "http://seed"]);
+        assert!(err.is_err_and(|e| e.to_string().contains("--garden-kubeconfig")));
+        let agent = super::agent::AgentArgs::augment_args(Command::new("agent"));
+        assert!(agent.get_arguments().all(|a| !a.get_id().as_str().contains("garden")), "the agent has no garden flag");
+    }
+}

@@ -17,17 +17,17 @@ use crate::wg::{self, BackendChoice};
 #[derive(clap::Args)]
 pub struct RunArgs {
     /// The desired state: YAML or JSON with `device` (and its `peers`) and `routes`.
-    #[arg(long, short)]
+    #[arg(long, short, env = "KUBELINK_CONFIG")]
     pub config: PathBuf,
     #[command(flatten)]
     pub common: Common,
     /// Re-read the device and routes this often, repairing drift that netlink does not announce
     /// (WireGuard peers): a peer removed by hand is back within this interval.
-    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "KUBELINK_RESYNC_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
     pub resync_interval: Duration,
     /// On SIGTERM/SIGINT: `keep` the device and routes (a restart adopts them, kernel traffic keeps
     /// flowing) or `remove` them.
-    #[arg(long, value_enum, default_value = "keep")]
+    #[arg(long, env = "KUBELINK_ON_EXIT", value_enum, default_value = "keep")]
     pub on_exit: OnExit,
 }
 
@@ -49,7 +49,8 @@ pub enum OnExit {
 
 #[derive(clap::Args)]
 pub struct DownArgs {
-    #[arg(long, short)]
+    /// The config file `run` was started with: its device and routes are removed.
+    #[arg(long, short, env = "KUBELINK_CONFIG")]
     pub config: PathBuf,
     #[command(flatten)]
     pub common: Common,

@@ -45,23 +45,23 @@ pub struct ShootArgs {
     #[arg(long, env = "KUBELINK_MTU")]
     pub mtu: Option<String>,
     /// Re-resolve gateway host names this often.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "KUBELINK_RESOLVE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub resolve_interval: Duration,
     /// Re-read the device and routes this often (WireGuard peer changes raise no netlink event).
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "KUBELINK_RESYNC_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
     pub resync_interval: Duration,
     /// Ping each slot address through the tunnel this often; `0s` turns probing off, and readiness
     /// then rests on handshakes alone. Two unanswered probes in a row start a new handshake.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "KUBELINK_PROBE_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     pub probe_interval: Duration,
     /// A gateway is up while its last handshake is younger than this.
-    #[arg(long, default_value = "180s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "KUBELINK_HANDSHAKE_WINDOW", default_value = "180s", value_parser = humantime::parse_duration)]
     pub handshake_window: Duration,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "KUBELINK_HEALTH_LISTEN", default_value = "0.0.0.0:8093")]
     pub health_listen: SocketAddr,
     /// On SIGTERM: `remove` the device and routes (default; the pod's namespace is going away) or `keep`.
-    #[arg(long, value_enum, default_value = "remove")]
+    #[arg(long, env = "KUBELINK_ON_EXIT", value_enum, default_value = "remove")]
     pub on_exit: crate::cmd::run::OnExit,
 }
 

@@ -9,10 +9,10 @@ use crate::wg::{self, BackendKind, ObservedDevice, ObservedPeer};
 #[derive(clap::Args)]
 pub struct StatusArgs {
     /// The WireGuard device to show.
-    #[arg(long, short, default_value = "kubelink0")]
+    #[arg(long, short, env = "KUBELINK_DEVICE", default_value = "kubelink0")]
     pub device: String,
     /// Print JSON instead of text.
-    #[arg(long)]
+    #[arg(long, env = "KUBELINK_JSON")]
     pub json: bool,
 }
 
