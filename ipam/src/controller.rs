@@ -64,8 +64,11 @@ pub struct Controller {
     cfg: Config,
     /// What each shoot's ShootState records, as last read or written here, and when it was read:
     /// a ShootState is read again only after `resync`, so a pass does not read every one.
-    states: Arc<Mutex<BTreeMap<ShootKey, (Instant, Option<Recorded>)>>>,
+    states: Arc<Mutex<StateCache>>,
 }
+
+/// Per shoot: when its ShootState was last read or written here, and what it records.
+type StateCache = BTreeMap<ShootKey, (Instant, Option<Recorded>)>;
 
 /// What one pass did and found.
 #[derive(Debug, Default)]

@@ -162,16 +162,21 @@ pub async fn run(opts: Options, rec: Reconciler) -> Result<(), SidecarError> {
     let mut tick = tokio::time::interval(s.opts.resync_interval);
     let mut file_check = tokio::time::interval(Duration::from_secs(1));
     let mut probe = tokio::time::interval(s.opts.probe_interval.unwrap_or(Duration::from_secs(3600)));
+    // A round of probes to dead gateways takes longer than the interval: missed ticks must not queue up
+    // into back-to-back rounds, and a signal must win over ticks that are always ready.
+    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     s.step().await;
     loop {
         tokio::select! {
+            biased;
+            _ = term.recv() => break,
+            _ = int.recv() => break,
             _ = wake.notified() => {}
             _ = tick.tick() => {}
             _ = hup.recv() => { s.reload(); }
             _ = file_check.tick() => if !s.reload() { continue },
             _ = probe.tick(), if s.opts.probe_interval.is_some() => { s.probe().await; continue }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
         }
         s.step().await;
     }
