@@ -347,10 +347,27 @@ async fn an_agent_on_a_seed_with_1000_shoots_gets_little_and_nothing_about_other
     let agent_user = user(NS, "kubelink-agent");
     let (_, agent) = l.agent();
     let before = l.seed.store().usage(&agent_user);
+    let earlier = l.seed.store().requests_of(&agent_user).len();
     let wake = Arc::new(tokio::sync::Notify::new());
     let t = Instant::now();
     let cluster = Cluster::start(agent, NS, SEED, Some(PODS[0].into()), wake.clone());
     synced_with(&cluster, &wake, 1000).await;
+    // Synced once both lists are in; the watches that follow them belong to the start too.
+    let watching = |resource: &str| {
+        l.seed.store().requests_of(&agent_user)[earlier..]
+            .iter()
+            .any(|r| r.attributes.verb == "watch" && r.attributes.resource == resource)
+    };
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !(watching("seedtunnels") && watching("shootpeers")) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        let since: Vec<_> = l.seed.store().requests_of(&agent_user)[earlier..].to_vec();
+        panic!("the agent does not watch after its lists; its requests since the start: {since:#?}")
+    });
     let started = l.seed.store().usage(&agent_user);
     let (start_requests, start_bytes) = (started.requests - before.requests, started.bytes - before.bytes);
     println!("agent start: synced with 1000 shoots in {:?}", t.elapsed());
