@@ -14,6 +14,7 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -83,7 +84,9 @@ impl Landscape {
     async fn start() -> Self {
         let garden = kubelink_apiserver::start_with_auth().await;
         let seed = kubelink_apiserver::start_with_auth().await;
-        let dir = std::env::temp_dir().join(format!("kubelink-trust-{}-{:?}", std::process::id(), Instant::now()));
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("kubelink-trust-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let seed_values = json!({"seedName": SEED, "gardenKubeconfigSecret": GARDEN_SECRET, "slots": 2});
         for (server, name, values) in
