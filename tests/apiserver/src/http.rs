@@ -23,6 +23,12 @@ pub type Body = BoxBody<Bytes, Infallible>;
 
 /// How often an idle watch that asked for bookmarks gets one.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(5);
+/// The real server gzips a response body of at least this size for a client that accepts gzip
+/// (`APIResponseCompression`, on by default), except watch streams.
+pub const GZIP_THRESHOLD: usize = 128 * 1024;
+/// The real server's gzip level: fast.
+const GZIP_LEVEL: u32 = 1;
+
 /// The real server's default upper bound for a watch without `timeoutSeconds` is 30 to 60 minutes.
 const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
 
@@ -40,12 +46,45 @@ enum Route {
     Discovery(Value),
 }
 
-/// Authenticates, authorizes (recording both per user), serves, and counts the bytes sent back.
+/// Authenticates, authorizes (recording both per user), serves, gzips a large answer for a client that
+/// accepts it, and counts the bytes sent back (as sent: compressed when gzipped).
 pub async fn handle(store: Arc<Store>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let gzip = accepts_gzip(request.headers());
+    let response = authorized(store.clone(), request).await;
+    let response = if gzip { gzipped(response).await } else { response };
+    Ok(counted(response.0, store, response.1))
+}
+
+/// Whether `Accept-Encoding` lists `gzip`, token by token as the real server reads it.
+fn accepts_gzip(headers: &hyper::HeaderMap) -> bool {
+    let value = headers.get(hyper::header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("");
+    value.split(',').any(|token| token.trim() == "gzip")
+}
+
+/// A complete body (not a watch stream) of at least [`GZIP_THRESHOLD`] bytes, gzipped.
+async fn gzipped((response, user): (Response<Body>, String)) -> (Response<Body>, String) {
+    use http_body_util::BodyExt as _;
+    use hyper::body::Body as _;
+    use std::io::Write as _;
+    if response.body().size_hint().exact().is_none_or(|n| n < GZIP_THRESHOLD as u64) {
+        return (response, user);
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(collected) = body.collect().await;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(GZIP_LEVEL));
+    let zipped = encoder.write_all(&collected.to_bytes()).and_then(|()| encoder.finish()).expect("gzip into memory");
+    parts.headers.insert(hyper::header::CONTENT_ENCODING, "gzip".parse().expect("static header"));
+    parts.headers.remove(hyper::header::CONTENT_LENGTH);
+    (Response::from_parts(parts, Full::new(Bytes::from(zipped)).boxed()), user)
+}
+
+/// The response and the name of the user it goes to.
+async fn authorized(store: Arc<Store>, request: Request<Incoming>) -> (Response<Body>, String) {
     let authorization = request.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let user = match store.authenticate(authorization) {
         Ok(user) => user,
-        Err(e) => return Ok(error_response(&e)),
+        // Not counted: there is no user to count it for.
+        Err(e) => return (error_response(&e), String::new()),
     };
     let query: HashMap<String, String> =
         form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
@@ -57,15 +96,18 @@ pub async fn handle(store: Arc<Store>, request: Request<Incoming>) -> Result<Res
     } else {
         error_response(&ApiError::forbidden(&user, &attributes))
     };
-    Ok(counted(response, store, user.name))
+    (response, user.name)
 }
 
 fn error_response(e: &ApiError) -> Response<Body> {
     json_response(StatusCode::from_u16(e.code).unwrap_or(StatusCode::BAD_REQUEST), &e.to_status())
 }
 
-/// Counts the body bytes as they go out, so a watch's stream counts too.
+/// Counts the body bytes as they go out, so a watch's stream counts too (nothing without a user).
 fn counted(response: Response<Body>, store: Arc<Store>, user: String) -> Response<Body> {
+    if user.is_empty() {
+        return response;
+    }
     response.map(|body| {
         body.map_frame(move |frame| {
             if let Some(data) = frame.data_ref() {
@@ -524,5 +566,87 @@ mod strategic_tests {
             json!({"metadata": {"labels": {"b": "2", "c": "3"}, "finalizers": ["y"]}, "data": {"n": "w"},
                    "spec": {"keep": 2, "new": 3}})
         );
+    }
+}
+
+#[cfg(test)]
+mod gzip_tests {
+    use super::*;
+    use std::io::Read as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One GET over a fresh connection: the response head (lower-cased) and body as sent.
+    async fn get(url: &str, path: &str, accept_encoding: Option<&str>) -> (String, Vec<u8>) {
+        let mut stream = tokio::net::TcpStream::connect(url.trim_start_matches("http://")).await.unwrap();
+        let accept = accept_encoding.map(|a| format!("accept-encoding: {a}\r\n")).unwrap_or_default();
+        let request = format!("GET {path} HTTP/1.1\r\nhost: test\r\n{accept}connection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.unwrap();
+        let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&raw[..end]).to_lowercase();
+        let body = if head.contains("transfer-encoding: chunked") {
+            dechunked(&raw[end + 4..])
+        } else {
+            raw[end + 4..].to_vec()
+        };
+        (head, body)
+    }
+
+    /// The body of a chunked transfer.
+    fn dechunked(mut raw: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let line = raw.windows(2).position(|w| w == b"\r\n").unwrap();
+            let size = usize::from_str_radix(std::str::from_utf8(&raw[..line]).unwrap().trim(), 16).unwrap();
+            if size == 0 {
+                return out;
+            }
+            out.extend_from_slice(&raw[line + 2..line + 2 + size]);
+            raw = &raw[line + 2 + size + 2..];
+        }
+    }
+
+    #[tokio::test]
+    async fn large_answers_are_gzipped_for_clients_that_accept_it_and_counted_as_sent() {
+        let server = crate::start().await;
+        let kind = crate::kinds::ResourceKind::find("", "v1", "configmaps").unwrap();
+        let list = "/api/v1/namespaces/ns/configmaps";
+        server.store().create(kind, "ns", json!({"metadata": {"name": "small"}, "data": {"k": "v"}})).unwrap();
+
+        // Small: plain, whatever the client accepts.
+        let (head, body) = get(server.url(), list, Some("gzip")).await;
+        assert!(!head.contains("content-encoding"), "{head}");
+        assert!(body.len() < GZIP_THRESHOLD);
+
+        for i in 0..200 {
+            let data = json!({"k": format!("{i:04}{}", "x".repeat(1000))});
+            server.store().create(kind, "ns", json!({"metadata": {"name": format!("big-{i}")}, "data": data})).unwrap();
+        }
+        // Large, without Accept-Encoding (or with gzip refused): plain.
+        let (head, plain) = get(server.url(), list, None).await;
+        assert!(!head.contains("content-encoding") && plain.len() >= GZIP_THRESHOLD, "{head}");
+        let (head, _) = get(server.url(), list, Some("gzip;q=0, identity")).await;
+        assert!(!head.contains("content-encoding"), "{head}");
+
+        // Large, accepting gzip: gzipped, the same document, and the compressed bytes counted.
+        let before = server.store().usage(crate::auth::UNSECURED_USER);
+        let (head, zipped) = get(server.url(), list, Some("deflate, gzip")).await;
+        let after = server.store().usage(crate::auth::UNSECURED_USER);
+        assert!(head.contains("content-encoding: gzip"), "{head}");
+        assert!(zipped.len() < plain.len() / 10, "{} of {} bytes", zipped.len(), plain.len());
+        assert_eq!(after.bytes - before.bytes, zipped.len() as u64, "bytes as sent");
+        let mut unzipped = Vec::new();
+        flate2::read::GzDecoder::new(&zipped[..]).read_to_end(&mut unzipped).unwrap();
+        assert_eq!(unzipped, plain);
+
+        // A watch stream is never gzipped.
+        let mut stream = tokio::net::TcpStream::connect(server.url().trim_start_matches("http://")).await.unwrap();
+        let request = format!("GET {list}?watch=true HTTP/1.1\r\nhost: test\r\naccept-encoding: gzip\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = vec![0u8; 4096];
+        let n = stream.read(&mut raw).await.unwrap();
+        let head = String::from_utf8_lossy(&raw[..n]).to_lowercase();
+        assert!(head.starts_with("http/1.1 200") && !head.contains("content-encoding"), "{head}");
     }
 }

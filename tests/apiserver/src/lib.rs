@@ -17,6 +17,11 @@
 //! ([`Store::usage`], [`Store::requests_of`]). With authentication off every request is allowed and
 //! recorded as [`auth::UNSECURED_USER`].
 //!
+//! As the real server does by default (`APIResponseCompression`), a response body of at least 128 KiB
+//! ([`http::GZIP_THRESHOLD`]) is gzipped (fast level) for a client whose `Accept-Encoding` lists
+//! `gzip`; watch streams never are. kube clients send that header with kube's `gzip` feature, which
+//! the workspace enables. The bytes counted per user are the bytes sent, compressed when gzipped.
+//!
 //! The port also speaks TLS (a self-signed certificate per server, see [`tls`]) because `kubectl` and
 //! Helm send a bearer token only over TLS: give them [`ApiServer::kubeconfig`] (the `https://` URL
 //! and the certificate). `kube::Client`s may use plain HTTP ([`ApiServer::url`]).

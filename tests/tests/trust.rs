@@ -1,0 +1,449 @@
+//! The trust boundary between garden and seed, on two API test servers with authentication and RBAC on
+//! and each chart installed by real Helm: `kubelink-garden` into the garden, `kubelink` into the seed.
+//!
+//! - The IPAM controller runs with its own tokens (the garden's `garden/kubelink-ipam-<seed>` and the
+//!   seed's `kubelink/kubelink-ipam`), the agent's code with `kubelink/kubelink-agent`; every request
+//!   each of them makes is allowed, so the charts' RBAC is enough for what the code does.
+//! - The agent never talks to the garden (its token is not even valid there) and reads no Secret but
+//!   its slot Secrets.
+//! - Scale: an agent that starts on a seed with 1000 shoots, in a garden with 1000 more on another
+//!   seed, receives little, nothing about the other seed, and one small watch event per new shoot.
+//!
+//! Without the Helm virtualenv (`scripts/deps` creates it) the tests print SKIPPED and pass, and fail
+//! when `CI=true`.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::Api;
+use kube::api::{ListParams, PostParams};
+use kube::runtime::watcher;
+use kubelink::agent::cluster::{Cluster, SLOT_LABEL};
+use kubelink::election::Timing;
+use kubelink::election::kube::LeaseElection;
+use kubelink_apiserver::kinds::ResourceKind;
+use kubelink_apiserver::store::Filter;
+use kubelink_apiserver::{ApiServer, auth, fixtures, helm};
+use kubelink_ipam::controller::{Config, Controller};
+use kubelink_ipam::gardener::{Seed, Shoot, ShootState};
+use kubelink_ipam::projection::{SeedTunnel, ShootPeer};
+use kubelink_ipam::secret::SHOOT_SECRET_NAME;
+use serde_json::{Value, json};
+
+const NS: &str = "kubelink";
+const SEED: &str = "local";
+const OTHER: &str = "other";
+const GARDEN_SECRET: &str = "kubelink-garden-kubeconfig";
+const PODS: [&str; 2] = ["kubelink-agent-a", "kubelink-agent-b"];
+
+/// The issue's goals for an agent on a seed with 1000 shoots.
+const START_BYTES_GOAL: u64 = 300 * 1000;
+const EVENT_BYTES_GOAL: u64 = 1000;
+
+fn chart(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts").join(name)
+}
+
+/// `true` when Helm can run; else prints SKIPPED (or panics with `CI=true`).
+async fn helm_ready(test: &str) -> bool {
+    match helm::available().await {
+        Ok(()) => true,
+        Err(e) if std::env::var("CI").as_deref() == Ok("true") => panic!("{test}: {e}"),
+        Err(e) => {
+            println!("SKIPPED {test}: {e}");
+            false
+        }
+    }
+}
+
+fn user(namespace: &str, account: &str) -> String {
+    auth::service_account_user(namespace, account).name
+}
+
+/// Garden and seed, each with authentication on and its chart installed by Helm as the admin; the
+/// Seed in the garden, two agent Pods on the seed, and the garden kubeconfig Secret the seed chart
+/// names (holding a kubeconfig for the IPAM's garden identity, as an operator would create it).
+struct Landscape {
+    garden: ApiServer,
+    seed: ApiServer,
+    dir: PathBuf,
+}
+
+impl Drop for Landscape {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Landscape {
+    async fn start() -> Self {
+        let garden = kubelink_apiserver::start_with_auth().await;
+        let seed = kubelink_apiserver::start_with_auth().await;
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("kubelink-trust-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let seed_values = json!({"seedName": SEED, "gardenKubeconfigSecret": GARDEN_SECRET, "slots": 2});
+        for (server, name, values) in
+            [(&garden, "kubelink-garden", json!({"seedName": SEED})), (&seed, "kubelink", seed_values)]
+        {
+            let kubeconfig = dir.join(format!("{name}.kubeconfig"));
+            std::fs::write(&kubeconfig, server.kubeconfig(server.admin_token().unwrap())).unwrap();
+            helm::install(&chart(name), &kubeconfig, NS, "kubelink", values)
+                .await
+                .unwrap_or_else(|e| panic!("installing {name}: {e}"));
+        }
+        let l = Landscape { garden, seed, dir };
+
+        fixtures::create_seed(&l.garden.client(), &fixtures::seed(SEED, "192.168.128.0/22")).await.unwrap();
+        let pods: Api<Pod> = Api::namespaced(l.seed.client(), NS);
+        for pod in PODS {
+            let object = json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": pod, "labels": {"app.kubernetes.io/name": "kubelink"}},
+                "spec": {"containers": [{"name": "agent", "image": "kubelink"}]}});
+            pods.create(&PostParams::default(), &serde_json::from_value(object).unwrap()).await.unwrap();
+        }
+        let garden_kubeconfig = l.garden.kubeconfig(&l.garden.token_for("garden", &format!("kubelink-ipam-{SEED}")));
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": GARDEN_SECRET},
+                            "stringData": {"kubeconfig": garden_kubeconfig}});
+        Api::<Secret>::namespaced(l.seed.client(), NS)
+            .create(&PostParams::default(), &serde_json::from_value(secret).unwrap())
+            .await
+            .unwrap();
+        l
+    }
+
+    /// The IPAM controller with its own identities: garden `garden/kubelink-ipam-<seed>`, seed
+    /// `kubelink/kubelink-ipam`.
+    fn ipam(&self) -> Controller {
+        let garden = self.garden.token_for("garden", &format!("kubelink-ipam-{SEED}"));
+        let seed = self.seed.token_for(NS, "kubelink-ipam");
+        let cfg = Config { slots: 2, ..Config::new(SEED) };
+        Controller::new(
+            kubelink_apiserver::client_with_token(self.garden.url(), &garden),
+            kubelink_apiserver::client_with_token(self.seed.url(), &seed),
+            cfg,
+        )
+    }
+
+    /// A fresh token of the agent's ServiceAccount on the seed, and a client with it.
+    fn agent(&self) -> (String, kube::Client) {
+        let token = self.seed.token_for(NS, "kubelink-agent");
+        let client = kubelink_apiserver::client_with_token(self.seed.url(), &token);
+        (token, client)
+    }
+
+    /// Passes until `shoots` shoots are allocated and projected (at most `passes`).
+    async fn allocate(&self, ipam: &Controller, shoots: usize, passes: usize) {
+        for pass in 1..=passes {
+            let report = ipam.reconcile().await.unwrap_or_else(|e| panic!("IPAM pass {pass}: {e}"));
+            assert!(report.seed_error.is_none(), "{:?}", report.seed_error);
+            if report.table.len() == shoots && self.peers().len() == shoots {
+                return;
+            }
+        }
+        panic!("{shoots} shoots not allocated and projected after {passes} passes: {}", self.peers().len());
+    }
+
+    /// Every ShootPeer on the seed, in any namespace, as stored.
+    fn peers(&self) -> Vec<Value> {
+        stored(&self.seed, "shootpeers")
+    }
+}
+
+/// Every stored object of a kubelink resource, in any namespace, read from the store directly.
+fn stored(server: &ApiServer, plural: &str) -> Vec<Value> {
+    let kind = ResourceKind::find(kubelink_ipam::projection::GROUP, "v1alpha1", plural).unwrap();
+    server.store().list(kind, &Filter::default()).0
+}
+
+/// Every request of `user` on `server` was allowed; the requests, as `verb resource [name]` lines.
+fn assert_all_allowed(server: &ApiServer, user: &str, what: &str) -> BTreeSet<String> {
+    let requests = server.store().requests_of(user);
+    assert!(!requests.is_empty(), "{what}: {user} made no request");
+    let denied: Vec<_> = requests.iter().filter(|r| !r.allowed).map(|r| &r.attributes).collect();
+    assert!(denied.is_empty(), "{what}: requests of {user} the chart's RBAC does not allow: {denied:#?}");
+    requests
+        .iter()
+        .map(|r| {
+            let a = &r.attributes;
+            let resource =
+                if a.subresource.is_empty() { a.resource.clone() } else { a.resource.clone() + "/" + &a.subresource };
+            // One line for all shoots: their namespaces and names differ only in the shoot's number.
+            let generic = |s: &str| if s.contains("shoot-") { "<shoot>".to_string() } else { s.to_string() };
+            format!("{} {resource} ns={} name={}", a.verb, generic(&a.namespace), generic(&a.name))
+        })
+        .collect()
+}
+
+/// The API status code of a failed call.
+fn code<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> u16 {
+    match result {
+        Err(kube::Error::Api(status)) => status.code,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+/// Watches like the agent (`config` on `api`) in the background: returns once the initial list is
+/// done, then collects the object of every later event.
+async fn count_events<K>(api: Api<K>, config: watcher::Config) -> (Arc<Mutex<Vec<Value>>>, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Default,
+{
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (ready, listed) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn({
+        let seen = seen.clone();
+        async move {
+            let mut events = watcher::watcher(api, config).boxed();
+            let mut ready = Some(ready);
+            while let Some(event) = events.next().await {
+                match event.expect("the admin's watch") {
+                    watcher::Event::InitDone => _ = ready.take().map(|r| r.send(())),
+                    watcher::Event::Apply(o) | watcher::Event::Delete(o) => {
+                        seen.lock().unwrap().push(serde_json::to_value(o).unwrap())
+                    }
+                    watcher::Event::Init | watcher::Event::InitApply(_) => {}
+                }
+            }
+        }
+    });
+    listed.await.expect("the admin's watch lists");
+    (seen, task)
+}
+
+/// Waits until `cluster` has listed everything and sees `shoots` shoots.
+async fn synced_with(cluster: &Cluster, wake: &tokio::sync::Notify, shoots: usize) {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while !(cluster.synced() && cluster.shoots().len() == shoots) {
+            let _ = tokio::time::timeout(Duration::from_millis(20), wake.notified()).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the agent does not see {shoots} shoots (sees {})", cluster.shoots().len()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_component_needs_exactly_what_its_chart_grants_and_the_agent_nothing_of_the_garden() {
+    let test = "each_component_needs_exactly_what_its_chart_grants_and_the_agent_nothing_of_the_garden";
+    if !helm_ready(test).await {
+        return;
+    }
+    let l = Landscape::start().await;
+    fixtures::create_shoots(&l.garden.client(), SEED, 0..20).await.unwrap();
+
+    // The IPAM: a few passes, then its watch loop for the rest of the test.
+    let ipam = l.ipam();
+    l.allocate(&ipam, 20, 3).await;
+    let running = tokio::spawn(l.ipam().run());
+
+    // The agent's pieces, as two nodes run them.
+    let (agent_token, agent) = l.agent();
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let cluster = Cluster::start(agent.clone(), NS, SEED, Some(PODS[0].into()), wake.clone());
+    synced_with(&cluster, &wake, 20).await;
+    assert_eq!(cluster.slots(), Some(2));
+    assert_eq!(cluster.cidr().unwrap().to_string(), "192.168.128.0/22");
+    let a = LeaseElection::new(agent.clone(), NS, "node-a", "10.250.0.7", 2, Timing::default());
+    let b = LeaseElection::new(agent.clone(), NS, "node-b", "10.250.0.8", 2, Timing::default());
+    let slot_a = a.round().await.unwrap().holding.expect("node-a takes a free slot");
+    let slot_b = b.round().await.unwrap().holding.expect("node-b takes the other slot");
+    assert_ne!(slot_a, slot_b);
+    assert_eq!(a.round().await.unwrap().holding, Some(slot_a), "node-a renews its slot");
+    let key = cluster.slot_key(slot_a as u8, "gw-a.example:51820").await.unwrap();
+    let again = cluster.slot_key(slot_a as u8, "gw-a.example:51820").await.unwrap();
+    assert_eq!(key.public_key(), again.public_key());
+    cluster.label_pod(Some(slot_a as u8)).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(l.seed.client(), NS);
+    let labelled = pods.list(&ListParams::default().labels(&format!("{SLOT_LABEL}={slot_a}"))).await.unwrap();
+    assert_eq!(labelled.items.iter().filter_map(|p| p.metadata.name.as_deref()).collect::<Vec<_>>(), [PODS[0]]);
+    // A second node's Pod taking the same slot strips the first one's label.
+    let other = Cluster::start(agent.clone(), NS, SEED, Some(PODS[1].into()), Arc::default());
+    other.label_pod(Some(slot_a as u8)).await.unwrap();
+    let labelled = pods.list(&ListParams::default().labels(&format!("{SLOT_LABEL}={slot_a}"))).await.unwrap();
+    assert_eq!(labelled.items.iter().filter_map(|p| p.metadata.name.as_deref()).collect::<Vec<_>>(), [PODS[1]]);
+    other.label_pod(None).await.unwrap();
+    a.release(slot_a).await.unwrap();
+    b.release(slot_b).await.unwrap();
+    // A new shoot reaches the agent through the running IPAM.
+    fixtures::create_shoots(&l.garden.client(), SEED, 20..21).await.unwrap();
+    synced_with(&cluster, &wake, 21).await;
+    // A deleted shoot takes its ShootPeer, Secret, ManagedResource and record with it.
+    let gone = fixtures::shoot_name(0);
+    Api::<Shoot>::namespaced(l.garden.client(), fixtures::PROJECT_NS).delete(&gone, &Default::default()).await.unwrap();
+    synced_with(&cluster, &wake, 20).await;
+    let gone_ns = format!("shoot--dev--{gone}");
+    let peer = Api::<ShootPeer>::namespaced(l.seed.client(), NS).get_opt(&gone_ns).await.unwrap();
+    assert!(peer.is_none(), "the deleted shoot's ShootPeer is gone");
+    let stale_secret = Api::<Secret>::namespaced(l.seed.client(), &gone_ns).get_opt(SHOOT_SECRET_NAME).await.unwrap();
+    assert!(stale_secret.is_none(), "the deleted shoot's Secret is gone");
+    drop((cluster, other));
+    running.abort();
+
+    // Every request each component made was allowed.
+    let agent_user = user(NS, "kubelink-agent");
+    let ipam_seed = user(NS, "kubelink-ipam");
+    let ipam_garden = user("garden", &format!("kubelink-ipam-{SEED}"));
+    for (server, who, what) in [
+        (&l.seed, &agent_user, "agent on the seed"),
+        (&l.seed, &ipam_seed, "IPAM on the seed"),
+        (&l.garden, &ipam_garden, "IPAM in the garden"),
+    ] {
+        let requests = assert_all_allowed(server, who, what);
+        println!("{what}: {} requests, all allowed; distinct: {requests:#?}", server.store().usage(who).requests);
+    }
+
+    // The agent's Secrets: its slot Secrets, nothing else.
+    let secrets = |ns: &str| Api::<Secret>::namespaced(agent.clone(), ns);
+    let gateway = secrets(NS).get("kubelink-gateway-0").await.unwrap();
+    assert!(gateway.data.unwrap().contains_key("privateKey"));
+    let shoot_ns = format!("shoot--dev--{}", fixtures::shoot_name(1));
+    assert!(
+        Api::<Secret>::namespaced(l.seed.client(), &shoot_ns).get(SHOOT_SECRET_NAME).await.is_ok(),
+        "the shoot Secret exists"
+    );
+    assert_eq!(code(secrets(&shoot_ns).get(SHOOT_SECRET_NAME).await), 403, "a shoot's Secret");
+    assert_eq!(code(secrets(NS).get(GARDEN_SECRET).await), 403, "the garden kubeconfig");
+    assert_eq!(code(secrets(NS).list(&ListParams::default()).await), 403, "listing kubelink's Secrets");
+    assert_eq!(code(Api::<Secret>::all(agent.clone()).list(&ListParams::default()).await), 403, "all Secrets");
+
+    // The garden: the agent's token is not valid there, and the agent never tried.
+    let in_garden = kubelink_apiserver::client_with_token(l.garden.url(), &agent_token);
+    assert_eq!(code(Api::<ShootState>::all(in_garden.clone()).list(&ListParams::default()).await), 401);
+    assert_eq!(code(Api::<Seed>::all(in_garden).list(&ListParams::default()).await), 401);
+    assert!(l.garden.store().requests_of(&agent_user).is_empty(), "the agent made requests to the garden");
+    assert_eq!(l.garden.store().usage(&agent_user), Default::default());
+    let garden_users: BTreeSet<String> = l.garden.store().users().into_iter().collect();
+    assert_eq!(
+        garden_users,
+        BTreeSet::from([auth::ADMIN_USER.to_string(), ipam_garden.clone()]),
+        "who used the garden"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_on_a_seed_with_1000_shoots_gets_little_and_nothing_about_other_seeds() {
+    let test = "an_agent_on_a_seed_with_1000_shoots_gets_little_and_nothing_about_other_seeds";
+    if !helm_ready(test).await {
+        return;
+    }
+    let l = Landscape::start().await;
+    let admin = l.garden.client();
+    fixtures::create_seed(&admin, &fixtures::seed(OTHER, "192.168.136.0/22")).await.unwrap();
+    let t = Instant::now();
+    fixtures::create_shoots(&admin, SEED, 0..1000).await.unwrap();
+    fixtures::create_shoots(&admin, OTHER, 1000..2000).await.unwrap();
+    println!("2000 shoots created in {:?}", t.elapsed());
+    let t = Instant::now();
+    let ipam = l.ipam();
+    l.allocate(&ipam, 1000, 3).await;
+    println!("1000 shoots allocated in {:?}", t.elapsed());
+    let running = tokio::spawn(l.ipam().run());
+
+    // An agent starts: from nothing to every shoot of its seed.
+    let agent_user = user(NS, "kubelink-agent");
+    let (_, agent) = l.agent();
+    let before = l.seed.store().usage(&agent_user);
+    let earlier = l.seed.store().requests_of(&agent_user).len();
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let t = Instant::now();
+    let cluster = Cluster::start(agent, NS, SEED, Some(PODS[0].into()), wake.clone());
+    synced_with(&cluster, &wake, 1000).await;
+    // Synced once both lists are in; the watches that follow them belong to the start too.
+    let watching = |resource: &str| {
+        l.seed.store().requests_of(&agent_user)[earlier..]
+            .iter()
+            .any(|r| r.attributes.verb == "watch" && r.attributes.resource == resource)
+    };
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !(watching("seedtunnels") && watching("shootpeers")) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        let since: Vec<_> = l.seed.store().requests_of(&agent_user)[earlier..].to_vec();
+        panic!("the agent does not watch after its lists; its requests since the start: {since:#?}")
+    });
+    let started = l.seed.store().usage(&agent_user);
+    let (start_requests, start_bytes) = (started.requests - before.requests, started.bytes - before.bytes);
+    println!("agent start: synced with 1000 shoots in {:?}", t.elapsed());
+    // What the ShootPeer list would be uncompressed (the server gzips it: the client accepts gzip).
+    let list_bytes = serde_json::to_vec(&json!({"kind": "ShootPeerList", "items": l.peers()})).unwrap().len();
+
+    // One more shoot: the agent's watch events in between, counted by watches with the agent's
+    // selectors, the admin's own.
+    let (peer_events, peer_watch) =
+        count_events(Api::<ShootPeer>::namespaced(l.seed.client(), NS), watcher::Config::default()).await;
+    let by_name = watcher::Config::default().fields(&format!("metadata.name={SEED}"));
+    let (tunnel_events, tunnel_watch) = count_events(Api::<SeedTunnel>::namespaced(l.seed.client(), NS), by_name).await;
+    let before = l.seed.store().usage(&agent_user);
+    let t = Instant::now();
+    fixtures::create_shoots(&admin, SEED, 2000..2001).await.unwrap();
+    synced_with(&cluster, &wake, 1001).await;
+    let seen_in = t.elapsed();
+    let after = l.seed.store().usage(&agent_user);
+    let (new_requests, new_bytes) = (after.requests - before.requests, after.bytes - before.bytes);
+    // Give the admin's watches the same moment to deliver, then stop everything.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    running.abort();
+    peer_watch.abort();
+    tunnel_watch.abort();
+    let changed = peer_events.lock().unwrap().clone();
+    let tunnel_changed = tunnel_events.lock().unwrap().clone();
+    // Each event's size as the server sends it: one JSON line with the object as stored.
+    let as_sent = |plural: &str, o: &Value| {
+        let kind = ResourceKind::find(kubelink_ipam::projection::GROUP, "v1alpha1", plural).unwrap();
+        let stored = l.seed.store().get(kind, NS, o["metadata"]["name"].as_str().unwrap()).unwrap_or(o.clone());
+        serde_json::to_vec(&json!({"type": "ADDED", "object": stored})).unwrap().len() + 1
+    };
+    let event_bytes: Vec<usize> = changed
+        .iter()
+        .map(|o| as_sent("shootpeers", o))
+        .chain(tunnel_changed.iter().map(|o| as_sent("seedtunnels", o)))
+        .collect();
+
+    // Nothing about the other seed on the seed server, and no agent request to the garden.
+    let other_shoots: BTreeSet<String> = (1000..2000).map(fixtures::shoot_name).collect();
+    let peers = l.peers();
+    let about_other: Vec<&Value> = peers
+        .iter()
+        .filter(|p| {
+            let shoot = p["spec"]["shoot"].as_str().unwrap_or_default();
+            let name = p["metadata"]["name"].as_str().unwrap_or_default();
+            other_shoots.iter().any(|s| shoot.ends_with(&format!("/{s}")) || name.ends_with(&format!("--{s}")))
+        })
+        .collect();
+    let tunnels: Vec<String> =
+        stored(&l.seed, "seedtunnels").iter().map(|t| t["metadata"]["name"].as_str().unwrap().to_string()).collect();
+    let garden_usage = l.garden.store().usage(&agent_user);
+    let other_bytes = garden_usage.bytes;
+
+    println!(
+        "agent start: {start_requests} requests, {start_bytes} bytes (goal <= {START_BYTES_GOAL}; the ShootPeer \
+         list alone is {list_bytes} bytes uncompressed); per new shoot: \
+         {new_requests} requests, {new_bytes} bytes, {} watch events of {event_bytes:?} bytes, seen in {seen_in:?} \
+         (goal: one event <= {EVENT_BYTES_GOAL} bytes); about other seeds: {other_bytes} bytes, {} ShootPeers, \
+         SeedTunnels {tunnels:?}, {} garden requests",
+        event_bytes.len(),
+        about_other.len(),
+        garden_usage.requests,
+    );
+
+    assert_eq!(peers.len(), 1001, "one ShootPeer per shoot of this seed");
+    assert!(about_other.is_empty(), "ShootPeers of the other seed's shoots: {about_other:?}");
+    assert_eq!(tunnels, [SEED]);
+    assert_eq!(garden_usage, Default::default(), "the agent used the garden");
+    assert_eq!(start_requests, 4, "a list and a watch each for the SeedTunnel and the ShootPeers");
+    assert!(start_bytes <= START_BYTES_GOAL, "agent start: {start_bytes} bytes");
+    assert_eq!(new_requests, 0, "a new shoot comes through the open watches");
+    assert_eq!(event_bytes.len(), 1, "one watch event per new shoot: {changed:?} {tunnel_changed:?}");
+    assert!(event_bytes[0] as u64 <= EVENT_BYTES_GOAL, "the event: {} bytes", event_bytes[0]);
+    assert!(new_bytes <= EVENT_BYTES_GOAL, "the agent received {new_bytes} bytes for one new shoot");
+}
