@@ -55,7 +55,7 @@ async fn seed(args: &LandscapeArgs, dir: &std::path::Path, bin: &std::path::Path
     let mut l = SeedLandscape::build(args.shoots.into(), dir, bin).await.map_err(anyhow::Error::msg)?;
     l.start().await.map_err(anyhow::Error::msg)?;
     println!(
-        "landscape up: API server (embedded), 3 seed nodes with agents (2 gateway slots behind 2 load balancers),"
+        "landscape up: garden and seed API servers (embedded), 3 seed nodes with agents (2 gateway slots behind 2 load balancers),"
     );
     println!("  the IPAM controller, {} shoot(s) with sidecars; logs in {}", args.shoots, dir.display());
     l.wait_for_shoots(Duration::from_secs(90)).await;
