@@ -2,5 +2,6 @@
 //! kernel scenario driver.
 
 pub use kubelink_apiserver as apiserver;
+pub mod helm;
 pub mod landscape;
 pub mod netns;

@@ -27,21 +27,7 @@ const NS: &str = "kubelink";
 const SEED: &str = "local";
 const GARDEN_SECRET: &str = "kubelink-garden-kubeconfig";
 
-fn chart(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts").join(name)
-}
-
-/// `true` when Helm can run; else prints SKIPPED (or panics with `CI=true`).
-async fn helm_ready(test: &str) -> bool {
-    match helm::available().await {
-        Ok(()) => true,
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => panic!("{test}: {e}"),
-        Err(e) => {
-            println!("SKIPPED {test}: {e}");
-            false
-        }
-    }
-}
+use kubelink_tests::helm::{chart, helm_ready};
 
 /// A fresh directory under the system temp dir.
 fn scratch(what: &str) -> PathBuf {

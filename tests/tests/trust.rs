@@ -45,21 +45,7 @@ const PODS: [&str; 2] = ["kubelink-agent-a", "kubelink-agent-b"];
 const START_BYTES_GOAL: u64 = 300 * 1000;
 const EVENT_BYTES_GOAL: u64 = 1000;
 
-fn chart(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts").join(name)
-}
-
-/// `true` when Helm can run; else prints SKIPPED (or panics with `CI=true`).
-async fn helm_ready(test: &str) -> bool {
-    match helm::available().await {
-        Ok(()) => true,
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => panic!("{test}: {e}"),
-        Err(e) => {
-            println!("SKIPPED {test}: {e}");
-            false
-        }
-    }
-}
+use kubelink_tests::helm::{chart, helm_ready};
 
 fn user(namespace: &str, account: &str) -> String {
     auth::service_account_user(namespace, account).name
