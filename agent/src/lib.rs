@@ -6,7 +6,6 @@ pub mod config;
 pub mod election;
 pub mod firewall;
 pub mod health;
-pub mod landscape;
 pub mod link;
 pub mod monitor;
 pub mod probe;

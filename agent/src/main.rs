@@ -32,8 +32,6 @@ enum Command {
     Down(cmd::run::DownArgs),
     /// Tunnel address management for shoots (controller and listing).
     Ipam(cmd::ipam::IpamArgs),
-    /// The local landscape: seed nodes and shoots in network namespaces on this machine.
-    Landscape(cmd::landscape::LandscapeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -55,7 +53,6 @@ fn main() -> std::process::ExitCode {
             Command::Status(a) => cmd::status::run(a).await,
             Command::Down(a) => cmd::run::down(a).await,
             Command::Ipam(a) => cmd::ipam::run(a).await,
-            Command::Landscape(a) => cmd::landscape::run(a).await,
         }
     });
     match result {

@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# Assemble the guest's initramfs: busybox, iproute2's ip, wg, jq, nft, conntrack, optionally the kubelink binary (each with
-# the shared libraries ldd lists), the WireGuard/veth/tun modules of the given kernel in load order,
+# Assemble the guest's initramfs: busybox, iproute2's ip, wg, jq, nft, conntrack, optionally the kubelink binary
+# and the test tool kubelink-landscape (each with the shared libraries ldd lists), the WireGuard/veth/tun modules of the given kernel in load order,
 # /init and the scenario scripts.
 #
-# usage: build-initramfs.sh KERNEL_ROOT OUT.cpio.gz [KUBELINK_BIN]
+# usage: build-initramfs.sh KERNEL_ROOT OUT.cpio.gz [KUBELINK_BIN [LANDSCAPE_BIN]]
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 die() { echo "build-initramfs: $*" >&2; exit 1; }
 
-[[ $# -ge 2 ]] || die "usage: build-initramfs.sh KERNEL_ROOT OUT.cpio.gz [KUBELINK_BIN]"
+[[ $# -ge 2 ]] || die "usage: build-initramfs.sh KERNEL_ROOT OUT.cpio.gz [KUBELINK_BIN [LANDSCAPE_BIN]]"
 kroot="$1"
 out="$2"
 kubelink="${3:-}"
+landscape="${4:-}"
 # WireGuard, links, and what the agent's nftables table (NAT) and connection-tracking reset need.
 modules=(wireguard veth tun nf_tables nft_chain_nat nft_nat nf_conntrack_netlink)
 
@@ -53,6 +54,11 @@ add_tools() {
     copy_with_libs "$kubelink" /usr/bin/kubelink
     # Debug line tables only matter on the host; a smaller image unpacks faster in the guest.
     if command -v strip >/dev/null; then strip "$stage/usr/bin/kubelink"; fi
+  fi
+  if [[ -n "$landscape" ]]; then
+    [[ -x "$landscape" ]] || die "kubelink-landscape binary '$landscape' not found or not executable"
+    copy_with_libs "$landscape" /usr/bin/kubelink-landscape
+    if command -v strip >/dev/null; then strip "$stage/usr/bin/kubelink-landscape"; fi
   fi
 }
 

@@ -4,6 +4,8 @@
 #
 # usage: tests/qemu/run.sh [SCENARIO[,SCENARIO...]]
 # env:   KUBELINK_BIN            kubelink binary for the guest (default target/release/kubelink if built)
+#        KUBELINK_LANDSCAPE_BIN  the test tool kubelink-landscape for the guest (its control plane;
+#                                default target/release/kubelink-landscape if built)
 #        KUBELINK_QEMU_TIMEOUT   seconds for the whole boot (default 900)
 #        KUBELINK_QEMU_SCENARIO_TIMEOUT  seconds per scenario inside the guest (default 240)
 #        KUBELINK_QEMU_KERNEL_PKG exact kernel package name (default: what linux-image-amd64 depends on)
@@ -26,8 +28,13 @@ if [[ -z "$kubelink" && -x "${CARGO_TARGET_DIR:-$repo/target}/release/kubelink" 
   kubelink="${CARGO_TARGET_DIR:-$repo/target}/release/kubelink"
 fi
 [[ -n "$kubelink" ]] || echo "qemu-run: no kubelink binary; kubelink scenarios will fail" >&2
+landscape="${KUBELINK_LANDSCAPE_BIN:-}"
+if [[ -z "$landscape" && -x "${CARGO_TARGET_DIR:-$repo/target}/release/kubelink-landscape" ]]; then
+  landscape="${CARGO_TARGET_DIR:-$repo/target}/release/kubelink-landscape"
+fi
+[[ -n "$landscape" ]] || echo "qemu-run: no kubelink-landscape binary; the agent scenario will fail" >&2
 
-"$here/build-initramfs.sh" "$kroot" "$work/initrd.gz" "$kubelink"
+"$here/build-initramfs.sh" "$kroot" "$work/initrd.gz" "$kubelink" "$landscape"
 
 append="console=ttyS0 quiet panic=-1 klq.timeout=${KUBELINK_QEMU_SCENARIO_TIMEOUT:-240}"
 [[ -z "$only" ]] || append+=" klq.only=$only"

@@ -1,5 +1,6 @@
-//! kubelink's test support: the network-namespace harness, the Kubernetes API test server and the
-//! kernel scenario driver.
+//! kubelink's test support, kept out of the product: network namespaces as hosts and the test
+//! harness, the local landscapes (`kubelink-landscape` and the end-to-end tests run them), the
+//! Kubernetes API test server and Helm.
 
 pub use kubelink_apiserver as apiserver;
 pub mod helm;

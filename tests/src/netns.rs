@@ -1,10 +1,273 @@
-//! Support for tests that need root and real kernel state: the gate that fails under CI and skips
-//! loudly elsewhere, the kubelink binary, and kubelink processes in namespaces.
+//! Network namespaces as hosts: create, wire with veth to a bridge, run commands and processes
+//! inside, and remove everything on drop (also after a failed test); and what the tests that need
+//! root and real kernel state share: the gate that fails under CI and skips loudly elsewhere, the
+//! kubelink binary, kubelink processes in namespaces. Used by `kubelink-landscape` and the tests.
 
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-pub use kubelink::landscape::netns::{Netns, Proc, Segment, sweep_stale, unique};
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Prefix of every namespace kubelink creates; followed by the creating process id.
+pub const PREFIX: &str = "kl";
+
+/// A unique suffix for names in this process: `<pid>x<n>` in hex, short enough for interface names.
+pub fn unique(role: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = format!("{role}{:x}x{n:x}", std::process::id() & 0xfffff);
+    name.chars().take(15).collect()
+}
+
+/// Runs a command, returning its output; the error says what ran and what it printed.
+pub fn run(cmd: &mut Command) -> Result<Output, String> {
+    let out = cmd.stdin(Stdio::null()).output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if out.status.success() {
+        Ok(out)
+    } else {
+        Err(format!(
+            "{cmd:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        ))
+    }
+}
+
+fn ip(args: &[&str]) -> Result<Output, String> {
+    run(Command::new("ip").args(args))
+}
+
+/// Removes namespaces left behind by processes that no longer run (a test killed mid-way).
+pub fn sweep_stale() {
+    let Ok(entries) = std::fs::read_dir("/run/netns") else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let pid = name.strip_prefix(PREFIX).and_then(|rest| rest.split('-').next()).and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid.filter(|p| *p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists()) {
+            let _ = Netns { name: name.clone(), owned: true }.kill_all();
+            let _ = ip(&["netns", "del", &name]);
+            eprintln!("removed stale namespace {name} of process {pid}");
+        }
+    }
+}
+
+/// A network namespace standing for one host.
+#[derive(Debug)]
+pub struct Netns {
+    pub name: String,
+    owned: bool,
+}
+
+impl Netns {
+    /// Creates `kl<pid>-<role>-<n>` with loopback up.
+    pub fn new(role: &str) -> Result<Self, String> {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{PREFIX}{}-{role}-{n}", std::process::id());
+        ip(&["netns", "add", &name])?;
+        let ns = Netns { name, owned: true };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// `ip -n <ns> ...`
+    pub fn ip(&self, args: &[&str]) -> Result<String, String> {
+        let mut full = vec!["-n", &self.name];
+        full.extend_from_slice(args);
+        ip(&full).map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+    }
+
+    /// A command that runs inside the namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+
+    /// Runs a command inside and returns stdout; fails with what it printed.
+    pub fn sh(&self, args: &[&str]) -> Result<String, String> {
+        let (program, rest) = args.split_first().ok_or("empty command")?;
+        run(self.command(program).args(rest)).map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+    }
+
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<(), String> {
+        self.sh(&["sysctl", "-qw", &format!("{key}={value}")]).map(|_| ())
+    }
+
+    /// Starts a process inside with stdout and stderr going to `log`.
+    pub fn spawn(&self, program: impl AsRef<std::ffi::OsStr>, args: &[&str], log: &Path) -> Result<Proc, String> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| format!("{}: {e}", log.display()))?;
+        let err = file.try_clone().map_err(|e| e.to_string())?;
+        let child = self
+            .command(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("spawning in {}: {e}", self.name))?;
+        Ok(Proc { child: Some(child), log: log.to_path_buf() })
+    }
+
+    /// Pings `dst` `count` times every `interval`; returns (sent, received).
+    pub fn ping(&self, dst: &str, count: u32, interval: &str, source: Option<&str>) -> (u32, u32) {
+        ping_in(&self.name, dst, count, interval, source)
+    }
+
+    /// Waits until a ping gets through, up to `timeout`; returns how long it took.
+    pub fn wait_ping(&self, dst: &str, source: Option<&str>, timeout: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.ping(dst, 1, "0.2", source).1 == 1 {
+                return Some(start.elapsed());
+            }
+        }
+        None
+    }
+
+    fn kill_all(&self) -> Result<(), String> {
+        let out = self.ip_netns_pids()?;
+        for pid in out.split_whitespace() {
+            let _ = Command::new("kill").args(["-9", pid]).status();
+        }
+        Ok(())
+    }
+
+    fn ip_netns_pids(&self) -> Result<String, String> {
+        ip(&["netns", "pids", &self.name]).map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if self.owned {
+            let _ = self.kill_all();
+            let _ = ip(&["netns", "del", &self.name]);
+        }
+    }
+}
+
+fn parse_ping(text: &str) -> (u32, u32) {
+    // "5 packets transmitted, 5 received, 0% packet loss, time 801ms"
+    let line = text.lines().find(|l| l.contains("packets transmitted")).unwrap_or("");
+    let nums: Vec<u32> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse().ok()).collect();
+    (nums.first().copied().unwrap_or(0), nums.get(1).copied().unwrap_or(0))
+}
+
+/// A layer-2 segment: a bridge in its own namespace, hosts attached with veth pairs.
+#[derive(Debug)]
+pub struct Segment {
+    pub switch: Netns,
+    bridge: &'static str,
+    ports: AtomicU32,
+}
+
+impl Segment {
+    pub fn new(role: &str) -> Result<Self, String> {
+        let switch = Netns::new(role)?;
+        switch.ip(&["link", "add", "br0", "type", "bridge"])?;
+        switch.ip(&["link", "set", "br0", "up"])?;
+        Ok(Segment { switch, bridge: "br0", ports: AtomicU32::new(0) })
+    }
+
+    /// Attaches `host` with interface `ifname` and address `cidr` (e.g. 10.250.0.11/24).
+    pub fn attach(&self, host: &Netns, ifname: &str, cidr: &str) -> Result<(), String> {
+        let port = format!("p{}", self.ports.fetch_add(1, Ordering::Relaxed));
+        self.switch.ip(&["link", "add", &port, "type", "veth", "peer", "name", ifname, "netns", &host.name])?;
+        self.switch.ip(&["link", "set", &port, "master", self.bridge, "up"])?;
+        host.ip(&["addr", "add", cidr, "dev", ifname])?;
+        host.ip(&["link", "set", ifname, "up"])?;
+        Ok(())
+    }
+}
+
+/// [`Netns::ping`] by namespace name, for threads that cannot borrow the namespace.
+pub fn ping_in(ns: &str, dst: &str, count: u32, interval: &str, source: Option<&str>) -> (u32, u32) {
+    let count_text = count.to_string();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns, "ping"]);
+    cmd.args(["-n", "-q", "-c", &count_text, "-i", interval, "-W", "1"]);
+    if let Some(s) = source {
+        cmd.args(["-I", s]);
+    }
+    let out = cmd.arg(dst).stdin(Stdio::null()).output();
+    out.map(|o| parse_ping(&String::from_utf8_lossy(&o.stdout))).unwrap_or((count, 0))
+}
+
+/// A child process that is killed (SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct Proc {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// SIGTERM, then wait up to `grace` before SIGKILL. Returns the exit success.
+    pub fn stop(&mut self, grace: Duration) -> bool {
+        let Some(mut child) = self.child.take() else { return false };
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        while start.elapsed() < grace {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    /// SIGKILL now (a crash).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Netns {
+    /// Runs `f` on a thread that has entered this namespace (sockets it opens live there).
+    pub fn run_in<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+        let path = format!("/run/netns/{}", self.name);
+        let file = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns on a valid namespace fd; only this new thread changes namespace.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(format!("setns: {}", std::io::Error::last_os_error()));
+            }
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| "namespace thread panicked".to_string())?
+    }
+}
 
 /// Whether this run must not skip anything (`CI=true`).
 pub fn in_ci() -> bool {
@@ -40,19 +303,27 @@ fn which(tool: &str) -> Option<PathBuf> {
     std::env::split_paths(&path).map(|d| d.join(tool)).find(|p| p.is_file())
 }
 
-/// The kubelink binary: `$KUBELINK_BIN`, else `kubelink` beside this test's `deps/` directory.
-pub fn kubelink_bin() -> PathBuf {
+/// The kubelink binary: `$KUBELINK_BIN`, else `kubelink` beside this executable (the landscape in
+/// `target/release/`) or beside its `deps/` directory (a test).
+pub fn find_kubelink() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("KUBELINK_BIN") {
-        return PathBuf::from(p);
+        return Ok(PathBuf::from(p));
     }
-    let exe = std::env::current_exe().expect("current_exe");
-    let bin = exe.parent().and_then(Path::parent).map(|d| d.join("kubelink")).expect("target dir");
-    assert!(
-        bin.is_file(),
-        "{} is missing: build it with `cargo build --release -p kubelink` (scripts/test does)",
-        bin.display()
-    );
-    bin
+    let exe = std::env::current_exe().map_err(|e| format!("locating this executable: {e}"))?;
+    let dir = exe.parent().ok_or("this executable has no directory")?;
+    let candidates = [Some(dir.join("kubelink")), dir.parent().map(|d| d.join("kubelink"))];
+    candidates.into_iter().flatten().find(|p| p.is_file()).ok_or_else(|| {
+        format!(
+            "no kubelink binary beside {}: build it with `cargo build --release -p kubelink` (scripts/test and \
+             scripts/landscape do), or set KUBELINK_BIN",
+            exe.display()
+        )
+    })
+}
+
+/// [`find_kubelink`] for tests: panics with the reason.
+pub fn kubelink_bin() -> PathBuf {
+    find_kubelink().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A scratch directory for logs and configs, kept when the test fails (its path is printed).
@@ -98,4 +369,24 @@ pub fn ifindex(ns: &Netns, dev: &str) -> Option<u64> {
     let out = ns.ip(&["-j", "link", "show", dev]).ok()?;
     let v: serde_json::Value = serde_json::from_str(&out).ok()?;
     v.get(0)?.get("ifindex")?.as_u64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ping_summary_parses() {
+        let text = "--- 10.0.0.1 ping statistics ---\n5 packets transmitted, 4 received, 20% packet loss, time 801ms\n";
+        assert_eq!(parse_ping(text), (5, 4));
+        assert_eq!(parse_ping("garbage"), (0, 0));
+    }
+
+    #[test]
+    fn unique_names_fit_interfaces() {
+        let a = unique("gw");
+        let b = unique("gw");
+        assert_ne!(a, b);
+        assert!(a.len() <= 15);
+    }
 }

@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use kubelink::landscape::netns::ping_in;
-use kubelink::landscape::seed::{POD_IP, SeedLandscape};
+use kubelink_tests::landscape::seed::{POD_IP, SeedLandscape};
 use kubelink_tests::landscape::{self, Started, node_of};
 use kubelink_tests::netns;
+use kubelink_tests::netns::ping_in;
 
 const POD_NODE: usize = 2;
 

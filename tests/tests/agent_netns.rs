@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use kubelink::landscape::seed::{POD_IP, SeedLandscape};
+use kubelink_tests::landscape::seed::{POD_IP, SeedLandscape};
 use kubelink_tests::landscape::{self, Started, node_of};
 
 fn pod_ping(l: &SeedLandscape, shoot: usize, count: u32, interval: &str) -> (u32, u32) {

@@ -6,10 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use kubelink::landscape::netns::ping_in;
-use kubelink::landscape::seed::{CIDR, POD_IP, SeedLandscape, node_ip};
+use kubelink_tests::landscape::seed::{CIDR, POD_IP, SeedLandscape, node_ip};
 use kubelink_tests::landscape::{self, Started, node_of};
 use kubelink_tests::netns;
+use kubelink_tests::netns::ping_in;
 
 const INTERVAL: f64 = 0.1;
 

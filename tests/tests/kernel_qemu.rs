@@ -141,6 +141,8 @@ fn run_guest() -> Option<Boot> {
     if let Some(bin) = kubelink_bin() {
         cmd.env("KUBELINK_BIN", bin);
     }
+    // Cargo builds this package's binaries for its integration tests.
+    cmd.env("KUBELINK_LANDSCAPE_BIN", env!("CARGO_BIN_EXE_kubelink-landscape"));
     let out = cmd.output().expect("start tests/qemu/run.sh");
     let console = String::from_utf8_lossy(&out.stdout).into_owned();
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use ipnet::IpNet;
-use kubelink::landscape::{GATEWAY_IP, Landscape, POD_IP};
+use kubelink_tests::landscape::standalone::{GATEWAY_IP, Landscape, POD_IP};
 use kubelink_tests::netns;
 
 fn tunnel(l: &Landscape) -> String {
@@ -111,12 +111,12 @@ fn landscape_command_reaches_every_shoot() {
     if !netns::require("landscape_command", &["ip"]) {
         return;
     }
-    let out = std::process::Command::new(netns::kubelink_bin())
-        .args(["landscape", "--once", "--shoots", "3", "--wg-backend", "userspace"])
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubelink-landscape"))
+        .args(["--once", "--shoots", "3"])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     println!("{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "kubelink landscape --once failed");
+    assert!(out.status.success(), "kubelink-landscape --once failed");
     assert_eq!(text.matches("reply in").count(), 3, "every shoot answers");
 }

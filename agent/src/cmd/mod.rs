@@ -3,7 +3,6 @@
 pub mod agent;
 pub mod ipam;
 pub mod keys;
-pub mod landscape;
 pub mod run;
 pub mod shoot;
 pub mod status;
@@ -112,8 +111,8 @@ mod tests {
         ("mtu", "the sidecar's flags override its mounted files, which carry the defaults"),
     ];
 
-    /// Every subcommand a deployment runs, with its flags (`keys` and `landscape` are operator and
-    /// test tools without settings to share).
+    /// Every subcommand a deployment runs, with its flags (`keys` is an operator tool without
+    /// settings to share).
     fn subcommands() -> Vec<Command> {
         let ipam = super::ipam::IpamArgs::augment_args(Command::new("ipam"));
         let mut out = vec![

@@ -8,7 +8,7 @@
 two_namespaces node shoot
 secrets=/tmp/secrets
 api=127.0.0.1:6443
-/usr/local/sbin/ip netns exec node kubelink landscape --control-plane "$api" --secrets-dir "$secrets" \
+/usr/local/sbin/ip netns exec node kubelink-landscape --control-plane "$api" --secrets-dir "$secrets" \
   --shoots 1 --slots 1 >/tmp/control.log 2>&1 &
 
 # agent_start LOG: the gateway agent in `node`, kernel WireGuard; its pid is in $AGENT_PID.

@@ -1,8 +1,20 @@
-//! The seed landscape (`kubelink::landscape::seed`) as the agent tests start it.
+//! The local landscapes, in network namespaces on this machine:
+//!
+//! - [`seed`]: the garden and seed API servers (embedded API test servers), seed nodes running
+//!   `kubelink agent`, a load balancer per gateway slot ([`lb`]), the IPAM controller and shoots
+//!   running the `kubelink shoot` sidecar. `kubelink-landscape` runs it; so do the agent tests
+//!   ([`start`]).
+//! - [`control`]: the seed landscape's control plane alone (the kernel scenario under qemu).
+//! - [`standalone`]: one gateway, one worker and shoots running `kubelink run` from static configs.
+
+pub mod control;
+pub mod lb;
+pub mod seed;
+pub mod standalone;
 
 use std::path::PathBuf;
 
-use kubelink::landscape::seed::SeedLandscape;
+use seed::SeedLandscape;
 
 use crate::netns;
 

@@ -1,11 +1,6 @@
-//! The local landscape: a seed gateway node, a seed worker node and shoots as network namespaces on
-//! one L2 segment, each running `kubelink run` from a generated config. The worker's "pod" reaches
-//! every shoot's tunnel address through the gateway. Used by `kubelink landscape` and the tests.
-
-pub mod control;
-pub mod lb;
-pub mod netns;
-pub mod seed;
+//! The standalone landscape: a seed gateway node, a seed worker node and shoots as network
+//! namespaces on one L2 segment, each running `kubelink run` from a generated config. The worker's
+//! "pod" reaches every shoot's tunnel address through the gateway.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -14,7 +9,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use kubelink_ipam::keys::{PrivateKey, PublicKey};
 
-use netns::{Netns, Proc, Segment};
+use crate::netns::{self, Netns, Proc, Segment};
 
 pub const GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 11);
 pub const WORKER_IP: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 12);
@@ -143,7 +138,7 @@ impl Landscape {
     /// An ICMP probe from the worker's pod to a shoot's tunnel address.
     pub fn probe_shoot(&self, i: usize, timeout: Duration) -> Result<Duration, String> {
         let dst = self.shoots[i].tunnel.ok_or("shoot without tunnel address")?;
-        self.worker.ns.run_in(move || crate::probe::ping(dst, Some(POD_IP), timeout).map_err(|e| e.to_string()))?
+        self.worker.ns.run_in(move || kubelink::probe::ping(dst, Some(POD_IP), timeout).map_err(|e| e.to_string()))?
     }
 
     /// Stops every kubelink (SIGTERM; they remove their devices and routes).

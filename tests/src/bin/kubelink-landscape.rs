@@ -1,14 +1,19 @@
-//! `kubelink landscape`: the local landscape in network namespaces, with live status until Ctrl-C.
+//! `kubelink-landscape`: the local landscape in network namespaces, with live status until Ctrl-C.
+//! A test tool, not part of the product: it embeds the Kubernetes API test server and runs the
+//! `kubelink` binary built beside it.
 
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::Parser;
+use kubelink::wg::BackendChoice;
+use kubelink_tests::landscape::seed::SeedLandscape;
+use kubelink_tests::landscape::standalone::Landscape;
+use kubelink_tests::netns;
 
-use crate::landscape::seed::SeedLandscape;
-use crate::landscape::{Landscape, netns};
-use crate::wg::BackendChoice;
-
-#[derive(clap::Args)]
+/// The local landscape: seed nodes and shoots in network namespaces on this machine.
+#[derive(Parser)]
+#[command(name = "kubelink-landscape", version)]
 pub struct LandscapeArgs {
     /// Number of shoots.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=50))]
@@ -39,13 +44,26 @@ pub struct LandscapeArgs {
     pub interval: Duration,
 }
 
-pub async fn run(args: LandscapeArgs) -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    let args = LandscapeArgs::parse();
+    let result =
+        tokio::runtime::Runtime::new().context("starting the async runtime").and_then(|rt| rt.block_on(run(args)));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kubelink-landscape: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: LandscapeArgs) -> anyhow::Result<()> {
     if let Some(listen) = args.control_plane {
         return control_plane(&args, listen).await;
     }
     // SAFETY: geteuid has no preconditions.
     anyhow::ensure!(unsafe { libc::geteuid() } == 0, "the landscape creates network namespaces: run it as root (sudo)");
-    let bin = std::env::current_exe().context("locating the kubelink binary")?;
+    let bin = netns::find_kubelink().map_err(anyhow::Error::msg)?;
     let dir = std::env::temp_dir().join(format!("kubelink-landscape-{}", std::process::id()));
     netns::sweep_stale();
     if args.standalone { standalone(&args, &dir, &bin).await } else { seed(&args, &dir, &bin).await }
@@ -133,8 +151,7 @@ async fn standalone(args: &LandscapeArgs, dir: &std::path::Path, bin: &std::path
 /// Prints every device and a probe to every shoot; true when all shoots answered.
 fn report(l: &Landscape, timeout: Duration) -> bool {
     for host in std::iter::once(&l.gateway).chain(l.shoots.iter()) {
-        let bin = std::env::current_exe().unwrap_or_else(|_| "kubelink".into());
-        match host.ns.sh(&[&bin.to_string_lossy(), "status", "--device", &host.device]) {
+        match host.ns.sh(&[&netns::kubelink_bin().to_string_lossy(), "status", "--device", &host.device]) {
             Ok(text) => print!("[{}] {text}", host.ns.name),
             Err(e) => println!("[{}] status failed: {e}", host.ns.name),
         }
@@ -155,14 +172,15 @@ fn report(l: &Landscape, timeout: Duration) -> bool {
 
 async fn control_plane(args: &LandscapeArgs, listen: std::net::SocketAddr) -> anyhow::Result<()> {
     let shoots = usize::from(args.shoots);
-    let cp =
-        crate::landscape::control::ControlPlane::start(listen, shoots, args.slots).await.map_err(anyhow::Error::msg)?;
+    let cp = kubelink_tests::landscape::control::ControlPlane::start(listen, shoots, args.slots)
+        .await
+        .map_err(anyhow::Error::msg)?;
     println!(
         "control plane up: API server {} (Seed {}, {shoots} shoot(s), {} slot(s), agents' namespace {}); Secrets in {}",
         cp.server.url(),
-        crate::landscape::seed::SEED,
+        kubelink_tests::landscape::seed::SEED,
         args.slots,
-        crate::landscape::seed::AGENT_NS,
+        kubelink_tests::landscape::seed::AGENT_NS,
         args.secrets_dir.display()
     );
     cp.run(&args.secrets_dir, shoots).await.context("waiting for a signal")?;

@@ -21,7 +21,7 @@ use kubelink_apiserver::{ApiServer, fixtures};
 use kubelink_ipam::controller::{Config, Controller};
 
 use super::lb;
-use super::netns::{Netns, Proc, Segment, unique};
+use crate::netns::{Netns, Proc, Segment, unique};
 
 /// The agents' namespace (Leases, slot Secrets, Pods); the IPAM's default gateway namespace.
 pub const AGENT_NS: &str = "kubelink";
@@ -270,7 +270,7 @@ impl SeedLandscape {
     pub fn probe(&self, i: usize, timeout: Duration) -> Result<Duration, String> {
         let dst = self.shoots[i].address.ok_or("no address allocated yet")?;
         self.nodes[NODES - 1]
-            .run_in(move || crate::probe::ping(dst, Some(POD_IP), timeout).map_err(|e| e.to_string()))?
+            .run_in(move || kubelink::probe::ping(dst, Some(POD_IP), timeout).map_err(|e| e.to_string()))?
     }
 
     /// A new shoot: its namespace on the LAN and its Shoot object (the IPAM allocates, `sync_shoots`
@@ -346,7 +346,7 @@ fn pod_name(i: usize) -> String {
 }
 
 /// The IPAM controller for the landscape's Seed, with its seed objects in [`AGENT_NS`].
-pub(crate) fn spawn_ipam(garden: kube::Client, seed: kube::Client, slots: u8) -> tokio::task::JoinHandle<()> {
+pub fn spawn_ipam(garden: kube::Client, seed: kube::Client, slots: u8) -> tokio::task::JoinHandle<()> {
     let mut cfg = Config::new(SEED);
     cfg.namespace = AGENT_NS.into();
     cfg.slots = slots;
@@ -369,7 +369,7 @@ pub(crate) async fn shoot_secret_files(seed: &kube::Client, name: &str) -> Optio
 }
 
 /// Writes changed files only, key file with mode 0600.
-pub(crate) fn write_files(dir: &Path, files: &BTreeMap<String, String>) -> std::io::Result<()> {
+pub fn write_files(dir: &Path, files: &BTreeMap<String, String>) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir)?;
     for (name, text) in files {

@@ -9,8 +9,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 
-use super::netns::{Netns, run};
-use crate::agent::cluster::SLOT_LABEL;
+use crate::netns::{Netns, run};
+use kubelink::agent::cluster::SLOT_LABEL;
 
 /// The nft script that points `port` at `target` (or drops it when no node holds the slot).
 pub fn lb_script(port: u16, target: Option<&str>) -> String {
