@@ -97,14 +97,39 @@ impl Netns {
 
     /// Starts a process inside with stdout and stderr going to `log`.
     pub fn spawn(&self, program: impl AsRef<std::ffi::OsStr>, args: &[&str], log: &Path) -> Result<Proc, String> {
+        self.spawn_with(program, args, None, log)
+    }
+
+    /// [`Self::spawn`] with exactly the environment `env` (plus `PATH`), as a container gets it.
+    pub fn spawn_env(
+        &self,
+        program: impl AsRef<std::ffi::OsStr>,
+        args: &[&str],
+        env: &[(String, String)],
+        log: &Path,
+    ) -> Result<Proc, String> {
+        self.spawn_with(program, args, Some(env), log)
+    }
+
+    fn spawn_with(
+        &self,
+        program: impl AsRef<std::ffi::OsStr>,
+        args: &[&str],
+        env: Option<&[(String, String)]>,
+        log: &Path,
+    ) -> Result<Proc, String> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .map_err(|e| format!("{}: {e}", log.display()))?;
         let err = file.try_clone().map_err(|e| e.to_string())?;
-        let child = self
-            .command(program)
+        let mut command = self.command(program);
+        if let Some(env) = env {
+            command.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
+            command.envs(env.iter().map(|(k, v)| (k, v)));
+        }
+        let child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(file)

@@ -46,6 +46,10 @@ async fn crud_with_the_real_status_codes() {
     assert!(meta.uid.is_some() && meta.creation_timestamp.is_some());
     assert_eq!(meta.namespace.as_deref(), Some("shoot--p--a"));
     let rv1: u64 = meta.resource_version.as_deref().unwrap().parse().unwrap();
+    // stringData is folded into data and not kept, as the real server does.
+    let data = created.data.as_ref().unwrap();
+    assert_eq!((data["x"].0.as_slice(), data["k"].0.as_slice()), (&b"y"[..], &b"value"[..]));
+    assert_eq!(created.string_data, None);
 
     let again = api_error(secrets.create(&PostParams::default(), &secret("s1", &[])).await.unwrap_err());
     assert_eq!((again.code, again.reason.as_str()), (409, "AlreadyExists"));

@@ -37,7 +37,7 @@
 //! OpenAPI schemas name `apiVersion`, `kind` and `metadata` only and keep unknown fields; strategic merge
 //! patch knows no merge keys, so lists are replaced whole; `/openapi/v2` is not served. Request bodies
 //! must be JSON: protobuf (which `kubectl create <kind>` and `kubectl create token` send) gets `415`.
-//! A Secret's `stringData` is stored as sent, not folded into `data`.
+//! A Secret's `stringData` is folded into `data` as the real server does.
 
 pub mod auth;
 pub mod fixtures;
@@ -86,6 +86,14 @@ impl ApiServer {
         use base64::Engine;
         let ca = base64::engine::general_purpose::STANDARD.encode(&self.tls.certificate_pem);
         kubeconfig_with(&self.https_url(), &format!("certificate-authority-data: {ca}"), token)
+    }
+
+    /// [`Self::kubeconfig`] for the same server reached at `https_url` (another listener of
+    /// [`Self::serve_also`], whose address [`Options::tls_names`] names).
+    pub fn kubeconfig_at(&self, https_url: &str, token: &str) -> String {
+        use base64::Engine;
+        let ca = base64::engine::general_purpose::STANDARD.encode(&self.tls.certificate_pem);
+        kubeconfig_with(https_url, &format!("certificate-authority-data: {ca}"), token)
     }
 
     /// Direct access to the stored objects, for assertions that must not go through a client.
@@ -168,17 +176,20 @@ fn kubeconfig_with(server_url: &str, cluster_extra: &str, token: &str) -> String
 }
 
 /// How to start a server.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Events kept for watches; older resourceVersions get `410 Gone`.
     pub history: usize,
     /// Bearer-token authentication and RBAC, as described in the module doc.
     pub auth: bool,
+    /// Addresses the certificate names besides the loopback ones, e.g. one that
+    /// [`ApiServer::serve_also`] listens on.
+    pub tls_names: Vec<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { history: store::DEFAULT_HISTORY, auth: false }
+        Self { history: store::DEFAULT_HISTORY, auth: false, tls_names: Vec::new() }
     }
 }
 
@@ -203,7 +214,7 @@ pub async fn serve_with(addr: SocketAddr, options: Options) -> std::io::Result<A
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let url = format!("http://{}", listener.local_addr()?);
     let store = Arc::new(Store::with_auth(options.history, options.auth));
-    let tls = Arc::new(tls::Tls::self_signed().map_err(std::io::Error::other)?);
+    let tls = Arc::new(tls::Tls::self_signed(&options.tls_names).map_err(std::io::Error::other)?);
     let task = tokio::spawn(accept_loop(listener, store.clone(), tls.clone()));
     Ok(ApiServer { url, store, tls, task })
 }

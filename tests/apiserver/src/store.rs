@@ -291,6 +291,7 @@ impl Store {
     pub fn create(&self, kind: usize, namespace: &str, mut object: Value) -> Result<Value, ApiError> {
         let rk = &KINDS[kind];
         check_type(rk, &object)?;
+        fold_string_data(rk, &mut object)?;
         let mut inner = self.lock();
         let name = match (meta_str(&object, "name"), meta_str(&object, "generateName")) {
             (Some(name), _) => name.to_string(),
@@ -386,6 +387,7 @@ impl Store {
     ) -> Result<Value, ApiError> {
         let rk = &KINDS[kind];
         check_type(rk, &object)?;
+        fold_string_data(rk, &mut object)?;
         if meta_str(&object, "name").is_some_and(|n| n != name) {
             return Err(ApiError::bad_request(format!(
                 "the name of the object ({}) does not match the name on the URL ({name})",
@@ -509,6 +511,36 @@ fn keep_server_fields(rk: &ResourceKind, current: &Value, object: &mut Value) {
 fn set_type(rk: &ResourceKind, object: &mut Value) {
     object["apiVersion"] = json!(rk.api_version());
     object["kind"] = json!(rk.kind);
+}
+
+/// A Secret's `stringData` goes into `data` (base64), winning over the same key there, and is not
+/// stored, as the real API server does on every write.
+fn fold_string_data(rk: &ResourceKind, object: &mut Value) -> Result<(), ApiError> {
+    use base64::Engine;
+    if rk.kind != "Secret" || rk.group != "" {
+        return Ok(());
+    }
+    let Some(strings) = object.as_object_mut().and_then(|o| o.remove("stringData")) else { return Ok(()) };
+    let Value::Object(strings) = strings else {
+        return Err(ApiError::bad_request(
+            "Secret in version \"v1\" cannot be handled as a Secret: stringData must be an object",
+        ));
+    };
+    let data = object.as_object_mut().expect("checked by check_type").entry("data").or_insert_with(|| json!({}));
+    let Some(data) = data.as_object_mut() else {
+        return Err(ApiError::bad_request(
+            "Secret in version \"v1\" cannot be handled as a Secret: data must be an object",
+        ));
+    };
+    for (key, value) in strings {
+        let Value::String(text) = value else {
+            return Err(ApiError::bad_request(format!(
+                "Secret in version \"v1\" cannot be handled as a Secret: stringData.{key} must be a string"
+            )));
+        };
+        data.insert(key, json!(base64::engine::general_purpose::STANDARD.encode(text)));
+    }
+    Ok(())
 }
 
 fn check_type(rk: &ResourceKind, object: &Value) -> Result<(), ApiError> {

@@ -1,6 +1,7 @@
 //! TLS on the same port as plain HTTP: `kubectl` and Helm send a bearer token only over TLS.
 //!
-//! Each server makes its own self-signed certificate for `localhost`, `127.0.0.1` and `::1`. A
+//! Each server makes its own self-signed certificate for `localhost`, `127.0.0.1`, `::1` and the
+//! names its options add. A
 //! connection whose first byte is a TLS handshake record gets TLS; any other is served as plain HTTP.
 
 use std::sync::Arc;
@@ -33,8 +34,10 @@ impl std::fmt::Display for TlsError {
 impl std::error::Error for TlsError {}
 
 impl Tls {
-    pub fn self_signed() -> Result<Self, TlsError> {
-        let names = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
+    /// A certificate for the loopback names and `extra` names (host names or IP addresses).
+    pub fn self_signed(extra: &[String]) -> Result<Self, TlsError> {
+        let mut names = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
+        names.extend(extra.iter().cloned());
         let key = rcgen::KeyPair::generate().map_err(TlsError::Certificate)?;
         let params = rcgen::CertificateParams::new(names).map_err(TlsError::Certificate)?;
         let certificate = params.self_signed(&key).map_err(TlsError::Certificate)?;

@@ -7,6 +7,7 @@
 //! - [`control`]: the seed landscape's control plane alone (the kernel scenario under qemu).
 //! - [`standalone`]: one gateway, one worker and shoots running `kubelink run` from static configs.
 
+pub mod chart;
 pub mod control;
 pub mod lb;
 pub mod seed;
@@ -25,13 +26,17 @@ pub struct Started {
     pub dir: PathBuf,
 }
 
-/// Checks the gate for `test` (root and `tools`; see [`netns::require`]), then builds and starts a
-/// landscape with `shoots` shoots and `slots` gateway slots. `None`: skipped outside CI.
+/// Checks the gate for `test` (root, `tools` and Helm; see [`netns::require`] and
+/// [`crate::helm::helm_ready`]), then builds and starts a landscape with `shoots` shoots and `slots`
+/// gateway slots. `None`: skipped outside CI.
 pub fn start(test: &str, tools: &[&str], shoots: usize, slots: usize) -> Option<Started> {
     if !netns::require(test, tools) {
         return None;
     }
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    if !rt.block_on(crate::helm::helm_ready(test)) {
+        return None;
+    }
     let dir = netns::workdir(test);
     let mut l = rt
         .block_on(SeedLandscape::build_with_slots(shoots, slots, &dir, &netns::kubelink_bin()))

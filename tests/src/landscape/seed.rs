@@ -1,10 +1,12 @@
-//! The full local landscape: two Kubernetes API test servers (embedded), the garden (the Seed, its
-//! Shoots and their ShootStates) and the seed (everything on the seed cluster); three seed nodes
-//! running `kubelink agent` with two gateway slots against the seed only, a load balancer per slot,
-//! the IPAM controller (the one part that talks to both), and shoots running the `kubelink shoot`
-//! sidecar from the Secret each shoot's ManagedResource delivers (copied into a directory per shoot,
-//! as gardener-resource-manager applies it and a kubelet mounts it). A "pod" on the third node probes
-//! every shoot through the tunnel.
+//! The full local landscape: two Kubernetes API test servers (embedded) with authentication and
+//! RBAC on, the garden (the Seed, its Shoots and their ShootStates) and the seed; both charts
+//! installed by real Helm ([`super::chart`]); three seed nodes running `kubelink agent` with the
+//! args and env of the rendered DaemonSet (two gateway slots, a load balancer per slot) against the
+//! seed only, with the agent's ServiceAccount token; the IPAM controller as the rendered Deployment
+//! runs it (the one part that talks to both, each with its own identity); and shoots running the
+//! `kubelink shoot` sidecar from the Secret each shoot's ManagedResource delivers (copied into a
+//! directory per shoot, as gardener-resource-manager applies it and a kubelet mounts it). A "pod" on
+//! the third node probes every shoot through the tunnel.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -17,22 +19,26 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
 use kube::api::PostParams;
-use kubelink_apiserver::{ApiServer, fixtures};
+use kubelink_apiserver::{ApiServer, Options, fixtures, helm};
 use kubelink_ipam::controller::{Config, Controller};
+use serde_json::json;
 
+use super::chart::{self, Workloads};
 use super::lb;
 use crate::netns::{Netns, Proc, Segment, unique};
 
-/// The agents' namespace (Leases, slot Secrets, Pods); the IPAM's default gateway namespace.
+/// The release namespace: the agents' Leases, slot Secrets and Pods, the IPAM's seed objects.
 pub const AGENT_NS: &str = "kubelink";
 pub const SEED: &str = "local";
 pub const CIDR: &str = "192.168.128.0/22";
+/// Where the namespaces reach both API servers (each on a port of its own).
 pub const API_IP: &str = "10.250.0.2";
 pub const POD_IP: Ipv4Addr = Ipv4Addr::new(100, 64, 1, 1);
 const NODES: usize = 3;
 const PORT: u16 = 51820;
-/// Long enough for shoots to re-handshake with a new slot holder (15 s after their probes go unanswered).
-pub const WARMUP: &str = "30s";
+/// The agents' warm-up (chart value `agent.warmup`): shorter than the chart's default so that the
+/// tests' take-overs settle sooner.
+const AGENT_WARMUP: &str = "20s";
 
 pub fn node_ip(i: usize) -> String {
     format!("10.250.0.{}", 11 + i)
@@ -70,24 +76,48 @@ pub struct SeedLandscape {
     pub server: ApiServer,
     /// The garden's API server: only the IPAM controller talks to it.
     pub garden: ApiServer,
-    /// The seed API server's URL as the namespaces reach it.
+    /// The seed API server's URL as the namespaces reach it (https).
     pub api_url: String,
+    /// What Helm rendered: the agents and the IPAM start from these.
+    workloads: Workloads,
     lan: Segment,
+    /// The API servers' host; the IPAM controller runs here too.
     api_ns: Netns,
     /// Gateway slots: 1, or 2 for high availability.
     pub slots: usize,
     pub nodes: Vec<Netns>,
     pub devices: Vec<String>,
     pub agents: Vec<Option<Proc>>,
+    ipam: Option<Proc>,
     lbs: Vec<Arc<Netns>>,
     pub shoots: Vec<ShootHost>,
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// Both API servers with authentication on, also listening in `api_ns` on [`API_IP`]; their https
+/// URLs there, and the listeners' tasks.
+async fn api_servers(
+    api_ns: &Netns,
+) -> Result<([ApiServer; 2], [String; 2], Vec<tokio::task::JoinHandle<()>>), String> {
+    let options = Options { auth: true, tls_names: vec![API_IP.into()], ..Options::default() };
+    let local = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let seed = kubelink_apiserver::serve_with(local, options.clone()).await.map_err(|e| e.to_string())?;
+    let garden = kubelink_apiserver::serve_with(local, options).await.map_err(|e| e.to_string())?;
+    let mut urls = Vec::new();
+    let mut tasks = Vec::new();
+    for server in [&seed, &garden] {
+        let listener = api_ns.run_in(|| std::net::TcpListener::bind((API_IP, 0)))?.map_err(|e| e.to_string())?;
+        urls.push(format!("https://{}", listener.local_addr().map_err(|e| e.to_string())?));
+        tasks.push(server.serve_also(listener).map_err(|e| e.to_string())?);
+    }
+    let [seed_url, garden_url] = <[String; 2]>::try_from(urls).expect("two servers");
+    Ok(([seed, garden], [seed_url, garden_url], tasks))
+}
+
 impl SeedLandscape {
-    /// Builds the namespaces and the API server, creates the Seed, the agents' Pods and the Shoots.
-    /// Two gateway slots.
+    /// Builds the namespaces and the API servers, installs both charts, creates the Seed, the
+    /// agents' Pods and the Shoots. Two gateway slots.
     pub async fn build(shoots: usize, dir: &Path, bin: &Path) -> Result<Self, String> {
         Self::build_with_slots(shoots, 2, dir, bin).await
     }
@@ -95,14 +125,14 @@ impl SeedLandscape {
     /// [`Self::build`] with `slots` gateway slots (1 or 2).
     pub async fn build_with_slots(shoots: usize, slots: usize, dir: &Path, bin: &Path) -> Result<Self, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let server = kubelink_apiserver::start().await;
-        let garden = kubelink_apiserver::start().await;
         let lan = Segment::new("lan")?;
         let api_ns = Netns::new("api")?;
         lan.attach(&api_ns, "eth0", &format!("{API_IP}/24"))?;
-        let listener = api_ns.run_in(|| std::net::TcpListener::bind((API_IP, 0)))?.map_err(|e| e.to_string())?;
-        let api_url = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
-        let api_task = server.serve_also(listener).map_err(|e| e.to_string())?;
+        let ([server, garden], [api_url, garden_url], tasks) = api_servers(&api_ns).await?;
+        let endpoints: Vec<String> = (0..slots).map(|s| format!("{}:{PORT}", lb_ip(s))).collect();
+        let values = json!({"seedName": SEED, "slots": slots, "gardenKubeconfigSecret": chart::GARDEN_SECRET,
+                            "agent": {"warmup": AGENT_WARMUP, "slotEndpoints": endpoints}});
+        let workloads = chart::install(&garden, &server, dir, AGENT_NS, values, &garden_url).await?;
         let nodes = (0..NODES).map(|_| Netns::new("node")).collect::<Result<Vec<_>, _>>()?;
         for (i, n) in nodes.iter().enumerate() {
             lan.attach(n, "eth0", &format!("{}/24", node_ip(i)))?;
@@ -127,28 +157,31 @@ impl SeedLandscape {
             server,
             garden,
             api_url,
+            workloads,
             lan,
             api_ns,
             slots,
             nodes,
             devices: (0..NODES).map(|_| unique("n")).collect(),
             agents: (0..NODES).map(|_| None).collect(),
+            ipam: None,
             lbs,
             shoots: hosts,
             stop: Arc::new(AtomicBool::new(false)),
-            tasks: vec![api_task],
+            tasks,
         };
         landscape.populate().await.map_err(|e| format!("creating the landscape's objects: {e}"))?;
         Ok(landscape)
     }
 
+    /// The garden's Seed and Shoots; the agents' Pods as the DaemonSet controller creates them.
     async fn populate(&self) -> Result<(), kube::Error> {
         let garden = self.garden.client();
         fixtures::create_seed(&garden, &fixtures::seed(SEED, CIDR)).await?;
         fixtures::create_shoots(&garden, SEED, 0..self.shoots.len()).await?;
         let pods: Api<Pod> = Api::namespaced(self.server.client(), AGENT_NS);
         for i in 0..NODES {
-            let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod_name(i)}});
+            let pod = chart::agent_pod(&self.workloads.agent, &pod_name(i), &node_name(i));
             pods.create(&PostParams::default(), &serde_json::from_value(pod).map_err(kube::Error::SerdeError)?).await?;
         }
         Ok(())
@@ -159,7 +192,7 @@ impl SeedLandscape {
     pub async fn start(&mut self) -> Result<(), String> {
         // The IPAM first: it writes the SeedTunnel (the slot count) and the slot Secrets the agents
         // wait for.
-        self.tasks.push(spawn_ipam(self.garden.client(), self.server.client(), self.slots as u8));
+        self.ipam = Some(self.start_ipam().await?);
         for i in 0..NODES - 1 {
             self.start_agent(i)?;
         }
@@ -170,40 +203,40 @@ impl SeedLandscape {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         self.start_agent(NODES - 1)?;
-        let ip_of: lb::NodeIpOf = Box::new(|pod: &str| Some(node_ip(pod.strip_prefix("kubelink-n")?.parse().ok()?)));
+        let ip_of: lb::NodeIpOf =
+            Box::new(|pod: &str| Some(node_ip(pod.strip_prefix("kubelink-agent-n")?.parse().ok()?)));
         let runtime = tokio::runtime::Handle::current();
         lb::follow(self.server.client(), runtime, AGENT_NS.into(), self.lbs.clone(), PORT, ip_of, self.stop.clone());
         Ok(())
     }
 
+    /// The IPAM controller as the rendered Deployment runs it, in the API servers' namespace.
+    async fn start_ipam(&self) -> Result<Proc, String> {
+        let kubeconfig = self.dir.join("ipam.kubeconfig");
+        let account = chart::service_account(&self.workloads.ipam)?;
+        chart::write_kubeconfig(&self.server, &self.api_url, AGENT_NS, &account, &kubeconfig)?;
+        let volumes = self.dir.join("ipam-volumes");
+        let c = chart::ipam_container(&self.server, &self.workloads.ipam, AGENT_NS, &volumes, &kubeconfig).await?;
+        let args: Vec<&str> = c.args.iter().map(String::as_str).collect();
+        self.api_ns.spawn_env(&self.bin, &args, &c.env, &self.dir.join("ipam.log"))
+    }
+
+    /// Starts node `i`'s agent as the rendered DaemonSet runs it on that node.
     pub fn start_agent(&mut self, i: usize) -> Result<(), String> {
-        let endpoints: Vec<String> = (0..self.slots).map(|s| format!("{}:{PORT}", lb_ip(s))).collect();
-        let (name, ip, pod, endpoints) = (format!("n{i}"), node_ip(i), pod_name(i), endpoints.join(","));
-        let args = [
-            "agent",
-            "--node-name",
-            &name,
-            "--node-ip",
-            &ip,
-            "--namespace",
-            AGENT_NS,
-            "--pod-name",
-            &pod,
-            "--seed",
-            SEED,
-            "--seed-server",
-            &self.api_url,
-            "--slot-endpoints",
-            &endpoints,
-            "--device",
-            &self.devices[i],
-            "--health-listen",
-            "127.0.0.1:0",
-            "--warmup",
-            "20s",
-        ];
+        let kubeconfig = self.dir.join(format!("agent-n{i}.kubeconfig"));
+        let account = chart::service_account(&self.workloads.agent)?;
+        chart::write_kubeconfig(&self.server, &self.api_url, AGENT_NS, &account, &kubeconfig)?;
+        let downward = helm::Downward {
+            node_name: node_name(i),
+            host_ip: node_ip(i),
+            pod_name: pod_name(i),
+            pod_namespace: AGENT_NS.into(),
+        };
+        let state = self.dir.join(format!("node-n{i}-state"));
+        let c = chart::agent_container(&self.workloads.agent, &downward, &self.devices[i], &state, &kubeconfig)?;
+        let args: Vec<&str> = c.args.iter().map(String::as_str).collect();
         let log = self.dir.join(format!("agent-n{i}.log"));
-        self.agents[i] = Some(self.nodes[i].spawn(&self.bin, &args, &log)?);
+        self.agents[i] = Some(self.nodes[i].spawn_env(&self.bin, &args, &c.env, &log)?);
         Ok(())
     }
 
@@ -323,7 +356,8 @@ impl SeedLandscape {
     /// Stops everything: sidecars and agents with SIGTERM, then the background tasks.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        for p in self.shoots.iter_mut().filter_map(|s| s.proc.as_mut()).chain(self.agents.iter_mut().flatten()) {
+        let sidecars = self.shoots.iter_mut().filter_map(|s| s.proc.as_mut());
+        for p in sidecars.chain(self.agents.iter_mut().flatten()).chain(self.ipam.as_mut()) {
             p.stop(Duration::from_secs(5));
         }
         for t in &self.tasks {
@@ -341,11 +375,17 @@ impl Drop for SeedLandscape {
     }
 }
 
-fn pod_name(i: usize) -> String {
-    format!("kubelink-n{i}")
+fn node_name(i: usize) -> String {
+    format!("n{i}")
 }
 
-/// The IPAM controller for the landscape's Seed, with its seed objects in [`AGENT_NS`].
+/// The Pod of the agent DaemonSet on node `i`.
+fn pod_name(i: usize) -> String {
+    format!("kubelink-agent-n{i}")
+}
+
+/// The IPAM controller in this process for the landscape's Seed, with its seed objects in
+/// [`AGENT_NS`] (the control plane alone runs it so; the full landscape as the chart does).
 pub fn spawn_ipam(garden: kube::Client, seed: kube::Client, slots: u8) -> tokio::task::JoinHandle<()> {
     let mut cfg = Config::new(SEED);
     cfg.namespace = AGENT_NS.into();
