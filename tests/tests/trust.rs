@@ -426,12 +426,30 @@ async fn each_component_needs_exactly_what_its_chart_grants_and_the_agent_nothin
     let stale_secret = Api::<Secret>::namespaced(l.seed.client(), &gone_ns).get_opt(SHOOT_SECRET_NAME).await.unwrap();
     assert!(stale_secret.is_none(), "the deleted shoot's Secret is gone");
     drop((cluster, other));
+    // Every watch of the running IPAM is open (their grants are checked below): Shoots and its Seed
+    // in the garden, the ShootPeers and each slot Secret on the seed.
+    let ipam_seed = user(NS, "kubelink-ipam");
+    let ipam_garden = user("garden", &format!("kubelink-ipam-{SEED}"));
+    let watches = |server: &ApiServer, who: &str| -> BTreeSet<String> {
+        let requests = server.store().requests_of(who).into_iter().map(|r| r.attributes);
+        requests.filter(|a| a.verb == "watch").map(|a| format!("{} {}", a.resource, a.name)).collect()
+    };
+    let want_garden = BTreeSet::from(["shoots ".to_string(), format!("seeds {SEED}")]);
+    let want_seed: BTreeSet<String> =
+        ["shootpeers ", "secrets kubelink-gateway-0", "secrets kubelink-gateway-1"].map(String::from).into();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while watches(&l.garden, &ipam_garden) != want_garden || watches(&l.seed, &ipam_seed) != want_seed {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!("the IPAM's watches: {:?} {:?}", watches(&l.garden, &ipam_garden), watches(&l.seed, &ipam_seed))
+    });
     running.abort();
 
     // Every request each component made was allowed.
     let agent_user = user(NS, "kubelink-agent");
-    let ipam_seed = user(NS, "kubelink-ipam");
-    let ipam_garden = user("garden", &format!("kubelink-ipam-{SEED}"));
     for (server, who, what) in [
         (&l.seed, &agent_user, "agent on the seed"),
         (&l.seed, &ipam_seed, "IPAM on the seed"),
