@@ -409,7 +409,7 @@ impl Controller {
         Ok((key, true))
     }
 
-    /// Runs passes on every change to this seed's Shoots, its Seed, the gateway Secrets or the
+    /// Runs passes on every change to this seed's Shoots, its Seed, the slot Secrets or the
     /// projection (a hand-deleted ShootPeer comes back), and at least every `resync`. A failed pass is
     /// logged and retried on the next trigger. Nothing garden-wide is watched.
     pub async fn run(self) -> Result<(), StoreError> {
@@ -417,18 +417,20 @@ impl Controller {
         let shoots = watcher(Api::<Shoot>::all(self.garden.clone()), by_seed).default_backoff().map(|_| ());
         let seed_cfg = watcher::Config::default().fields(&format!("metadata.name={}", self.cfg.seed));
         let seeds = watcher(Api::<Seed>::all(self.garden.clone()), seed_cfg).default_backoff().map(|_| ());
+        // Each slot Secret by name: no other Secret of the namespace (the garden kubeconfig is one)
+        // reaches the controller, and the Role grants the watch on these names only.
         let gw_api = Api::<Secret>::namespaced(self.seed.clone(), &self.cfg.namespace);
-        let gateways = watcher(gw_api, watcher::Config::default()).default_backoff().map(|_| ());
+        let gateways = (0..self.cfg.slots).map(|slot| {
+            let by_name =
+                watcher::Config::default().fields(&format!("metadata.name={}", secret::gateway_secret_name(slot)));
+            watcher(gw_api.clone(), by_name).default_backoff().map(|_| ()).boxed()
+        });
         let peer_api = Api::<ShootPeer>::namespaced(self.seed.clone(), &self.cfg.namespace);
         let peers = watcher(peer_api, watcher::Config::default()).default_backoff().map(|_| ());
         let ticks = tokio_stream_interval(self.cfg.resync);
-        let mut triggers = futures::stream::select_all([
-            shoots.boxed(),
-            peers.boxed(),
-            seeds.boxed(),
-            gateways.boxed(),
-            ticks.boxed(),
-        ])
+        let mut triggers = futures::stream::select_all(
+            [shoots.boxed(), peers.boxed(), seeds.boxed(), ticks.boxed()].into_iter().chain(gateways),
+        )
         .ready_chunks(4096);
         while triggers.next().await.is_some() {
             match self.reconcile().await {

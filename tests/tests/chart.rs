@@ -340,25 +340,24 @@ async fn rbac_is_the_contract_and_the_agent_has_nothing_cluster_wide() {
         ("coordination.k8s.io", &["leases"], &["create"], "*"),
         ("coordination.k8s.io", &["leases"], &["get", "update"], slots),
         ("", &["secrets"], &["get", "patch"], slots),
-        ("", &["pods"], &["get", "list", "patch"], "*"),
-        ("kubelink.gardener.cloud", &["seedtunnels"], &["get", "list", "watch"], SEED),
+        ("", &["pods"], &["list", "patch"], "*"),
+        ("kubelink.gardener.cloud", &["seedtunnels"], &["list", "watch"], SEED),
         ("kubelink.gardener.cloud", &["shootpeers"], &["list", "watch"], "*"),
     ]);
     assert_eq!(rules(find(&objects, "Role", "kubelink-agent")), agent, "the agent's Role");
     let ipam_role = expect(&[
-        ("", &["secrets"], &["get", "list", "watch", "create", "update", "patch"], "*"),
-        (
-            "kubelink.gardener.cloud",
-            &["seedtunnels", "shootpeers"],
-            &["get", "list", "watch", "create", "update", "patch", "delete"],
-            "*",
-        ),
+        ("", &["secrets"], &["get", "watch"], slots),
+        ("kubelink.gardener.cloud", &["seedtunnels"], &["create"], "*"),
+        ("kubelink.gardener.cloud", &["seedtunnels"], &["get", "update"], SEED),
+        ("kubelink.gardener.cloud", &["shootpeers"], &["list", "watch", "create", "update", "delete"], "*"),
     ]);
     assert_eq!(rules(find(&objects, "Role", "kubelink-ipam")), ipam_role, "the IPAM's Role");
     let cluster_role_name = format!("kubelink-ipam-{NS}");
     let ipam_cluster = expect(&[
-        ("", &["secrets"], &["get", "list", "watch", "create", "update", "delete"], "*"),
-        ("resources.gardener.cloud", &["managedresources"], &["list", "create", "update", "delete"], "*"),
+        ("", &["secrets"], &["list", "create"], "*"),
+        ("", &["secrets"], &["get", "update", "delete"], "kubelink-shoot,managedresource-kubelink-shoot"),
+        ("resources.gardener.cloud", &["managedresources"], &["list", "create"], "*"),
+        ("resources.gardener.cloud", &["managedresources"], &["update", "delete"], "kubelink-shoot"),
     ]);
     assert_eq!(rules(find(&objects, "ClusterRole", &cluster_role_name)), ipam_cluster, "the IPAM's ClusterRole");
 
@@ -396,6 +395,9 @@ async fn rbac_is_the_contract_and_the_agent_has_nothing_cluster_wide() {
     let role = rules(find(&objects, "Role", "kubelink-agent"));
     assert!(role.contains(&("".into(), "secrets".into(), "get".into(), "kubelink-gateway-0".into())), "{role:?}");
     assert!(role.iter().all(|r| !r.3.contains("kubelink-gateway-1")), "{role:?}");
+    let ipam = rules(find(&objects, "Role", "kubelink-ipam"));
+    assert!(ipam.contains(&("".into(), "secrets".into(), "watch".into(), "kubelink-gateway-0".into())), "{ipam:?}");
+    assert!(ipam.iter().all(|r| !r.3.contains("kubelink-gateway-1")), "{ipam:?}");
 }
 
 /// The ClusterRole is `kubelink-ipam:<seed>`, as Gardener names its roles; Kubernetes validates RBAC
@@ -413,14 +415,13 @@ async fn the_garden_chart_grants_the_ipam_identity_the_contract() {
     assert_eq!(sa["metadata"]["namespace"], "garden");
     let role_name = format!("kubelink-ipam:{SEED}");
     let want = expect(&[
-        ("core.gardener.cloud", &["seeds"], &["get", "list", "watch"], "*"),
-        ("core.gardener.cloud", &["seeds"], &["update", "patch"], SEED),
-        ("core.gardener.cloud", &["seeds/status"], &["get", "update", "patch"], SEED),
+        ("core.gardener.cloud", &["seeds"], &["get"], "*"),
+        ("core.gardener.cloud", &["seeds"], &["list", "watch", "update"], SEED),
+        ("core.gardener.cloud", &["seeds/status"], &["update"], SEED),
         ("core.gardener.cloud", &["shoots"], &["get", "list", "watch"], "*"),
-        ("core.gardener.cloud", &["shoots/status"], &["get", "update", "patch"], "*"),
+        ("core.gardener.cloud", &["shoots/status"], &["update"], "*"),
         ("core.gardener.cloud", &["shootstates"], &["get", "create", "update"], "*"),
-        ("", &["events"], &["create", "patch"], "*"),
-        ("events.k8s.io", &["events"], &["create", "patch"], "*"),
+        ("", &["events"], &["create"], "*"),
     ]);
     assert_eq!(rules(find(&objects, "ClusterRole", &role_name)), want);
     let binding = find(&objects, "ClusterRoleBinding", &role_name);

@@ -3,7 +3,9 @@
 //!
 //! - The IPAM controller runs with its own tokens (the garden's `garden/kubelink-ipam-<seed>` and the
 //!   seed's `kubelink/kubelink-ipam`), the agent's code with `kubelink/kubelink-agent`; every request
-//!   each of them makes is allowed, so the charts' RBAC is enough for what the code does.
+//!   each of them makes is allowed, so the charts' RBAC is enough for what the code does; and every
+//!   grant of the charts allows a request the code made that no other grant allows, so the RBAC is no
+//!   more than the code needs (exceptions, with reasons, in `UNEXERCISED`).
 //! - The agent never talks to the garden (its token is not even valid there) and reads no Secret but
 //!   its slot Secrets.
 //! - Scale: an agent that starts on a seed with 1000 shoots, in a garden with 1000 more on another
@@ -21,16 +23,18 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
-use kube::api::{ListParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kubelink::agent::cluster::{Cluster, SLOT_LABEL};
 use kubelink::election::Timing;
 use kubelink::election::kube::LeaseElection;
 use kubelink_apiserver::kinds::ResourceKind;
+use kubelink_apiserver::rbac::{Attributes, Rule};
 use kubelink_apiserver::store::Filter;
 use kubelink_apiserver::{ApiServer, auth, fixtures, helm};
 use kubelink_ipam::controller::{Config, Controller};
 use kubelink_ipam::gardener::{Seed, Shoot, ShootState};
+use kubelink_ipam::managed::{self, ManagedResource};
 use kubelink_ipam::projection::{SeedTunnel, ShootPeer};
 use kubelink_ipam::secret::SHOOT_SECRET_NAME;
 use serde_json::{Value, json};
@@ -57,6 +61,10 @@ fn user(namespace: &str, account: &str) -> String {
 struct Landscape {
     garden: ApiServer,
     seed: ApiServer,
+    /// The objects Helm rendered and created, per chart: `kubelink-garden` into the garden,
+    /// `kubelink` into the seed.
+    garden_objects: Vec<Value>,
+    seed_objects: Vec<Value>,
     dir: PathBuf,
 }
 
@@ -75,16 +83,20 @@ impl Landscape {
         let dir = std::env::temp_dir().join(format!("kubelink-trust-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let seed_values = json!({"seedName": SEED, "gardenKubeconfigSecret": GARDEN_SECRET, "slots": 2});
+        let mut rendered = Vec::new();
         for (server, name, values) in
             [(&garden, "kubelink-garden", json!({"seedName": SEED})), (&seed, "kubelink", seed_values)]
         {
             let kubeconfig = dir.join(format!("{name}.kubeconfig"));
             std::fs::write(&kubeconfig, server.kubeconfig(server.admin_token().unwrap())).unwrap();
-            helm::install(&chart(name), &kubeconfig, NS, "kubelink", values)
+            let objects = helm::install(&chart(name), &kubeconfig, NS, "kubelink", values)
                 .await
                 .unwrap_or_else(|e| panic!("installing {name}: {e}"));
+            rendered.push(objects);
         }
-        let l = Landscape { garden, seed, dir };
+        let seed_objects = rendered.pop().unwrap();
+        let garden_objects = rendered.pop().unwrap();
+        let l = Landscape { garden, seed, garden_objects, seed_objects, dir };
 
         fixtures::create_seed(&l.garden.client(), &fixtures::seed(SEED, "192.168.128.0/22")).await.unwrap();
         let pods: Api<Pod> = Api::namespaced(l.seed.client(), NS);
@@ -167,6 +179,123 @@ fn assert_all_allowed(server: &ApiServer, user: &str, what: &str) -> BTreeSet<St
         .collect()
 }
 
+/// Grants the test does not exercise, each kept in the chart for the reason given: (ServiceAccount,
+/// verb, resource as a rule names it, reason). Empty: every grant is used by a request in the test.
+const UNEXERCISED: &[(&str, &str, &str, &str)] = &[];
+
+/// One verb on one resource (with its resourceNames, if any) that a rule of a Role or ClusterRole bound
+/// to an identity grants.
+#[derive(Debug, Clone)]
+struct Grant {
+    /// `Role <namespace>/<name>` or `ClusterRole <name>`.
+    role: String,
+    /// The RoleBinding's namespace (it grants only there); `None` for a ClusterRoleBinding.
+    namespace: Option<String>,
+    rule: Rule,
+}
+
+impl Grant {
+    fn verb(&self) -> &str {
+        &self.rule.verbs[0]
+    }
+
+    fn resource(&self) -> &str {
+        &self.rule.resources[0]
+    }
+
+    /// Whether this grant alone allows the request, as the authorizer decides it.
+    fn allows(&self, a: &Attributes) -> bool {
+        self.namespace.as_ref().is_none_or(|ns| a.resource_request && a.namespace == *ns) && self.rule.allows(a)
+    }
+}
+
+impl std::fmt::Display for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let group = &self.rule.api_groups[0];
+        let resource =
+            if group.is_empty() { self.resource().to_string() } else { format!("{group}/{}", self.resource()) };
+        let names = if self.rule.resource_names.is_empty() { "any".into() } else { self.rule.resource_names.join(",") };
+        let scope = self.namespace.as_ref().map_or("cluster-wide".into(), |ns| format!("in namespace {ns}"));
+        write!(f, "({}, {resource}, resourceNames: {names}) of {} {scope}", self.verb(), self.role)
+    }
+}
+
+/// Every grant the chart's `objects` give ServiceAccount `namespace/account`: each rule of each Role
+/// and ClusterRole a binding of it refers to, one grant per API group, resource and verb.
+fn grants_of(objects: &[Value], namespace: &str, account: &str) -> Vec<Grant> {
+    let mut out = Vec::new();
+    let bindings = objects.iter().filter(|o| o["kind"] == "RoleBinding" || o["kind"] == "ClusterRoleBinding");
+    for binding in bindings {
+        let subjects = binding["subjects"].as_array().into_iter().flatten();
+        if !subjects
+            .into_iter()
+            .any(|s| s["kind"] == "ServiceAccount" && s["name"] == account && s["namespace"] == namespace)
+        {
+            continue;
+        }
+        let scope =
+            (binding["kind"] == "RoleBinding").then(|| binding["metadata"]["namespace"].as_str().unwrap().to_string());
+        let (kind, name) = (binding["roleRef"]["kind"].as_str().unwrap(), binding["roleRef"]["name"].as_str().unwrap());
+        let role = objects
+            .iter()
+            .find(|o| {
+                o["kind"] == kind
+                    && o["metadata"]["name"] == name
+                    && (kind == "ClusterRole" || o["metadata"]["namespace"] == binding["metadata"]["namespace"])
+            })
+            .unwrap_or_else(|| panic!("{binding} refers to a role the chart does not render"));
+        let role_name = match &scope {
+            Some(ns) if kind == "Role" => format!("Role {ns}/{name}"),
+            _ => format!("{kind} {name}"),
+        };
+        for rule in role["rules"].as_array().unwrap() {
+            let rule: Rule = serde_json::from_value(rule.clone()).unwrap();
+            assert!(rule.non_resource_urls.is_empty(), "{role_name} grants non-resource URLs: {rule:?}");
+            for group in &rule.api_groups {
+                for resource in &rule.resources {
+                    for verb in &rule.verbs {
+                        let rule = Rule {
+                            verbs: vec![verb.clone()],
+                            api_groups: vec![group.clone()],
+                            resources: vec![resource.clone()],
+                            resource_names: rule.resource_names.clone(),
+                            non_resource_urls: vec![],
+                        };
+                        out.push(Grant { role: role_name.clone(), namespace: scope.clone(), rule });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The other direction of [`assert_all_allowed`]: the grants the chart's `objects` give
+/// `namespace/account` that allow no request it made on `server` (unused), or only requests that
+/// another of its grants allows as well (redundant), each described; and how many grants it has.
+fn unneeded_grants(server: &ApiServer, objects: &[Value], namespace: &str, account: &str) -> (usize, Vec<String>) {
+    let who = user(namespace, account);
+    let requests: Vec<Attributes> =
+        server.store().requests_of(&who).into_iter().filter(|r| r.allowed).map(|r| r.attributes).collect();
+    let grants = grants_of(objects, namespace, account);
+    let mut unneeded = Vec::new();
+    for (i, grant) in grants.iter().enumerate() {
+        let excepted = UNEXERCISED
+            .iter()
+            .any(|(sa, verb, resource, _)| *sa == account && *verb == grant.verb() && *resource == grant.resource());
+        if excepted {
+            continue;
+        }
+        let used: Vec<&Attributes> = requests.iter().filter(|a| grant.allows(a)).collect();
+        if used.is_empty() {
+            unneeded.push(format!("unused: {grant}"));
+        } else if used.iter().all(|a| grants.iter().enumerate().any(|(j, other)| j != i && other.allows(a))) {
+            unneeded.push(format!("redundant: {grant}: another grant allows every request it allows"));
+        }
+    }
+    (grants.len(), unneeded)
+}
+
 /// The API status code of a failed call.
 fn code<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> u16 {
     match result {
@@ -223,10 +352,37 @@ async fn each_component_needs_exactly_what_its_chart_grants_and_the_agent_nothin
     }
     let l = Landscape::start().await;
     fixtures::create_shoots(&l.garden.client(), SEED, 0..20).await.unwrap();
+    // A managed seed: it runs on Shoot garden/<seed>, whose Seed is the parent; the IPAM reads the
+    // parent Seed by a name the chart does not know.
+    fixtures::create_seed(&l.garden.client(), &fixtures::seed(OTHER, "192.168.136.0/22")).await.unwrap();
+    let mut hosting = fixtures::shoot(SEED, OTHER);
+    hosting.metadata.namespace = Some("garden".into());
+    Api::<Shoot>::namespaced(l.garden.client(), "garden").create(&PostParams::default(), &hosting).await.unwrap();
 
     // The IPAM: a few passes, then its watch loop for the rest of the test.
     let ipam = l.ipam();
     l.allocate(&ipam, 20, 3).await;
+    // Hand-edited seed objects are put back on the next pass: the SeedTunnel, a ShootPeer, a
+    // ManagedResource.
+    let shoot_ns = format!("shoot--dev--{}", fixtures::shoot_name(1));
+    let merge = |v: Value| Patch::Merge(v);
+    let tunnels = Api::<SeedTunnel>::namespaced(l.seed.client(), NS);
+    tunnels.patch(SEED, &PatchParams::default(), &merge(json!({"spec": {"slots": 1}}))).await.unwrap();
+    let peers = Api::<ShootPeer>::namespaced(l.seed.client(), NS);
+    let address = peers.get(&shoot_ns).await.unwrap().spec.address;
+    peers
+        .patch(&shoot_ns, &PatchParams::default(), &merge(json!({"spec": {"address": "192.168.131.250"}})))
+        .await
+        .unwrap();
+    let resources = Api::<ManagedResource>::namespaced(l.seed.client(), &shoot_ns);
+    resources
+        .patch(managed::NAME, &PatchParams::default(), &merge(json!({"spec": {"keepObjects": true}})))
+        .await
+        .unwrap();
+    ipam.reconcile().await.unwrap();
+    assert_eq!(tunnels.get(SEED).await.unwrap().spec.slots, 2, "the SeedTunnel is put back");
+    assert_eq!(peers.get(&shoot_ns).await.unwrap().spec.address, address, "the ShootPeer is put back");
+    assert!(!resources.get(managed::NAME).await.unwrap().spec.keep_objects, "the ManagedResource is put back");
     let running = tokio::spawn(l.ipam().run());
 
     // The agent's pieces, as two nodes run them.
@@ -270,12 +426,30 @@ async fn each_component_needs_exactly_what_its_chart_grants_and_the_agent_nothin
     let stale_secret = Api::<Secret>::namespaced(l.seed.client(), &gone_ns).get_opt(SHOOT_SECRET_NAME).await.unwrap();
     assert!(stale_secret.is_none(), "the deleted shoot's Secret is gone");
     drop((cluster, other));
+    // Every watch of the running IPAM is open (their grants are checked below): Shoots and its Seed
+    // in the garden, the ShootPeers and each slot Secret on the seed.
+    let ipam_seed = user(NS, "kubelink-ipam");
+    let ipam_garden = user("garden", &format!("kubelink-ipam-{SEED}"));
+    let watches = |server: &ApiServer, who: &str| -> BTreeSet<String> {
+        let requests = server.store().requests_of(who).into_iter().map(|r| r.attributes);
+        requests.filter(|a| a.verb == "watch").map(|a| format!("{} {}", a.resource, a.name)).collect()
+    };
+    let want_garden = BTreeSet::from(["shoots ".to_string(), format!("seeds {SEED}")]);
+    let want_seed: BTreeSet<String> =
+        ["shootpeers ", "secrets kubelink-gateway-0", "secrets kubelink-gateway-1"].map(String::from).into();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while watches(&l.garden, &ipam_garden) != want_garden || watches(&l.seed, &ipam_seed) != want_seed {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!("the IPAM's watches: {:?} {:?}", watches(&l.garden, &ipam_garden), watches(&l.seed, &ipam_seed))
+    });
     running.abort();
 
     // Every request each component made was allowed.
     let agent_user = user(NS, "kubelink-agent");
-    let ipam_seed = user(NS, "kubelink-ipam");
-    let ipam_garden = user("garden", &format!("kubelink-ipam-{SEED}"));
     for (server, who, what) in [
         (&l.seed, &agent_user, "agent on the seed"),
         (&l.seed, &ipam_seed, "IPAM on the seed"),
@@ -284,12 +458,37 @@ async fn each_component_needs_exactly_what_its_chart_grants_and_the_agent_nothin
         let requests = assert_all_allowed(server, who, what);
         println!("{what}: {} requests, all allowed; distinct: {requests:#?}", server.store().usage(who).requests);
     }
+    // And the other way round: every grant of the charts is needed by a request made above.
+    let ipam_account = format!("kubelink-ipam-{SEED}");
+    let mut unneeded = Vec::new();
+    for (server, objects, namespace, account, what) in [
+        (&l.seed, &l.seed_objects, NS, "kubelink-agent", "agent on the seed"),
+        (&l.seed, &l.seed_objects, NS, "kubelink-ipam", "IPAM on the seed"),
+        (&l.garden, &l.garden_objects, "garden", ipam_account.as_str(), "IPAM in the garden"),
+    ] {
+        let (grants, found) = unneeded_grants(server, objects, namespace, account);
+        assert!(grants > 0, "{what}: the chart grants {account} nothing");
+        println!("{what}: {grants} grants, {} not needed", found.len());
+        unneeded.extend(found.into_iter().map(|f| format!("{what}: {f}")));
+    }
+    assert!(
+        unneeded.is_empty(),
+        "grants that no request in this test needs:\n  {}\nRemove each from the chart, or add the code path that \
+         makes such a request to this test (if no test can reach it, list it in UNEXERCISED with the reason it \
+         stays).",
+        unneeded.join("\n  ")
+    );
+    // The parent Seed is read by a name no chart knows: why `seeds get` has no resourceNames.
+    let read_parent = l.garden.store().requests_of(&ipam_garden).into_iter().any(|r| {
+        let a = &r.attributes;
+        r.allowed && a.verb == "get" && a.resource == "seeds" && a.subresource.is_empty() && a.name == OTHER
+    });
+    assert!(read_parent, "the IPAM of a managed seed reads the parent Seed");
 
     // The agent's Secrets: its slot Secrets, nothing else.
     let secrets = |ns: &str| Api::<Secret>::namespaced(agent.clone(), ns);
     let gateway = secrets(NS).get("kubelink-gateway-0").await.unwrap();
     assert!(gateway.data.unwrap().contains_key("privateKey"));
-    let shoot_ns = format!("shoot--dev--{}", fixtures::shoot_name(1));
     assert!(
         Api::<Secret>::namespaced(l.seed.client(), &shoot_ns).get(SHOOT_SECRET_NAME).await.is_ok(),
         "the shoot Secret exists"
