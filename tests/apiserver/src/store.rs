@@ -517,7 +517,7 @@ fn set_type(rk: &ResourceKind, object: &mut Value) {
 /// stored, as the real API server does on every write.
 fn fold_string_data(rk: &ResourceKind, object: &mut Value) -> Result<(), ApiError> {
     use base64::Engine;
-    if rk.kind != "Secret" || rk.group != "" {
+    if rk.kind != "Secret" || !rk.group.is_empty() {
         return Ok(());
     }
     let Some(strings) = object.as_object_mut().and_then(|o| o.remove("stringData")) else { return Ok(()) };
