@@ -72,7 +72,7 @@ async fn crud_with_the_real_status_codes() {
     let patch = json!({"metadata": {"labels": {"role": "gateway"}}});
     let patched = secrets.patch("s1", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     assert_eq!(patched.metadata.labels.unwrap()["role"], "gateway");
-    assert_eq!(patched.data.unwrap().len(), 2, "a merge patch keeps the other fields");
+    assert_eq!(patched.data.unwrap().len(), 3, "a merge patch keeps the other fields (k, x, k2)");
     secrets.delete("s1", &DeleteParams::default()).await.unwrap();
     assert_eq!(api_error(secrets.get("s1").await.unwrap_err()).code, 404);
 }
