@@ -133,5 +133,7 @@ fn drift_churn_and_api_outage() {
     assert!(reachable.is_some(), "logs in {}", dir.display());
     assert_nothing_lost("API server cut off for 30 s", &steady, pings);
     assert_eq!(rt.block_on(l.holders()), holders, "the outage must not move a slot");
+    // Everything the agents and the IPAM did, the charts' RBAC allowed.
+    assert_eq!(l.refused(), Vec::<String>::new(), "requests the API servers refused");
     l.stop();
 }

@@ -82,6 +82,8 @@ fn three_nodes_two_slots_four_shoots_and_slot_failover() {
             dir.display()
         );
     }
+    // Everything the agents and the IPAM did, the charts' RBAC allowed.
+    assert_eq!(l.refused(), Vec::<String>::new(), "requests the API servers refused");
     l.stop();
 }
 

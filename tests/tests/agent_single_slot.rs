@@ -117,6 +117,8 @@ fn single_slot_gateway_restart_and_node_loss() {
     assert!(log.contains("giving the slot up"), "node {next} did not say why it left the slot");
     assert!(f64::from(lost) * INTERVAL < 20.0, "gap too long; logs in {}", dir.display());
     assert_routes_follow(&l, last, &[gw]);
+    // Everything the agents and the IPAM did, the charts' RBAC allowed.
+    assert_eq!(l.refused(), Vec::<String>::new(), "requests the API servers refused");
     l.stop();
 }
 

@@ -73,9 +73,13 @@ async fn seed(args: &LandscapeArgs, dir: &std::path::Path, bin: &std::path::Path
     let mut l = SeedLandscape::build(args.shoots.into(), dir, bin).await.map_err(anyhow::Error::msg)?;
     l.start().await.map_err(anyhow::Error::msg)?;
     println!(
-        "landscape up: garden and seed API servers (embedded), 3 seed nodes with agents (2 gateway slots behind 2 load balancers),"
+        "landscape up: garden and seed API servers (embedded, RBAC on, both charts installed by Helm), 3 seed nodes with agents"
     );
-    println!("  the IPAM controller, {} shoot(s) with sidecars; logs in {}", args.shoots, dir.display());
+    println!(
+        "  (2 gateway slots behind 2 load balancers), the IPAM controller, {} shoot(s) with sidecars; logs in {}",
+        args.shoots,
+        dir.display()
+    );
     l.wait_for_shoots(Duration::from_secs(90)).await;
     let all = report_seed(&l).await;
     if args.once {
@@ -109,12 +113,16 @@ async fn every_until_stopped(interval: Duration, mut tick: impl AsyncFnMut()) ->
 /// Prints who holds which slot, the routes of the probing node and a probe to every shoot.
 async fn report_seed(l: &SeedLandscape) -> bool {
     println!("gateway slots: {:?}", l.holders().await);
+    let refused = l.refused();
+    if !refused.is_empty() {
+        println!("requests the API servers refused (RBAC): {refused:#?}");
+    }
     if let Some(node) = l.nodes.last()
         && let Ok(routes) = node.ip(&["route", "show", "proto", "107"])
     {
         println!("routes of the probing node (proto 107): {}", routes.lines().count());
     }
-    let mut all = true;
+    let mut all = refused.is_empty();
     for (i, s) in l.shoots.iter().enumerate() {
         let addr = s.address.map(|a| a.to_string()).unwrap_or_else(|| "(no address yet)".into());
         match l.probe(i, Duration::from_secs(2)) {

@@ -273,6 +273,24 @@ impl SeedLandscape {
         self.shoots.iter().filter(|s| s.proc.is_some()).count()
     }
 
+    /// Every request the API servers refused (401/403), one line each (`server user verb resource
+    /// namespace/name`): what a component needed and its chart does not grant. Empty when the charts'
+    /// RBAC covers everything the agents and the IPAM did.
+    pub fn refused(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (what, server) in [("seed", &self.server), ("garden", &self.garden)] {
+            let store = server.store();
+            for user in store.users() {
+                for r in store.requests_of(&user).into_iter().filter(|r| !r.allowed) {
+                    let a = &r.attributes;
+                    let sub = if a.subresource.is_empty() { String::new() } else { format!("/{}", a.subresource) };
+                    out.push(format!("{what} {user} {} {}{sub} {}/{}", a.verb, a.resource, a.namespace, a.name));
+                }
+            }
+        }
+        out
+    }
+
     /// Slot -> holder node, from the Leases.
     pub async fn holders(&self) -> BTreeMap<usize, String> {
         let leases: Api<Lease> = Api::namespaced(self.server.client(), AGENT_NS);
