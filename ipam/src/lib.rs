@@ -16,5 +16,5 @@ pub mod store;
 pub mod table;
 pub mod validate;
 
-pub use error::IpamError;
+pub use error::{IpamError, excerpt, shorten};
 pub use keys::{KeyError, PrivateKey, PublicKey};
