@@ -24,6 +24,9 @@ pub enum IpamError {
 
     #[error("{field}: {value:?} is invalid: {reason}")]
     InvalidValue { field: String, value: String, reason: String },
+
+    #[error("{object} {field}: {reason}; write the field with its type ({fix})")]
+    WrongType { object: String, field: String, reason: String, fix: String },
 }
 
 impl IpamError {
@@ -35,6 +38,7 @@ impl IpamError {
             Self::Overlap { .. } => "Overlap",
             Self::Exhausted { .. } => "Exhausted",
             Self::InvalidValue { .. } => "InvalidValue",
+            Self::WrongType { .. } => "InvalidType",
         }
     }
 }

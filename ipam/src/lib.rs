@@ -3,6 +3,7 @@
 
 pub mod alloc;
 pub mod controller;
+pub mod decode;
 pub mod error;
 pub mod gardener;
 pub mod keys;

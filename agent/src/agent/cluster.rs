@@ -14,6 +14,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
+use kubelink_ipam::decode::{self, Raw};
 use kubelink_ipam::keys::PrivateKey;
 use kubelink_ipam::projection::{SeedTunnel, ShootPeer as PeerObject};
 use kubelink_ipam::secret::{gateway_secret_name, text};
@@ -31,8 +32,9 @@ pub struct Cluster {
     namespace: String,
     seed: String,
     pod: Option<String>,
-    tunnels: Store<SeedTunnel>,
-    peers: Store<PeerObject>,
+    /// Read as [`Raw`] JSON and decoded item by item: one object that does not decode stops nothing.
+    tunnels: Store<Raw<SeedTunnel>>,
+    peers: Store<Raw<PeerObject>>,
     watches: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -50,6 +52,8 @@ pub enum ClusterError {
     NoTunnel { seed: String, namespace: String },
     #[error(transparent)]
     Invalid(#[from] kubelink_ipam::IpamError),
+    #[error("{0}")]
+    Malformed(String),
     #[error("Secret {name}: {reason}")]
     Secret { name: String, reason: String },
     #[error(transparent)]
@@ -78,7 +82,7 @@ where
     (reader, task)
 }
 
-type Watches = (Store<SeedTunnel>, Store<PeerObject>, Vec<tokio::task::JoinHandle<()>>);
+type Watches = (Store<Raw<SeedTunnel>>, Store<Raw<PeerObject>>, Vec<tokio::task::JoinHandle<()>>);
 
 /// Reflectors for this seed's SeedTunnel (by name) and the ShootPeers, both in kubelink's namespace.
 fn watch_projection(client: &Client, namespace: &str, seed: &str, wake: &Arc<Notify>) -> Watches {
@@ -114,9 +118,11 @@ impl Cluster {
         ready(self.tunnels.wait_until_ready().now_or_never()) && ready(self.peers.wait_until_ready().now_or_never())
     }
 
-    fn tunnel(&self) -> Result<Arc<SeedTunnel>, ClusterError> {
+    fn tunnel(&self) -> Result<SeedTunnel, ClusterError> {
         let found = self.tunnels.state().into_iter().find(|t| t.metadata.name.as_deref() == Some(&self.seed));
-        found.ok_or_else(|| ClusterError::NoTunnel { seed: self.seed.clone(), namespace: self.namespace.clone() })
+        let raw = found
+            .ok_or_else(|| ClusterError::NoTunnel { seed: self.seed.clone(), namespace: self.namespace.clone() })?;
+        decode::typed(&raw).map_err(|s| ClusterError::Malformed(s.to_string()))
     }
 
     /// The seed's WireGuard CIDR.
@@ -131,9 +137,9 @@ impl Cluster {
 
     /// Every shoot with a ShootPeer (see [`peers_of`]); what is skipped is logged.
     pub fn shoots(&self) -> BTreeSet<ShootPeer> {
-        let objects = self.peers.state();
-        let (shoots, problems) = peers_of(objects.iter().map(|o| o.as_ref()));
-        for p in problems {
+        let (objects, skipped) = decode::split(self.peers.state().iter().map(|o| o.as_ref().clone()));
+        let (shoots, problems) = peers_of(&objects);
+        for p in skipped.iter().map(ToString::to_string).chain(problems) {
             tracing::warn!("{p}");
         }
         shoots
