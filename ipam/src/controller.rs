@@ -68,8 +68,11 @@ pub struct Controller {
     states: Arc<Mutex<StateCache>>,
     /// Skipped objects already reported by an Event, by (kind, namespace, name), with the
     /// resourceVersion and field reported: an object is reported again only when it changes.
-    reported: Arc<Mutex<BTreeMap<(String, String, String), String>>>,
+    reported: Arc<Mutex<Reported>>,
 }
+
+/// Skipped objects reported, by (kind, namespace, name): the state reported.
+type Reported = BTreeMap<(String, String, String), String>;
 
 /// Per shoot: when its ShootState was last read or written here, and what it records.
 type StateCache = BTreeMap<ShootKey, (Instant, Option<Recorded>)>;
@@ -269,7 +272,7 @@ impl Controller {
         for raw in managed.items {
             let namespace = raw.metadata.namespace.clone().unwrap_or_default();
             let object = decode::typed(&raw).unwrap_or_else(|s| {
-                skipped.push(s);
+                skipped.push(*s);
                 ManagedResource { metadata: raw.metadata.clone(), spec: Default::default() }
             });
             managed_by_ns.insert(namespace, object);
@@ -278,7 +281,7 @@ impl Controller {
         let mut peers = BTreeMap::new();
         for raw in api.list(&ListParams::default()).await?.items {
             let object = decode::typed(&raw).unwrap_or_else(|s| {
-                skipped.push(s);
+                skipped.push(*s);
                 ShootPeer { metadata: raw.metadata.clone(), spec: Default::default() }
             });
             peers.insert(raw.name().to_string(), object);
@@ -331,7 +334,7 @@ impl Controller {
             let state = match raw.as_ref().map(decode::typed) {
                 Some(Err(s)) => {
                     cache.remove(&key);
-                    skipped.push(s);
+                    skipped.push(*s);
                     continue;
                 }
                 Some(Ok(state)) => Some(state),
@@ -371,14 +374,14 @@ impl Controller {
         let hosting = Api::<Raw<Shoot>>::namespaced(self.garden.clone(), "garden").get_opt(&self.cfg.seed).await?;
         let hosting = match hosting.as_ref().map(decode::typed) {
             None => return Ok(Ok(None)),
-            Some(Err(s)) => return Ok(Err(wrong(s, "it is the shoot this seed runs on; fix its type"))),
+            Some(Err(s)) => return Ok(Err(wrong(*s, "it is the shoot this seed runs on; fix its type"))),
             Some(Ok(shoot)) => shoot,
         };
         let Some(parent) = hosting.spec.seed_name else { return Ok(Ok(None)) };
         let parent_seed = Api::<Raw<Seed>>::all(self.garden.clone()).get_opt(&parent).await?;
         let parent_seed = match parent_seed.as_ref().map(decode::typed) {
             None => return Ok(Ok(None)),
-            Some(Err(s)) => return Ok(Err(wrong(s, "it is this seed's parent; fix its type"))),
+            Some(Err(s)) => return Ok(Err(wrong(*s, "it is this seed's parent; fix its type"))),
             Some(Ok(seed)) => seed,
         };
         let cidr = parent_seed.wireguard().ok().flatten().and_then(|(_, wg)| wg.cidr);

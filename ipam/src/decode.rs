@@ -136,16 +136,18 @@ pub fn decode_value<T: DeserializeOwned>(value: &Value) -> Result<T, (String, St
 }
 
 /// The object decoded into its type, or what to report about it.
-pub fn typed<K: Resource<DynamicType = ()> + DeserializeOwned>(raw: &Raw<K>) -> Result<K, Skipped> {
-    decode_value::<K>(&raw.value).map_err(|(field, reason)| Skipped {
-        api_version: K::api_version(&()).into_owned(),
-        kind: K::kind(&()).into_owned(),
-        namespace: raw.metadata.namespace.clone(),
-        name: raw.name().to_string(),
-        uid: raw.metadata.uid.clone(),
-        resource_version: raw.metadata.resource_version.clone(),
-        field,
-        reason,
+pub fn typed<K: Resource<DynamicType = ()> + DeserializeOwned>(raw: &Raw<K>) -> Result<K, Box<Skipped>> {
+    decode_value::<K>(&raw.value).map_err(|(field, reason)| {
+        Box::new(Skipped {
+            api_version: K::api_version(&()).into_owned(),
+            kind: K::kind(&()).into_owned(),
+            namespace: raw.metadata.namespace.clone(),
+            name: raw.name().to_string(),
+            uid: raw.metadata.uid.clone(),
+            resource_version: raw.metadata.resource_version.clone(),
+            field,
+            reason,
+        })
     })
 }
 
@@ -158,7 +160,7 @@ pub fn split<K: Resource<DynamicType = ()> + DeserializeOwned>(
     for raw in items {
         match typed(&raw) {
             Ok(k) => good.push(k),
-            Err(s) => skipped.push(s),
+            Err(s) => skipped.push(*s),
         }
     }
     (good, skipped)

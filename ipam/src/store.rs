@@ -93,7 +93,7 @@ pub async fn write_record(
 ) -> Result<bool, StoreError> {
     for attempt in 0..MAX_ATTEMPTS {
         let current = match api.get_opt(&key.name).await? {
-            Some(raw) => Some(decode::typed(&raw).map_err(|s| StoreError::Skipped(Box::new(s)))?),
+            Some(raw) => Some(decode::typed(&raw).map_err(StoreError::Skipped)?),
             None => None,
         };
         let Some(next) = next_state(current.as_ref(), key, seed, want) else { return Ok(false) };
