@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use kubelink_ipam::keys::{PrivateKey, PublicKey};
+use kubelink_ipam::{excerpt, shorten};
 use serde::Deserialize;
 
 use crate::route::MAIN_TABLE;
@@ -24,6 +25,43 @@ pub enum ConfigError {
 
 /// WireGuard's usual MTU: a 1500-byte underlay minus 80 bytes of IPv6 transport overhead.
 pub const DEFAULT_MTU: u32 = 1420;
+
+/// The one MTU rule, for the standalone file, the agent's `--mtu` and the sidecar's `mtu`: the tunnel
+/// carries IPv6, which needs at least 1280; the largest is what an IP length field allows.
+pub const MTU_RANGE: std::ops::RangeInclusive<u32> = 1280..=65535;
+
+/// `mtu` within [`MTU_RANGE`], else a message saying what to use.
+pub fn check_mtu(mtu: u32) -> Result<u32, String> {
+    if MTU_RANGE.contains(&mtu) {
+        return Ok(mtu);
+    }
+    Err(format!(
+        "{mtu} is out of range; use {}..={} (IPv6 needs 1280; {DEFAULT_MTU} fits a 1500-byte underlay)",
+        MTU_RANGE.start(),
+        MTU_RANGE.end()
+    ))
+}
+
+/// clap value parser of an MTU flag.
+pub fn parse_mtu(text: &str) -> Result<u32, String> {
+    let mtu = text.trim().parse::<u32>().map_err(|_| {
+        format!(
+            "{} is not a number; use {}..={}, e.g. {DEFAULT_MTU}",
+            excerpt(text),
+            MTU_RANGE.start(),
+            MTU_RANGE.end()
+        )
+    })?;
+    check_mtu(mtu)
+}
+
+/// clap value parser of a device flag: a valid Linux interface name.
+pub fn parse_ifname(text: &str) -> Result<String, String> {
+    validate_ifname(text).map(|()| text.to_string())
+}
+
+/// How long a deserializer's message about a file may be: it can quote the input.
+const MAX_MESSAGE: usize = 300;
 
 /// The file as written.
 #[derive(Debug, Deserialize)]
@@ -104,8 +142,8 @@ pub fn load(path: &Path) -> Result<Desired, ConfigError> {
 }
 
 pub fn parse(text: &str, path: &Path) -> Result<Desired, ConfigError> {
-    let file: FileConfig =
-        serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Syntax { path: path.into(), message: e.to_string() })?;
+    let file: FileConfig = serde_yaml_ng::from_str(text)
+        .map_err(|e| ConfigError::Syntax { path: path.into(), message: shorten(&e.to_string(), MAX_MESSAGE) })?;
     Validator { path }.desired(file)
 }
 
@@ -128,14 +166,32 @@ impl Validator<'_> {
             .enumerate()
             .map(|(i, a)| self.net(&format!("device.addresses[{i}]"), a, false))
             .collect::<Result<_, _>>()?;
-        if let Some(mtu) = d.mtu.filter(|m| !(576..=65535).contains(m)) {
-            return Err(
-                self.field("device.mtu", format!("{mtu} is out of range; use 1280..65535 (1420 fits most underlays)"))
-            );
+        if let Some(mtu) = d.mtu {
+            check_mtu(mtu).map_err(|m| self.field("device.mtu", m))?;
         }
         let mut peers = BTreeMap::new();
+        // Every allowed IP and where it was first given: WireGuard keeps an address on one peer only
+        // (the last one set), so a second claim would silently take it from the first.
+        let mut claimed: BTreeMap<IpNet, String> = BTreeMap::new();
         for (i, p) in d.peers.iter().enumerate() {
             let peer = self.peer(i, p)?;
+            for (j, net) in p.allowed_ips.iter().enumerate() {
+                let Ok(net) = net.parse::<IpNet>() else { continue };
+                let here = format!("device.peers[{i}].allowedIPs[{j}]");
+                match claimed.get(&net) {
+                    Some(first) if !first.starts_with(&format!("device.peers[{i}].")) => {
+                        return Err(self.field(
+                            here,
+                            format!(
+                                "{net} is already allowed for {first}; WireGuard would keep it on one peer only and \
+                                 silently take it from the other: give each address to one peer"
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                    None => _ = claimed.insert(net, here),
+                }
+            }
             if peers.insert(peer.public_key, peer).is_some() {
                 return Err(self.field(
                     format!("device.peers[{i}].publicKey"),
@@ -187,7 +243,7 @@ impl Validator<'_> {
         let gateway = match &r.gateway {
             Some(g) => Some(
                 g.parse::<IpAddr>()
-                    .map_err(|e| self.field(at("gateway"), format!("{g:?}: {e}; write an IP address")))?,
+                    .map_err(|e| self.field(at("gateway"), format!("{}: {e}; write an IP address", excerpt(g))))?,
             ),
             None => None,
         };
@@ -205,9 +261,10 @@ impl Validator<'_> {
 
     fn snat(&self, s: &FileSnat, device: &str) -> Result<crate::firewall::FirewallSpec, ConfigError> {
         let cidr = self.net("snat.cidr", &s.cidr, true)?;
-        let to: IpAddr =
-            s.to.parse()
-                .map_err(|e| self.field("snat.to", format!("{:?}: {e}; write the slot's tunnel address", s.to)))?;
+        let to: IpAddr = s
+            .to
+            .parse()
+            .map_err(|e| self.field("snat.to", format!("{}: {e}; write the slot's tunnel address", excerpt(&s.to))))?;
         if to.is_ipv4() != cidr.addr().is_ipv4() {
             return Err(self.field("snat.to", format!("{to} is not of the family of snat.cidr {cidr}")));
         }
@@ -217,7 +274,7 @@ impl Validator<'_> {
     /// A CIDR. `network` demands host bits be zero (routes, allowed IPs); addresses keep them.
     fn net(&self, field: &str, text: &str, network: bool) -> Result<IpNet, ConfigError> {
         let net: IpNet = text.parse().map_err(|_| {
-            self.field(field, format!("{text:?} is not a CIDR; write e.g. 192.168.128.0/22 or fd00::/64"))
+            self.field(field, format!("{} is not a CIDR; write e.g. 192.168.128.0/22 or fd00::/64", excerpt(text)))
         })?;
         if network && net.trunc() != net {
             return Err(self.field(field, format!("{net} has host bits set; did you mean {}?", net.trunc())));
@@ -226,7 +283,7 @@ impl Validator<'_> {
     }
 }
 
-/// Interface names: 1 to 15 bytes, no '/', no whitespace, not "." or "..".
+/// Interface names (Linux's `dev_valid_name`): 1 to 15 bytes, no '/', ':' or whitespace, not "." or "..".
 pub fn validate_ifname(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 15
@@ -236,7 +293,10 @@ pub fn validate_ifname(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("{name:?} is not a valid interface name (1-15 characters, no '/', ':' or spaces)"))
+        Err(format!(
+            "{} is not a valid interface name; use 1-15 bytes without '/', ':' or whitespace, e.g. kubelink0",
+            excerpt(name)
+        ))
     }
 }
 
@@ -246,10 +306,10 @@ pub fn resolve_endpoint(text: &str) -> Result<SocketAddr, String> {
         return Ok(addr);
     }
     if text.rsplit_once(':').is_none_or(|(_, port)| port.parse::<u16>().is_err()) {
-        return Err(format!("{text:?} needs the form host:port, e.g. gw.example.org:51820"));
+        return Err(format!("{} needs the form host:port, e.g. gw.example.org:51820", excerpt(text)));
     }
-    let mut addrs = text.to_socket_addrs().map_err(|e| format!("cannot resolve {text:?}: {e}"))?;
-    addrs.next().ok_or_else(|| format!("{text:?} resolves to no address"))
+    let mut addrs = text.to_socket_addrs().map_err(|e| format!("cannot resolve {}: {e}", excerpt(text)))?;
+    addrs.next().ok_or_else(|| format!("{} resolves to no address", excerpt(text)))
 }
 
 #[cfg(test)]
@@ -329,6 +389,59 @@ mod tests {
         let text = format!("{}  - publicKey: {PUB}\n", base("", ""));
         let err = parse_str(&text).unwrap_err().to_string();
         assert!(err.contains("device.peers[1].publicKey"), "{err}");
+    }
+
+    #[test]
+    fn one_address_on_two_peers_is_refused() {
+        const OTHER: &str = "HsA5xhJ9bXs6GHbLSWHyN0tQhz9VvHp3YZ9BnTU9dlw=";
+        let second = |nets: &str| format!("{}  - publicKey: {OTHER}\n    allowedIPs: [{nets}]\n", base("", ""));
+        let err = parse_str(&second("10.1.0.0/16, 192.168.128.10/32")).unwrap_err().to_string();
+        assert!(
+            err.contains("device.peers[1].allowedIPs[1]") && err.contains("device.peers[0].allowedIPs[0]"),
+            "{err}"
+        );
+        assert!(err.contains("one peer"), "{err}");
+        // A longer or shorter prefix is routing, not a contradiction; a repeat on the same peer is harmless.
+        assert!(parse_str(&second("192.168.128.0/24")).is_ok());
+        let text = base("", "").replace("[192.168.128.10/32]", "[192.168.128.10/32, 192.168.128.10/32]");
+        assert!(parse_str(&text).is_ok());
+    }
+
+    #[test]
+    fn the_mtu_rule_is_the_one_its_message_states() {
+        let with = |mtu: u32| parse_str(&base("", "").replace("  listenPort", &format!("  mtu: {mtu}\n  listenPort")));
+        for bad in [576, 1279, 65536] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(err.contains("device.mtu") && err.contains("1280..=65535"), "{err}");
+        }
+        assert_eq!(with(1280).unwrap().mtu, Some(1280));
+        assert_eq!(with(65535).unwrap().mtu, Some(65535));
+        assert!(parse_mtu("1500").is_ok());
+        assert!(parse_mtu("9k").unwrap_err().contains("not a number"));
+        assert!(parse_mtu("576").unwrap_err().contains("1280..=65535"));
+    }
+
+    #[test]
+    fn interface_names_follow_the_kernels_rule() {
+        for good in ["kubelink0", "a", "fifteen-bytes15"] {
+            assert_eq!(parse_ifname(good).as_deref(), Ok(good));
+        }
+        for bad in ["", "sixteen-bytes-16", "a/b", "a:b", "a b", ".", "..", "ääääääää"] {
+            let err = parse_ifname(bad).unwrap_err();
+            assert!(err.contains("1-15 bytes") && err.contains("kubelink0"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_huge_bad_file_is_quoted_only_in_part() {
+        let huge = "not yaml at all ".repeat(100_000);
+        let err = parse_str(&huge).unwrap_err().to_string();
+        assert!(err.len() < 500, "{} bytes: {}", err.len(), &err[..200]);
+        let long_name = "x".repeat(100_000);
+        let err = parse_str(&base("", "").replace("name: kl0", &format!("name: {long_name}"))).unwrap_err().to_string();
+        assert!(err.contains("device.name") && err.len() < 300, "{}", err.len());
+        let err = parse_str(&base("", "").replace("192.168.128.10/32", &"9".repeat(100_000))).unwrap_err().to_string();
+        assert!(err.contains("allowedIPs[0]") && err.len() < 300, "{}", err.len());
     }
 
     #[test]

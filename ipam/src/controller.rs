@@ -15,6 +15,7 @@ use kube::api::{Api, ListParams};
 use kube::runtime::{WatchStreamExt, watcher};
 
 use crate::alloc::Pool;
+use crate::decode::{self, Raw, Skipped};
 use crate::error::IpamError;
 use crate::gardener::{Seed, Shoot, ShootKey, ShootState};
 use crate::keys::PrivateKey;
@@ -65,7 +66,13 @@ pub struct Controller {
     /// What each shoot's ShootState records, as last read or written here, and when it was read:
     /// a ShootState is read again only after `resync`, so a pass does not read every one.
     states: Arc<Mutex<StateCache>>,
+    /// Skipped objects already reported by an Event, by (kind, namespace, name), with the
+    /// resourceVersion and field reported: an object is reported again only when it changes.
+    reported: Arc<Mutex<Reported>>,
 }
+
+/// Skipped objects reported, by (kind, namespace, name): the state reported.
+type Reported = BTreeMap<(String, String, String), String>;
 
 /// Per shoot: when its ShootState was last read or written here, and what it records.
 type StateCache = BTreeMap<ShootKey, (Instant, Option<Recorded>)>;
@@ -82,6 +89,10 @@ pub struct PassReport {
     pub seed_error: Option<IpamError>,
     /// Entries skipped on the way (garbage records, keys, annotations), each described.
     pub problems: Vec<String>,
+    /// Objects skipped because they do not decode (Shoots, ShootStates, ShootPeers, ManagedResources),
+    /// each reported by an Event on itself and on the Seed's condition. A skipped shoot keeps the
+    /// address it has and gets none while it is skipped.
+    pub skipped: Vec<Skipped>,
     /// Objects written (Secrets, ShootStates, conditions, events).
     pub writes: usize,
 }
@@ -101,14 +112,23 @@ struct Decision {
 struct Mirrored {
     writes: usize,
     problems: Vec<String>,
+    skipped: Vec<Skipped>,
     peer: Option<(String, ShootPeer)>,
 }
 
 /// Everything a pass reads before it decides.
+#[derive(Default)]
 struct Snapshot {
     shoots: BTreeMap<ShootKey, Shoot>,
     recorded: BTreeMap<ShootKey, Recorded>,
+    /// Shoots whose Shoot or ShootState does not decode: each keeps the address it has in the table,
+    /// none is given or taken back, and nothing of theirs is written.
+    held: BTreeSet<ShootKey>,
+    /// Objects that do not decode, to report.
+    skipped: Vec<Skipped>,
     parent: Option<(String, String)>,
+    /// The seed's parent (a managed seed's) could not be read: the overlap rule cannot be checked.
+    parent_error: Option<IpamError>,
     /// kubelink's Secrets in the control-plane namespaces, by (namespace, name).
     secrets: BTreeMap<(String, String), Secret>,
     /// The ManagedResources, by namespace.
@@ -121,7 +141,7 @@ struct Snapshot {
 
 impl Controller {
     pub fn new(garden: kube::Client, seed: kube::Client, cfg: Config) -> Self {
-        Self { garden, seed, cfg, states: Arc::default() }
+        Self { garden, seed, cfg, states: Arc::default(), reported: Arc::default() }
     }
 
     pub fn config(&self) -> &Config {
@@ -131,15 +151,17 @@ impl Controller {
     /// One full pass.
     pub async fn reconcile(&self) -> Result<PassReport, StoreError> {
         let (seed, decision, snap) = self.settle_table().await?;
-        let mut report = PassReport { problems: snap.problems.clone(), ..Default::default() };
+        let mut report =
+            PassReport { problems: snap.problems.clone(), skipped: snap.skipped.clone(), ..Default::default() };
         let seed_condition = match decision {
             Err(e) => {
                 report.seed_error = Some(e.clone());
                 Condition::seed_failed(&e)
             }
             Ok(d) => {
-                let condition = Condition::seed_ok(d.plan.table.len(), d.plan.exhausted.len(), d.rejected.len());
                 self.mirror(&snap, &d, &mut report).await?;
+                let (allocated, exhausted) = (d.plan.table.len(), d.plan.exhausted.len());
+                let condition = Condition::seed_ok(allocated, exhausted, d.rejected.len(), &report.skipped);
                 report.table = d.plan.table;
                 report.assigned = d.plan.assigned;
                 report.released = d.plan.released;
@@ -149,8 +171,28 @@ impl Controller {
                 condition
             }
         };
+        report.writes += self.report_skipped(&report.skipped).await?;
         report.writes += status::set_seed_condition(&self.garden, &seed, &seed_condition).await?;
         Ok(report)
+    }
+
+    /// An Event on each skipped object not reported yet in this state; forgets those no longer skipped.
+    async fn report_skipped(&self, skipped: &[Skipped]) -> Result<usize, StoreError> {
+        let id = |s: &Skipped| (s.kind.clone(), s.namespace.clone().unwrap_or_default(), s.name.clone());
+        let state = |s: &Skipped| format!("{:?} {}", s.resource_version, s.field);
+        let fresh: Vec<&Skipped> = {
+            let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+            let now: BTreeSet<_> = skipped.iter().map(id).collect();
+            reported.retain(|k, _| now.contains(k));
+            skipped.iter().filter(|s| reported.insert(id(s), state(s)).as_ref() != Some(&state(s))).collect()
+        };
+        let mut writes = 0;
+        for s in fresh {
+            // ShootPeers and ManagedResources live on the seed; Shoots and ShootStates in the garden.
+            let client = if s.kind == "Shoot" || s.kind == "ShootState" { &self.garden } else { &self.seed };
+            writes += status::report_skipped(client, s).await?;
+        }
+        Ok(writes)
     }
 
     /// Read the Seed, then everything else, decide, and compare-and-swap the table; again on conflict.
@@ -158,19 +200,34 @@ impl Controller {
     /// The snapshot is taken after each read of the Seed: a shoot in the table was listed by the writer
     /// that added it before that write, so a list taken after reading the table includes it unless it was
     /// deleted since. A snapshot older than the table could release a shoot it has not seen yet.
-    async fn settle_table(&self) -> Result<(Seed, Result<Decision, IpamError>, Snapshot), StoreError> {
-        let seeds = Api::<Seed>::all(self.garden.clone());
+    ///
+    /// The Seed is read as it is ([`Raw`]): one whose fields do not decode gets a condition naming the
+    /// field, and nothing is allocated or released.
+    async fn settle_table(&self) -> Result<(Raw<Seed>, Result<Decision, IpamError>, Snapshot), StoreError> {
+        let seeds = Api::<Raw<Seed>>::all(self.garden.clone());
         for attempt in 0..store::MAX_ATTEMPTS {
-            let seed = seeds.get(&self.cfg.seed).await?;
-            let (current, problems) = store::table_of(&seed);
+            let raw = seeds.get(&self.cfg.seed).await?;
+            let seed = match decode::typed(&raw) {
+                Ok(seed) => seed,
+                Err(s) => {
+                    let e = IpamError::WrongType {
+                        object: format!("Seed {}", s.name),
+                        field: s.field,
+                        reason: s.reason,
+                        fix: format!("see docs/ipam.md; kubelink's settings are {}", crate::gardener::SETTINGS_FIX),
+                    };
+                    return Ok((raw, Err(e), Snapshot::default()));
+                }
+            };
+            let (current, problems) = store::table_of(&raw);
             let mut snap = self.snapshot(&current).await?;
             snap.problems.extend(problems);
             let decision = decide(&seed, &current, &snap);
             let next = match &decision {
                 Ok(d) if d.plan.table != current => &d.plan.table,
-                _ => return Ok((seed, decision, snap)),
+                _ => return Ok((raw, decision, snap)),
             };
-            match store::write_table(&seeds, seed, next).await? {
+            match store::write_table(&seeds, raw, next).await? {
                 Some(written) => return Ok((written, decision, snap)),
                 None => store::backoff(attempt).await,
             }
@@ -181,13 +238,23 @@ impl Controller {
 
     async fn snapshot(&self, table: &Table) -> Result<Snapshot, StoreError> {
         let fields = format!("spec.seedName={}", self.cfg.seed);
-        let listed = Api::<Shoot>::all(self.garden.clone()).list(&ListParams::default().fields(&fields)).await?;
-        let shoots = listed.items.into_iter().filter(|s| s.spec.seed_name.as_deref() == Some(&*self.cfg.seed));
-        let shoots: BTreeMap<ShootKey, Shoot> = shoots.map(|s| (s.key(), s)).collect();
+        let listed = Api::<Raw<Shoot>>::all(self.garden.clone()).list(&ListParams::default().fields(&fields)).await?;
+        let ours = listed
+            .items
+            .into_iter()
+            .filter(|s| s.value.pointer("/spec/seedName") == Some(&self.cfg.seed.as_str().into()));
+        let (shoots, mut skipped) = decode::split(ours);
+        let mut shoots: BTreeMap<ShootKey, Shoot> = shoots.into_iter().map(|s| (s.key(), s)).collect();
+        let key_of =
+            |s: &Skipped| ShootKey { namespace: s.namespace.clone().unwrap_or_default(), name: s.name.clone() };
+        let mut held: BTreeSet<ShootKey> = skipped.iter().map(key_of).collect();
         let mut problems = Vec::new();
         let mut keys: BTreeSet<ShootKey> = shoots.keys().cloned().collect();
         keys.extend(table.iter().map(|(k, _)| k.clone()));
-        let recorded = self.recorded(keys, &mut problems).await?;
+        let (recorded, bad_states) = self.recorded(keys, &mut problems).await?;
+        held.extend(bad_states.iter().map(key_of));
+        skipped.extend(bad_states);
+        shoots.retain(|k, _| !held.contains(k));
         let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY}");
         let labelled = ListParams::default().labels(&selector);
         let secrets = Api::<Secret>::all(self.seed.clone()).list(&labelled).await?;
@@ -198,16 +265,48 @@ impl Controller {
                 ((s.metadata.namespace.clone().unwrap_or_default(), s.metadata.name.clone().unwrap_or_default()), s)
             })
             .collect();
-        let managed = Api::<ManagedResource>::all(self.seed.clone()).list(&labelled).await?;
-        let managed =
-            managed.items.into_iter().map(|m| (m.metadata.namespace.clone().unwrap_or_default(), m)).collect();
-        let peers =
-            Api::<ShootPeer>::namespaced(self.seed.clone(), &self.cfg.namespace).list(&ListParams::default()).await?;
-        let peers = peers.items.into_iter().map(|p| (p.metadata.name.clone().unwrap_or_default(), p)).collect();
-        let tunnel =
-            Api::<SeedTunnel>::namespaced(self.seed.clone(), &self.cfg.namespace).get_opt(&self.cfg.seed).await?;
-        let parent = self.parent_cidr().await?;
-        Ok(Snapshot { shoots, recorded, parent, secrets, managed, peers, tunnel, problems })
+        // A ManagedResource or ShootPeer that does not decode stands in the snapshot as an empty one with
+        // its resourceVersion: the write that follows replaces (or deletes) it with what it should be.
+        let managed = Api::<Raw<ManagedResource>>::all(self.seed.clone()).list(&labelled).await?;
+        let mut managed_by_ns = BTreeMap::new();
+        for raw in managed.items {
+            let namespace = raw.metadata.namespace.clone().unwrap_or_default();
+            let object = decode::typed(&raw).unwrap_or_else(|s| {
+                skipped.push(*s);
+                ManagedResource { metadata: raw.metadata.clone(), spec: Default::default() }
+            });
+            managed_by_ns.insert(namespace, object);
+        }
+        let api = Api::<Raw<ShootPeer>>::namespaced(self.seed.clone(), &self.cfg.namespace);
+        let mut peers = BTreeMap::new();
+        for raw in api.list(&ListParams::default()).await?.items {
+            let object = decode::typed(&raw).unwrap_or_else(|s| {
+                skipped.push(*s);
+                ShootPeer { metadata: raw.metadata.clone(), spec: Default::default() }
+            });
+            peers.insert(raw.name().to_string(), object);
+        }
+        let tunnel = Api::<Raw<SeedTunnel>>::namespaced(self.seed.clone(), &self.cfg.namespace)
+            .get_opt(&self.cfg.seed)
+            .await?
+            .map(|raw| decode::typed(&raw).unwrap_or(SeedTunnel { metadata: raw.metadata, spec: Default::default() }));
+        let (parent, parent_error) = match self.parent_cidr().await? {
+            Ok(parent) => (parent, None),
+            Err(e) => (None, Some(e)),
+        };
+        Ok(Snapshot {
+            shoots,
+            recorded,
+            held,
+            skipped,
+            parent,
+            parent_error,
+            secrets,
+            managed: managed_by_ns,
+            peers,
+            tunnel,
+            problems,
+        })
     }
 
     /// What the ShootStates of `keys` record. Each is read by name (never a garden-wide list) when
@@ -216,20 +315,31 @@ impl Controller {
         &self,
         keys: BTreeSet<ShootKey>,
         problems: &mut Vec<String>,
-    ) -> Result<BTreeMap<ShootKey, Recorded>, StoreError> {
+    ) -> Result<(BTreeMap<ShootKey, Recorded>, Vec<Skipped>), StoreError> {
         let stale: Vec<ShootKey> = {
             let cache = self.states.lock().unwrap_or_else(|e| e.into_inner());
             let fresh = |k: &ShootKey| cache.get(k).is_some_and(|(at, _)| at.elapsed() < self.cfg.resync);
             keys.iter().filter(|k| !fresh(k)).cloned().collect()
         };
         let reads = stale.into_iter().map(|key| {
-            let api = Api::<ShootState>::namespaced(self.garden.clone(), &key.namespace);
+            let api = Api::<Raw<ShootState>>::namespaced(self.garden.clone(), &key.namespace);
             async move { Ok::<_, StoreError>((api.get_opt(&key.name).await?, key)) }
         });
         let read: Vec<_> =
             futures::stream::iter(reads).buffer_unordered(self.cfg.concurrency.max(1)).try_collect().await?;
         let mut cache = self.states.lock().unwrap_or_else(|e| e.into_inner());
-        for (state, key) in read {
+        let mut skipped = Vec::new();
+        for (raw, key) in read {
+            // One that does not decode is not cached: it is read again next pass, until it is fixed.
+            let state = match raw.as_ref().map(decode::typed) {
+                Some(Err(s)) => {
+                    cache.remove(&key);
+                    skipped.push(*s);
+                    continue;
+                }
+                Some(Ok(state)) => Some(state),
+                None => None,
+            };
             let rec = match state.as_ref().map(record::read) {
                 Some(Ok(rec)) => rec,
                 Some(Err(e)) => {
@@ -241,7 +351,8 @@ impl Controller {
             cache.insert(key, (Instant::now(), rec));
         }
         cache.retain(|k, _| keys.contains(k));
-        Ok(cache.iter().filter_map(|(k, (_, rec))| Some((k.clone(), rec.clone()?))).collect())
+        let recorded = cache.iter().filter_map(|(k, (_, rec))| Some((k.clone(), rec.clone()?))).collect();
+        Ok((recorded, skipped))
     }
 
     fn remember(&self, key: &ShootKey, rec: Option<Recorded>) {
@@ -250,12 +361,31 @@ impl Controller {
 
     /// A managed seed runs on a Shoot named like the Seed in namespace `garden`; that shoot's seed is the
     /// parent, whose WireGuard CIDR must not overlap ours.
-    async fn parent_cidr(&self) -> Result<Option<(String, String)>, StoreError> {
-        let hosting = Api::<Shoot>::namespaced(self.garden.clone(), "garden").get_opt(&self.cfg.seed).await?;
-        let Some(parent) = hosting.and_then(|s| s.spec.seed_name) else { return Ok(None) };
-        let parent_seed = Api::<Seed>::all(self.garden.clone()).get_opt(&parent).await?;
-        let cidr = parent_seed.and_then(|s| s.wireguard().ok().flatten()).and_then(|(_, wg)| wg.cidr);
-        Ok(cidr.map(|c| (parent, c)))
+    ///
+    /// Either object not decoding is an error of this seed's configuration: without the parent's CIDR
+    /// the overlap rule cannot be checked.
+    async fn parent_cidr(&self) -> Result<Result<Option<(String, String)>, IpamError>, StoreError> {
+        let wrong = |s: Skipped, fix: &str| IpamError::WrongType {
+            object: s.object(),
+            field: s.field,
+            reason: s.reason,
+            fix: fix.into(),
+        };
+        let hosting = Api::<Raw<Shoot>>::namespaced(self.garden.clone(), "garden").get_opt(&self.cfg.seed).await?;
+        let hosting = match hosting.as_ref().map(decode::typed) {
+            None => return Ok(Ok(None)),
+            Some(Err(s)) => return Ok(Err(wrong(*s, "it is the shoot this seed runs on; fix its type"))),
+            Some(Ok(shoot)) => shoot,
+        };
+        let Some(parent) = hosting.spec.seed_name else { return Ok(Ok(None)) };
+        let parent_seed = Api::<Raw<Seed>>::all(self.garden.clone()).get_opt(&parent).await?;
+        let parent_seed = match parent_seed.as_ref().map(decode::typed) {
+            None => return Ok(Ok(None)),
+            Some(Err(s)) => return Ok(Err(wrong(*s, "it is this seed's parent; fix its type"))),
+            Some(Ok(seed)) => seed,
+        };
+        let cidr = parent_seed.wireguard().ok().flatten().and_then(|(_, wg)| wg.cidr);
+        Ok(Ok(cidr.map(|c| (parent, c))))
     }
 
     /// Side effects after the table is settled: Secrets, ShootState entries, ManagedResources,
@@ -263,6 +393,7 @@ impl Controller {
     async fn mirror(&self, snap: &Snapshot, d: &Decision, report: &mut PassReport) -> Result<(), StoreError> {
         let cidr = d.cidr;
         let gateways = self.gateways(Pool::new(cidr), &mut report.problems).await?;
+        let gateways = &gateways;
         let rejected: BTreeMap<&ShootKey, &IpamError> = d.rejected.iter().map(|(k, e)| (k, e)).collect();
         let exhausted: BTreeSet<&ShootKey> = d.plan.exhausted.iter().collect();
         let mut keys: BTreeSet<ShootKey> = snap.shoots.keys().cloned().collect();
@@ -277,14 +408,27 @@ impl Controller {
                     snap.shoots.get(&key).filter(|s| status::shoot_has_condition(s)).map(|_| Condition::released())
                 }
             };
-            self.mirror_shoot(snap, key, address, condition, &gateways)
+            async move {
+                match self.mirror_shoot(snap, key, address, condition, gateways).await {
+                    Err(StoreError::Skipped(s)) => Ok(Mirrored { skipped: vec![*s], ..Default::default() }),
+                    other => other,
+                }
+            }
         });
         let results: Vec<Mirrored> =
             futures::stream::iter(jobs).buffer_unordered(self.cfg.concurrency.max(1)).try_collect().await?;
-        let mut peers = BTreeMap::new();
+        // A held shoot's ShootPeer stays as it is.
+        let held: BTreeSet<String> = snap.held.iter().map(ToString::to_string).collect();
+        let mut peers: BTreeMap<String, ShootPeer> = snap
+            .peers
+            .iter()
+            .filter(|(_, p)| held.contains(&p.spec.shoot))
+            .map(|(n, p)| (n.clone(), p.clone()))
+            .collect();
         for m in results {
             report.writes += m.writes;
             report.problems.extend(m.problems);
+            report.skipped.extend(m.skipped);
             peers.extend(m.peer);
         }
         report.writes += self.project(snap, cidr, &peers).await?;
@@ -333,7 +477,7 @@ impl Controller {
         let namespace = shoot.map(Shoot::control_plane_namespace).unwrap_or_else(|| derived_namespace(&key));
         let secrets = Api::<Secret>::namespaced(self.seed.clone(), &namespace);
         let resources = Api::<ManagedResource>::namespaced(self.seed.clone(), &namespace);
-        let states = Api::<ShootState>::namespaced(self.garden.clone(), &key.namespace);
+        let states = Api::<Raw<ShootState>>::namespaced(self.garden.clone(), &key.namespace);
         let listed = |name: &str| snap.secrets.get(&(namespace.clone(), name.to_string()));
         let mut m = Mirrored::default();
         match address {
@@ -411,12 +555,13 @@ impl Controller {
 
     /// Runs passes on every change to this seed's Shoots, its Seed, the slot Secrets or the
     /// projection (a hand-deleted ShootPeer comes back), and at least every `resync`. A failed pass is
-    /// logged and retried on the next trigger. Nothing garden-wide is watched.
+    /// logged and retried on the next trigger. Nothing garden-wide is watched. The watches read objects
+    /// as [`Raw`] JSON: one object that does not decode does not stop them.
     pub async fn run(self) -> Result<(), StoreError> {
         let by_seed = watcher::Config::default().fields(&format!("spec.seedName={}", self.cfg.seed));
-        let shoots = watcher(Api::<Shoot>::all(self.garden.clone()), by_seed).default_backoff().map(|_| ());
+        let shoots = watcher(Api::<Raw<Shoot>>::all(self.garden.clone()), by_seed).default_backoff().map(|_| ());
         let seed_cfg = watcher::Config::default().fields(&format!("metadata.name={}", self.cfg.seed));
-        let seeds = watcher(Api::<Seed>::all(self.garden.clone()), seed_cfg).default_backoff().map(|_| ());
+        let seeds = watcher(Api::<Raw<Seed>>::all(self.garden.clone()), seed_cfg).default_backoff().map(|_| ());
         // Each slot Secret by name: no other Secret of the namespace (the garden kubeconfig is one)
         // reaches the controller, and the Role grants the watch on these names only.
         let gw_api = Api::<Secret>::namespaced(self.seed.clone(), &self.cfg.namespace);
@@ -425,7 +570,7 @@ impl Controller {
                 watcher::Config::default().fields(&format!("metadata.name={}", secret::gateway_secret_name(slot)));
             watcher(gw_api.clone(), by_name).default_backoff().map(|_| ()).boxed()
         });
-        let peer_api = Api::<ShootPeer>::namespaced(self.seed.clone(), &self.cfg.namespace);
+        let peer_api = Api::<Raw<ShootPeer>>::namespaced(self.seed.clone(), &self.cfg.namespace);
         let peers = watcher(peer_api, watcher::Config::default()).default_backoff().map(|_| ());
         let ticks = tokio_stream_interval(self.cfg.resync);
         let mut triggers = futures::stream::select_all(
@@ -452,7 +597,11 @@ fn tokio_stream_interval(every: Duration) -> impl futures::Stream<Item = ()> {
 }
 
 fn log_pass(r: &PassReport) {
+    for s in &r.skipped {
+        tracing::warn!(object = %s.object(), field = %s.field, "{s}");
+    }
     tracing::info!(
+        skipped = r.skipped.len(),
         shoots = r.table.len(),
         assigned = r.assigned.len(),
         released = r.released.len(),
@@ -493,6 +642,9 @@ fn shoot_secret(namespace: &str, key: &PrivateKey, address: IpNet, gateways: &[G
 
 /// The pure decision for one pass: validate the Seed, classify the shoots, plan the table.
 fn decide(seed: &Seed, current: &Table, snap: &Snapshot) -> Result<Decision, IpamError> {
+    if let Some(e) = &snap.parent_error {
+        return Err(e.clone());
+    }
     let parent = snap.parent.as_ref().map(|(n, c)| (n.as_str(), c.as_str()));
     let (field, cidr) = validate::seed_wireguard_cidr(seed, parent)?;
     let default_on = seed.wireguard()?.is_some_and(|(_, wg)| wg.enabled);
@@ -515,6 +667,8 @@ fn decide(seed: &Seed, current: &Table, snap: &Snapshot) -> Result<Decision, Ipa
             Err(e) => d.rejected.push((key.clone(), e)),
         }
     }
+    // A held shoot keeps the address it has; one without gets none while it is held.
+    wanted.extend(snap.held.iter().filter(|k| current.get(k).is_some()).cloned());
     let recorded = snap.recorded.iter().map(|(k, r)| (k.clone(), r.address)).collect();
     d.plan = table::plan(current, &Pool::new(cidr), &wanted, &recorded);
     for key in &d.plan.exhausted {

@@ -87,6 +87,9 @@ pub struct SeedSpec {
     pub extra: Extra,
 }
 
+/// How kubelink's settings are written, for messages about them.
+pub const SETTINGS_FIX: &str = "e.g. {enabled: true, cidr: \"192.168.128.0/22\"}";
+
 /// The `spec.extensions[].type` whose `providerConfig` holds kubelink's settings `{enabled, cidr}`.
 pub const EXTENSION_TYPE: &str = "kubelink-wireguard";
 
@@ -169,12 +172,13 @@ impl Seed {
         };
         let field = format!("spec.extensions[{i}].providerConfig");
         let config = ext.provider_config.clone().unwrap_or(Value::Object(Map::new()));
-        match serde_json::from_value::<WireguardSettings>(config) {
+        match crate::decode::decode_value::<WireguardSettings>(&config) {
             Ok(wg) => Ok(Some((field, wg))),
-            Err(e) => Err(crate::IpamError::InvalidValue {
-                field,
-                value: "(see the Seed)".into(),
-                reason: format!("{e}; expected {{enabled: true, cidr: \"192.168.128.0/22\"}}"),
+            Err((path, reason)) => Err(crate::IpamError::WrongType {
+                object: format!("Seed {}", self.metadata.name.as_deref().unwrap_or_default()),
+                field: if path.starts_with('(') { field } else { format!("{field}.{path}") },
+                reason,
+                fix: SETTINGS_FIX.into(),
             }),
         }
     }

@@ -3,6 +3,7 @@
 
 pub mod alloc;
 pub mod controller;
+pub mod decode;
 pub mod error;
 pub mod gardener;
 pub mod keys;
@@ -16,5 +17,5 @@ pub mod store;
 pub mod table;
 pub mod validate;
 
-pub use error::IpamError;
+pub use error::{IpamError, excerpt, shorten};
 pub use keys::{KeyError, PrivateKey, PublicKey};

@@ -22,7 +22,7 @@ pub const SECRET_NAME: &str = "managedresource-kubelink-shoot";
 pub const SHOOT_NAMESPACE: &str = "kube-system";
 
 /// The subset of Gardener's ManagedResource that kubelink writes.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[kube(group = "resources.gardener.cloud", version = "v1alpha1", kind = "ManagedResource", namespaced)]
 #[serde(rename_all = "camelCase")]
 pub struct ManagedResourceSpec {
@@ -32,7 +32,7 @@ pub struct ManagedResourceSpec {
     pub keep_objects: bool,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct SecretRef {
     pub name: String,
 }

@@ -26,7 +26,7 @@ use crate::record::Recorded;
 pub const GROUP: &str = "kubelink.gardener.cloud";
 
 /// The seed's tunnel settings, as the agents use them.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[kube(group = "kubelink.gardener.cloud", version = "v1alpha1", kind = "SeedTunnel", namespaced)]
 #[kube(printcolumn = r#"{"name":"CIDR","type":"string","jsonPath":".spec.cidr"}"#)]
 #[kube(printcolumn = r#"{"name":"Slots","type":"integer","jsonPath":".spec.slots"}"#)]
@@ -42,7 +42,7 @@ pub struct SeedTunnelSpec {
 }
 
 /// One shoot's peer on the seed's gateways.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[kube(group = "kubelink.gardener.cloud", version = "v1alpha1", kind = "ShootPeer", namespaced)]
 #[kube(printcolumn = r#"{"name":"Shoot","type":"string","jsonPath":".spec.shoot"}"#)]
 #[kube(printcolumn = r#"{"name":"Address","type":"string","jsonPath":".spec.address"}"#)]

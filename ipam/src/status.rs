@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use crate::decode::{Raw, Skipped};
 use crate::error::IpamError;
 use crate::gardener::{Seed, Shoot};
 use crate::store::{MAX_ATTEMPTS, StoreError, is_conflict};
@@ -21,6 +22,10 @@ pub const SHOOT_CONDITION: &str = "WireguardTunnelAddress";
 /// Condition type on the Seed.
 pub const SEED_CONDITION: &str = "WireguardIPAM";
 pub const COMPONENT: &str = "kubelink-ipam";
+/// Reason of the Event on an object that was skipped because it does not decode.
+pub const SKIPPED_REASON: &str = "InvalidObject";
+/// How many skipped objects the Seed's condition names.
+const SKIPPED_NAMED: usize = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Condition {
@@ -51,11 +56,31 @@ impl Condition {
         Self { type_: SHOOT_CONDITION, ok: false, reason: "Released".into(), message: message.into() }
     }
 
-    pub fn seed_ok(allocated: usize, exhausted: usize, rejected: usize) -> Self {
-        let message =
+    /// The Seed's condition after a pass that could allocate. It is `True` (`Ready`) only when every
+    /// shoot was served: a pool that is full makes it `False` (`Exhausted`), and so does an object that
+    /// was skipped because it does not decode (`ObjectsSkipped`; the first few are named with their field,
+    /// each also has an Event).
+    pub fn seed_ok(allocated: usize, exhausted: usize, rejected: usize, skipped: &[Skipped]) -> Self {
+        let mut message =
             format!("{allocated} shoots allocated, {exhausted} waiting for a free address, {rejected} rejected");
-        let reason = if exhausted > 0 { "Exhausted" } else { "Ready" };
-        Self { type_: SEED_CONDITION, ok: exhausted == 0, reason: reason.into(), message }
+        if !skipped.is_empty() {
+            message += &format!(", {} objects skipped because they do not decode: ", skipped.len());
+            let named: Vec<String> = skipped
+                .iter()
+                .take(SKIPPED_NAMED)
+                .map(|s| format!("{} {}: {}", s.object(), s.field, s.reason))
+                .collect();
+            message += &named.join("; ");
+            if skipped.len() > SKIPPED_NAMED {
+                message += &format!("; and {} more (see the Events)", skipped.len() - SKIPPED_NAMED);
+            }
+        }
+        let reason = match (exhausted, skipped.len()) {
+            (0, 0) => "Ready",
+            (0, _) => "ObjectsSkipped",
+            _ => "Exhausted",
+        };
+        Self { type_: SEED_CONDITION, ok: exhausted == 0 && skipped.is_empty(), reason: reason.into(), message }
     }
 
     pub fn seed_failed(e: &IpamError) -> Self {
@@ -163,13 +188,43 @@ pub async fn set_shoot_condition(
     set_condition(api, Api::namespaced(client.clone(), &ns), shoot, condition).await
 }
 
+/// The Seed is written as it was read ([`Raw`]): one whose fields do not decode still gets its condition.
 pub async fn set_seed_condition(
     client: &kube::Client,
-    seed: &Seed,
+    seed: &Raw<Seed>,
     condition: &Condition,
 ) -> Result<usize, StoreError> {
     // Events about cluster-scoped objects go to the `default` namespace, as the real components do.
-    set_condition(Api::<Seed>::all(client.clone()), Api::namespaced(client.clone(), "default"), seed, condition).await
+    let api = Api::<Raw<Seed>>::all(client.clone());
+    set_condition(api, Api::namespaced(client.clone(), "default"), seed, condition).await
+}
+
+/// A Warning Event on an object that was skipped because it does not decode, naming the field.
+pub async fn report_skipped(client: &kube::Client, skipped: &Skipped) -> Result<usize, StoreError> {
+    let namespace = skipped.namespace.clone().unwrap_or_else(|| "default".into());
+    let time = now();
+    let mut e = Event::default();
+    e.metadata.generate_name = Some(format!("{}.", skipped.name));
+    e.metadata.namespace = Some(namespace.clone());
+    e.involved_object = ObjectReference {
+        api_version: Some(skipped.api_version.clone()),
+        kind: Some(skipped.kind.clone()),
+        name: Some(skipped.name.clone()),
+        namespace: skipped.namespace.clone(),
+        uid: skipped.uid.clone(),
+        resource_version: skipped.resource_version.clone(),
+        ..Default::default()
+    };
+    e.reason = Some(SKIPPED_REASON.into());
+    e.message = Some(format!("{}: {}; kubelink skips this object until it is fixed", skipped.field, skipped.reason));
+    e.type_ = Some("Warning".into());
+    e.source = Some(EventSource { component: Some(COMPONENT.into()), host: None });
+    e.reporting_component = Some(COMPONENT.into());
+    e.first_timestamp = Some(Time(time));
+    e.last_timestamp = Some(Time(time));
+    e.count = Some(1);
+    Api::<Event>::namespaced(client.clone(), &namespace).create(&PostParams::default(), &e).await?;
+    Ok(1)
 }
 
 /// Events are legacy-style core/v1 (first/last timestamp, no eventTime), which the API server accepts
@@ -217,5 +272,37 @@ mod tests {
         c.apply_to(&mut obj, "t3");
         assert_eq!(obj["status"]["conditions"][1]["lastTransitionTime"], "t3");
         assert_eq!(obj["status"]["conditions"][0]["type"], "Other", "other conditions are kept");
+    }
+}
+
+#[cfg(test)]
+mod seed_condition_tests {
+    use super::*;
+
+    fn skipped(name: &str) -> Skipped {
+        Skipped {
+            api_version: "core.gardener.cloud/v1beta1".into(),
+            kind: "Shoot".into(),
+            namespace: Some("garden-dev".into()),
+            name: name.into(),
+            uid: None,
+            resource_version: None,
+            field: "spec.networking.pods".into(),
+            reason: "invalid type: integer `5`, expected a string".into(),
+        }
+    }
+
+    #[test]
+    fn the_seed_is_ready_only_when_nothing_was_skipped_or_exhausted() {
+        let ready = Condition::seed_ok(3, 0, 1, &[]);
+        assert_eq!((ready.ok, ready.reason.as_str()), (true, "Ready"));
+        let some: Vec<Skipped> = (0..5).map(|i| skipped(&format!("s{i}"))).collect();
+        let c = Condition::seed_ok(3, 0, 0, &some);
+        assert_eq!((c.ok, c.reason.as_str()), (false, "ObjectsSkipped"));
+        assert!(
+            c.message.contains("5 objects skipped") && c.message.contains("Shoot garden-dev/s0 spec.networking.pods")
+        );
+        assert!(c.message.contains("and 2 more") && !c.message.contains("s3"), "{}", c.message);
+        assert_eq!(Condition::seed_ok(3, 1, 0, &some).reason, "Exhausted");
     }
 }

@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 
+use crate::decode::{self, Raw, Skipped};
 use crate::error::IpamError;
 use crate::gardener::{Seed, ShootKey, ShootState};
 use crate::keys::PublicKey;
@@ -25,6 +26,9 @@ pub enum StoreError {
     Contended { what: String, attempts: u32 },
     #[error(transparent)]
     Ipam(#[from] IpamError),
+    /// One object does not decode: the pass goes on without it.
+    #[error("{0}")]
+    Skipped(Box<Skipped>),
 }
 
 /// How often a compare-and-swap is retried after `409 Conflict` before giving up for this pass.
@@ -45,9 +49,10 @@ pub async fn backoff(attempt: u32) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
-/// The table in a Seed's annotation, with descriptions of entries that were skipped.
-pub fn table_of(seed: &Seed) -> (Table, Vec<String>) {
-    let text = seed.metadata.annotations.as_ref().and_then(|a| a.get(TABLE_ANNOTATION));
+/// The table in a Seed's annotation (of a [`Seed`] or a [`Raw`] one), with descriptions of entries that
+/// were skipped.
+pub fn table_of<K: kube::Resource>(seed: &K) -> (Table, Vec<String>) {
+    let text = seed.meta().annotations.as_ref().and_then(|a| a.get(TABLE_ANNOTATION));
     text.map(|t| Table::parse(t)).unwrap_or_default()
 }
 
@@ -56,10 +61,20 @@ pub fn table_of(seed: &Seed) -> (Table, Vec<String>) {
 /// again, and retry (see [`backoff`]).
 ///
 /// This is the serialization point: of two writers that read the same version, exactly one write succeeds.
-pub async fn write_table(seeds: &Api<Seed>, mut seed: Seed, next: &Table) -> Result<Option<Seed>, StoreError> {
-    let name = seed.metadata.name.clone().unwrap_or_default();
-    seed.metadata.annotations.get_or_insert_with(Default::default).insert(TABLE_ANNOTATION.into(), next.to_text());
-    match seeds.replace(&name, &PostParams::default(), &seed).await {
+///
+/// The Seed is written back as it was read ([`Raw`]), with only the annotation changed.
+pub async fn write_table(
+    seeds: &Api<Raw<Seed>>,
+    seed: Raw<Seed>,
+    next: &Table,
+) -> Result<Option<Raw<Seed>>, StoreError> {
+    let name = seed.name().to_string();
+    let mut value = seed.value;
+    if !value["metadata"]["annotations"].is_object() {
+        value["metadata"]["annotations"] = serde_json::json!({});
+    }
+    value["metadata"]["annotations"][TABLE_ANNOTATION] = next.to_text().into();
+    match seeds.replace(&name, &PostParams::default(), &Raw::new(value)).await {
         Ok(written) => Ok(Some(written)),
         Err(e) if is_conflict(&e) => Ok(None),
         Err(e) => Err(e.into()),
@@ -68,19 +83,21 @@ pub async fn write_table(seeds: &Api<Seed>, mut seed: Seed, next: &Table) -> Res
 
 /// Sets (`Some`) or removes (`None`) kubelink's entry in a shoot's ShootState, creating the ShootState
 /// when it does not exist yet. Every other entry and field is kept.
+///
+/// A ShootState that does not decode is not written: [`StoreError::Skipped`] names it and the field.
 pub async fn write_record(
-    api: &Api<ShootState>,
+    api: &Api<Raw<ShootState>>,
     key: &ShootKey,
     seed: &str,
     want: Option<&Recorded>,
 ) -> Result<bool, StoreError> {
     for attempt in 0..MAX_ATTEMPTS {
-        let current = match api.get(&key.name).await {
-            Ok(s) => Some(s),
-            Err(e) if is_not_found(&e) => None,
-            Err(e) => return Err(e.into()),
+        let current = match api.get_opt(&key.name).await? {
+            Some(raw) => Some(decode::typed(&raw).map_err(StoreError::Skipped)?),
+            None => None,
         };
         let Some(next) = next_state(current.as_ref(), key, seed, want) else { return Ok(false) };
+        let next = Raw::new(serde_json::to_value(&next).map_err(|e| StoreError::Kube(kube::Error::SerdeError(e)))?);
         let result = match current {
             Some(_) => api.replace(&key.name, &PostParams::default(), &next).await,
             None => api.create(&PostParams::default(), &next).await,
@@ -188,16 +205,20 @@ pub fn allocations_of<'a>(peers: impl IntoIterator<Item = &'a ShootPeer>) -> All
     out
 }
 
-/// Reads the allocations from the ShootPeers in kubelink's `namespace` on the seed.
+/// Reads the allocations from the ShootPeers in kubelink's `namespace` on the seed. Each ShootPeer is
+/// decoded on its own: one that does not is described among the problems, and the rest are listed.
 pub async fn list_allocations(seed: &kube::Client, namespace: &str) -> Result<Allocations, StoreError> {
-    let peers = Api::<ShootPeer>::namespaced(seed.clone(), namespace).list(&ListParams::default()).await?;
-    Ok(allocations_of(&peers.items))
+    let peers = Api::<Raw<ShootPeer>>::namespaced(seed.clone(), namespace).list(&ListParams::default()).await?;
+    let (peers, skipped) = decode::split(peers.items);
+    let mut out = allocations_of(&peers);
+    out.problems.extend(skipped.iter().map(ToString::to_string));
+    Ok(out)
 }
 
 /// The allocations, again after every change to the ShootPeers in `namespace`. Errors are yielded,
 /// and the stream continues.
 pub fn watch_allocations(seed: kube::Client, namespace: String) -> impl Stream<Item = Result<Allocations, StoreError>> {
-    let peers = Api::<ShootPeer>::namespaced(seed.clone(), &namespace);
+    let peers = Api::<Raw<ShootPeer>>::namespaced(seed.clone(), &namespace);
     let changes = watcher(peers, watcher::Config::default()).default_backoff().ready_chunks(1024);
     changes.then(move |_| {
         let (seed, namespace) = (seed.clone(), namespace.clone());

@@ -479,3 +479,178 @@ where
     }
     panic!("the allocation stream ended");
 }
+
+/// The index of a served kind, for planting objects with [`apiserver::Store::plant`].
+fn served(group: &str, version: &str, plural: &str) -> usize {
+    apiserver::kinds::ResourceKind::find(group, version, plural).expect("served")
+}
+
+/// Replaces an object in the store by one the API refuses today: the API test server validates types as a
+/// real one does, so a malformed object is planted past it, as a real cluster may hold one written under
+/// an older schema or by a conversion bug.
+fn plant(server: &ApiServer, kind: usize, namespace: &str, object: Value) {
+    let name = object["metadata"]["name"].as_str().unwrap().to_string();
+    let _ = server.store().delete(kind, namespace, &name, None);
+    server.store().plant(kind, namespace, object).unwrap();
+}
+
+async fn events_about(client: &kube::Client, namespace: &str, name: &str) -> Vec<Event> {
+    let events = Api::<Event>::namespaced(client.clone(), namespace).list(&ListParams::default()).await.unwrap();
+    events.items.into_iter().filter(|e| e.involved_object.name.as_deref() == Some(name)).collect()
+}
+
+#[tokio::test]
+async fn one_malformed_object_of_each_kind_is_reported_and_skipped_while_the_other_shoots_get_addresses() {
+    let (server, _) = setup("192.168.128.0/24", 4).await;
+    let client = server.client();
+    // ShootStates are read again after `resync` (a malformed one is noticed then): here, every pass.
+    let cfg = Config { resync: Duration::ZERO, ..Config::new(SEED) };
+    let controller = Controller::new(client.clone(), client.clone(), cfg);
+    let first = controller.reconcile().await.unwrap();
+    assert_eq!(first.assigned.len(), 4);
+    let before = assert_consistent(&client).await;
+
+    let shoots = served("core.gardener.cloud", "v1beta1", "shoots");
+    let states = served("core.gardener.cloud", "v1beta1", "shootstates");
+    let peers = served("kubelink.gardener.cloud", "v1alpha1", "shootpeers");
+    // shoot-00001 (allocated) turns malformed, shoot-00010 is new and malformed.
+    for (i, pods) in [(1, json!(5)), (10, json!(["100.96.0.0/11"]))] {
+        let mut bad = serde_json::to_value(shoot(&shoot_name(i), SEED)).unwrap();
+        bad["spec"]["networking"]["pods"] = pods;
+        plant(&server, shoots, PROJECT_NS, bad);
+    }
+    // shoot-00002's ShootState (with its record) turns malformed.
+    let bad_state = json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "ShootState",
+                           "metadata": {"name": shoot_name(2), "namespace": PROJECT_NS},
+                           "spec": {"gardener": {"name": "not-a-list"}}});
+    plant(&server, states, PROJECT_NS, bad_state);
+    // shoot-00003's ShootPeer on the seed turns malformed.
+    let peer_name = "shoot--dev--shoot-00003";
+    let bad_peer = json!({"apiVersion": "kubelink.gardener.cloud/v1alpha1", "kind": "ShootPeer",
+                          "metadata": {"name": peer_name, "namespace": "kubelink"},
+                          "spec": {"shoot": "garden-dev/shoot-00003", "address": 5, "publicKey": "k"}});
+    plant(&server, peers, "kubelink", bad_peer);
+    // Typed lists of each kind now fail as a whole, as they did in the controller before.
+    assert!(Api::<Shoot>::all(client.clone()).list(&ListParams::default()).await.is_err());
+
+    // `kubelink ipam list` still lists the others and names the bad one.
+    let listed = list_allocations(&client, "kubelink").await.unwrap();
+    assert_eq!(listed.entries.len(), 3);
+    assert!(listed.problems.iter().any(|p| p.contains(&format!("ShootPeer kubelink/{peer_name} spec.address"))));
+
+    // New good shoots come while the bad ones are there.
+    create_shoots(&client, SEED, 4..7).await.unwrap();
+    let report = controller.reconcile().await.unwrap();
+    let assigned: BTreeSet<ShootKey> = report.assigned.iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!(assigned, [key(4), key(5), key(6)].into(), "{:?}", report.skipped);
+    let skipped: BTreeSet<String> = report.skipped.iter().map(|s| format!("{} {}", s.object(), s.field)).collect();
+    let want: BTreeSet<String> = [
+        "Shoot garden-dev/shoot-00001 spec.networking.pods",
+        "Shoot garden-dev/shoot-00010 spec.networking.pods",
+        "ShootState garden-dev/shoot-00002 spec.gardener",
+        "ShootPeer kubelink/shoot--dev--shoot-00003 spec.address",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(skipped, want);
+    // The held shoots keep their addresses; the new malformed one gets none; nothing moved.
+    let table: BTreeMap<ShootKey, IpAddr> = report.table.iter().map(|(k, a)| (k.clone(), *a)).collect();
+    for i in 0..4 {
+        assert_eq!(table[&key(i)], before[&key(i)], "{}", key(i));
+    }
+    assert!(!table.contains_key(&key(10)));
+    assert!(report.released.is_empty(), "{:?}", report.released);
+    println!("shoots with an address while 4 objects are skipped: {}", table.len());
+
+    // Each is reported on itself by an Event naming the field.
+    for (namespace, name, field) in [
+        (PROJECT_NS, shoot_name(1), "spec.networking.pods"),
+        (PROJECT_NS, shoot_name(10), "spec.networking.pods"),
+        ("kubelink", peer_name.to_string(), "spec.address"),
+    ] {
+        let events = events_about(&client, namespace, &name).await;
+        let reported = events.iter().find(|e| e.reason.as_deref() == Some("InvalidObject")).unwrap_or_else(|| {
+            panic!("no InvalidObject Event on {name}: {events:?}");
+        });
+        assert!(reported.message.as_deref().unwrap().starts_with(field), "{reported:?}");
+        assert_eq!(reported.type_.as_deref(), Some("Warning"));
+    }
+    // The Seed's condition does not say all is well, and names them.
+    let cond = seed_condition(&client).await;
+    assert_eq!((cond["status"].as_str(), cond["reason"].as_str()), (Some("False"), Some("ObjectsSkipped")), "{cond}");
+    let message = cond["message"].as_str().unwrap();
+    assert!(
+        message.contains("4 objects skipped") && message.contains("Shoot garden-dev/shoot-00001 spec.networking.pods"),
+        "{message}"
+    );
+
+    // The malformed ShootPeer was rewritten from the record; a second pass reports nothing new.
+    let invalid_object_events = || async {
+        let all = Api::<Event>::all(client.clone()).list(&ListParams::default()).await.unwrap().items;
+        all.iter().filter(|e| e.reason.as_deref() == Some("InvalidObject")).count()
+    };
+    let events = invalid_object_events().await;
+    assert_eq!(events, 4);
+    let again = controller.reconcile().await.unwrap();
+    assert_eq!(again.skipped.len(), 3, "{:?}", again.skipped);
+    assert_eq!(invalid_object_events().await, events, "an object already reported is not reported again");
+    assert_eq!(list_allocations(&client, "kubelink").await.unwrap().entries.len(), 7);
+
+    // Fixed objects are taken up again, and the Seed is Ready.
+    let api = Api::<Shoot>::namespaced(client.clone(), PROJECT_NS);
+    for i in [1, 10] {
+        server.store().delete(shoots, PROJECT_NS, &shoot_name(i), None).unwrap();
+        api.create(&PostParams::default(), &shoot(&shoot_name(i), SEED)).await.unwrap();
+    }
+    server.store().delete(states, PROJECT_NS, &shoot_name(2), None).unwrap();
+    let fixed = controller.reconcile().await.unwrap();
+    assert!(fixed.skipped.is_empty(), "{:?}", fixed.skipped);
+    assert_eq!(fixed.assigned.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), [key(10)]);
+    let table = assert_consistent(&client).await;
+    assert_eq!((table[&key(1)], table[&key(2)]), (before[&key(1)], before[&key(2)]), "nothing reassigned");
+    assert_eq!(seed_condition(&client).await["reason"], "Ready");
+}
+
+#[tokio::test]
+async fn a_wrong_typed_seed_field_is_named_on_the_seeds_condition() {
+    // Gardener's real API: kubelink's settings in a providerConfig, which the API server does not type.
+    let server = apiserver::start().await;
+    let client = server.client();
+    let mut seed = fixtures::seed(SEED, "192.168.128.0/22");
+    seed.spec.wireguard = None;
+    seed.spec.extensions = serde_json::from_value(json!([
+        {"type": "kubelink-wireguard", "providerConfig": {"enabled": true, "cidr": 5}},
+    ]))
+    .unwrap();
+    create_seed(&client, &seed).await.unwrap();
+    create_shoots(&client, SEED, 0..1).await.unwrap();
+    let controller = Controller::new(client.clone(), client.clone(), Config::new(SEED));
+    let report = controller.reconcile().await.unwrap();
+    let error = report.seed_error.expect("a seed error").to_string();
+    assert!(error.contains("spec.extensions[0].providerConfig.cidr") && !error.contains("column"), "{error}");
+    let cond = seed_condition(&client).await;
+    assert_eq!((cond["status"].as_str(), cond["reason"].as_str()), (Some("False"), Some("InvalidType")));
+    assert!(cond["message"].as_str().unwrap().contains("spec.extensions[0].providerConfig.cidr"), "{cond}");
+
+    // A typed field of the wrong type: the API refuses it, naming the field ...
+    let mut bad = serde_json::to_value(fixtures::seed("seed-b", "192.168.128.0/22")).unwrap();
+    bad["spec"]["wireguard"]["enabled"] = json!("yes");
+    let object: kube::api::DynamicObject = serde_json::from_value(bad.clone()).unwrap();
+    let api = Api::<kube::api::DynamicObject>::all_with(client.clone(), &seed_resource());
+    let refused = api.create(&PostParams::default(), &object).await;
+    let refused = refused.unwrap_err().to_string();
+    assert!(refused.contains("spec.wireguard.enabled"), "{refused}");
+    // ... and a Seed stored that way anyhow is named by the controller too, not by a column number.
+    plant(&server, served("core.gardener.cloud", "v1beta1", "seeds"), "", bad);
+    let controller = Controller::new(client.clone(), client.clone(), Config::new("seed-b"));
+    let error = match controller.reconcile().await {
+        Ok(report) => report.seed_error.expect("a seed error").to_string(),
+        // The API refuses the condition on a Seed it cannot decode; the error still names the field.
+        Err(e) => e.to_string(),
+    };
+    assert!(error.contains("spec.wireguard.enabled") && !error.contains("column"), "{error}");
+}
+
+fn seed_resource() -> kube::api::ApiResource {
+    kube::api::ApiResource::erase::<Seed>(&())
+}

@@ -14,6 +14,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
+use kubelink_ipam::decode::{self, Raw};
 use kubelink_ipam::keys::PrivateKey;
 use kubelink_ipam::projection::{SeedTunnel, ShootPeer as PeerObject};
 use kubelink_ipam::secret::{gateway_secret_name, text};
@@ -31,8 +32,9 @@ pub struct Cluster {
     namespace: String,
     seed: String,
     pod: Option<String>,
-    tunnels: Store<SeedTunnel>,
-    peers: Store<PeerObject>,
+    /// Read as [`Raw`] JSON and decoded item by item: one object that does not decode stops nothing.
+    tunnels: Store<Raw<SeedTunnel>>,
+    peers: Store<Raw<PeerObject>>,
     watches: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -50,6 +52,8 @@ pub enum ClusterError {
     NoTunnel { seed: String, namespace: String },
     #[error(transparent)]
     Invalid(#[from] kubelink_ipam::IpamError),
+    #[error("{0}")]
+    Malformed(String),
     #[error("Secret {name}: {reason}")]
     Secret { name: String, reason: String },
     #[error(transparent)]
@@ -78,7 +82,7 @@ where
     (reader, task)
 }
 
-type Watches = (Store<SeedTunnel>, Store<PeerObject>, Vec<tokio::task::JoinHandle<()>>);
+type Watches = (Store<Raw<SeedTunnel>>, Store<Raw<PeerObject>>, Vec<tokio::task::JoinHandle<()>>);
 
 /// Reflectors for this seed's SeedTunnel (by name) and the ShootPeers, both in kubelink's namespace.
 fn watch_projection(client: &Client, namespace: &str, seed: &str, wake: &Arc<Notify>) -> Watches {
@@ -114,9 +118,11 @@ impl Cluster {
         ready(self.tunnels.wait_until_ready().now_or_never()) && ready(self.peers.wait_until_ready().now_or_never())
     }
 
-    fn tunnel(&self) -> Result<Arc<SeedTunnel>, ClusterError> {
+    fn tunnel(&self) -> Result<SeedTunnel, ClusterError> {
         let found = self.tunnels.state().into_iter().find(|t| t.metadata.name.as_deref() == Some(&self.seed));
-        found.ok_or_else(|| ClusterError::NoTunnel { seed: self.seed.clone(), namespace: self.namespace.clone() })
+        let raw = found
+            .ok_or_else(|| ClusterError::NoTunnel { seed: self.seed.clone(), namespace: self.namespace.clone() })?;
+        decode::typed(&raw).map_err(|s| ClusterError::Malformed(s.to_string()))
     }
 
     /// The seed's WireGuard CIDR.
@@ -129,28 +135,14 @@ impl Cluster {
         self.tunnel().ok().map(|t| t.spec.slots.clamp(1, 2))
     }
 
-    /// Every shoot with a ShootPeer. A peer that does not parse, or that claims an address another
-    /// peer already has (WireGuard would silently keep only one), is logged and skipped; the others
-    /// are not held up.
+    /// Every shoot with a ShootPeer (see [`peers_of`]); what is skipped is logged.
     pub fn shoots(&self) -> BTreeSet<ShootPeer> {
-        let mut objects = self.peers.state();
-        objects.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-        let mut taken = BTreeMap::new();
-        let mut out = BTreeSet::new();
-        for object in objects {
-            let name = object.metadata.name.clone().unwrap_or_default();
-            match object.parse() {
-                Err(e) => tracing::warn!("{e}; skipped"),
-                Ok(p) => match taken.insert(p.address, name.clone()) {
-                    Some(first) => {
-                        taken.insert(p.address, first.clone());
-                        tracing::warn!(address = %p.address, "ShootPeer {name} claims the address of ShootPeer {first}; skipped");
-                    }
-                    None => _ = out.insert(ShootPeer { public_key: p.public_key, address: p.address }),
-                },
-            }
+        let (objects, skipped) = decode::split(self.peers.state().iter().map(|o| o.as_ref().clone()));
+        let (shoots, problems) = peers_of(&objects);
+        for p in skipped.iter().map(ToString::to_string).chain(problems) {
+            tracing::warn!("{p}");
         }
-        out
+        shoots
     }
 
     /// The slot's private key from Secret `kubelink-gateway-<slot>` (the IPAM controller creates it).
@@ -198,10 +190,82 @@ impl Cluster {
     }
 }
 
+/// The peers the ShootPeers give, in name order. A peer that does not parse, or that claims an address or
+/// a public key an earlier peer already has, is described and skipped; the others are not held up.
+/// WireGuard would resolve either contradiction silently: an allowed IP stays on one peer only, and
+/// one key is one peer.
+pub fn peers_of<'a>(objects: impl IntoIterator<Item = &'a PeerObject>) -> (BTreeSet<ShootPeer>, Vec<String>) {
+    let mut objects: Vec<&PeerObject> = objects.into_iter().collect();
+    objects.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let mut addresses = BTreeMap::new();
+    let mut keys = BTreeMap::new();
+    let mut out = BTreeSet::new();
+    let mut problems = Vec::new();
+    for object in objects {
+        let name = object.metadata.name.clone().unwrap_or_default();
+        let p = match object.parse() {
+            Ok(p) => p,
+            Err(e) => {
+                problems.push(format!("{e}; skipped"));
+                continue;
+            }
+        };
+        if let Some(first) = addresses.get(&p.address) {
+            problems.push(format!(
+                "ShootPeer {name} spec.address: {} is already the address of ShootPeer {first}; skipped",
+                p.address
+            ));
+        } else if let Some(first) = keys.get(&p.public_key) {
+            problems.push(format!(
+                "ShootPeer {name} spec.publicKey: already the key of ShootPeer {first} (one key is one peer); skipped"
+            ));
+        } else {
+            addresses.insert(p.address, name.clone());
+            keys.insert(p.public_key, name);
+            out.insert(ShootPeer { public_key: p.public_key, address: p.address });
+        }
+    }
+    (out, problems)
+}
+
 fn slot_private_key(name: &str, secret: &Secret) -> Result<PrivateKey, ClusterError> {
     let text = text(secret, "privateKey").ok_or_else(|| ClusterError::Secret {
         name: name.into(),
         reason: "data.privateKey is missing; delete the Secret to have a new key generated".into(),
     })?;
     text.parse().map_err(|e| ClusterError::Secret { name: name.into(), reason: format!("data.privateKey: {e}") })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kubelink_ipam::gardener::ShootKey;
+    use kubelink_ipam::keys::PublicKey;
+    use kubelink_ipam::record::Recorded;
+
+    fn object(name: &str, address: &str, key: u8) -> PeerObject {
+        let shoot = ShootKey { namespace: "garden-dev".into(), name: name.into() };
+        let rec = Recorded { address: address.parse().unwrap(), public_key: PublicKey::from_bytes([key; 32]) };
+        PeerObject::of("kubelink", &format!("shoot--dev--{name}"), &shoot, &rec)
+    }
+
+    #[test]
+    fn contradicting_and_garbage_peers_are_skipped_by_name_and_the_rest_kept() {
+        let mut garbage = object("d", "192.168.128.13", 4);
+        garbage.spec.address = "x".repeat(10_000);
+        let objects = [
+            object("a", "192.168.128.10", 1),
+            object("b", "192.168.128.10", 2),
+            object("c", "192.168.128.12", 1),
+            garbage,
+            object("e", "192.168.128.14", 5),
+        ];
+        let (peers, problems) = peers_of(&objects);
+        let addresses: Vec<String> = peers.iter().map(|p| p.address.to_string()).collect();
+        assert_eq!(addresses, ["192.168.128.10", "192.168.128.14"]);
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].contains("ShootPeer shoot--dev--b spec.address") && problems[0].contains("shoot--dev--a"));
+        assert!(problems[1].contains("ShootPeer shoot--dev--c spec.publicKey"), "{}", problems[1]);
+        assert!(problems[2].contains("ShootPeer shoot--dev--d spec.address") && problems[2].len() < 300);
+    }
 }

@@ -51,9 +51,19 @@ pub fn gateway_desired(
     shoots: &BTreeSet<ShootPeer>,
 ) -> Option<Desired> {
     let address = Pool::new(cidr).slot_address(slot)?;
+    let pool = Pool::new(cidr);
+    // A shoot claiming a gateway's own address would take that address's traffic: never a peer.
+    let slots: Vec<IpAddr> = [0, 1].into_iter().filter_map(|s| pool.slot_address(s)).collect();
     let peers: BTreeMap<PublicKey, PeerSpec> = shoots
         .iter()
         .filter(|p| cidr.contains(&p.address))
+        .filter(|p| {
+            let own = slots.contains(&p.address);
+            if own {
+                tracing::warn!(address = %p.address, "a ShootPeer claims a gateway slot's address; skipped");
+            }
+            !own
+        })
         .map(|p| {
             let mut peer = PeerSpec::new(p.public_key);
             peer.allowed_ips.insert(IpNet::from(p.address));
@@ -101,10 +111,17 @@ mod tests {
     #[test]
     fn gateway_has_slot_address_peers_and_snat() {
         let cidr: IpNet = "192.168.128.0/22".parse().unwrap();
-        let shoots = [shoot(1, "192.168.128.10"), shoot(2, "192.168.128.11"), shoot(3, "10.0.0.1")].into();
+        let shoots = [
+            shoot(1, "192.168.128.10"),
+            shoot(2, "192.168.128.11"),
+            shoot(3, "10.0.0.1"),
+            shoot(4, "192.168.128.1"),
+            shoot(5, "192.168.128.2"),
+        ]
+        .into();
         let d = gateway_desired(&settings(), cidr, 1, &PrivateKey::from_bytes([9; 32]), &shoots).unwrap();
         assert_eq!(d.addresses, ["192.168.128.2/22".parse().unwrap()].into());
-        assert_eq!(d.device.peers.len(), 2, "an address outside the CIDR is no peer");
+        assert_eq!(d.device.peers.len(), 2, "an address outside the CIDR or a slot's own address is no peer");
         let p = &d.device.peers[&PublicKey::from_bytes([1; 32])];
         assert_eq!(p.allowed_ips, ["192.168.128.10/32".parse().unwrap()].into());
         assert_eq!(p.endpoint, None, "shoots dial in: endpoints are learned");

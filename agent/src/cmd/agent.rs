@@ -31,7 +31,7 @@ pub struct AgentArgs {
     pub pod_name: Option<String>,
     /// What shoots dial for each slot, in slot order (`host:port` of the slot's load balancer,
     /// comma-separated); a slot without one publishes NODE_IP:LISTEN_PORT.
-    #[arg(long, env = "KUBELINK_SLOT_ENDPOINTS", value_delimiter = ',')]
+    #[arg(long, env = "KUBELINK_SLOT_ENDPOINTS", value_delimiter = ',', value_parser = parse_slot_endpoint)]
     pub slot_endpoints: Vec<String>,
     /// How long a new slot holder gets no router traffic while the shoots re-handshake with it (used
     /// only while another gateway is live).
@@ -45,13 +45,13 @@ pub struct AgentArgs {
     #[arg(long, env = "KUBELINK_STANDBY", default_value = "60s", value_parser = humantime::parse_duration)]
     pub standby: Duration,
     /// The gateway's WireGuard device.
-    #[arg(long, env = "KUBELINK_DEVICE", default_value = "kubelink0")]
+    #[arg(long, env = "KUBELINK_DEVICE", default_value = "kubelink0", value_parser = crate::config::parse_ifname)]
     pub device: String,
     /// The gateway's WireGuard UDP port (what the slot's load balancer forwards to).
     #[arg(long, env = "KUBELINK_LISTEN_PORT", default_value_t = 51820)]
     pub listen_port: u16,
-    /// The gateway device's MTU.
-    #[arg(long, env = "KUBELINK_MTU", default_value_t = crate::config::DEFAULT_MTU)]
+    /// The gateway device's MTU: 1280..=65535 (the tunnel carries IPv6).
+    #[arg(long, env = "KUBELINK_MTU", default_value_t = crate::config::DEFAULT_MTU, value_parser = crate::config::parse_mtu)]
     pub mtu: u32,
     /// How long a slot Lease is valid without renewal: a dead gateway's slot is taken over after
     /// this plus one retry period.
@@ -74,7 +74,20 @@ pub struct AgentArgs {
     pub common: crate::cmd::run::Common,
 }
 
+/// One `--slot-endpoints` entry: `host:port` or `[v6]:port` (names are resolved by the shoots).
+fn parse_slot_endpoint(text: &str) -> Result<String, String> {
+    crate::shoot::config::parse_endpoint(text.trim()).map(|_| text.trim().to_string())
+}
+
+/// At most one endpoint per slot.
+const MAX_SLOT_ENDPOINTS: usize = 2;
+
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.slot_endpoints.len() <= MAX_SLOT_ENDPOINTS,
+        "--slot-endpoints: {} given, at most {MAX_SLOT_ENDPOINTS} (one host:port per slot, in slot order)",
+        args.slot_endpoints.len()
+    );
     anyhow::ensure!(
         args.renew_deadline < args.lease_duration,
         "--renew-deadline ({:?}) must be shorter than --lease-duration ({:?})",
@@ -119,5 +132,41 @@ async fn shutdown() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{Args, Command};
+
+    fn parse(extra: &[&str]) -> Result<clap::ArgMatches, String> {
+        let cmd = super::AgentArgs::augment_args(Command::new("agent")).no_binary_name(true);
+        let base = ["--seed", "s", "--node-name", "n", "--node-ip", "10.0.0.1"];
+        cmd.try_get_matches_from(base.iter().chain(extra)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn bad_flags_are_refused_at_parse_time_naming_the_flag_and_the_fix() {
+        // rows: flags, the flag the error must name, a word of the fix
+        let rows: &[(&[&str], &str, &str)] = &[
+            (&["--slot-endpoints", "lb0.example.org:51820,lb1.example.org"], "--slot-endpoints", "host:port"),
+            (&["--slot-endpoints", "fd00::1:51820"], "--slot-endpoints", "brackets"),
+            (&["--slot-endpoints", "lb0:0"], "--slot-endpoints", "port 0"),
+            (&["--device", "a-name-longer-than-15"], "--device", "1-15 bytes"),
+            (&["--device", "wg/0"], "--device", "1-15 bytes"),
+            (&["--device", ""], "--device", "1-15 bytes"),
+            (&["--mtu", "576"], "--mtu", "1280..=65535"),
+            (&["--mtu", "70000"], "--mtu", "1280..=65535"),
+            (&["--mtu", "big"], "--mtu", "1280..=65535"),
+        ];
+        for (flags, flag, fix) in rows {
+            let err = parse(flags).expect_err(&format!("{flags:?} should be refused"));
+            assert!(err.contains(flag) && err.contains(fix), "{flags:?}: {err}");
+        }
+        let ok = parse(&["--slot-endpoints", "lb0.example.org:51820,[fd00::1]:51820", "--mtu", "1280"]).unwrap();
+        let endpoints: Vec<&String> = ok.get_many("slot_endpoints").unwrap().collect();
+        assert_eq!(endpoints, ["lb0.example.org:51820", "[fd00::1]:51820"]);
+        assert_eq!(ok.get_one::<u32>("mtu"), Some(&1280));
+        assert_eq!(parse(&[]).unwrap().get_one::<u32>("mtu"), Some(&crate::config::DEFAULT_MTU));
     }
 }

@@ -70,12 +70,13 @@ async fn controller(a: ControllerArgs) -> anyhow::Result<()> {
     }
     let report = controller.reconcile().await.context("ipam pass")?;
     println!(
-        "shoots with an address: {}, newly assigned: {}, released: {}, waiting (exhausted): {}, rejected: {}, objects written: {}",
+        "shoots with an address: {}, newly assigned: {}, released: {}, waiting (exhausted): {}, rejected: {}, skipped objects: {}, objects written: {}",
         report.table.len(),
         report.assigned.len(),
         report.released.len(),
         report.exhausted.len(),
         report.rejected.len(),
+        report.skipped.len(),
         report.writes
     );
     for (shoot, e) in &report.rejected {
@@ -83,6 +84,9 @@ async fn controller(a: ControllerArgs) -> anyhow::Result<()> {
     }
     for p in &report.problems {
         println!("skipped: {p}");
+    }
+    for s in &report.skipped {
+        println!("skipped: {s}");
     }
     match report.seed_error {
         Some(e) => Err(anyhow::anyhow!(e)).context("the seed's WireGuard configuration is unusable"),

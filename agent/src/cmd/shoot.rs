@@ -17,7 +17,7 @@ pub struct ShootArgs {
     #[arg(long, env = "KUBELINK_CONFIG_DIR", default_value = "/etc/kubelink")]
     pub config_dir: PathBuf,
     /// The WireGuard device in the pod's network namespace.
-    #[arg(long, env = "KUBELINK_DEVICE", default_value = "kubelink0")]
+    #[arg(long, env = "KUBELINK_DEVICE", default_value = "kubelink0", value_parser = crate::config::parse_ifname)]
     pub device: String,
     #[command(flatten)]
     pub common: Common,

@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
+use kubelink_ipam::excerpt;
 use kubelink_ipam::keys::{PrivateKey, PublicKey};
 
 use crate::config::{DEFAULT_MTU, Desired, RouteSpec};
@@ -206,12 +207,10 @@ pub fn parse(inputs: &Inputs, device: &str) -> Result<ShootConfig, ShootConfigEr
     })?;
     let address = p.required(ADDRESS, "the tunnel address in CIDR form, e.g. 192.168.128.10/22", parse_address)?;
     let keepalive = p.optional(KEEPALIVE, DEFAULT_KEEPALIVE, |t| {
-        t.parse::<u16>().map_err(|_| format!("{t:?} is not a number of seconds (0..65535; 0 turns keepalive off)"))
+        t.parse::<u16>()
+            .map_err(|_| format!("{} is not a number of seconds (0..65535; 0 turns keepalive off)", excerpt(t)))
     })?;
-    let mtu = p.optional(MTU, DEFAULT_MTU, |t| match t.parse::<u32>() {
-        Ok(m) if (1280..=65535).contains(&m) => Ok(m),
-        _ => Err(format!("{t:?} is not an MTU in 1280..65535 (1420 fits most underlays)")),
-    })?;
+    let mtu = p.optional(MTU, DEFAULT_MTU, crate::config::parse_mtu)?;
     let mut gateways = Vec::new();
     for slot in SLOTS {
         if let Some(g) = p.gateway(slot, &address)? {
@@ -223,8 +222,9 @@ pub fn parse(inputs: &Inputs, device: &str) -> Result<ShootConfig, ShootConfigEr
 }
 
 fn parse_address(text: &str) -> Result<IpNet, String> {
-    let net: IpNet =
-        text.parse().map_err(|_| format!("{text:?} is not an address in CIDR form; write e.g. 192.168.128.10/22"))?;
+    let net: IpNet = text
+        .parse()
+        .map_err(|_| format!("{} is not an address in CIDR form; write e.g. 192.168.128.10/22", excerpt(text)))?;
     if net.prefix_len() == net.max_prefix_len() {
         return Err(format!("{net} has no room for gateways; give the WireGuard CIDR's prefix, e.g. /22"));
     }
@@ -236,7 +236,8 @@ fn parse_address(text: &str) -> Result<IpNet, String> {
 
 /// `host:port` or `[v6]:port`. Only the syntax: names are resolved (and re-resolved) later.
 pub fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
-    let form = || format!("{text:?} needs the form host:port, e.g. gw.example.org:51820");
+    let quoted = excerpt(text);
+    let form = || format!("{quoted} needs the form host:port, e.g. gw.example.org:51820");
     let (host, port) = text.rsplit_once(':').ok_or_else(form)?;
     let port: u16 = port.parse().map_err(|_| form())?;
     // IPv6 literals need brackets: in fd00::1:51820 the port is ambiguous.
@@ -245,14 +246,14 @@ pub fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
         None => (host, false),
     };
     if host.contains(':') && !bracketed {
-        return Err(format!("{text:?}: write an IPv6 address in brackets, e.g. [fd00::1]:51820"));
+        return Err(format!("{quoted}: write an IPv6 address in brackets, e.g. [fd00::1]:51820"));
     }
     if host.is_empty() || host.contains(char::is_whitespace) || (host.contains(':') && host.parse::<IpAddr>().is_err())
     {
         return Err(form());
     }
     if port == 0 {
-        return Err(format!("{text:?}: port 0 is not a gateway port"));
+        return Err(format!("{quoted}: port 0 is not a gateway port"));
     }
     Ok(Endpoint { host: host.to_string(), port })
 }
@@ -311,7 +312,8 @@ impl Parser<'_> {
             t.parse::<PublicKey>().map_err(|e| format!("{e}; write the gateway's public key as `wg pubkey` prints it"))
         })?;
         let slot_address = self.required(&addr, "the slot's tunnel address, e.g. 192.168.128.1", |t| {
-            t.parse::<IpAddr>().map_err(|_| format!("{t:?} is not an IP address; write e.g. 192.168.128.1 (no prefix)"))
+            t.parse::<IpAddr>()
+                .map_err(|_| format!("{} is not an IP address; write e.g. 192.168.128.1 (no prefix)", excerpt(t)))
         })?;
         if !address.contains(&slot_address) || slot_address == address.network() {
             return Err(self.invalid(

@@ -26,8 +26,13 @@
 //! Helm send a bearer token only over TLS: give them [`ApiServer::kubeconfig`] (the `https://` URL
 //! and the certificate). `kube::Client`s may use plain HTTP ([`ApiServer::url`]).
 //!
-//! Known differences from a real server, none of which kubelink relies on: no admission, no schema
-//! validation beyond names and types, namespaces need not exist, `limit` is ignored (lists are never
+//! Every write is validated for types as the real server does ([`schema`]): built-in kinds by decoding
+//! into their k8s-openapi types (`400`), custom resources against their CRD's OpenAPI v3 schema (`422`),
+//! the Gardener kinds against a schema of the fields kubelink uses (`400`, as their decoder answers). A
+//! test that needs an object the API refuses plants it with [`Store::plant`].
+//!
+//! Known differences from a real server, none of which kubelink relies on: no admission, no validation
+//! beyond names and types (no required fields of built-in kinds, no pruning), namespaces need not exist, `limit` is ignored (lists are never
 //! paginated, as when the real server answers from its watch cache), a watch with a selector does not
 //! turn "modified out of the selector" into DELETED, and server-side apply is a merge that creates a
 //! missing object (no field managers). Tokens are opaque random strings, not JWTs (no audiences, no
@@ -46,6 +51,7 @@ pub mod http;
 pub mod kinds;
 pub mod openapi;
 pub mod rbac;
+pub mod schema;
 pub mod selector;
 pub mod status;
 pub mod store;

@@ -51,6 +51,12 @@ impl ApiError {
         Self::new(422, "Invalid", message).with_details(kind, name)
     }
 
+    /// A custom resource that fails its CRD's schema: `Kind.group "name" is invalid: ...`.
+    pub fn invalid_custom(kind: &ResourceKind, name: &str, message: impl Into<String>) -> Self {
+        let message = format!("{}.{} \"{name}\" is invalid: {}", kind.kind, kind.group, message.into());
+        Self::new(422, "Invalid", message).with_details(kind, name)
+    }
+
     pub fn gone(message: impl Into<String>) -> Self {
         Self::new(410, "Expired", message.into())
     }

@@ -288,7 +288,25 @@ impl Store {
         Since::Events { events, current: inner.rv }
     }
 
-    pub fn create(&self, kind: usize, namespace: &str, mut object: Value) -> Result<Value, ApiError> {
+    /// POST: a new object, validated as the real server does (see [`crate::schema`]).
+    pub fn create(&self, kind: usize, namespace: &str, object: Value) -> Result<Value, ApiError> {
+        self.create_checked(kind, namespace, object, true)
+    }
+
+    /// Creates an object without type validation: for a test that needs one the API refuses today, as a
+    /// real cluster may hold it (written under an older schema, or by a conversion bug). Names, the
+    /// namespace and uniqueness are still checked.
+    pub fn plant(&self, kind: usize, namespace: &str, object: Value) -> Result<Value, ApiError> {
+        self.create_checked(kind, namespace, object, false)
+    }
+
+    fn create_checked(
+        &self,
+        kind: usize,
+        namespace: &str,
+        mut object: Value,
+        validate: bool,
+    ) -> Result<Value, ApiError> {
         let rk = &KINDS[kind];
         check_type(rk, &object)?;
         fold_string_data(rk, &mut object)?;
@@ -336,6 +354,9 @@ impl Store {
             meta["generation"] = json!(1);
         }
         set_type(rk, &mut object);
+        if validate {
+            crate::schema::validate(rk, &name, &object, inner.crd_of(rk))?;
+        }
         Ok(inner.commit(self, key, object, "ADDED"))
     }
 
@@ -415,6 +436,7 @@ impl Store {
         }
         keep_server_fields(rk, current, &mut object);
         set_type(rk, &mut object);
+        crate::schema::validate(rk, name, &object, inner.crd_of(rk))?;
         let key = (kind, namespace.to_string(), name.to_string());
         if meta_str(&object, "deletionTimestamp").is_some() && finalizers_empty(&object) {
             return Ok(inner.remove(self, key, object));
@@ -453,6 +475,15 @@ impl Store {
 }
 
 impl Inner {
+    /// The stored CustomResourceDefinition that serves `rk`, if any.
+    fn crd_of(&self, rk: &ResourceKind) -> Option<&Value> {
+        if !rk.is_custom() {
+            return None;
+        }
+        let crds = ResourceKind::find("apiextensions.k8s.io", "v1", "customresourcedefinitions")?;
+        self.objects.get(&(crds, String::new(), format!("{}.{}", rk.plural, rk.group)))
+    }
+
     fn record(&mut self, store: &Store, key: &Key, kind_of_event: &'static str, object: &Value) {
         self.history.push_back(Event {
             rv: self.rv,
