@@ -190,7 +190,11 @@ impl Controller {
         for s in fresh {
             // ShootPeers and ManagedResources live on the seed; Shoots and ShootStates in the garden.
             let client = if s.kind == "Shoot" || s.kind == "ShootState" { &self.garden } else { &self.seed };
-            writes += status::report_skipped(client, s).await?;
+            // An Event is a report, not work: one that cannot be written is logged and the pass goes on.
+            match status::report_skipped(client, s).await {
+                Ok(n) => writes += n,
+                Err(e) => tracing::warn!(kind = %s.kind, name = %s.name, error = %e, "cannot record an Event"),
+            }
         }
         Ok(writes)
     }

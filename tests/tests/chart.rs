@@ -358,6 +358,7 @@ async fn rbac_is_the_contract_and_the_agent_has_nothing_cluster_wide() {
         ("", &["secrets"], &["get", "update", "delete"], "kubelink-shoot,managedresource-kubelink-shoot"),
         ("resources.gardener.cloud", &["managedresources"], &["list", "create"], "*"),
         ("resources.gardener.cloud", &["managedresources"], &["update", "delete"], "kubelink-shoot"),
+        ("", &["events"], &["create"], "*"),
     ]);
     assert_eq!(rules(find(&objects, "ClusterRole", &cluster_role_name)), ipam_cluster, "the IPAM's ClusterRole");
 

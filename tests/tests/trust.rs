@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{Event, Pod, Secret};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
@@ -383,6 +383,33 @@ async fn each_component_needs_exactly_what_its_chart_grants_and_the_agent_nothin
     assert_eq!(tunnels.get(SEED).await.unwrap().spec.slots, 2, "the SeedTunnel is put back");
     assert_eq!(peers.get(&shoot_ns).await.unwrap().spec.address, address, "the ShootPeer is put back");
     assert!(!resources.get(managed::NAME).await.unwrap().spec.keep_objects, "the ManagedResource is put back");
+    // Objects that do not decode (planted past the API's validation, as an older schema may have
+    // written them) are replaced, with a Warning Event on each: the IPAM may write those on the seed.
+    let planted = [
+        (
+            ("kubelink.gardener.cloud", "v1alpha1", "shootpeers"),
+            NS.to_string(),
+            format!("shoot--dev--{}", fixtures::shoot_name(2)),
+        ),
+        (
+            ("resources.gardener.cloud", "v1alpha1", "managedresources"),
+            format!("shoot--dev--{}", fixtures::shoot_name(3)),
+            managed::NAME.to_string(),
+        ),
+    ];
+    for ((group, version, plural), namespace, name) in &planted {
+        let kind = ResourceKind::find(group, version, plural).unwrap();
+        let mut object = l.seed.store().get(kind, namespace, name).unwrap();
+        object["spec"] = json!({"address": 5, "class": 5});
+        l.seed.store().delete(kind, namespace, name, None).unwrap();
+        l.seed.store().plant(kind, namespace, object).unwrap();
+    }
+    ipam.reconcile().await.unwrap();
+    for (_, namespace, name) in &planted {
+        let events = Api::<Event>::namespaced(l.seed.client(), namespace).list(&ListParams::default()).await.unwrap();
+        let about: Vec<_> = events.items.iter().filter(|e| e.involved_object.name.as_deref() == Some(name)).collect();
+        assert!(about.iter().any(|e| e.reason.as_deref() == Some("InvalidObject")), "no Event on {namespace}/{name}");
+    }
     let running = tokio::spawn(l.ipam().run());
 
     // The agent's pieces, as two nodes run them.
