@@ -1,10 +1,12 @@
 //! The seed agent (`kubelink agent`): every seed node runs one. It takes part in the gateway election;
 //! as a gateway it holds the WireGuard device with one peer per shoot of this seed and source-NATs seed
 //! traffic into it; otherwise it routes shoot addresses to the gateway node(s). Desired state is
-//! computed purely here ([`gateway_desired`], [`crate::routing::router_routes`]); [`cluster`] reads
-//! and writes Kubernetes, [`run`] is the loop.
+//! computed purely here ([`gateway_desired`], [`crate::routing::router_routes`]); [`role`] decides
+//! the node's role as a pure state machine, [`cluster`] reads and writes Kubernetes, [`run`] is the
+//! loop that performs what [`role`] decides.
 
 pub mod cluster;
+pub mod role;
 pub mod run;
 
 use std::collections::{BTreeMap, BTreeSet};

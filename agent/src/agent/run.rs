@@ -1,6 +1,8 @@
-//! The agent's loop: one pass per retry period and on every watch or netlink event.
+//! The agent's loop, the I/O shell around [`super::role`]: an election round every retry period, a
+//! data-plane pass after it and on every watch or netlink event, a resync in between. It turns what
+//! it sees into observations, steps the role state with them and performs the actions.
 
-use std::collections::BTreeSet;
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,37 +14,21 @@ use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
 
 use super::cluster::{Cluster, ClusterError};
-use super::{Settings, ShootPeer, gateway_desired};
+use super::role::{self, Action, Delays, Now, Observation, RoleState, Setup};
+use super::{Settings, gateway_desired};
 use crate::election::kube::LeaseElection;
-use crate::election::{live_gateways, usable_gateways};
 use crate::reconcile::{ReconcileError, Reconciler};
 use crate::routing::router_routes;
 
-/// What the agent currently is, and what it has to clean up when that changes.
+/// What the node applied, kept between passes; the role logic's state is [`RoleState`].
 #[derive(Debug, Default)]
-struct RoleState {
-    holding: Option<u8>,
-    /// Every live gateway, with when it took its slot.
-    live: Vec<crate::election::LiveGateway>,
-    /// When we acquired the slot we hold (from its Lease).
-    acquired: Option<k8s_openapi::jiff::Timestamp>,
-    last_round_ok: Option<Instant>,
-    /// The last election round failed: the watches may hang on a dead connection.
-    round_failed: bool,
-    /// Since when the gateway role's node-local state has been failing (device, routes, table).
-    gateway_failing_since: Option<Instant>,
-    /// This node gave its slot up and takes none until then.
-    standby_until: Option<Instant>,
+struct DataPath {
+    slot_key: Option<(u8, PrivateKey)>,
+    /// What the last pass applied, re-applied between passes without asking the API server.
+    applied: Option<Applied>,
     /// The way this node forwards tunnel traffic changed (role, warm-up routes): flows towards the
     /// CIDR must be NATed afresh once the new state is in place.
     forget_flows: bool,
-    gateways: Vec<(usize, IpAddr)>,
-    slot_key: Option<(u8, PrivateKey)>,
-    /// True until removed: leftovers of an earlier run are cleaned up once we know we are no gateway.
-    gateway_state_present: bool,
-    labelled: Option<Option<u8>>,
-    /// What the last pass applied, re-applied between passes without asking the API server.
-    applied: Option<Applied>,
 }
 
 /// The node-local state of the last pass: a gateway's device, routes and table, or a router's routes.
@@ -94,6 +80,21 @@ pub enum PassError {
     NoSlotAddress(IpNet, u8),
 }
 
+impl PassError {
+    /// Whether a failed gateway setup is this node's (device, routes, table, the slot's address) or one
+    /// every node would share.
+    fn setup(result: &Result<(), PassError>) -> Setup {
+        match result {
+            Ok(()) => Setup::Done,
+            Err(PassError::Reconcile(_) | PassError::NoSlotAddress(..)) => Setup::NodeLocalFailure,
+            Err(_) => Setup::SharedFailure,
+        }
+    }
+}
+
+/// What performing an action led to: an observation to step at once, and an error that fails the pass.
+type Performed = (Option<Observation>, Result<(), PassError>);
+
 pub struct Agent {
     pub election: LeaseElection,
     pub cluster: Cluster,
@@ -103,7 +104,12 @@ pub struct Agent {
     /// publishes NODE_IP:LISTEN_PORT.
     pub endpoints: Vec<String>,
     pub status: Status,
-    state: RoleState,
+    roles: RoleState,
+    data: DataPath,
+}
+
+fn now() -> Now {
+    Now { instant: Instant::now(), wall: k8s_openapi::jiff::Timestamp::now() }
 }
 
 impl Agent {
@@ -114,8 +120,23 @@ impl Agent {
         settings: Settings,
         endpoints: Vec<String>,
     ) -> Self {
-        let state = RoleState { gateway_state_present: true, ..RoleState::default() };
-        Agent { election, cluster, rec, settings, endpoints, status: Status::default(), state }
+        let delays = Delays {
+            warmup: settings.warmup,
+            give_up_after: settings.give_up_after,
+            standby: settings.standby,
+            renew_deadline: election.timing.renew_deadline,
+        };
+        let roles = RoleState::new(delays);
+        Agent {
+            election,
+            cluster,
+            rec,
+            settings,
+            endpoints,
+            status: Status::default(),
+            roles,
+            data: DataPath::default(),
+        }
     }
 
     fn endpoint(&self, slot: u8) -> String {
@@ -125,9 +146,10 @@ impl Agent {
             .unwrap_or_else(|| format!("{}:{}", self.election.node_ip, self.settings.listen_port))
     }
 
-    /// Runs passes until `stop` resolves.
+    /// Runs until `stop` resolves: an election round and a pass every retry period, a pass on every
+    /// wake-up, a resync in between.
     pub async fn run(mut self, wake: Arc<Notify>, stop: impl std::future::Future<Output = ()>) {
-        let mut tick = tokio::time::interval(self.election.timing.retry);
+        let mut election = tokio::time::interval(self.election.timing.retry);
         let mut resync = tokio::time::interval(self.settings.resync);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(stop);
@@ -136,7 +158,7 @@ impl Agent {
         let mut failed = false;
         loop {
             tokio::select! {
-                _ = tick.tick() => {}
+                _ = election.tick() => self.elect().await,
                 _ = wake.notified(), if !failed => {}
                 _ = resync.tick(), if !failed => { self.resync().await; continue }
                 _ = &mut stop => break,
@@ -148,14 +170,14 @@ impl Agent {
                 Err(e) => tracing::warn!("pass failed, retrying: {e}"),
             }
         }
-        tracing::info!(slot = ?self.state.holding, "stopping; the device and routes stay for the next start");
+        tracing::info!(slot = ?self.roles.role.slot(), "stopping; the device and routes stay for the next start");
     }
 
     /// Re-applies what the last pass applied: a peer or route removed by hand comes back within one
     /// resync period, without an election round or API reads. Route deletions also wake a full pass
     /// through the netlink monitor; `wg set` on a userspace device makes no netlink event.
     async fn resync(&mut self) {
-        let result = match &self.state.applied {
+        let result = match &self.data.applied {
             Some(Applied::Gateway(desired)) => self.rec.reconcile(desired).await.map(|o| o.changed()),
             Some(Applied::Router(routes)) => self.rec.reconcile_routes(routes).await.map(|(r, d)| r + d > 0),
             None => return,
@@ -167,204 +189,201 @@ impl Agent {
         }
     }
 
-    /// One pass: election, then the role's desired state.
-    pub async fn pass(&mut self) -> Result<(), PassError> {
-        // The slot count is the SeedTunnel's; until it is known no slot is contended for.
+    /// An election round with the slot count of the SeedTunnel (until it is known, none is contended
+    /// for). Its outcome, or its failure, is an observation: it never fails the pass.
+    async fn elect(&mut self) {
         if let Some(slots) = self.cluster.slots() {
             self.election.slots = usize::from(slots);
         }
-        self.elect().await;
-        self.status.slot.set(self.state.holding.map_or(-1, i64::from));
-        if !self.cluster.synced() {
-            return Err(PassError::NotSynced);
-        }
-        let cidr = self.cluster.cidr()?;
-        let shoots = self.cluster.shoots();
-        match self.state.holding {
-            Some(slot) => {
-                let result = self.gateway(cidr, slot, &shoots).await;
-                self.gateway_health(slot, &result).await;
-                result
-            }
-            None => self.router(cidr, &shoots).await,
+        if let Err(e) = self.drive(Observation::ElectionDue).await {
+            tracing::warn!("election: {e}");
         }
     }
 
-    /// A gateway whose node-local state keeps failing (the device cannot be created or configured,
-    /// nftables refuses the table, routes fail) cannot forward: after `give_up_after` it releases its
-    /// slot so that a healthy node takes it at once, and takes no slot for `standby`. Errors that
-    /// every node would share (the Seed, the slot Secret) do not count: moving the slot cannot help.
-    async fn gateway_health(&mut self, slot: u8, result: &Result<(), PassError>) {
-        if !matches!(result, Err(PassError::Reconcile(_) | PassError::NoSlotAddress(..))) {
-            self.state.gateway_failing_since = None;
-            return;
+    /// One data-plane pass: the role's desired state, from what the watches and the last round show.
+    pub async fn pass(&mut self) -> Result<(), PassError> {
+        if !self.cluster.synced() {
+            return Err(PassError::NotSynced);
         }
-        let since = *self.state.gateway_failing_since.get_or_insert_with(Instant::now);
-        if since.elapsed() < self.settings.give_up_after {
-            return;
+        // Without the SeedTunnel there is no CIDR: nothing on this node changes.
+        self.cluster.cidr()?;
+        self.drive(Observation::PassDue).await
+    }
+
+    /// Steps the role state with `observation` and performs the actions in order; what an action
+    /// reports back is stepped at once and its actions come next. The first error is the result.
+    async fn drive(&mut self, observation: Observation) -> Result<(), PassError> {
+        let mut queue = VecDeque::from(self.step(observation));
+        let mut result = Ok(());
+        while let Some(action) = queue.pop_front() {
+            let (report, outcome) = self.perform(action).await;
+            if let Some(report) = report {
+                self.step(report).into_iter().rev().for_each(|a| queue.push_front(a));
+            }
+            if result.is_ok() {
+                result = outcome;
+            }
         }
-        tracing::error!(slot, failing_for = ?since.elapsed(), standby = ?self.settings.standby, "this node cannot serve as gateway; giving the slot up");
+        result
+    }
+
+    fn step(&mut self, observation: Observation) -> Vec<Action> {
+        let before = self.roles.role.slot();
+        let placeholder = RoleState::new(self.roles.delays);
+        let state = std::mem::replace(&mut self.roles, placeholder);
+        let actions;
+        (self.roles, actions) = role::step(state, observation, now());
+        let after = self.roles.role.slot();
+        if after != before {
+            tracing::info!(node = %self.election.me, from = ?before, to = ?after, "gateway slot changed");
+        }
+        self.status.slot.set(after.map_or(-1, i64::from));
+        actions
+    }
+
+    async fn perform(&mut self, action: Action) -> Performed {
+        match action {
+            Action::Elect { acquire } => (Some(self.round(acquire).await), Ok(())),
+            Action::RestartWatches => {
+                tracing::info!("the API server answers again; restarting the watches");
+                self.cluster.rewatch();
+                (None, Ok(()))
+            }
+            Action::BecomeGateway { .. } | Action::BecomeRouter => {
+                // The old role's state must not be re-applied by a resync before the next pass.
+                self.data.applied = None;
+                self.data.forget_flows = true;
+                (None, Ok(()))
+            }
+            Action::HoldWithoutRenewal { slot } => {
+                let deadline = self.election.timing.renew_deadline;
+                tracing::warn!(
+                    slot,
+                    "cannot renew for more than {deadline:?}; keeping the data path as it is until the API server answers"
+                );
+                (None, Ok(()))
+            }
+            Action::ApplyGateway { slot, sessionless_via } => {
+                let result = self.apply_gateway(slot, sessionless_via).await;
+                (Some(Observation::GatewayApplied(PassError::setup(&result))), result)
+            }
+            Action::ApplyRouter { gateways } => {
+                let result = self.apply_router(&gateways).await;
+                (result.is_ok().then_some(Observation::RoutesApplied), result)
+            }
+            Action::RemoveGatewayState => (Some(self.remove_gateway_state().await), Ok(())),
+            Action::LabelPod { slot } => match self.cluster.label_pod(slot).await {
+                Ok(()) => (Some(Observation::PodLabelled { slot }), Ok(())),
+                Err(e) => (None, Err(e.into())),
+            },
+            Action::GiveUp { slot, failing_for } => {
+                self.give_up(slot, failing_for).await;
+                (None, Ok(()))
+            }
+        }
+    }
+
+    /// A round of the election, bounded by the renew deadline: a partitioned API server lets requests
+    /// hang, and the loop must go on resyncing.
+    async fn round(&mut self, acquire: bool) -> Observation {
+        let bound = self.election.timing.renew_deadline;
+        match tokio::time::timeout(bound, self.election.round_with(acquire)).await {
+            Ok(Ok(round)) => Observation::Elected(round),
+            Ok(Err(e)) => {
+                tracing::warn!("election: {e}");
+                Observation::ApiUnreachable
+            }
+            Err(_) => {
+                self.election.forget_observations();
+                tracing::warn!("election: no answer from the API server within {bound:?}");
+                Observation::ApiUnreachable
+            }
+        }
+    }
+
+    /// Releases the slot's Lease, bounded by the renew deadline; if that fails the Lease expires.
+    async fn give_up(&self, slot: u8, failing_for: Duration) {
+        tracing::error!(slot, ?failing_for, standby = ?self.settings.standby, "this node cannot serve as gateway; giving the slot up");
         let bound = self.election.timing.renew_deadline;
         match tokio::time::timeout(bound, self.election.release(usize::from(slot))).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(slot, "releasing the slot: {e}; it expires instead"),
             Err(_) => tracing::warn!(slot, "releasing the slot: no answer within {bound:?}; it expires instead"),
         }
-        self.state.standby_until = Some(Instant::now() + self.settings.standby);
-        self.state.gateway_failing_since = None;
-        self.state.holding = None;
-        self.state.applied = None;
-        self.state.forget_flows = true;
-        self.remove_gateway_state().await;
-        self.status.slot.set(-1);
     }
 
-    /// A round of the election. When the API server cannot be reached nothing changes: tearing the
-    /// device down would cut every shoot off while nobody else can take the slot either. Roles change
-    /// only on what a successful read shows (another holder of our slot: we step down then).
-    async fn elect(&mut self) {
-        // A partitioned API server lets requests hang: bound the round so the loop keeps resyncing.
-        let bound = self.election.timing.renew_deadline;
-        let acquire = self.state.standby_until.is_none_or(|t| Instant::now() >= t);
-        let round = match tokio::time::timeout(bound, self.election.round_with(acquire)).await {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(_) => {
-                self.election.forget_observations();
-                Err(format!("no answer from the API server within {bound:?}"))
-            }
-        };
-        match round {
-            Ok(round) => {
-                if self.state.round_failed {
-                    tracing::info!("the API server answers again; restarting the watches");
-                    self.cluster.rewatch();
-                    self.state.round_failed = false;
-                }
-                self.state.last_round_ok = Some(Instant::now());
-                let now = k8s_openapi::jiff::Timestamp::now();
-                let live = live_gateways(now, &round.slots);
-                self.state.live = live.clone();
-                self.state.gateways = usable_gateways(now, self.settings.warmup, &live)
-                    .into_iter()
-                    .filter_map(|g| Some((g.slot, g.node_ip?.parse().ok()?)))
-                    .collect();
-                let holding = round.holding.and_then(|s| u8::try_from(s).ok());
-                self.state.acquired = round.holding.and_then(|s| round.slots.get(s)?.as_ref()?.acquired);
-                if holding != self.state.holding {
-                    // The old role's state must not be re-applied by a resync before the next pass.
-                    self.state.applied = None;
-                    self.state.forget_flows = true;
-                    tracing::info!(node = %self.election.me, from = ?self.state.holding, to = ?holding, "gateway slot changed");
-                }
-                self.state.holding = holding;
-            }
-            Err(e) => {
-                self.state.round_failed = true;
-                let deadline = self.election.timing.renew_deadline;
-                let stale = self.state.last_round_ok.is_none_or(|t| t.elapsed() > deadline);
-                tracing::warn!("election: {e}");
-                if stale && self.state.holding.is_some() {
-                    tracing::warn!(
-                        "cannot renew for more than {deadline:?}; keeping the data path as it is until the API server answers"
-                    );
-                }
-            }
-        }
-    }
-
-    async fn gateway(&mut self, cidr: IpNet, slot: u8, shoots: &BTreeSet<ShootPeer>) -> Result<(), PassError> {
-        let key = match &self.state.slot_key {
-            Some((s, k)) if *s == slot => k.clone(),
-            _ => {
-                let k = self.cluster.slot_key(slot, &self.endpoint(slot)).await?;
-                self.state.slot_key = Some((slot, k.clone()));
-                k
-            }
-        };
+    async fn apply_gateway(&mut self, slot: u8, sessionless_via: Option<IpAddr>) -> Result<(), PassError> {
+        let cidr = self.cluster.cidr()?;
+        let key = self.slot_key(slot).await?;
+        let shoots = self.cluster.shoots();
         let mut desired =
-            gateway_desired(&self.settings, cidr, slot, &key, shoots).ok_or(PassError::NoSlotAddress(cidr, slot))?;
-        desired.routes = self.warmup_routes(slot, &desired).await;
-        self.state.gateway_state_present = true;
+            gateway_desired(&self.settings, cidr, slot, &key, &shoots).ok_or(PassError::NoSlotAddress(cidr, slot))?;
+        if let Some(warm) = sessionless_via {
+            let observed = self.rec.wg.read(&desired.device.name).await.ok().flatten().unwrap_or_default();
+            desired.routes = sessionless(&desired, &observed, warm);
+        }
         let outcome = self.rec.reconcile(&desired).await?;
         if outcome.changed() {
             tracing::info!(slot, peers = desired.device.peers.len(), changes = ?outcome, "gateway reconciled");
         }
         self.status.peers.set(desired.device.peers.len() as i64);
         self.status.routes.set(0);
-        if std::mem::take(&mut self.state.forget_flows) || outcome.routes_removed > 0 || outcome.routes_replaced > 0 {
+        if std::mem::take(&mut self.data.forget_flows) || outcome.routes_removed > 0 || outcome.routes_replaced > 0 {
             crate::firewall::forget_flows(cidr);
         }
-        self.state.applied = Some(Applied::Gateway(Box::new(desired)));
+        self.data.applied = Some(Applied::Gateway(Box::new(desired)));
         enable_forwarding(cidr);
-        self.label(Some(slot)).await
+        Ok(())
     }
 
-    /// While this gateway warms up (a new holder: the shoots have no sessions with it yet), shoots
-    /// without a live session are routed to a warm gateway. Warm gateways never route away, so two
-    /// gateways cannot bounce a packet between them.
-    async fn warmup_routes(&self, slot: u8, desired: &crate::config::Desired) -> Vec<crate::config::RouteSpec> {
-        let now = k8s_openapi::jiff::Timestamp::now();
-        let warmup = k8s_openapi::jiff::SignedDuration::try_from(self.settings.warmup).unwrap_or_default();
-        let warming = self.state.acquired.is_some_and(|a| a.checked_add(warmup).is_ok_and(|ready| ready > now));
-        if !warming {
-            return vec![];
+    /// The slot's key, read (and the slot's endpoint published) once per slot taken.
+    async fn slot_key(&mut self, slot: u8) -> Result<PrivateKey, PassError> {
+        if let Some((s, key)) = &self.data.slot_key
+            && *s == slot
+        {
+            return Ok(key.clone());
         }
-        // Only a gateway that has warmed up itself takes traffic away from us: no ping-pong.
-        let others: Vec<_> = self.state.live.iter().filter(|g| g.slot != usize::from(slot)).cloned().collect();
-        let warm_other = usable_gateways(now, self.settings.warmup, &others)
-            .into_iter()
-            .find(|g| g.acquired.is_some_and(|a| a.checked_add(warmup).is_ok_and(|ready| ready <= now)));
-        let Some(warm) = warm_other.and_then(|g| g.node_ip?.parse().ok()) else { return vec![] };
-        let observed = self.rec.wg.read(&desired.device.name).await.ok().flatten().unwrap_or_default();
-        sessionless(desired, &observed, warm)
+        let key = self.cluster.slot_key(slot, &self.endpoint(slot)).await?;
+        self.data.slot_key = Some((slot, key.clone()));
+        Ok(key)
     }
 
-    async fn router(&mut self, cidr: IpNet, shoots: &BTreeSet<ShootPeer>) -> Result<(), PassError> {
-        if self.state.gateway_state_present {
-            self.remove_gateway_state().await;
-        }
-        let addresses: Vec<IpAddr> = shoots.iter().map(|s| s.address).collect();
-        let routes = router_routes(cidr, &self.state.gateways, &addresses);
+    async fn apply_router(&mut self, gateways: &[(usize, IpAddr)]) -> Result<(), PassError> {
+        let cidr = self.cluster.cidr()?;
+        let addresses: Vec<IpAddr> = self.cluster.shoots().iter().map(|s| s.address).collect();
+        let routes = router_routes(cidr, gateways, &addresses);
         let (replaced, removed) = self.rec.reconcile_routes(&routes).await?;
         if replaced + removed > 0 {
-            tracing::info!(routes = routes.len(), replaced, removed, gateways = ?self.state.gateways, "routes reconciled");
+            tracing::info!(routes = routes.len(), replaced, removed, ?gateways, "routes reconciled");
         }
         self.status.routes.set(routes.len() as i64);
         self.status.peers.set(0);
-        if std::mem::take(&mut self.state.forget_flows) {
+        if std::mem::take(&mut self.data.forget_flows) {
             crate::firewall::forget_flows(cidr);
         }
-        self.state.applied = Some(Applied::Router(routes));
-        self.label(None).await
+        self.data.applied = Some(Applied::Router(routes));
+        Ok(())
     }
 
     /// Removes the device and the nftables table (after a lost slot, or leftovers at start). Best
     /// effort: a failure is logged and retried on the next pass.
-    async fn remove_gateway_state(&mut self) {
-        let mut ok = true;
+    async fn remove_gateway_state(&mut self) -> Observation {
+        let mut complete = true;
         if let Err(e) = self.rec.wg.remove(&self.settings.device).await {
-            ok = false;
+            complete = false;
             tracing::warn!("removing the gateway device: {e}");
         }
         if crate::firewall::list().is_some()
             && let Err(e) = crate::firewall::remove()
         {
-            ok = false;
+            complete = false;
             tracing::warn!("removing the nftables table: {e}");
         }
-        self.state.slot_key = None;
-        self.state.gateway_state_present = !ok;
-        if ok {
+        self.data.slot_key = None;
+        if complete {
             tracing::info!(device = %self.settings.device, "no gateway here: device and nftables table removed (if any)");
         }
-    }
-
-    async fn label(&mut self, slot: Option<u8>) -> Result<(), PassError> {
-        if self.state.labelled != Some(slot) {
-            self.cluster.label_pod(slot).await?;
-            self.state.labelled = Some(slot);
-        }
-        Ok(())
+        Observation::GatewayRemoved { complete }
     }
 }
 

@@ -11,6 +11,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::PostParams;
 
+pub use super::Round;
 use super::{Action, NODE_IP_ANNOTATION, SlotLease, Timing, decide};
 
 /// One node's view of the slot Leases `<prefix>-0`, `<prefix>-1`, ... in one namespace.
@@ -24,15 +25,6 @@ pub struct LeaseElection {
     /// Per slot: the Lease's resourceVersion and when we first read that version. Cleared when a
     /// read fails, so that after an outage every Lease gets a fresh lease duration of grace.
     seen: Mutex<BTreeMap<usize, (String, Instant)>>,
-}
-
-/// The outcome of one round.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Round {
-    /// The slot this node holds after the round, if any.
-    pub holding: Option<usize>,
-    /// Every slot's Lease as read at the start of the round (after our own write for our slot).
-    pub slots: Vec<Option<SlotLease>>,
 }
 
 impl LeaseElection {

@@ -81,6 +81,15 @@ pub fn decide(me: &str, now: Timestamp, slots: &[Option<SlotLease>]) -> Action {
     Action::Wait
 }
 
+/// The outcome of one round: plain data, so that the agent's role logic can be tested without I/O.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Round {
+    /// The slot this node holds after the round, if any.
+    pub holding: Option<usize>,
+    /// Every slot's Lease as read at the start of the round (after our own write for our slot).
+    pub slots: Vec<Option<SlotLease>>,
+}
+
 /// A slot with a live holder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveGateway {
@@ -103,13 +112,16 @@ pub fn live_gateways(now: Timestamp, slots: &[Option<SlotLease>]) -> Vec<LiveGat
 /// holder has no WireGuard sessions yet; the shoots re-handshake with it within about a keepalive
 /// interval plus 15 s). When none has warmed up, every live one: something beats nothing.
 pub fn usable_gateways(now: Timestamp, warmup: Duration, live: &[LiveGateway]) -> Vec<LiveGateway> {
-    let Ok(warmup) = k8s_openapi::jiff::SignedDuration::try_from(warmup) else { return live.to_vec() };
-    let warm: Vec<LiveGateway> = live
-        .iter()
-        .filter(|g| g.acquired.is_none_or(|a| a.checked_add(warmup).is_ok_and(|ready| ready <= now)))
-        .cloned()
-        .collect();
+    let warm: Vec<LiveGateway> =
+        live.iter().filter(|g| g.acquired.is_none_or(|a| warmed_up(a, warmup, now))).cloned().collect();
     if warm.is_empty() { live.to_vec() } else { warm }
+}
+
+/// Whether a holder that acquired its slot at `acquired` has held it for `warmup` by `now` (a warm-up
+/// too long to add to a timestamp never ends).
+pub fn warmed_up(acquired: Timestamp, warmup: Duration, now: Timestamp) -> bool {
+    let ready = k8s_openapi::jiff::SignedDuration::try_from(warmup).ok().and_then(|w| acquired.checked_add(w).ok());
+    ready.is_some_and(|ready| ready <= now)
 }
 
 /// Election timing (flags of `kubelink agent`).

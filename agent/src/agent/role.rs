@@ -1,0 +1,341 @@
+//! The agent's role logic as a pure state machine. A node is a router or the gateway of one slot;
+//! [`step`] takes what the node observed (an election round or its failure, a pass being due, what
+//! an action reported back) and returns the next [`RoleState`] and the [`Action`]s to perform.
+//! [`super::run`] gathers the observations and performs the actions; nothing here does I/O, so every
+//! transition is table-tested without root, network or API server. Which slot to take is the
+//! election's decision ([`crate::election`]); this module decides what the node does about it.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::jiff::Timestamp;
+
+use crate::election::{LiveGateway, Round, live_gateways, usable_gateways, warmed_up};
+
+/// The moment of an observation: the monotonic clock for the node's own deadlines (give-up, standby,
+/// API silence), the wall clock for what the Leases say (warm-up counts from their acquireTime).
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    pub instant: Instant,
+    pub wall: Timestamp,
+}
+
+/// How long the role logic waits before it acts (flags of `kubelink agent`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delays {
+    /// How long a new slot holder gets no router traffic while shoots re-handshake with it.
+    pub warmup: Duration,
+    /// How long a gateway's node-local state may keep failing before the node gives its slot up.
+    pub give_up_after: Duration,
+    /// How long a node that gave a slot up takes no slot.
+    pub standby: Duration,
+    /// A holder that has not renewed for this long keeps forwarding, and says so.
+    pub renew_deadline: Duration,
+}
+
+/// What the node is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Routes shoot addresses to the gateway nodes.
+    Router,
+    /// Holds `slot`: the WireGuard device, the slot's key and address, SNAT.
+    Gateway { slot: u8, acquired: Option<Timestamp> },
+}
+
+impl Role {
+    pub fn slot(&self) -> Option<u8> {
+        match self {
+            Role::Router => None,
+            Role::Gateway { slot, .. } => Some(*slot),
+        }
+    }
+}
+
+/// Whether the last election round got an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiState {
+    Answering,
+    /// The watches may hang on a dead connection: they restart when the API server answers again.
+    Unreachable,
+}
+
+/// Whether this node may take a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eligibility {
+    Eligible,
+    /// It gave a slot up because it could not serve it, and takes no slot until then.
+    StandbyUntil(Instant),
+}
+
+/// How the gateway role's node-local state (device, routes, table) fares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayHealth {
+    Serving,
+    FailingSince(Instant),
+}
+
+/// The slot label on the node's own Pod, as this node last wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodLabel {
+    /// Not written since start: an earlier run may have left any value.
+    Unknown,
+    Absent,
+    Slot(u8),
+}
+
+impl PodLabel {
+    fn of(slot: Option<u8>) -> Self {
+        slot.map_or(PodLabel::Absent, PodLabel::Slot)
+    }
+}
+
+/// Whether a gateway device or nftables table may be on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leftovers {
+    /// This node was a gateway, or an earlier run may have left them.
+    Possible,
+    Removed,
+}
+
+/// Everything the role logic remembers between observations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoleState {
+    pub delays: Delays,
+    pub role: Role,
+    /// Every live gateway as of the last answered round, with when it took its slot.
+    pub live: Vec<LiveGateway>,
+    pub api: ApiState,
+    /// When the last election round got an answer.
+    pub last_answer: Option<Instant>,
+    pub eligibility: Eligibility,
+    pub health: GatewayHealth,
+    pub label: PodLabel,
+    pub leftovers: Leftovers,
+}
+
+impl RoleState {
+    /// A node at start: a router until a round says otherwise, with whatever an earlier run left.
+    pub fn new(delays: Delays) -> Self {
+        RoleState {
+            delays,
+            role: Role::Router,
+            live: vec![],
+            api: ApiState::Answering,
+            last_answer: None,
+            eligibility: Eligibility::Eligible,
+            health: GatewayHealth::Serving,
+            label: PodLabel::Unknown,
+            leftovers: Leftovers::Possible,
+        }
+    }
+}
+
+/// How a gateway pass's node-local setup went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setup {
+    Done,
+    /// The device, routes or table failed here: another node may do better.
+    NodeLocalFailure,
+    /// What every node would share failed (the SeedTunnel, the slot Secret): moving the slot cannot help.
+    SharedFailure,
+}
+
+/// What the node observed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observation {
+    /// The election tick (every retry period).
+    ElectionDue,
+    /// An election round got its answer.
+    Elected(Round),
+    /// The round failed or got no answer within the renew deadline. Roles change only on what a
+    /// successful read shows, so this changes none.
+    ApiUnreachable,
+    /// A data-plane pass is due (election tick, watch or netlink event) and the projection is complete.
+    PassDue,
+    GatewayApplied(Setup),
+    /// The router's routes are in place.
+    RoutesApplied,
+    PodLabelled {
+        slot: Option<u8>,
+    },
+    /// The gateway device and table were removed; `complete` is false when one of them failed.
+    GatewayRemoved {
+        complete: bool,
+    },
+}
+
+/// What the node has to do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Run an election round; without `acquire` it renews what it holds but takes no new slot.
+    Elect {
+        acquire: bool,
+    },
+    /// The API server answers again: restart the watches instead of waiting for stalled connections.
+    RestartWatches,
+    /// The node took `slot`: what the router applied must not be re-applied, and flows towards the
+    /// CIDR must be NATed afresh once the gateway is in place.
+    BecomeGateway {
+        slot: u8,
+    },
+    /// The node lost or gave up its slot: the same reset, the other way round.
+    BecomeRouter,
+    /// The holder could not renew within the renew deadline: it keeps forwarding, since tearing the
+    /// device down would cut every shoot off while nobody else can take the slot either.
+    HoldWithoutRenewal {
+        slot: u8,
+    },
+    /// Apply the gateway of `slot` (slot key, published endpoint, device, table, forwarding). While it
+    /// warms up, shoots without a live session are routed via `sessionless_via`, a warm gateway.
+    ApplyGateway {
+        slot: u8,
+        sessionless_via: Option<IpAddr>,
+    },
+    /// Apply the router's routes to these gateways (slot, node IP).
+    ApplyRouter {
+        gateways: Vec<(usize, IpAddr)>,
+    },
+    /// Remove the gateway device and nftables table (best effort).
+    RemoveGatewayState,
+    LabelPod {
+        slot: Option<u8>,
+    },
+    /// Release the slot's Lease at once, so that a healthy node takes it without waiting for expiry.
+    GiveUp {
+        slot: u8,
+        failing_for: Duration,
+    },
+}
+
+/// The next state and what to do, for `observation` made at `now`.
+pub fn step(state: RoleState, observation: Observation, now: Now) -> (RoleState, Vec<Action>) {
+    match observation {
+        Observation::ElectionDue => election_due(state, now),
+        Observation::Elected(round) => elected(state, &round, now),
+        Observation::ApiUnreachable => api_unreachable(state, now),
+        Observation::PassDue => pass_due(state, now),
+        Observation::GatewayApplied(setup) => gateway_applied(state, setup, now),
+        Observation::RoutesApplied => label_for(state, None),
+        Observation::PodLabelled { slot } => (RoleState { label: PodLabel::of(slot), ..state }, vec![]),
+        Observation::GatewayRemoved { complete } => {
+            let leftovers = if complete { Leftovers::Removed } else { state.leftovers };
+            (RoleState { leftovers, ..state }, vec![])
+        }
+    }
+}
+
+fn election_due(mut state: RoleState, now: Now) -> (RoleState, Vec<Action>) {
+    if matches!(state.eligibility, Eligibility::StandbyUntil(until) if now.instant >= until) {
+        state.eligibility = Eligibility::Eligible;
+    }
+    let acquire = state.eligibility == Eligibility::Eligible;
+    (state, vec![Action::Elect { acquire }])
+}
+
+fn elected(mut state: RoleState, round: &Round, now: Now) -> (RoleState, Vec<Action>) {
+    let mut actions = vec![];
+    if state.api == ApiState::Unreachable {
+        actions.push(Action::RestartWatches);
+    }
+    state.api = ApiState::Answering;
+    state.last_answer = Some(now.instant);
+    state.live = live_gateways(now.wall, &round.slots);
+    let role = role_after(round);
+    if role.slot() != state.role.slot() {
+        actions.push(role.slot().map_or(Action::BecomeRouter, |slot| Action::BecomeGateway { slot }));
+        // A failure count belongs to the slot it was counted for.
+        state.health = GatewayHealth::Serving;
+    }
+    state.role = role;
+    (state, actions)
+}
+
+/// The role a round leaves this node in.
+fn role_after(round: &Round) -> Role {
+    let Some(slot) = round.holding.and_then(|s| u8::try_from(s).ok()) else { return Role::Router };
+    let acquired = round.slots.get(usize::from(slot)).and_then(|l| l.as_ref()?.acquired);
+    Role::Gateway { slot, acquired }
+}
+
+fn api_unreachable(mut state: RoleState, now: Now) -> (RoleState, Vec<Action>) {
+    state.api = ApiState::Unreachable;
+    let deadline = state.delays.renew_deadline;
+    let stale = state.last_answer.is_none_or(|t| now.instant.saturating_duration_since(t) > deadline);
+    let actions = match state.role.slot() {
+        Some(slot) if stale => vec![Action::HoldWithoutRenewal { slot }],
+        _ => vec![],
+    };
+    (state, actions)
+}
+
+fn pass_due(mut state: RoleState, now: Now) -> (RoleState, Vec<Action>) {
+    match state.role {
+        Role::Gateway { slot, acquired } => {
+            state.leftovers = Leftovers::Possible;
+            let sessionless_via = warm_fallback(&state, slot, acquired, now);
+            (state, vec![Action::ApplyGateway { slot, sessionless_via }])
+        }
+        Role::Router => {
+            let mut actions = vec![];
+            if state.leftovers == Leftovers::Possible {
+                actions.push(Action::RemoveGatewayState);
+            }
+            actions.push(Action::ApplyRouter { gateways: routable(&state, now) });
+            (state, actions)
+        }
+    }
+}
+
+/// While this gateway warms up (the shoots have no sessions with it yet), the node IP of another
+/// gateway that has warmed up itself. Only warm gateways take traffic away, so two gateways cannot
+/// bounce a packet between them.
+fn warm_fallback(state: &RoleState, slot: u8, acquired: Option<Timestamp>, now: Now) -> Option<IpAddr> {
+    let warmup = state.delays.warmup;
+    let warming = acquired.is_some_and(|a| !warmed_up(a, warmup, now.wall));
+    if !warming {
+        return None;
+    }
+    let warm =
+        |g: &&LiveGateway| g.slot != usize::from(slot) && g.acquired.is_some_and(|a| warmed_up(a, warmup, now.wall));
+    state.live.iter().find(warm).and_then(|g| g.node_ip.as_ref()?.parse().ok())
+}
+
+/// The gateways routers send traffic to: warmed-up ones, or every live one when none has.
+fn routable(state: &RoleState, now: Now) -> Vec<(usize, IpAddr)> {
+    usable_gateways(now.wall, state.delays.warmup, &state.live)
+        .into_iter()
+        .filter_map(|g| Some((g.slot, g.node_ip?.parse().ok()?)))
+        .collect()
+}
+
+/// A gateway whose node-local state keeps failing cannot forward: after `give_up_after` it releases
+/// its slot, removes what it had and stands by. Shared failures do not count.
+fn gateway_applied(mut state: RoleState, setup: Setup, now: Now) -> (RoleState, Vec<Action>) {
+    let Role::Gateway { slot, .. } = state.role else { return (state, vec![]) };
+    let since = match (setup, state.health) {
+        (Setup::NodeLocalFailure, GatewayHealth::FailingSince(since)) => since,
+        (Setup::NodeLocalFailure, GatewayHealth::Serving) => now.instant,
+        (Setup::Done, _) => return label_for(RoleState { health: GatewayHealth::Serving, ..state }, Some(slot)),
+        (Setup::SharedFailure, _) => return (RoleState { health: GatewayHealth::Serving, ..state }, vec![]),
+    };
+    let failing_for = now.instant.saturating_duration_since(since);
+    if failing_for < state.delays.give_up_after {
+        state.health = GatewayHealth::FailingSince(since);
+        return (state, vec![]);
+    }
+    state.role = Role::Router;
+    state.health = GatewayHealth::Serving;
+    state.eligibility = Eligibility::StandbyUntil(now.instant + state.delays.standby);
+    (state, vec![Action::GiveUp { slot, failing_for }, Action::BecomeRouter, Action::RemoveGatewayState])
+}
+
+/// Labels the Pod with `slot` unless it already is.
+fn label_for(state: RoleState, slot: Option<u8>) -> (RoleState, Vec<Action>) {
+    if state.role.slot() != slot || state.label == PodLabel::of(slot) {
+        return (state, vec![]);
+    }
+    (state, vec![Action::LabelPod { slot }])
+}
+
+#[cfg(test)]
+mod tests;
