@@ -111,11 +111,17 @@ pub async fn write_record(
     Err(StoreError::Contended { what: format!("ShootState {key}"), attempts: MAX_ATTEMPTS })
 }
 
-/// The ShootState to write, or `None` when it already says what we want.
+/// The ShootState to write, or `None` when it already says what we want. An entry another seed
+/// wrote is not removed: after a control-plane migration the new seed's IPAM owns it, and the old
+/// one releasing its address must not erase the new one's record.
 fn next_state(current: Option<&ShootState>, key: &ShootKey, seed: &str, want: Option<&Recorded>) -> Option<ShootState> {
     match (current, want) {
         (None, None) => None,
         (Some(state), None) => {
+            let writer = state.entry(ENTRY_NAME).and_then(|e| e.data.get("seed")).and_then(|s| s.as_str());
+            if writer.is_some_and(|w| w != seed) {
+                return None;
+            }
             let mut next = state.clone();
             next.remove_entry(ENTRY_NAME).then_some(next)
         }
@@ -224,4 +230,38 @@ pub fn watch_allocations(seed: kube::Client, namespace: String) -> impl Stream<I
         let (seed, namespace) = (seed.clone(), namespace.clone());
         async move { list_allocations(&seed, &namespace).await }
     })
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+    use crate::keys::PrivateKey;
+
+    fn recorded() -> Recorded {
+        Recorded { address: "192.168.128.3".parse().unwrap(), public_key: PrivateKey::generate().public_key() }
+    }
+
+    #[test]
+    fn a_seed_removes_its_own_entry_but_not_one_another_seed_wrote() {
+        let key = ShootKey { namespace: "garden-p".into(), name: "a".into() };
+        let mut state = ShootState::for_shoot(&key);
+        state.set_entry(recorded().to_entry("seed-b"));
+        assert!(next_state(Some(&state), &key, "seed-a", None).is_none(), "seed-b's entry stays");
+        let removed = next_state(Some(&state), &key, "seed-b", None).expect("seed-b removes its own");
+        assert!(removed.entry(ENTRY_NAME).is_none());
+    }
+
+    #[test]
+    fn an_entry_without_a_writer_is_removed_and_a_new_one_replaces_any() {
+        let key = ShootKey { namespace: "garden-p".into(), name: "a".into() };
+        let mut state = ShootState::for_shoot(&key);
+        let mut entry = recorded().to_entry("seed-b");
+        entry.data.as_object_mut().unwrap().remove("seed");
+        state.set_entry(entry);
+        assert!(next_state(Some(&state), &key, "seed-a", None).is_some(), "no writer recorded: removed");
+        let rec = recorded();
+        let next = next_state(Some(&state), &key, "seed-a", Some(&rec)).unwrap();
+        assert_eq!(crate::record::read(&next).unwrap(), Some(rec));
+        assert_eq!(next.entry(ENTRY_NAME).unwrap().data["seed"], "seed-a");
+    }
 }
