@@ -16,10 +16,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use kubelink::agent::cluster::SLOT_LABEL;
 use kubelink_apiserver::ApiServer;
 use kubelink_apiserver::helm::{self, Downward, HelmError};
 use kubelink_apiserver::kinds::ResourceKind;
+use kubelink_ipam::contract::labels;
 use kubelink_tests::netns;
 use serde_json::{Value, json};
 
@@ -217,8 +217,12 @@ async fn each_slot_service_selects_the_slot_holder_among_the_agent_pods() {
         for slot in 0..slots {
             let svc = find(&objects, "Service", &format!("kubelink-gateway-{slot}"));
             let selector = svc["spec"]["selector"].as_object().unwrap();
-            assert_eq!(selector.get(SLOT_LABEL), Some(&json!(slot.to_string())), "slot {slot} selects its holder");
-            for (k, v) in selector.iter().filter(|(k, _)| *k != SLOT_LABEL) {
+            assert_eq!(
+                selector.get(labels::GATEWAY_SLOT),
+                Some(&json!(slot.to_string())),
+                "slot {slot} selects its holder"
+            );
+            for (k, v) in selector.iter().filter(|(k, _)| *k != labels::GATEWAY_SLOT) {
                 assert_eq!(pod_labels.get(k), Some(v), "the Service selects {k}={v}, which the agent Pods lack");
             }
             assert_eq!(svc["spec"]["type"], "LoadBalancer");

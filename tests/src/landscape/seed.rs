@@ -421,7 +421,7 @@ pub fn spawn_ipam(garden: kube::Client, seed: kube::Client, slots: u8) -> tokio:
 pub(crate) async fn shoot_secret_files(seed: &kube::Client, name: &str) -> Option<BTreeMap<String, String>> {
     let ns = format!("shoot--{}--{name}", fixtures::PROJECT_NS.trim_start_matches("garden-"));
     let secrets: Api<Secret> = Api::namespaced(seed.clone(), &ns);
-    let delivered = secrets.get_opt(kubelink_ipam::managed::SECRET_NAME).await.ok()??;
+    let delivered = secrets.get_opt(kubelink_ipam::contract::names::MANAGED_RESOURCE_SECRET).await.ok()??;
     let data = kubelink_ipam::managed::shoot_data_of(&delivered)?;
     Some(data.into_iter().filter_map(|(k, v)| Some((k, String::from_utf8(v.0).ok()?))).collect())
 }
