@@ -9,6 +9,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use kubelink_tests::skip::skip;
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -69,8 +71,7 @@ fn the_runtime_stage_installs_exactly_the_packages_of_the_runtime_tools() {
     }
     if !missing.is_empty() {
         let msg = format!("{missing:?} not installed here, or not from a Debian package (scripts/deps installs them)");
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
-        println!("SKIPPED the_runtime_stage_installs_exactly_the_packages_of_the_runtime_tools: {msg}");
+        skip("the_runtime_stage_installs_exactly_the_packages_of_the_runtime_tools", &msg);
         return;
     }
     let have = runtime_packages(&dockerfile);
