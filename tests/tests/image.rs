@@ -91,7 +91,9 @@ fn the_dockerfile_builds_the_workspace_rust_version_and_the_charts_default_image
     assert_eq!(from.len(), 2, "a builder and a runtime stage: {from:?}");
     assert!(from[0].starts_with(&format!("rust:{rust_version}-")), "builder {:?} is not Rust {rust_version}", from[0]);
     assert!(from[1].starts_with("debian:bookworm-slim"), "runtime {:?}", from[1]);
-    assert!(dockerfile.contains("cargo build --release --locked -p kubelink --bin kubelink"));
+    assert!(dockerfile.contains("cargo build --profile dist --locked -p kubelink --bin kubelink"));
+    let dist = manifest.split("[profile.dist]").nth(1).expect("a dist profile in the workspace Cargo.toml");
+    assert!(dist.contains("strip = true"), "the shipped binary is stripped");
 
     // The chart's default image is what the documented build command tags.
     let values: serde_json::Value =
