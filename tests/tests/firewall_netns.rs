@@ -15,11 +15,19 @@ fn spec() -> FirewallSpec {
     }
 }
 
-/// One `ensure` with a fresh table state (as after a restart): whether it wrote.
+fn spec6() -> FirewallSpec {
+    FirewallSpec { cidr: "fd00:128::/64".parse().unwrap(), snat_to: "fd00:128::1".parse().unwrap(), ..spec() }
+}
+
+/// One `ensure` of `spec()` with a fresh table state (as after a restart): whether it wrote.
 fn ensure_in(ns: &Netns) -> bool {
-    let run = || {
+    ensure_spec_in(ns, spec())
+}
+
+fn ensure_spec_in(ns: &Netns, spec: FirewallSpec) -> bool {
+    let run = move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(FirewallTable::new(Arc::new(Nft)).ensure(&spec())).map_err(|e| e.to_string())
+        rt.block_on(FirewallTable::new(Arc::new(Nft)).ensure(&spec)).map_err(|e| e.to_string())
     };
     ns.run_in(run).unwrap().unwrap()
 }
@@ -43,4 +51,7 @@ fn a_hand_edited_rule_is_repaired() {
     assert!(ensure_in(&ns), "the deleted MSS rules are found");
     assert!(!ensure_in(&ns), "repaired");
     assert_eq!(ns.sh(&["nft", "list table inet kubelink"]).unwrap().matches("maxseg size set rt mtu").count(), 2);
+
+    assert!(ensure_spec_in(&ns, spec6()), "IPv6: the table is replaced");
+    assert!(!ensure_spec_in(&ns, spec6()), "IPv6: the kernel's listing equals the desired ruleset too");
 }

@@ -20,6 +20,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
 use kube::api::PostParams;
 use kubelink_apiserver::{ApiServer, Options, fixtures, helm};
+use kubelink_ipam::contract::{Slot, names};
 use kubelink_ipam::controller::{Config, Controller};
 use serde_json::json;
 
@@ -295,10 +296,10 @@ impl SeedLandscape {
     pub async fn holders(&self) -> BTreeMap<usize, String> {
         let leases: Api<Lease> = Api::namespaced(self.server.client(), AGENT_NS);
         let mut out = BTreeMap::new();
-        for slot in 0..self.slots {
-            let lease = leases.get_opt(&format!("kubelink-gateway-{slot}")).await.ok().flatten();
+        for slot in Slot::ALL.into_iter().take(self.slots) {
+            let lease = leases.get_opt(&names::gateway(slot)).await.ok().flatten();
             if let Some(holder) = lease.and_then(|l| l.spec?.holder_identity) {
-                out.insert(slot, holder);
+                out.insert(slot.index(), holder);
             }
         }
         out
