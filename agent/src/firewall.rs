@@ -249,15 +249,34 @@ async fn nft_script(script: &str) -> Result<(), FirewallError> {
     }
 }
 
-/// Whether the table exists (blocking; for the agent's rare gateway-state removal).
+/// Whether the table exists, for the agent's rare gateway-state removal (a synchronous caller: on a
+/// multi-threaded runtime the wait is announced with `block_in_place`, so other tasks move on).
 pub fn list() -> Option<String> {
-    let out =
-        Command::new(crate::tools::NFT).args(["list", "table", "inet", TABLE]).stderr(Stdio::null()).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    off_runtime(|| {
+        let out = Command::new(crate::tools::NFT)
+            .args(["list", "table", "inet", TABLE])
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    })
 }
 
-/// Deletes the table if it exists (blocking; for the agent's rare gateway-state removal).
+/// Deletes the table if it exists; for synchronous callers, like [`list`].
 pub fn remove() -> Result<(), FirewallError> {
+    off_runtime(remove_blocking)
+}
+
+/// Runs blocking `f` without holding up the runtime's other tasks where the runtime allows it.
+fn off_runtime<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+fn remove_blocking() -> Result<(), FirewallError> {
     let mut child = Command::new(crate::tools::NFT)
         .args(["-f", "-"])
         .stdin(Stdio::piped())
