@@ -24,7 +24,7 @@ pub enum ConfigError {
 }
 
 /// WireGuard's usual MTU: a 1500-byte underlay minus 80 bytes of IPv6 transport overhead.
-pub const DEFAULT_MTU: u32 = 1420;
+pub const DEFAULT_MTU: u32 = kubelink_ipam::contract::defaults::MTU;
 
 /// The one MTU rule, for the standalone file, the agent's `--mtu` and the sidecar's `mtu`: the tunnel
 /// carries IPv6, which needs at least 1280; the largest is what an IP length field allows.

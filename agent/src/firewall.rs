@@ -1,15 +1,24 @@
 //! The gateway's nftables: one table, `inet kubelink`, owned entirely by kubelink and replaced
 //! atomically (one `nft -f` transaction). It source-NATs seed traffic entering the WireGuard device to
 //! the slot's tunnel address (so each shoot answers to the gateway it came through) and clamps TCP MSS
-//! to the route MTU in both directions. The ruleset is rendered purely; a hash in the table's comment
-//! tells whether the kernel already has exactly this ruleset.
+//! to the route MTU in both directions.
+//!
+//! The table is current when the kernel's listing (`nft -j list table`, handles dropped) equals the
+//! desired ruleset, so a rule edited or deleted by hand is put back on the next pass. Should an nft
+//! version report our rules in another normal form, the form read back right after our own write is
+//! accepted too (one rewrite per start at most, never a rewrite every pass). The I/O sits behind
+//! [`Firewall`]: [`Nft`] runs `nft` as a child process without blocking the async runtime, and
+//! [`FakeFirewall`] keeps the table in memory for unit tests.
 
-use std::hash::{Hash, Hasher};
-use std::io::Write;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 
+use async_trait::async_trait;
 use ipnet::IpNet;
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
 
 pub const TABLE: &str = "kubelink";
 
@@ -30,52 +39,244 @@ pub enum FirewallError {
     Spawn(std::io::Error),
     #[error("nft rejected the kubelink table: {0}")]
     Rejected(String),
+    #[error("nft -j list table inet {TABLE}: {0}")]
+    Listing(String),
 }
 
 /// The whole table as one atomic nft script (create-if-missing, delete, define).
 pub fn render(spec: &FirewallSpec) -> String {
-    let family = if spec.cidr.addr().is_ipv4() { "ip" } else { "ip6" };
+    let family = family(spec);
     let (dev, cidr, to) = (&spec.device, spec.cidr, spec.snat_to);
     format!(
-        "table inet {TABLE} {{}}\ndelete table inet {TABLE}\ntable inet {TABLE} {{\n  comment \"{hash}\"\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname \"{dev}\" {family} daddr {cidr} {family} saddr != {to} snat {family} to {to}\n  }}\n  chain forward {{\n    type filter hook forward priority mangle; policy accept;\n    oifname \"{dev}\" tcp flags syn tcp option maxseg size set rt mtu\n    iifname \"{dev}\" tcp flags syn tcp option maxseg size set rt mtu\n  }}\n}}\n",
-        hash = fingerprint(spec)
+        "table inet {TABLE} {{}}\ndelete table inet {TABLE}\ntable inet {TABLE} {{\n  comment \"managed by kubelink\"\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname \"{dev}\" {family} daddr {cidr} {family} saddr != {to} snat {family} to {to}\n  }}\n  chain forward {{\n    type filter hook forward priority mangle; policy accept;\n    oifname \"{dev}\" tcp flags syn tcp option maxseg size set rt mtu\n    iifname \"{dev}\" tcp flags syn tcp option maxseg size set rt mtu\n  }}\n}}\n"
     )
 }
 
-/// A stable fingerprint of the spec, stored as the table's comment.
-pub fn fingerprint(spec: &FirewallSpec) -> String {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    spec.hash(&mut h);
-    format!("kubelink {:016x}", h.finish())
+fn family(spec: &FirewallSpec) -> &'static str {
+    if spec.cidr.addr().is_ipv4() { "ip" } else { "ip6" }
 }
 
-/// Whether `listing` (output of `nft list table inet kubelink`) is the table for `spec`.
-pub fn is_current(listing: &str, spec: &FirewallSpec) -> bool {
-    listing.contains(&format!("comment \"{}\"", fingerprint(spec)))
+/// A table as comparable data: each chain's definition and each chain's rules in order, every object
+/// as canonical JSON (keys sorted, handles dropped). `Debug` shows it for a diff in a log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ruleset {
+    pub chains: BTreeSet<String>,
+    pub rules: BTreeMap<String, Vec<String>>,
 }
 
-/// Makes the kernel's table match `spec`; returns whether it had to write.
-pub fn ensure(spec: &FirewallSpec) -> Result<bool, FirewallError> {
-    if is_current(&list().unwrap_or_default(), spec) {
-        return Ok(false);
+impl Ruleset {
+    /// From the objects of `nft -j list table` (metainfo and the table object are skipped).
+    pub fn from_listing(listing: &Value) -> Result<Ruleset, FirewallError> {
+        let objects =
+            listing["nftables"].as_array().ok_or_else(|| FirewallError::Listing("no nftables array".into()))?;
+        let mut set = Ruleset::default();
+        for object in objects {
+            if let Some(chain) = object.get("chain") {
+                set.chains.insert(canonical(chain));
+            } else if let Some(rule) = object.get("rule") {
+                let chain = rule["chain"].as_str().unwrap_or_default().to_string();
+                set.rules.entry(chain).or_default().push(canonical(rule));
+            }
+        }
+        Ok(set)
     }
-    nft_script(&render(spec))?;
-    Ok(true)
+
+    /// What differs from `want`, one line per object, for the log of a repair.
+    pub fn diff(&self, want: &Ruleset) -> Vec<String> {
+        let mut out: Vec<String> = want.chains.difference(&self.chains).map(|c| format!("missing chain {c}")).collect();
+        out.extend(self.chains.difference(&want.chains).map(|c| format!("unexpected chain {c}")));
+        let names: BTreeSet<&String> = want.rules.keys().chain(self.rules.keys()).collect();
+        for name in names {
+            let (w, h) = (want.rules.get(name), self.rules.get(name));
+            if w != h {
+                out.push(format!("chain {name}: want {w:?}, kernel has {h:?}"));
+            }
+        }
+        out
+    }
 }
 
-/// Deletes the table if it exists.
-pub fn remove() -> Result<(), FirewallError> {
-    nft_script(&format!("table inet {TABLE} {{}}\ndelete table inet {TABLE}\n"))
+/// `v` as JSON with object keys sorted and `handle` dropped: nft numbers objects per write.
+fn canonical(v: &Value) -> String {
+    fn strip(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let sorted: BTreeMap<&String, Value> =
+                    m.iter().filter(|(k, _)| k.as_str() != "handle").map(|(k, v)| (k, strip(v))).collect();
+                Value::Object(sorted.into_iter().map(|(k, v)| (k.clone(), v)).collect())
+            }
+            Value::Array(a) => Value::Array(a.iter().map(strip).collect()),
+            other => other.clone(),
+        }
+    }
+    strip(v).to_string()
 }
 
-/// The current table, `None` when absent.
+/// The ruleset [`render`] gives, as `nft -j list` (nftables 1.0) reports it.
+pub fn desired(spec: &FirewallSpec) -> Ruleset {
+    let chain = |name: &str, kind: &str, prio: i32| json!({"family": "inet", "table": TABLE, "name": name, "type": kind, "hook": name, "prio": prio, "policy": "accept"});
+    let rule = |chain: &str, expr: Value| json!({"family": "inet", "table": TABLE, "chain": chain, "expr": expr});
+    let iface = |key: &str| json!({"match": {"op": "==", "left": {"meta": {"key": key}}, "right": spec.device}});
+    let (fam, to) = (family(spec), spec.snat_to.to_string());
+    let daddr = json!({"prefix": {"addr": spec.cidr.network().to_string(), "len": spec.cidr.prefix_len()}});
+    let payload = |field: &str| json!({"payload": {"protocol": fam, "field": field}});
+    let snat = rule(
+        "postrouting",
+        json!([iface("oifname"), {"match": {"op": "==", "left": payload("daddr"), "right": daddr}},
+               {"match": {"op": "!=", "left": payload("saddr"), "right": to}}, {"snat": {"family": fam, "addr": to}}]),
+    );
+    let clamp = |key: &str| {
+        let syn =
+            json!({"match": {"op": "in", "left": {"payload": {"protocol": "tcp", "field": "flags"}}, "right": "syn"}});
+        let mss = json!({"mangle": {"key": {"tcp option": {"name": "maxseg", "field": "size"}}, "value": {"rt": {"key": "mtu"}}}});
+        canonical(&rule("forward", json!([iface(key), syn, mss])))
+    };
+    Ruleset {
+        // srcnat is priority 100, mangle -150.
+        chains: [canonical(&chain("postrouting", "nat", 100)), canonical(&chain("forward", "filter", -150))].into(),
+        rules: [
+            ("postrouting".to_string(), vec![canonical(&snat)]),
+            ("forward".to_string(), vec![clamp("oifname"), clamp("iifname")]),
+        ]
+        .into(),
+    }
+}
+
+/// The kernel side of the table. Implementations must not block the async runtime.
+#[async_trait]
+pub trait Firewall: Send + Sync {
+    /// The table as the kernel has it; `None` when there is none.
+    async fn read(&self) -> Result<Option<Ruleset>, FirewallError>;
+    /// Replaces the table with `spec`'s in one transaction.
+    async fn write(&self, spec: &FirewallSpec) -> Result<(), FirewallError>;
+    /// Deletes the table if it exists.
+    async fn remove(&self) -> Result<(), FirewallError>;
+}
+
+/// Keeps the kernel's table equal to a spec: reads, compares, rewrites on any difference.
+pub struct FirewallTable {
+    io: Arc<dyn Firewall>,
+    /// The spec last written and the kernel's form of it read right after the write.
+    written: Mutex<Option<(FirewallSpec, Ruleset)>>,
+}
+
+impl FirewallTable {
+    pub fn new(io: Arc<dyn Firewall>) -> Self {
+        Self { io, written: Mutex::new(None) }
+    }
+
+    /// Makes the kernel's table match `spec`; returns whether it had to write.
+    pub async fn ensure(&self, spec: &FirewallSpec) -> Result<bool, FirewallError> {
+        let want = desired(spec);
+        let have = self.io.read().await?;
+        if have.as_ref().is_some_and(|h| *h == want || self.is_our_write(spec, h)) {
+            return Ok(false);
+        }
+        if let Some(h) = &have {
+            tracing::warn!(table = TABLE, changes = ?h.diff(&want), "nftables table differs; rewriting it");
+        }
+        self.io.write(spec).await?;
+        let back = self.io.read().await?.unwrap_or_default();
+        if back != want {
+            tracing::debug!(changes = ?back.diff(&want), "nft reports the table in another form; accepting it");
+        }
+        *self.written.lock().unwrap_or_else(|e| e.into_inner()) = Some((spec.clone(), back));
+        Ok(true)
+    }
+
+    fn is_our_write(&self, spec: &FirewallSpec, have: &Ruleset) -> bool {
+        let written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        written.as_ref().is_some_and(|(s, form)| s == spec && form == have)
+    }
+
+    /// Deletes the table if it exists.
+    pub async fn remove(&self) -> Result<(), FirewallError> {
+        *self.written.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.io.remove().await
+    }
+}
+
+/// The real table, through the `nft` tool run as a child process (tokio::process: the runtime's
+/// threads never wait for it).
+pub struct Nft;
+
+#[async_trait]
+impl Firewall for Nft {
+    async fn read(&self) -> Result<Option<Ruleset>, FirewallError> {
+        let out = tokio::process::Command::new(crate::tools::NFT)
+            .args(["-j", "list", "table", "inet", TABLE])
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(FirewallError::Spawn)?;
+        if !out.status.success() {
+            // No such table (or no nftables in the kernel): there is nothing of ours.
+            return Ok(None);
+        }
+        let listing: Value = serde_json::from_slice(&out.stdout).map_err(|e| FirewallError::Listing(e.to_string()))?;
+        Ruleset::from_listing(&listing).map(Some)
+    }
+
+    async fn write(&self, spec: &FirewallSpec) -> Result<(), FirewallError> {
+        nft_script(&render(spec)).await
+    }
+
+    async fn remove(&self) -> Result<(), FirewallError> {
+        nft_script(&remove_script()).await
+    }
+}
+
+fn remove_script() -> String {
+    format!("table inet {TABLE} {{}}\ndelete table inet {TABLE}\n")
+}
+
+async fn nft_script(script: &str) -> Result<(), FirewallError> {
+    let mut child = tokio::process::Command::new(crate::tools::NFT)
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(FirewallError::Spawn)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(script.as_bytes()).await.map_err(FirewallError::Spawn)?;
+    }
+    let out = child.wait_with_output().await.map_err(FirewallError::Spawn)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(FirewallError::Rejected(String::from_utf8_lossy(&out.stderr).into_owned()))
+    }
+}
+
+/// Whether the table exists, for the agent's rare gateway-state removal (a synchronous caller: on a
+/// multi-threaded runtime the wait is announced with `block_in_place`, so other tasks move on).
 pub fn list() -> Option<String> {
-    let out =
-        Command::new(crate::tools::NFT).args(["list", "table", "inet", TABLE]).stderr(Stdio::null()).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    off_runtime(|| {
+        let out = Command::new(crate::tools::NFT)
+            .args(["list", "table", "inet", TABLE])
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    })
 }
 
-fn nft_script(script: &str) -> Result<(), FirewallError> {
+/// Deletes the table if it exists; for synchronous callers, like [`list`].
+pub fn remove() -> Result<(), FirewallError> {
+    off_runtime(remove_blocking)
+}
+
+/// Runs blocking `f` without holding up the runtime's other tasks where the runtime allows it.
+fn off_runtime<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+fn remove_blocking() -> Result<(), FirewallError> {
     let mut child = Command::new(crate::tools::NFT)
         .args(["-f", "-"])
         .stdin(Stdio::piped())
@@ -84,13 +285,56 @@ fn nft_script(script: &str) -> Result<(), FirewallError> {
         .spawn()
         .map_err(FirewallError::Spawn)?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(script.as_bytes()).map_err(FirewallError::Spawn)?;
+        std::io::Write::write_all(&mut stdin, remove_script().as_bytes()).map_err(FirewallError::Spawn)?;
     }
     let out = child.wait_with_output().map_err(FirewallError::Spawn)?;
     if out.status.success() {
         Ok(())
     } else {
         Err(FirewallError::Rejected(String::from_utf8_lossy(&out.stderr).into_owned()))
+    }
+}
+
+/// An in-memory table for unit tests: a write stores [`desired`], [`FakeFirewall::edit`] plays the
+/// person with `nft` in hand.
+#[derive(Default)]
+pub struct FakeFirewall {
+    table: Mutex<Option<Ruleset>>,
+    writes: std::sync::atomic::AtomicUsize,
+}
+
+impl FakeFirewall {
+    /// Changes the table as a hand edit would.
+    pub fn edit(&self, f: impl FnOnce(&mut Ruleset)) {
+        if let Some(t) = self.table.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            f(t);
+        }
+    }
+
+    pub fn writes(&self) -> usize {
+        self.writes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn table(&self) -> Option<Ruleset> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+#[async_trait]
+impl Firewall for FakeFirewall {
+    async fn read(&self) -> Result<Option<Ruleset>, FirewallError> {
+        Ok(self.table())
+    }
+
+    async fn write(&self, spec: &FirewallSpec) -> Result<(), FirewallError> {
+        self.writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        *self.table.lock().unwrap_or_else(|e| e.into_inner()) = Some(desired(spec));
+        Ok(())
+    }
+
+    async fn remove(&self) -> Result<(), FirewallError> {
+        *self.table.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        Ok(())
     }
 }
 
@@ -143,12 +387,80 @@ mod tests {
         assert!(render(&s).contains("ip6 daddr fd00:128::/64 ip6 saddr != fd00:128::1 snat ip6 to fd00:128::1"));
     }
 
+    /// `nft -j list table inet kubelink` of nftables 1.0.6 after `render(&spec())`.
+    const LISTING: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"table": {"family": "inet", "name": "kubelink", "handle": 1}}, {"chain": {"family": "inet", "table": "kubelink", "name": "postrouting", "handle": 1, "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}}, {"chain": {"family": "inet", "table": "kubelink", "name": "forward", "handle": 2, "type": "filter", "hook": "forward", "prio": -150, "policy": "accept"}}, {"rule": {"family": "inet", "table": "kubelink", "chain": "postrouting", "handle": 3, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "kubelink0"}}, {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": {"prefix": {"addr": "192.168.128.0", "len": 22}}}}, {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "192.168.128.1"}}, {"snat": {"family": "ip", "addr": "192.168.128.1"}}]}}, {"rule": {"family": "inet", "table": "kubelink", "chain": "forward", "handle": 4, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "kubelink0"}}, {"match": {"op": "in", "left": {"payload": {"protocol": "tcp", "field": "flags"}}, "right": "syn"}}, {"mangle": {"key": {"tcp option": {"name": "maxseg", "field": "size"}}, "value": {"rt": {"key": "mtu"}}}}]}}, {"rule": {"family": "inet", "table": "kubelink", "chain": "forward", "handle": 5, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "kubelink0"}}, {"match": {"op": "in", "left": {"payload": {"protocol": "tcp", "field": "flags"}}, "right": "syn"}}, {"mangle": {"key": {"tcp option": {"name": "maxseg", "field": "size"}}, "value": {"rt": {"key": "mtu"}}}}]}}]}"#;
+
     #[test]
-    fn fingerprint_tells_current_from_stale() {
-        let listing = format!("table inet kubelink {{\n\tcomment \"{}\"\n}}", fingerprint(&spec()));
-        assert!(is_current(&listing, &spec()));
+    fn the_kernel_listing_of_the_rendered_table_is_the_desired_ruleset() {
+        let have = Ruleset::from_listing(&serde_json::from_str(LISTING).unwrap()).unwrap();
+        assert_eq!(have.diff(&desired(&spec())), Vec::<String>::new());
+        assert_eq!(have, desired(&spec()));
         let other = FirewallSpec { snat_to: "192.168.128.2".parse().unwrap(), ..spec() };
-        assert!(!is_current(&listing, &other));
-        assert!(!is_current("", &spec()));
+        assert_ne!(have, desired(&other));
+    }
+
+    fn table() -> (Arc<FakeFirewall>, FirewallTable) {
+        let fake = Arc::new(FakeFirewall::default());
+        (fake.clone(), FirewallTable::new(fake))
+    }
+
+    #[tokio::test]
+    async fn a_current_table_is_left_alone() {
+        let (fake, table) = table();
+        assert!(table.ensure(&spec()).await.unwrap(), "absent: written");
+        assert!(!table.ensure(&spec()).await.unwrap(), "current: not written again");
+        assert_eq!(fake.writes(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_hand_edited_rule_is_repaired() {
+        let (fake, table) = table();
+        table.ensure(&spec()).await.unwrap();
+        fake.edit(|t| _ = t.rules.get_mut("forward").unwrap().pop());
+        assert!(table.ensure(&spec()).await.unwrap(), "a deleted rule is put back");
+        fake.edit(|t| t.rules.get_mut("postrouting").unwrap()[0] = "accept".into());
+        assert!(table.ensure(&spec()).await.unwrap(), "a changed rule is put back");
+        assert_eq!(fake.table(), Some(desired(&spec())));
+        assert_eq!(fake.writes(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_new_spec_rewrites_and_remove_forgets() {
+        let (fake, table) = table();
+        table.ensure(&spec()).await.unwrap();
+        let other = FirewallSpec { snat_to: "192.168.128.2".parse().unwrap(), ..spec() };
+        assert!(table.ensure(&other).await.unwrap());
+        table.remove().await.unwrap();
+        assert_eq!(fake.table(), None);
+        assert!(table.ensure(&other).await.unwrap(), "removed: written again");
+    }
+
+    /// An nft that reports our rules in another normal form: accepted after our own write, so no
+    /// rewrite every pass; a later edit still differs from that form and is repaired.
+    #[tokio::test]
+    async fn another_normal_form_is_accepted_once_written() {
+        struct Shifted(FakeFirewall);
+        #[async_trait]
+        impl Firewall for Shifted {
+            async fn read(&self) -> Result<Option<Ruleset>, FirewallError> {
+                Ok(self.0.table().map(|mut t| {
+                    t.chains.insert("{\"reported\":\"differently\"}".into());
+                    t
+                }))
+            }
+            async fn write(&self, spec: &FirewallSpec) -> Result<(), FirewallError> {
+                self.0.write(spec).await
+            }
+            async fn remove(&self) -> Result<(), FirewallError> {
+                self.0.remove().await
+            }
+        }
+        let io = Arc::new(Shifted(FakeFirewall::default()));
+        let table = FirewallTable::new(io.clone());
+        assert!(table.ensure(&spec()).await.unwrap());
+        assert!(!table.ensure(&spec()).await.unwrap());
+        io.0.edit(|t| _ = t.rules.remove("forward"));
+        assert!(table.ensure(&spec()).await.unwrap());
+        assert_eq!(io.0.writes(), 2);
     }
 }

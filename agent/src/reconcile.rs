@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use kubelink_ipam::keys::PublicKey;
 
 use crate::config::{Desired, RouteSpec};
+use crate::firewall::{Firewall, FirewallTable, Nft};
 use crate::link::{Link, LinkError};
 use crate::route::{self, Route, RouteError, Routes};
 use crate::wg::{self, WgBackend, WgError};
@@ -54,6 +55,7 @@ pub struct Reconciler {
     pub link: Link,
     pub routes: Routes,
     pub wg: Arc<dyn WgBackend>,
+    pub firewall: FirewallTable,
     /// When each dialled peer was last kicked, so a dead one is retried every REKEY_TIMEOUT, not
     /// every pass.
     kicks: Mutex<HashMap<PublicKey, Instant>>,
@@ -64,14 +66,19 @@ const KICK_EVERY: Duration = Duration::from_secs(5);
 
 impl Reconciler {
     pub fn new(link: Link, routes: Routes, wg: Arc<dyn WgBackend>) -> Self {
-        Self { link, routes, wg, kicks: Mutex::new(HashMap::new()) }
+        Self { link, routes, wg, firewall: FirewallTable::new(Arc::new(Nft)), kicks: Mutex::new(HashMap::new()) }
+    }
+
+    /// The same with another firewall backend (a fake in tests).
+    pub fn with_firewall(self, io: Arc<dyn Firewall>) -> Self {
+        Self { firewall: FirewallTable::new(io), ..self }
     }
 
     pub async fn reconcile(&self, desired: &Desired) -> Result<Outcome, ReconcileError> {
         let mut outcome = Outcome { device_changes: self.reconcile_device(desired).await?, ..Outcome::default() };
         (outcome.routes_replaced, outcome.routes_removed) = self.reconcile_routes(&desired.routes).await?;
         if let Some(fw) = &desired.firewall {
-            outcome.firewall_written = crate::firewall::ensure(fw)?;
+            outcome.firewall_written = self.firewall.ensure(fw).await?;
         }
         Ok(outcome)
     }
@@ -151,7 +158,7 @@ impl Reconciler {
             Err(e) => errors.push(e.to_string()),
         }
         if desired.firewall.is_some()
-            && let Err(e) = crate::firewall::remove()
+            && let Err(e) = self.firewall.remove().await
         {
             errors.push(e.to_string());
         }

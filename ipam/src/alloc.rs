@@ -8,8 +8,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
+use crate::contract::Slot;
+
 /// How many gateway slots have a reserved address.
-pub const GATEWAY_SLOTS: u8 = 2;
+pub const GATEWAY_SLOTS: u8 = Slot::MAX;
 
 /// One address range to allocate from, as offsets from its network address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,9 +69,10 @@ impl Pool {
         offset <= u128::from(GATEWAY_SLOTS) || (self.cidr.addr().is_ipv4() && offset == self.last_offset())
     }
 
-    /// The address of gateway slot `slot` (0 or 1).
-    pub fn slot_address(&self, slot: u8) -> Option<IpAddr> {
-        (slot < GATEWAY_SLOTS && u128::from(slot) < self.last_offset()).then(|| self.at(u128::from(slot) + 1))
+    /// The address of gateway slot `slot`: the slot's number plus one. `None` when the range is too small.
+    pub fn slot_address(&self, slot: Slot) -> Option<IpAddr> {
+        let offset = u128::from(slot.number()) + 1;
+        (offset <= self.last_offset()).then(|| self.at(offset))
     }
 
     /// Inside the range and not reserved.
@@ -138,8 +141,9 @@ mod tests {
         assert_eq!(p.first_free(&set(&[])).unwrap().to_string(), "192.168.128.3");
         assert_eq!(p.first_free(&set(&["192.168.128.3", "192.168.128.4"])).unwrap().to_string(), "192.168.128.5");
         assert_eq!(p.first_free(&set(&["192.168.128.4"])).unwrap().to_string(), "192.168.128.3", "lowest first");
-        assert_eq!(p.slot_address(0).unwrap().to_string(), "192.168.128.1");
-        assert_eq!(p.slot_address(1).unwrap().to_string(), "192.168.128.2");
+        let [s0, s1] = Slot::ALL;
+        assert_eq!(p.slot_address(s0).unwrap().to_string(), "192.168.128.1");
+        assert_eq!(p.slot_address(s1).unwrap().to_string(), "192.168.128.2");
         assert_eq!(p.capacity(), 1024 - 4);
     }
 

@@ -15,14 +15,15 @@ use kube::api::{Api, ListParams};
 use kube::runtime::{WatchStreamExt, watcher};
 
 use crate::alloc::Pool;
+use crate::contract::{Slot, labels, names};
 use crate::decode::{self, Raw, Skipped};
 use crate::error::IpamError;
 use crate::gardener::{Seed, Shoot, ShootKey, ShootState};
 use crate::keys::PrivateKey;
-use crate::managed::{self, ManagedResource};
+use crate::managed::ManagedResource;
 use crate::projection::{SeedTunnel, ShootPeer};
 use crate::record::{self, Recorded};
-use crate::secret::{self, Gateway, MANAGED_BY, MANAGED_BY_LABEL, SHOOT_SECRET_NAME};
+use crate::secret::{self, Gateway};
 use crate::seed_objects;
 use crate::status::{self, Condition};
 use crate::store::{self, StoreError};
@@ -249,8 +250,7 @@ impl Controller {
             .filter(|s| s.value.pointer("/spec/seedName") == Some(&self.cfg.seed.as_str().into()));
         let (shoots, mut skipped) = decode::split(ours);
         let mut shoots: BTreeMap<ShootKey, Shoot> = shoots.into_iter().map(|s| (s.key(), s)).collect();
-        let key_of =
-            |s: &Skipped| ShootKey { namespace: s.namespace.clone().unwrap_or_default(), name: s.name.clone() };
+        let key_of = |s: &Skipped| ShootKey::new(s.namespace.clone().unwrap_or_default(), &s.name);
         let mut held: BTreeSet<ShootKey> = skipped.iter().map(key_of).collect();
         let mut problems = Vec::new();
         let mut keys: BTreeSet<ShootKey> = shoots.keys().cloned().collect();
@@ -259,7 +259,7 @@ impl Controller {
         held.extend(bad_states.iter().map(key_of));
         skipped.extend(bad_states);
         shoots.retain(|k, _| !held.contains(k));
-        let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY}");
+        let selector = format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_IPAM);
         let labelled = ListParams::default().labels(&selector);
         let secrets = Api::<Secret>::all(self.seed.clone()).list(&labelled).await?;
         let secrets = secrets
@@ -458,8 +458,8 @@ impl Controller {
     async fn gateways(&self, pool: Pool, problems: &mut Vec<String>) -> Result<Vec<Gateway>, StoreError> {
         let api = Api::<Secret>::namespaced(self.seed.clone(), &self.cfg.namespace);
         let mut out = Vec::new();
-        for slot in 0..self.cfg.slots {
-            let published = seed_objects::ensure_slot_secret(&api, &secret::gateway_secret_name(slot)).await?;
+        for slot in Slot::first(self.cfg.slots) {
+            let published = seed_objects::ensure_slot_secret(&api, &names::gateway(slot)).await?;
             let (gateway, mut p) = secret::gateway_from(slot, pool.slot_address(slot), Some(&published));
             problems.append(&mut p);
             out.push(gateway);
@@ -486,12 +486,12 @@ impl Controller {
         let mut m = Mirrored::default();
         match address {
             Some(address) => {
-                let existing = listed(SHOOT_SECRET_NAME);
+                let existing = listed(names::SHOOT_SECRET);
                 let (private, wrote) =
                     self.write_shoot_secret(&secrets, &namespace, existing, address, gateways, &mut m.problems).await?;
                 m.writes += usize::from(wrote);
                 let data = secret::shoot_secret_data(&private, address, gateways);
-                let mr = (listed(managed::SECRET_NAME), snap.managed.get(&namespace));
+                let mr = (listed(names::MANAGED_RESOURCE_SECRET), snap.managed.get(&namespace));
                 m.writes += seed_objects::write_managed(&secrets, &resources, &namespace, mr, &data).await?;
                 let want = Recorded { address: address.addr(), public_key: private.public_key() };
                 if snap.recorded.get(&key) != Some(&want) {
@@ -505,10 +505,10 @@ impl Controller {
                     m.writes += usize::from(store::write_record(&states, &key, &self.cfg.seed, None).await?);
                     self.remember(&key, None);
                 }
-                if listed(SHOOT_SECRET_NAME).is_some() {
-                    m.writes += usize::from(store::delete_secret(&secrets, SHOOT_SECRET_NAME).await?);
+                if listed(names::SHOOT_SECRET).is_some() {
+                    m.writes += usize::from(store::delete_secret(&secrets, names::SHOOT_SECRET).await?);
                 }
-                if snap.managed.contains_key(&namespace) || listed(managed::SECRET_NAME).is_some() {
+                if snap.managed.contains_key(&namespace) || listed(names::MANAGED_RESOURCE_SECRET).is_some() {
                     m.writes += seed_objects::delete_managed(&secrets, &resources).await?;
                 }
             }
@@ -543,7 +543,7 @@ impl Controller {
             };
             shoot_secret(namespace, &key, address, gateways)
         };
-        let written = store::write_secret(api, SHOOT_SECRET_NAME, build).await?;
+        let written = store::write_secret(api, names::SHOOT_SECRET, build).await?;
         let key = match secret::private_key_of(&written) {
             Ok(key) => key,
             Err(e) => {
@@ -569,9 +569,8 @@ impl Controller {
         // Each slot Secret by name: no other Secret of the namespace (the garden kubeconfig is one)
         // reaches the controller, and the Role grants the watch on these names only.
         let gw_api = Api::<Secret>::namespaced(self.seed.clone(), &self.cfg.namespace);
-        let gateways = (0..self.cfg.slots).map(|slot| {
-            let by_name =
-                watcher::Config::default().fields(&format!("metadata.name={}", secret::gateway_secret_name(slot)));
+        let gateways = Slot::first(self.cfg.slots).map(|slot| {
+            let by_name = watcher::Config::default().fields(&format!("metadata.name={}", names::gateway(slot)));
             watcher(gw_api.clone(), by_name).default_backoff().map(|_| ()).boxed()
         });
         let peer_api = Api::<Raw<ShootPeer>>::namespaced(self.seed.clone(), &self.cfg.namespace);
@@ -636,9 +635,9 @@ fn derived_namespace(key: &ShootKey) -> String {
 
 fn shoot_secret(namespace: &str, key: &PrivateKey, address: IpNet, gateways: &[Gateway]) -> Secret {
     let mut secret = Secret::default();
-    secret.metadata.name = Some(SHOOT_SECRET_NAME.into());
+    secret.metadata.name = Some(names::SHOOT_SECRET.into());
     secret.metadata.namespace = Some(namespace.into());
-    secret.metadata.labels = Some([(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string())].into());
+    secret.metadata.labels = Some(labels::managed());
     secret.type_ = Some("Opaque".into());
     secret.data = Some(secret::shoot_secret_data(key, address, gateways));
     secret

@@ -11,11 +11,12 @@ use kube::core::{ClusterResourceScope, NamespaceResourceScope};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use crate::contract::ShootKey;
+use crate::contract::labels;
+
 pub const GROUP: &str = "core.gardener.cloud";
 pub const VERSION: &str = "v1beta1";
 pub const API_VERSION: &str = "core.gardener.cloud/v1beta1";
-/// The Shoot annotation that overrides the seed's default.
-pub const TUNNEL_ANNOTATION: &str = "alpha.featuregates.shoot.gardener.cloud/wireguard-tunnel";
 /// The OpenVPN range inside the tunnel; the WireGuard CIDR must not overlap it.
 pub const OPENVPN_RANGE: &str = "192.168.123.0/24";
 
@@ -232,49 +233,21 @@ pub struct ShootNetworking {
     pub extra: Extra,
 }
 
-/// `namespace/name` of a Shoot: the key allocations are recorded under.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ShootKey {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl std::fmt::Display for ShootKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
-
-impl std::str::FromStr for ShootKey {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.split_once('/') {
-            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
-                Ok(Self { namespace: ns.into(), name: name.into() })
-            }
-            _ => Err(format!("{s:?} is not namespace/name")),
-        }
-    }
-}
-
 impl Shoot {
     pub fn key(&self) -> ShootKey {
-        ShootKey {
-            namespace: self.metadata.namespace.clone().unwrap_or_default(),
-            name: self.metadata.name.clone().unwrap_or_default(),
-        }
+        ShootKey::of(&self.metadata)
     }
 
     /// The annotation's override: `Ok(None)` when absent, an error naming it when it is not a boolean.
     pub fn tunnel_override(&self) -> Result<Option<bool>, crate::IpamError> {
-        let Some(value) = self.metadata.annotations.as_ref().and_then(|a| a.get(TUNNEL_ANNOTATION)) else {
+        let Some(value) = self.metadata.annotations.as_ref().and_then(|a| a.get(labels::TUNNEL)) else {
             return Ok(None);
         };
         match value.trim() {
             "true" => Ok(Some(true)),
             "false" => Ok(Some(false)),
             _ => Err(crate::IpamError::InvalidValue {
-                field: format!("metadata.annotations[{TUNNEL_ANNOTATION}]"),
+                field: format!("metadata.annotations[{}]", labels::TUNNEL),
                 value: value.clone(),
                 reason: "must be \"true\" or \"false\"".into(),
             }),
@@ -434,11 +407,11 @@ mod tests {
     #[test]
     fn the_tunnel_annotation_must_be_a_boolean() {
         let with = |v: &str| -> Shoot {
-            serde_json::from_value(json!({"metadata": {"name": "a", "annotations": {TUNNEL_ANNOTATION: v}}})).unwrap()
+            serde_json::from_value(json!({"metadata": {"name": "a", "annotations": {labels::TUNNEL: v}}})).unwrap()
         };
         assert_eq!(with("true").tunnel_override(), Ok(Some(true)));
         assert_eq!(with("false").tunnel_override(), Ok(Some(false)));
         let err = with("yes please").tunnel_override().unwrap_err().to_string();
-        assert!(err.contains(TUNNEL_ANNOTATION) && err.contains("\"true\" or \"false\""), "{err}");
+        assert!(err.contains(labels::TUNNEL) && err.contains("\"true\" or \"false\""), "{err}");
     }
 }

@@ -2,6 +2,7 @@
 //! the Kubernetes-backed store and controller.
 
 pub mod alloc;
+pub mod contract;
 pub mod controller;
 pub mod decode;
 pub mod error;
@@ -17,5 +18,6 @@ pub mod store;
 pub mod table;
 pub mod validate;
 
+pub use contract::{ShootKey, Slot};
 pub use error::{IpamError, excerpt, shorten};
 pub use keys::{KeyError, PrivateKey, PublicKey};

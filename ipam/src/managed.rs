@@ -12,14 +12,7 @@ use kube::api::ObjectMeta;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::secret::{MANAGED_BY, MANAGED_BY_LABEL, SHOOT_SECRET_NAME};
-
-/// The ManagedResource's name in the control-plane namespace.
-pub const NAME: &str = "kubelink-shoot";
-/// The Secret it references (gardener-resource-manager's naming: `managedresource-<name>`).
-pub const SECRET_NAME: &str = "managedresource-kubelink-shoot";
-/// Where the sidecar's Secret lands in the shoot.
-pub const SHOOT_NAMESPACE: &str = "kube-system";
+use crate::contract::{labels, names};
 
 /// The subset of Gardener's ManagedResource that kubelink writes.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -39,16 +32,19 @@ pub struct SecretRef {
 
 /// The data key of the referenced Secret (one YAML document per key, as Gardener's registry names them).
 pub fn objects_key() -> String {
-    format!("secret__{SHOOT_NAMESPACE}__{SHOOT_SECRET_NAME}.yaml")
+    format!("secret__{}__{}.yaml", names::SHOOT_NAMESPACE, names::SHOOT_SECRET)
 }
 
 /// The ManagedResource in `namespace`.
 pub fn managed_resource(namespace: &str) -> ManagedResource {
-    let spec = ManagedResourceSpec { secret_refs: vec![SecretRef { name: SECRET_NAME.into() }], keep_objects: false };
+    let spec = ManagedResourceSpec {
+        secret_refs: vec![SecretRef { name: names::MANAGED_RESOURCE_SECRET.into() }],
+        keep_objects: false,
+    };
     let metadata = ObjectMeta {
-        name: Some(NAME.into()),
+        name: Some(names::MANAGED_RESOURCE.into()),
         namespace: Some(namespace.into()),
-        labels: Some([(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string())].into()),
+        labels: Some(labels::managed()),
         ..Default::default()
     };
     ManagedResource { metadata, spec }
@@ -58,9 +54,9 @@ pub fn managed_resource(namespace: &str) -> ManagedResource {
 pub fn objects_data(shoot_data: &BTreeMap<String, ByteString>) -> BTreeMap<String, ByteString> {
     let secret = Secret {
         metadata: ObjectMeta {
-            name: Some(SHOOT_SECRET_NAME.into()),
-            namespace: Some(SHOOT_NAMESPACE.into()),
-            labels: Some([(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string())].into()),
+            name: Some(names::SHOOT_SECRET.into()),
+            namespace: Some(names::SHOOT_NAMESPACE.into()),
+            labels: Some(labels::managed()),
             ..Default::default()
         },
         type_: Some("Opaque".into()),
@@ -96,6 +92,6 @@ mod tests {
         let mr_secret = Secret { data: Some(objects), ..Default::default() };
         assert_eq!(shoot_data_of(&mr_secret), Some(data));
         let mr = managed_resource("shoot--dev--a");
-        assert_eq!(mr.spec.secret_refs[0].name, SECRET_NAME);
+        assert_eq!(mr.spec.secret_refs[0].name, names::MANAGED_RESOURCE_SECRET);
     }
 }

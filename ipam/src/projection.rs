@@ -147,7 +147,7 @@ mod tests {
 
     #[test]
     fn a_shoot_peer_round_trips_and_garbage_names_the_field() {
-        let shoot = ShootKey { namespace: "garden-dev".into(), name: "a".into() };
+        let shoot = ShootKey::new("garden-dev", "a");
         let rec =
             Recorded { address: "192.168.128.10".parse().unwrap(), public_key: PrivateKey::generate().public_key() };
         let peer = ShootPeer::of("kubelink", "shoot--dev--a", &shoot, &rec);
@@ -163,7 +163,7 @@ mod tests {
 
     #[test]
     fn a_projected_shoot_peer_is_small() {
-        let shoot = ShootKey { namespace: "garden-project".into(), name: "shoot-00001".into() };
+        let shoot = ShootKey::new("garden-project", "shoot-00001");
         let rec =
             Recorded { address: "192.168.128.10".parse().unwrap(), public_key: PrivateKey::generate().public_key() };
         let bytes =
@@ -175,7 +175,7 @@ mod tests {
     fn only_what_differs_is_written() {
         let rec = |a: &str, k: u8| Recorded { address: a.parse().unwrap(), public_key: PublicKey::from_bytes([k; 32]) };
         let peer = |n: &str, r: Recorded| {
-            let shoot = ShootKey { namespace: "garden-dev".into(), name: n.into() };
+            let shoot = ShootKey::new("garden-dev", n);
             let mut p = ShootPeer::of("kubelink", &format!("shoot--dev--{n}"), &shoot, &r);
             p.metadata.resource_version = Some("7".into());
             (format!("shoot--dev--{n}"), p)

@@ -34,10 +34,7 @@ impl Recorded {
 /// Reads kubelink's entry of a ShootState: `Ok(None)` without one, an error naming the field when garbage.
 pub fn read(state: &ShootState) -> Result<Option<Recorded>, IpamError> {
     let Some(entry) = state.entry(ENTRY_NAME) else { return Ok(None) };
-    let key = ShootKey {
-        namespace: state.metadata.namespace.clone().unwrap_or_default(),
-        name: state.metadata.name.clone().unwrap_or_default(),
-    };
+    let key = ShootKey::of(&state.metadata);
     let field = |f: &str| format!("ShootState {key} spec.gardener[{ENTRY_NAME}].data.{f}");
     let text = |f: &str| entry.data.get(f).and_then(|v| v.as_str()).unwrap_or_default().to_string();
     let address = text("address").parse::<IpAddr>().map_err(|e| IpamError::InvalidValue {
@@ -60,7 +57,7 @@ mod tests {
 
     #[test]
     fn entry_round_trips_and_garbage_names_the_field() {
-        let key = ShootKey { namespace: "garden-p".into(), name: "a".into() };
+        let key = ShootKey::new("garden-p", "a");
         let mut state = ShootState::for_shoot(&key);
         assert_eq!(read(&state), Ok(None));
         let rec =

@@ -7,10 +7,10 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, PostParams};
 
+use crate::contract::{labels, names, new_gateway_secret_data};
 use crate::keys::PrivateKey;
 use crate::managed::{self, ManagedResource};
 use crate::projection::{SeedTunnel, ShootPeer, plan_peers};
-use crate::secret::{MANAGED_BY, MANAGED_BY_LABEL};
 use crate::store::{StoreError, is_conflict, is_not_found, write_secret};
 
 /// Brings the namespace's ShootPeers to `want`; returns the number of writes.
@@ -71,15 +71,10 @@ pub async fn ensure_slot_secret(api: &Api<Secret>, name: &str) -> Result<Secret,
 }
 
 fn new_slot_secret(name: &str) -> Secret {
-    let key = PrivateKey::generate();
-    let data: BTreeMap<String, ByteString> =
-        [("privateKey", key.expose_base64().to_string()), ("publicKey", key.public_key().to_base64())]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), ByteString(v.into_bytes())))
-            .collect();
+    let data = new_gateway_secret_data(&PrivateKey::generate());
     let mut secret = Secret { data: Some(data), type_: Some("Opaque".into()), ..Secret::default() };
     secret.metadata.name = Some(name.into());
-    secret.metadata.labels = Some([(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string())].into());
+    secret.metadata.labels = Some(labels::managed());
     secret
 }
 
@@ -97,12 +92,12 @@ pub async fn write_managed(
     if listed.0.and_then(|s| s.data.as_ref()) != Some(&objects) {
         let build = |_: Option<&Secret>| {
             let mut s = Secret { data: Some(objects.clone()), type_: Some("Opaque".into()), ..Secret::default() };
-            s.metadata.name = Some(managed::SECRET_NAME.into());
+            s.metadata.name = Some(names::MANAGED_RESOURCE_SECRET.into());
             s.metadata.namespace = Some(namespace.into());
-            s.metadata.labels = Some([(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string())].into());
+            s.metadata.labels = Some(labels::managed());
             s
         };
-        write_secret(secrets, managed::SECRET_NAME, build).await?;
+        write_secret(secrets, names::MANAGED_RESOURCE_SECRET, build).await?;
         writes += 1;
     }
     let want = managed::managed_resource(namespace);
@@ -111,7 +106,7 @@ pub async fn write_managed(
         Some(have) => {
             let mut next = want;
             next.metadata.resource_version = have.metadata.resource_version.clone();
-            tolerate_conflict(resources.replace(managed::NAME, &PostParams::default(), &next).await)?;
+            tolerate_conflict(resources.replace(names::MANAGED_RESOURCE, &PostParams::default(), &next).await)?;
             writes += 1;
         }
         None => {
@@ -125,7 +120,8 @@ pub async fn write_managed(
 /// Removes a released shoot's ManagedResource (gardener-resource-manager then deletes the Secret in
 /// the shoot) and its Secret. Returns the number of deletions.
 pub async fn delete_managed(secrets: &Api<Secret>, resources: &Api<ManagedResource>) -> Result<usize, StoreError> {
-    Ok(usize::from(delete(resources, managed::NAME).await?) + usize::from(delete(secrets, managed::SECRET_NAME).await?))
+    Ok(usize::from(delete(resources, names::MANAGED_RESOURCE).await?)
+        + usize::from(delete(secrets, names::MANAGED_RESOURCE_SECRET).await?))
 }
 
 /// Deletes an object; absence is success. Returns whether something was deleted.

@@ -136,7 +136,7 @@ mod tests {
     use super::*;
 
     fn key(name: &str) -> ShootKey {
-        ShootKey { namespace: "garden-p".into(), name: name.into() }
+        ShootKey::new("garden-p", name)
     }
 
     fn pool() -> Pool {

@@ -61,7 +61,7 @@ async fn main() {
     }
     let pool = Pool::new("192.168.128.0/22".parse().expect("cidr"));
     let wanted: BTreeSet<ShootKey> =
-        (0..1000).map(|i| ShootKey { namespace: fixtures::PROJECT_NS.into(), name: fixtures::shoot_name(i) }).collect();
+        (0..1000).map(|i| ShootKey::new(fixtures::PROJECT_NS, fixtures::shoot_name(i))).collect();
     let start = Instant::now();
     for _ in 0..100 {
         std::hint::black_box(plan(&Table::default(), &pool, &wanted, &BTreeMap::new()));

@@ -7,14 +7,10 @@ pub fn chart(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts").join(name)
 }
 
-/// `true` when Helm can run; else prints SKIPPED (or panics with `CI=true`).
+/// `true` when Helm can run; else reports the skip (or fails under CI, [`crate::skip::skip`]).
 pub async fn helm_ready(test: &str) -> bool {
     match kubelink_apiserver::helm::available().await {
         Ok(()) => true,
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => panic!("{test}: {e}"),
-        Err(e) => {
-            println!("SKIPPED {test}: {e}");
-            false
-        }
+        Err(e) => crate::skip::skip(test, &e.to_string()),
     }
 }

@@ -6,3 +6,4 @@ pub use kubelink_apiserver as apiserver;
 pub mod helm;
 pub mod landscape;
 pub mod netns;
+pub mod skip;

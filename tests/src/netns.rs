@@ -294,13 +294,8 @@ impl Netns {
     }
 }
 
-/// Whether this run must not skip anything (`CI=true`).
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
 /// Checks that the test can run: root, and the given tools on PATH. When it cannot: under CI the
-/// test fails (panics) with the reason; elsewhere it prints a loud SKIP and returns false.
+/// test fails (panics) with the reason; elsewhere it reports the skip ([`crate::skip::skip`]) and returns false.
 #[must_use]
 pub fn require(test: &str, tools: &[&str]) -> bool {
     let mut missing = Vec::new();
@@ -317,10 +312,7 @@ pub fn require(test: &str, tools: &[&str]) -> bool {
         sweep_stale();
         return true;
     }
-    let reason = format!("{test} cannot run: needs {}", missing.join(", "));
-    assert!(!in_ci(), "{reason}");
-    eprintln!("\n!!!!!!!! SKIPPED {reason} !!!!!!!!\n");
-    false
+    crate::skip::skip(test, &format!("needs {}", missing.join(", ")))
 }
 
 fn which(tool: &str) -> Option<PathBuf> {

@@ -16,10 +16,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use kubelink::agent::cluster::SLOT_LABEL;
 use kubelink_apiserver::ApiServer;
 use kubelink_apiserver::helm::{self, Downward, HelmError};
 use kubelink_apiserver::kinds::ResourceKind;
+use kubelink_ipam::contract::{Slot, labels, names};
 use kubelink_tests::netns;
 use serde_json::{Value, json};
 
@@ -214,18 +214,23 @@ async fn each_slot_service_selects_the_slot_holder_among_the_agent_pods() {
         for (k, v) in ds["spec"]["selector"]["matchLabels"].as_object().unwrap() {
             assert_eq!(pod_labels.get(k), Some(v), "the DaemonSet selects {k}={v}, which its Pods do not carry");
         }
-        for slot in 0..slots {
-            let svc = find(&objects, "Service", &format!("kubelink-gateway-{slot}"));
+        for slot in Slot::ALL.into_iter().take(slots) {
+            // The chart's Service carries the name the agent's Lease and Secret use.
+            let svc = find(&objects, "Service", &names::gateway(slot));
             let selector = svc["spec"]["selector"].as_object().unwrap();
-            assert_eq!(selector.get(SLOT_LABEL), Some(&json!(slot.to_string())), "slot {slot} selects its holder");
-            for (k, v) in selector.iter().filter(|(k, _)| *k != SLOT_LABEL) {
+            assert_eq!(
+                selector.get(labels::GATEWAY_SLOT),
+                Some(&json!(slot.to_string())),
+                "slot {slot} selects its holder"
+            );
+            for (k, v) in selector.iter().filter(|(k, _)| *k != labels::GATEWAY_SLOT) {
                 assert_eq!(pod_labels.get(k), Some(v), "the Service selects {k}={v}, which the agent Pods lack");
             }
             assert_eq!(svc["spec"]["type"], "LoadBalancer");
             assert_eq!(svc["spec"]["ports"][0]["protocol"], "UDP");
             assert_eq!(svc["spec"]["ports"][0]["port"], 51820);
             let kind = ResourceKind::find("", "v1", "services").unwrap();
-            server.store().get(kind, NS, &format!("kubelink-gateway-{slot}")).expect("the Service was created");
+            server.store().get(kind, NS, &names::gateway(slot)).expect("the Service was created");
         }
     }
 }

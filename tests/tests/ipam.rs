@@ -7,10 +7,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kubelink_ipam::contract::{labels, names};
 use kubelink_ipam::controller::{Config, Controller, PassReport};
-use kubelink_ipam::gardener::{Seed, Shoot, ShootKey, ShootState, TUNNEL_ANNOTATION};
+use kubelink_ipam::gardener::{Seed, Shoot, ShootKey, ShootState};
 use kubelink_ipam::record;
-use kubelink_ipam::secret::{SHOOT_SECRET_NAME, private_key_of};
+use kubelink_ipam::secret::private_key_of;
 use kubelink_ipam::status::{SEED_CONDITION, SHOOT_CONDITION};
 use kubelink_ipam::store::{list_allocations, table_of, watch_allocations};
 use kubelink_ipam::{PrivateKey, PublicKey};
@@ -30,7 +31,7 @@ async fn setup(cidr: &str, shoots: usize) -> (ApiServer, Controller) {
 }
 
 fn key(i: usize) -> ShootKey {
-    ShootKey { namespace: PROJECT_NS.into(), name: shoot_name(i) }
+    ShootKey::new(PROJECT_NS, shoot_name(i))
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -74,7 +75,7 @@ async fn assert_consistent(client: &kube::Client) -> BTreeMap<ShootKey, IpAddr> 
 
     let secrets = Api::<Secret>::all(client.clone()).list(&ListParams::default()).await.unwrap().items;
     let mut secret_addresses = BTreeSet::new();
-    for s in secrets.iter().filter(|s| s.metadata.name.as_deref() == Some(SHOOT_SECRET_NAME)) {
+    for s in secrets.iter().filter(|s| s.metadata.name.as_deref() == Some(names::SHOOT_SECRET)) {
         let address = String::from_utf8(s.data.as_ref().unwrap()["address"].0.clone()).unwrap();
         assert!(secret_addresses.insert(address.clone()), "two shoot Secrets hold {address}");
     }
@@ -82,7 +83,7 @@ async fn assert_consistent(client: &kube::Client) -> BTreeMap<ShootKey, IpAddr> 
         let rec = recorded.get(k).unwrap_or_else(|| panic!("{k} has no ShootState record"));
         assert_eq!(rec.address, *addr, "{k}");
         let ns = format!("shoot--{}--{}", k.namespace.trim_start_matches("garden-"), k.name);
-        let secret = Api::<Secret>::namespaced(client.clone(), &ns).get(SHOOT_SECRET_NAME).await.unwrap();
+        let secret = Api::<Secret>::namespaced(client.clone(), &ns).get(names::SHOOT_SECRET).await.unwrap();
         assert_eq!(private_key_of(&secret).unwrap().public_key(), rec.public_key, "{k}: Secret and record disagree");
     }
     assert_eq!(recorded.len(), table.len(), "records for shoots the table does not hold");
@@ -180,13 +181,13 @@ async fn a_released_address_goes_to_the_next_new_shoot() {
     controller.reconcile().await.unwrap();
     let shoots = Api::<Shoot>::namespaced(client.clone(), PROJECT_NS);
     shoots.delete(&shoot_name(1), &DeleteParams::default()).await.unwrap(); // held .4
-    let disable = json!({"metadata": {"annotations": {TUNNEL_ANNOTATION: "false"}}});
+    let disable = json!({"metadata": {"annotations": {labels::TUNNEL: "false"}}});
     shoots.patch(&shoot_name(3), &PatchParams::default(), &Patch::Merge(&disable)).await.unwrap(); // held .6
     let report = controller.reconcile().await.unwrap();
     let released: BTreeSet<_> = report.released.iter().cloned().collect();
     assert_eq!(released, [(key(1), ip("192.168.128.4")), (key(3), ip("192.168.128.6"))].into());
     let ns3 = "shoot--dev--shoot-00003";
-    assert!(Api::<Secret>::namespaced(client.clone(), ns3).get_opt(SHOOT_SECRET_NAME).await.unwrap().is_none());
+    assert!(Api::<Secret>::namespaced(client.clone(), ns3).get_opt(names::SHOOT_SECRET).await.unwrap().is_none());
     let state3 = Api::<ShootState>::namespaced(client.clone(), PROJECT_NS).get(&shoot_name(3)).await.unwrap();
     assert_eq!(record::read(&state3), Ok(None), "the record of a shoot that left the tunnel is removed");
     let cond = shoot_condition(&client, &shoot_name(3)).await.unwrap();
@@ -291,7 +292,7 @@ async fn malformed_input_is_reported_and_skipped() {
     let shoots = Api::<Shoot>::namespaced(client.clone(), PROJECT_NS);
     let bad_net = json!({"spec": {"networking": {"nodes": "10.0.0.0/99"}}});
     shoots.patch(&shoot_name(0), &PatchParams::default(), &Patch::Merge(&bad_net)).await.unwrap();
-    let bad_annotation = json!({"metadata": {"annotations": {TUNNEL_ANNOTATION: "maybe"}}});
+    let bad_annotation = json!({"metadata": {"annotations": {labels::TUNNEL: "maybe"}}});
     shoots.patch(&shoot_name(4), &PatchParams::default(), &Patch::Merge(&bad_annotation)).await.unwrap();
     let states = Api::<ShootState>::namespaced(client.clone(), PROJECT_NS);
     for (i, address, key) in
@@ -318,7 +319,7 @@ async fn malformed_input_is_reported_and_skipped() {
         problems.contains("ShootState garden-dev/shoot-00002 spec.gardener[wireguard-tunnel].data.address"),
         "{problems}"
     );
-    assert!(problems.contains(TUNNEL_ANNOTATION), "{problems}");
+    assert!(problems.contains(labels::TUNNEL), "{problems}");
     let table = assert_consistent(&client).await;
     assert_eq!(table.keys().cloned().collect::<Vec<_>>(), [key(1), key(2), key(3), key(4)]);
     assert_eq!(shoot_condition(&client, &shoot_name(0)).await.unwrap()["reason"], "InvalidCidr");
@@ -366,7 +367,7 @@ async fn unknown_fields_survive_every_write() {
     assert_eq!(state["spec"]["gardener"][1]["name"], "wireguard-tunnel");
     assert_eq!(state["spec"]["extensions"][0]["state"]["vpc"], "v");
     // The technical ID names the control-plane namespace.
-    Api::<Secret>::namespaced(client.clone(), "shoot--dev--shoot-00000").get(SHOOT_SECRET_NAME).await.unwrap();
+    Api::<Secret>::namespaced(client.clone(), "shoot--dev--shoot-00000").get(names::SHOOT_SECRET).await.unwrap();
 }
 
 #[tokio::test]
@@ -375,7 +376,7 @@ async fn the_shoot_secret_follows_the_gateways_and_keeps_its_key() {
     let client = server.client();
     controller.reconcile().await.unwrap();
     let secrets = Api::<Secret>::namespaced(client.clone(), "shoot--dev--shoot-00000");
-    let first = secrets.get(SHOOT_SECRET_NAME).await.unwrap();
+    let first = secrets.get(names::SHOOT_SECRET).await.unwrap();
     let data = |s: &Secret, k: &str| s.data.as_ref().unwrap().get(k).map(|v| String::from_utf8(v.0.clone()).unwrap());
     assert_eq!(data(&first, "address").as_deref(), Some("192.168.128.3/24"));
     assert_eq!(data(&first, "gateway-0-address").as_deref(), Some("192.168.128.1"));
@@ -391,7 +392,7 @@ async fn the_shoot_secret_follows_the_gateways_and_keeps_its_key() {
     let endpoint = json!({"data": {"endpoint": k8s_openapi::ByteString(b"gw0.seed-a.example.test:51820".to_vec())}});
     slots.patch("kubelink-gateway-0", &PatchParams::default(), &Patch::Merge(&endpoint)).await.unwrap();
     controller.reconcile().await.unwrap();
-    let second = secrets.get(SHOOT_SECRET_NAME).await.unwrap();
+    let second = secrets.get(names::SHOOT_SECRET).await.unwrap();
     assert_eq!(data(&second, "gateway-0-endpoint").as_deref(), Some("gw0.seed-a.example.test:51820"));
     assert_eq!(data(&second, "gateway-0-publicKey"), Some(gateway.public_key().to_string()));
     assert!(!second.data.as_ref().unwrap().values().any(|v| v.0 == gateway.expose_base64().as_bytes()));
@@ -457,7 +458,7 @@ async fn ipv6_ranges_work_end_to_end() {
     let addresses: Vec<String> = report.assigned.iter().map(|(_, a)| a.to_string()).collect();
     assert_eq!(addresses, ["fd00:10:20::3", "fd00:10:20::4", "fd00:10:20::5"]);
     let secret =
-        Api::<Secret>::namespaced(server.client(), "shoot--dev--shoot-00000").get(SHOOT_SECRET_NAME).await.unwrap();
+        Api::<Secret>::namespaced(server.client(), "shoot--dev--shoot-00000").get(names::SHOOT_SECRET).await.unwrap();
     assert_eq!(secret.data.unwrap()["address"].0, b"fd00:10:20::3/120");
     assert_consistent(&server.client()).await;
 }

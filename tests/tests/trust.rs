@@ -25,18 +25,18 @@ use k8s_openapi::api::core::v1::{Event, Pod, Secret};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
-use kubelink::agent::cluster::{Cluster, SLOT_LABEL};
+use kubelink::agent::cluster::Cluster;
 use kubelink::election::Timing;
 use kubelink::election::kube::LeaseElection;
 use kubelink_apiserver::kinds::ResourceKind;
 use kubelink_apiserver::rbac::{Attributes, Rule};
 use kubelink_apiserver::store::Filter;
 use kubelink_apiserver::{ApiServer, auth, fixtures, helm};
+use kubelink_ipam::contract::{labels, names};
 use kubelink_ipam::controller::{Config, Controller};
 use kubelink_ipam::gardener::{Seed, Shoot, ShootState};
-use kubelink_ipam::managed::{self, ManagedResource};
+use kubelink_ipam::managed::ManagedResource;
 use kubelink_ipam::projection::{SeedTunnel, ShootPeer};
-use kubelink_ipam::secret::SHOOT_SECRET_NAME;
 use serde_json::{Value, json};
 
 const NS: &str = "kubelink";
@@ -376,13 +376,16 @@ async fn each_component_needs_exactly_what_its_chart_grants_and_the_agent_nothin
         .unwrap();
     let resources = Api::<ManagedResource>::namespaced(l.seed.client(), &shoot_ns);
     resources
-        .patch(managed::NAME, &PatchParams::default(), &merge(json!({"spec": {"keepObjects": true}})))
+        .patch(names::MANAGED_RESOURCE, &PatchParams::default(), &merge(json!({"spec": {"keepObjects": true}})))
         .await
         .unwrap();
     ipam.reconcile().await.unwrap();
     assert_eq!(tunnels.get(SEED).await.unwrap().spec.slots, 2, "the SeedTunnel is put back");
     assert_eq!(peers.get(&shoot_ns).await.unwrap().spec.address, address, "the ShootPeer is put back");
-    assert!(!resources.get(managed::NAME).await.unwrap().spec.keep_objects, "the ManagedResource is put back");
+    assert!(
+        !resources.get(names::MANAGED_RESOURCE).await.unwrap().spec.keep_objects,
+        "the ManagedResource is put back"
+    );
     // Objects that do not decode (planted past the API's validation, as an older schema may have
     // written them) are replaced, with a Warning Event on each: the IPAM may write those on the seed.
     let planted = [
@@ -394,7 +397,7 @@ async fn each_component_needs_exactly_what_its_chart_grants_and_the_agent_nothin
         (
             ("resources.gardener.cloud", "v1alpha1", "managedresources"),
             format!("shoot--dev--{}", fixtures::shoot_name(3)),
-            managed::NAME.to_string(),
+            names::MANAGED_RESOURCE.to_string(),
         ),
     ];
     for ((group, version, plural), namespace, name) in &planted {
@@ -430,12 +433,14 @@ async fn each_component_needs_exactly_what_its_chart_grants_and_the_agent_nothin
     assert_eq!(key.public_key(), again.public_key());
     cluster.label_pod(Some(slot_a as u8)).await.unwrap();
     let pods: Api<Pod> = Api::namespaced(l.seed.client(), NS);
-    let labelled = pods.list(&ListParams::default().labels(&format!("{SLOT_LABEL}={slot_a}"))).await.unwrap();
+    let labelled =
+        pods.list(&ListParams::default().labels(&format!("{}={slot_a}", labels::GATEWAY_SLOT))).await.unwrap();
     assert_eq!(labelled.items.iter().filter_map(|p| p.metadata.name.as_deref()).collect::<Vec<_>>(), [PODS[0]]);
     // A second node's Pod taking the same slot strips the first one's label.
     let other = Cluster::start(agent.clone(), NS, SEED, Some(PODS[1].into()), Arc::default());
     other.label_pod(Some(slot_a as u8)).await.unwrap();
-    let labelled = pods.list(&ListParams::default().labels(&format!("{SLOT_LABEL}={slot_a}"))).await.unwrap();
+    let labelled =
+        pods.list(&ListParams::default().labels(&format!("{}={slot_a}", labels::GATEWAY_SLOT))).await.unwrap();
     assert_eq!(labelled.items.iter().filter_map(|p| p.metadata.name.as_deref()).collect::<Vec<_>>(), [PODS[1]]);
     other.label_pod(None).await.unwrap();
     a.release(slot_a).await.unwrap();
@@ -450,7 +455,7 @@ async fn each_component_needs_exactly_what_its_chart_grants_and_the_agent_nothin
     let gone_ns = format!("shoot--dev--{gone}");
     let peer = Api::<ShootPeer>::namespaced(l.seed.client(), NS).get_opt(&gone_ns).await.unwrap();
     assert!(peer.is_none(), "the deleted shoot's ShootPeer is gone");
-    let stale_secret = Api::<Secret>::namespaced(l.seed.client(), &gone_ns).get_opt(SHOOT_SECRET_NAME).await.unwrap();
+    let stale_secret = Api::<Secret>::namespaced(l.seed.client(), &gone_ns).get_opt(names::SHOOT_SECRET).await.unwrap();
     assert!(stale_secret.is_none(), "the deleted shoot's Secret is gone");
     drop((cluster, other));
     // Every watch of the running IPAM is open (their grants are checked below): Shoots and its Seed
@@ -517,10 +522,10 @@ async fn each_component_needs_exactly_what_its_chart_grants_and_the_agent_nothin
     let gateway = secrets(NS).get("kubelink-gateway-0").await.unwrap();
     assert!(gateway.data.unwrap().contains_key("privateKey"));
     assert!(
-        Api::<Secret>::namespaced(l.seed.client(), &shoot_ns).get(SHOOT_SECRET_NAME).await.is_ok(),
+        Api::<Secret>::namespaced(l.seed.client(), &shoot_ns).get(names::SHOOT_SECRET).await.is_ok(),
         "the shoot Secret exists"
     );
-    assert_eq!(code(secrets(&shoot_ns).get(SHOOT_SECRET_NAME).await), 403, "a shoot's Secret");
+    assert_eq!(code(secrets(&shoot_ns).get(names::SHOOT_SECRET).await), 403, "a shoot's Secret");
     assert_eq!(code(secrets(NS).get(GARDEN_SECRET).await), 403, "the garden kubeconfig");
     assert_eq!(code(secrets(NS).list(&ListParams::default()).await), 403, "listing kubelink's Secrets");
     assert_eq!(code(Api::<Secret>::all(agent.clone()).list(&ListParams::default()).await), 403, "all Secrets");

@@ -8,23 +8,20 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use ipnet::IpNet;
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
+use kubelink_ipam::contract::{Slot, SlotError, gateway_secret, labels, names, published_gateway_data};
 use kubelink_ipam::decode::{self, Raw};
 use kubelink_ipam::keys::PrivateKey;
 use kubelink_ipam::projection::{SeedTunnel, ShootPeer as PeerObject};
-use kubelink_ipam::secret::{gateway_secret_name, text};
+use kubelink_ipam::secret::text;
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
 use super::ShootPeer;
-
-/// Label on the gateway's Pod: the slot it holds. The slot's LoadBalancer Service selects on it.
-pub const SLOT_LABEL: &str = "kubelink.gardener.cloud/gateway-slot";
 
 pub struct Cluster {
     client: Client,
@@ -56,6 +53,8 @@ pub enum ClusterError {
     Malformed(String),
     #[error("Secret {name}: {reason}")]
     Secret { name: String, reason: String },
+    #[error(transparent)]
+    Slot(#[from] SlotError),
     #[error(transparent)]
     Api(#[from] kube::Error),
 }
@@ -149,17 +148,16 @@ impl Cluster {
     /// Keeps `endpoint` up to date there, where the IPAM reads it for the shoots.
     pub async fn slot_key(&self, slot: u8, endpoint: &str) -> Result<PrivateKey, ClusterError> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
-        let name = gateway_secret_name(slot);
+        let name = names::gateway(Slot::try_from(slot)?);
         let secret = api.get_opt(&name).await?.ok_or_else(|| ClusterError::Secret {
             name: name.clone(),
             reason: "not created yet; the IPAM controller creates it with the slot's key".into(),
         })?;
         let key = slot_private_key(&name, &secret)?;
-        if text(&secret, "endpoint").as_deref() != Some(endpoint) || text(&secret, "publicKey").is_none() {
-            let data = serde_json::json!({"data": {
-                "endpoint": ByteString(endpoint.as_bytes().to_vec()),
-                "publicKey": ByteString(key.public_key().to_base64().into_bytes()),
-            }});
+        let published = text(&secret, gateway_secret::ENDPOINT).as_deref() == Some(endpoint)
+            && text(&secret, gateway_secret::PUBLIC_KEY).is_some();
+        if !published {
+            let data = serde_json::json!({"data": published_gateway_data(&key.public_key(), endpoint)});
             api.patch(&name, &PatchParams::default(), &Patch::Merge(&data)).await?;
         }
         Ok(key)
@@ -172,7 +170,7 @@ impl Cluster {
         let Some(pod) = &self.pod else { return Ok(()) };
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
         if let Some(slot) = slot {
-            let selector = format!("{SLOT_LABEL}={slot}");
+            let selector = format!("{}={slot}", labels::GATEWAY_SLOT);
             let holders = api.list(&kube::api::ListParams::default().labels(&selector)).await?;
             for other in holders.items.iter().filter_map(|p| p.metadata.name.as_ref()).filter(|n| *n != pod) {
                 tracing::info!(pod = %other, slot, "removing a stale gateway label");
@@ -184,7 +182,7 @@ impl Cluster {
 
     async fn set_label(api: &Api<Pod>, pod: &str, slot: Option<u8>) -> Result<(), ClusterError> {
         let value = slot.map(|s| serde_json::Value::String(s.to_string())).unwrap_or(serde_json::Value::Null);
-        let patch = serde_json::json!({"metadata": {"labels": {SLOT_LABEL: value}}});
+        let patch = serde_json::json!({"metadata": {"labels": {labels::GATEWAY_SLOT: value}}});
         api.patch(pod, &PatchParams::default(), &Patch::Merge(&patch)).await?;
         Ok(())
     }
@@ -229,11 +227,12 @@ pub fn peers_of<'a>(objects: impl IntoIterator<Item = &'a PeerObject>) -> (BTree
 }
 
 fn slot_private_key(name: &str, secret: &Secret) -> Result<PrivateKey, ClusterError> {
-    let text = text(secret, "privateKey").ok_or_else(|| ClusterError::Secret {
+    const FIELD: &str = gateway_secret::PRIVATE_KEY;
+    let text = text(secret, FIELD).ok_or_else(|| ClusterError::Secret {
         name: name.into(),
-        reason: "data.privateKey is missing; delete the Secret to have a new key generated".into(),
+        reason: format!("data.{FIELD} is missing; delete the Secret to have a new key generated"),
     })?;
-    text.parse().map_err(|e| ClusterError::Secret { name: name.into(), reason: format!("data.privateKey: {e}") })
+    text.parse().map_err(|e| ClusterError::Secret { name: name.into(), reason: format!("data.{FIELD}: {e}") })
 }
 
 #[cfg(test)]
@@ -244,7 +243,7 @@ mod tests {
     use kubelink_ipam::record::Recorded;
 
     fn object(name: &str, address: &str, key: u8) -> PeerObject {
-        let shoot = ShootKey { namespace: "garden-dev".into(), name: name.into() };
+        let shoot = ShootKey::new("garden-dev", name);
         let rec = Recorded { address: address.parse().unwrap(), public_key: PublicKey::from_bytes([key; 32]) };
         PeerObject::of("kubelink", &format!("shoot--dev--{name}"), &shoot, &rec)
     }

@@ -14,6 +14,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use kubelink_ipam::alloc::Pool;
+use kubelink_ipam::contract::Slot;
 use kubelink_ipam::keys::{PrivateKey, PublicKey};
 
 use crate::config::Desired;
@@ -44,7 +45,7 @@ pub struct Settings {
 }
 
 /// The gateway of `slot`: device with the slot's key and address, every shoot a roaming peer, SNAT to
-/// the slot address. `None` when the CIDR has no room for the slot.
+/// the slot address. `None` when the slot does not exist or the CIDR has no room for it.
 pub fn gateway_desired(
     s: &Settings,
     cidr: IpNet,
@@ -52,10 +53,10 @@ pub fn gateway_desired(
     key: &PrivateKey,
     shoots: &BTreeSet<ShootPeer>,
 ) -> Option<Desired> {
-    let address = Pool::new(cidr).slot_address(slot)?;
     let pool = Pool::new(cidr);
+    let address = pool.slot_address(Slot::try_from(slot).ok()?)?;
     // A shoot claiming a gateway's own address would take that address's traffic: never a peer.
-    let slots: Vec<IpAddr> = [0, 1].into_iter().filter_map(|s| pool.slot_address(s)).collect();
+    let slots: Vec<IpAddr> = Slot::ALL.into_iter().filter_map(|s| pool.slot_address(s)).collect();
     let peers: BTreeMap<PublicKey, PeerSpec> = shoots
         .iter()
         .filter(|p| cidr.contains(&p.address))

@@ -10,6 +10,7 @@ use crate::shoot::config::{ADDRESS, KEEPALIVE, MTU, slot_fields};
 use crate::shoot::readvertise::Timing;
 use crate::shoot::sidecar::DEFAULT_HANDSHAKE_WINDOW;
 use crate::shoot::{Options, Sources};
+use kubelink_ipam::contract::Slot;
 
 #[derive(clap::Args)]
 pub struct ShootArgs {
@@ -67,8 +68,7 @@ pub struct ShootArgs {
 
 impl ShootArgs {
     fn overrides(&self) -> BTreeMap<String, (String, String)> {
-        let [e0, k0, a0] = slot_fields(0);
-        let [e1, k1, a1] = slot_fields(1);
+        let [[e0, k0, a0], [e1, k1, a1]] = Slot::ALL.map(slot_fields);
         let rows = [
             (ADDRESS.to_string(), "--address", &self.address),
             (e0, "--gateway-0-endpoint", &self.gateway_0_endpoint),

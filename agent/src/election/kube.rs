@@ -12,14 +12,14 @@ use kube::Api;
 use kube::api::PostParams;
 
 pub use super::Round;
-use super::{Action, NODE_IP_ANNOTATION, SlotLease, Timing, decide};
+use super::{Action, SlotLease, Timing, decide, labels};
+use kubelink_ipam::contract::{Slot, names};
 
-/// One node's view of the slot Leases `<prefix>-0`, `<prefix>-1`, ... in one namespace.
+/// One node's view of the slot Leases (`kubelink-gateway-<slot>`, [`names::gateway`]) in one namespace.
 pub struct LeaseElection {
     api: Api<Lease>,
     pub me: String,
     pub node_ip: String,
-    pub prefix: String,
     pub slots: usize,
     pub timing: Timing,
     /// Per slot: the Lease's resourceVersion and when we first read that version. Cleared when a
@@ -33,22 +33,23 @@ impl LeaseElection {
             api: Api::namespaced(client, namespace),
             me: me.into(),
             node_ip: node_ip.into(),
-            prefix: "kubelink-gateway".into(),
             slots,
             timing,
             seen: Mutex::new(BTreeMap::new()),
         }
     }
 
-    pub fn lease_name(&self, slot: usize) -> String {
-        format!("{}-{slot}", self.prefix)
+    /// The contended slots: the first `slots`, never more than exist. A round's per-slot lists are
+    /// indexed by [`Slot::index`].
+    fn contended(&self) -> impl Iterator<Item = Slot> {
+        Slot::ALL.into_iter().take(self.slots)
     }
 
     /// Reads every slot's Lease.
     pub async fn read(&self) -> Result<Vec<Option<Lease>>, kube::Error> {
         let mut out = Vec::with_capacity(self.slots);
-        for slot in 0..self.slots {
-            out.push(self.api.get_opt(&self.lease_name(slot)).await?);
+        for slot in self.contended() {
+            out.push(self.api.get_opt(&names::gateway(slot)).await?);
         }
         Ok(out)
     }
@@ -116,9 +117,10 @@ impl LeaseElection {
         leases.iter().enumerate().map(observe).collect()
     }
 
-    async fn create(&self, slot: usize, now: Timestamp) -> Result<Lease, kube::Error> {
-        let lease =
-            Lease { metadata: ObjectMeta { name: Some(self.lease_name(slot)), ..ObjectMeta::default() }, spec: None };
+    async fn create(&self, index: usize, now: Timestamp) -> Result<Lease, kube::Error> {
+        // `decide` picks an index of the round's list, which has one entry per contended slot.
+        let name = self.contended().nth(index).map(names::gateway);
+        let lease = Lease { metadata: ObjectMeta { name, ..ObjectMeta::default() }, spec: None };
         self.api.create(&PostParams::default(), &self.held(lease, now, true)).await
     }
 
@@ -142,20 +144,22 @@ impl LeaseElection {
         spec.lease_duration_seconds = Some(self.timing.lease_duration.as_secs().max(1) as i32);
         lease.spec = Some(spec);
         let annotations = lease.metadata.annotations.get_or_insert_with(BTreeMap::new);
-        annotations.insert(NODE_IP_ANNOTATION.into(), self.node_ip.clone());
+        annotations.insert(labels::NODE_IP.into(), self.node_ip.clone());
         lease
     }
 
     /// Gives a slot up at once (clean shutdown, or a gateway that lost its data path), so another
     /// node takes it without waiting for the Lease to expire.
+    /// A slot index that names no slot holds nothing to release.
     pub async fn release(&self, slot: usize) -> Result<(), kube::Error> {
-        let Some(mut lease) = self.api.get_opt(&self.lease_name(slot)).await? else { return Ok(()) };
+        let Ok(slot) = Slot::try_from(slot) else { return Ok(()) };
+        let name = names::gateway(slot);
+        let Some(mut lease) = self.api.get_opt(&name).await? else { return Ok(()) };
         let spec: &mut LeaseSpec = lease.spec.get_or_insert_with(LeaseSpec::default);
         if spec.holder_identity.as_deref() != Some(&self.me) {
             return Ok(());
         }
         spec.holder_identity = None;
-        let name = self.lease_name(slot);
         self.api.replace(&name, &PostParams::default(), &lease).await.map(|_| ())
     }
 }
@@ -168,6 +172,6 @@ pub fn view(lease: &Lease) -> SlotLease {
         renewed: spec.renew_time.map(|t| t.0),
         acquired: spec.acquire_time.map(|t| t.0),
         duration: std::time::Duration::from_secs(spec.lease_duration_seconds.unwrap_or(0).max(0) as u64),
-        node_ip: lease.metadata.annotations.as_ref().and_then(|a| a.get(NODE_IP_ANNOTATION).cloned()),
+        node_ip: lease.metadata.annotations.as_ref().and_then(|a| a.get(labels::NODE_IP).cloned()),
     }
 }

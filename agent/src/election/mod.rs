@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
-/// Annotation on a slot's Lease with the holder's node IP, for the routers.
-pub const NODE_IP_ANNOTATION: &str = "kubelink.gardener.cloud/node-ip";
+pub use kubelink_ipam::contract::labels;
 
 /// What the election knows of one slot's Lease.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,39 +1,27 @@
 //! The sidecar's configuration: files in a mounted Secret directory (written on the seed by
-//! `kubelink ipam`), each overridable by a flag or environment variable. Reading gathers the raw
-//! values with their origin; parsing is pure and every error names the file (or flag) and the field.
+//! `kubelink ipam`; file names are the keys of [`kubelink_ipam::contract::shoot_secret`]), each
+//! overridable by a flag or environment variable. Reading gathers the raw values with their origin;
+//! parsing is pure and every error names the file (or flag) and the field.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
+use kubelink_ipam::contract::{Slot, defaults, shoot_secret};
 use kubelink_ipam::excerpt;
 use kubelink_ipam::keys::{PrivateKey, PublicKey};
 
-use crate::config::{DEFAULT_MTU, Desired, RouteSpec};
+pub use kubelink_ipam::contract::shoot_secret::{ADDRESS, KEEPALIVE, MTU, PRIVATE_KEY};
+
+use crate::config::{Desired, RouteSpec};
 use crate::route::MAIN_TABLE;
 use crate::wg::{DeviceSpec, PeerSpec};
 
-/// Gateway slots of a seed (GEP-14 high availability: two gateways behind two load balancers).
-pub const SLOTS: [u8; 2] = [0, 1];
-/// WireGuard's usual keepalive behind NAT and load balancers.
-pub const DEFAULT_KEEPALIVE: u16 = 21;
-
-pub const PRIVATE_KEY: &str = "privateKey";
-pub const ADDRESS: &str = "address";
-pub const KEEPALIVE: &str = "keepalive";
-pub const MTU: &str = "mtu";
-
-/// The three files of gateway slot `n`.
-pub fn slot_fields(n: u8) -> [String; 3] {
-    [format!("gateway-{n}-endpoint"), format!("gateway-{n}-publicKey"), format!("gateway-{n}-address")]
-}
-
-/// Every field the sidecar reads.
-pub fn fields() -> Vec<String> {
-    let mut all: Vec<String> = [PRIVATE_KEY, ADDRESS, KEEPALIVE, MTU].map(String::from).into();
-    all.extend(SLOTS.iter().flat_map(|n| slot_fields(*n)));
-    all
+/// The three files of gateway slot `slot`: endpoint, public key, address.
+pub fn slot_fields(slot: Slot) -> [String; 3] {
+    let keys = shoot_secret::gateway(slot);
+    [keys.endpoint, keys.public_key, keys.address]
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -78,7 +66,7 @@ impl Sources {
     /// read is an error; an absent file is not (the parser decides whether the field is needed).
     pub fn read(&self) -> Result<Inputs, ShootConfigError> {
         let mut inputs = BTreeMap::new();
-        for field in fields() {
+        for field in shoot_secret::all() {
             if let Some((flag, value)) = self.overrides.get(&field) {
                 inputs.insert(field, Input { origin: flag.clone(), text: value.clone() });
                 continue;
@@ -133,6 +121,7 @@ impl std::fmt::Display for Endpoint {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gateway {
+    /// The slot's number ([`Slot::number`]); the sidecar keys its per-slot state by it.
     pub slot: u8,
     pub endpoint: Endpoint,
     pub public_key: PublicKey,
@@ -206,18 +195,19 @@ pub fn parse(inputs: &Inputs, device: &str) -> Result<ShootConfig, ShootConfigEr
         t.parse::<PrivateKey>().map_err(|e| format!("{e}; write the key as `wg genkey` prints it"))
     })?;
     let address = p.required(ADDRESS, "the tunnel address in CIDR form, e.g. 192.168.128.10/22", parse_address)?;
-    let keepalive = p.optional(KEEPALIVE, DEFAULT_KEEPALIVE, |t| {
+    let keepalive = p.optional(KEEPALIVE, defaults::KEEPALIVE, |t| {
         t.parse::<u16>()
             .map_err(|_| format!("{} is not a number of seconds (0..65535; 0 turns keepalive off)", excerpt(t)))
     })?;
-    let mtu = p.optional(MTU, DEFAULT_MTU, crate::config::parse_mtu)?;
+    let mtu = p.optional(MTU, defaults::MTU, crate::config::parse_mtu)?;
     let mut gateways = Vec::new();
-    for slot in SLOTS {
+    for slot in Slot::ALL {
         if let Some(g) = p.gateway(slot, &address)? {
-            gateways.push(g);
+            gateways.push((slot, g));
         }
     }
     p.check_gateways(&gateways, &private_key)?;
+    let gateways = gateways.into_iter().map(|(_, g)| g).collect();
     Ok(ShootConfig { device: device.into(), private_key, address, gateways, keepalive, mtu })
 }
 
@@ -302,7 +292,7 @@ impl Parser<'_> {
     }
 
     /// A slot is configured when any of its files exists; then all three must.
-    fn gateway(&self, slot: u8, address: &IpNet) -> Result<Option<Gateway>, ShootConfigError> {
+    fn gateway(&self, slot: Slot, address: &IpNet) -> Result<Option<Gateway>, ShootConfigError> {
         let [endpoint, key, addr] = slot_fields(slot);
         if [&endpoint, &key, &addr].iter().all(|f| self.text(f).is_none()) {
             return Ok(None);
@@ -327,12 +317,13 @@ impl Parser<'_> {
         if slot_address == address.addr() {
             return Err(self.invalid(&addr, format!("{slot_address} is the shoot's own address ({ADDRESS})")));
         }
-        Ok(Some(Gateway { slot, endpoint, public_key, address: slot_address }))
+        Ok(Some(Gateway { slot: slot.number(), endpoint, public_key, address: slot_address }))
     }
 
-    fn check_gateways(&self, gws: &[Gateway], key: &PrivateKey) -> Result<(), ShootConfigError> {
+    fn check_gateways(&self, gws: &[(Slot, Gateway)], key: &PrivateKey) -> Result<(), ShootConfigError> {
+        let [s0, s1] = Slot::ALL;
         if gws.is_empty() {
-            let [e, k, a] = slot_fields(0);
+            let [e, k, a] = slot_fields(s0);
             return Err(ShootConfigError::Missing {
                 field: e.clone(),
                 hint: format!(
@@ -340,18 +331,18 @@ impl Parser<'_> {
                 ),
             });
         }
-        if let [a, b] = gws {
+        if let [(_, a), (_, b)] = gws {
             if a.public_key == b.public_key {
                 return Err(
-                    self.invalid(&slot_fields(1)[1], "the same public key as gateway 0; each slot has its own key")
+                    self.invalid(&slot_fields(s1)[1], "the same public key as gateway 0; each slot has its own key")
                 );
             }
             if a.address == b.address {
-                return Err(self.invalid(&slot_fields(1)[2], "the same address as gateway 0; each slot has its own"));
+                return Err(self.invalid(&slot_fields(s1)[2], "the same address as gateway 0; each slot has its own"));
             }
         }
-        if let Some(g) = gws.iter().find(|g| g.public_key == key.public_key()) {
-            return Err(self.invalid(&slot_fields(g.slot)[1], "this is the shoot's own public key, not the gateway's"));
+        if let Some((slot, _)) = gws.iter().find(|(_, g)| g.public_key == key.public_key()) {
+            return Err(self.invalid(&slot_fields(*slot)[1], "this is the shoot's own public key, not the gateway's"));
         }
         Ok(())
     }
@@ -492,6 +483,51 @@ mod tests {
             let got = parse_endpoint(text).ok().map(|e| (e.host, e.port));
             assert_eq!(got, want.map(|(h, p)| (h.to_string(), p)), "{text}");
         }
+    }
+
+    /// What the IPAM writes into the shoot Secret (mounted as one file per key) reads back equal.
+    #[test]
+    fn the_ipam_written_secret_reads_back_equal() {
+        use kubelink_ipam::secret::{Gateway as Written, shoot_secret_data};
+        let key: PrivateKey = KEY.parse().unwrap();
+        let address: IpNet = "192.168.128.10/22".parse().unwrap();
+        let [s0, s1] = Slot::ALL;
+        let written = [
+            Written {
+                slot: s0,
+                address: Some("192.168.128.1".parse().unwrap()),
+                endpoint: Some("gw0.example.org:51820".into()),
+                public_key: Some(GW0.parse().unwrap()),
+            },
+            Written {
+                slot: s1,
+                address: Some("192.168.128.2".parse().unwrap()),
+                endpoint: Some("[fd00::2]:51821".into()),
+                public_key: Some(GW1.parse().unwrap()),
+            },
+        ];
+        let dir = std::env::temp_dir().join(format!("kubelink-shoot-roundtrip-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (file, value) in shoot_secret_data(&key, address, &written) {
+            std::fs::write(dir.join(file), value.0).unwrap();
+        }
+        let sources = Sources { dir: dir.clone(), overrides: BTreeMap::new(), private_key_file: None };
+        let read = sources.read().map(|inputs| parse(&inputs, "kl0"));
+        std::fs::remove_dir_all(&dir).unwrap();
+        let config = read.unwrap().unwrap();
+        assert_eq!((config.private_key, config.address), (key, address));
+        assert_eq!((config.keepalive, config.mtu), (defaults::KEEPALIVE, defaults::MTU), "not written: defaults");
+        let back: Vec<Written> = config
+            .gateways
+            .iter()
+            .map(|g| Written {
+                slot: Slot::try_from(g.slot).unwrap(),
+                address: Some(g.address),
+                endpoint: Some(g.endpoint.to_string()),
+                public_key: Some(g.public_key),
+            })
+            .collect();
+        assert_eq!(back, written);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 
 use crate::netns::{Netns, run};
-use kubelink::agent::cluster::SLOT_LABEL;
+use kubelink_ipam::contract::labels::GATEWAY_SLOT as SLOT_LABEL;
 
 /// The nft script that points `port` at `target` (or drops it when no node holds the slot).
 pub fn lb_script(port: u16, target: Option<&str>) -> String {

@@ -20,6 +20,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
 use kube::api::PostParams;
 use kubelink_apiserver::{ApiServer, Options, fixtures, helm};
+use kubelink_ipam::contract::{Slot, names};
 use kubelink_ipam::controller::{Config, Controller};
 use serde_json::json;
 
@@ -295,10 +296,10 @@ impl SeedLandscape {
     pub async fn holders(&self) -> BTreeMap<usize, String> {
         let leases: Api<Lease> = Api::namespaced(self.server.client(), AGENT_NS);
         let mut out = BTreeMap::new();
-        for slot in 0..self.slots {
-            let lease = leases.get_opt(&format!("kubelink-gateway-{slot}")).await.ok().flatten();
+        for slot in Slot::ALL.into_iter().take(self.slots) {
+            let lease = leases.get_opt(&names::gateway(slot)).await.ok().flatten();
             if let Some(holder) = lease.and_then(|l| l.spec?.holder_identity) {
-                out.insert(slot, holder);
+                out.insert(slot.index(), holder);
             }
         }
         out
@@ -421,7 +422,7 @@ pub fn spawn_ipam(garden: kube::Client, seed: kube::Client, slots: u8) -> tokio:
 pub(crate) async fn shoot_secret_files(seed: &kube::Client, name: &str) -> Option<BTreeMap<String, String>> {
     let ns = format!("shoot--{}--{name}", fixtures::PROJECT_NS.trim_start_matches("garden-"));
     let secrets: Api<Secret> = Api::namespaced(seed.clone(), &ns);
-    let delivered = secrets.get_opt(kubelink_ipam::managed::SECRET_NAME).await.ok()??;
+    let delivered = secrets.get_opt(kubelink_ipam::contract::names::MANAGED_RESOURCE_SECRET).await.ok()??;
     let data = kubelink_ipam::managed::shoot_data_of(&delivered)?;
     Some(data.into_iter().filter_map(|(k, v)| Some((k, String::from_utf8(v.0).ok()?))).collect())
 }
