@@ -21,7 +21,7 @@ agent_start() {
 
 agent_start /tmp/agent1.log
 shoot_dir="$secrets/shoot-00000"
-wait_until 90 test -s "$shoot_dir/gateway-0-publicKey" ||
+wait_until 90 test -s "$shoot_dir/gateway-0-endpoint" ||
   fail "no complete shoot Secret; control plane:$(echo; cat /tmp/control.log; echo agent:; cat /tmp/agent1.log)"
 /usr/local/sbin/ip netns exec shoot kubelink shoot --config-dir "$shoot_dir" --device ks0 \
   --health-listen 127.0.0.1:8093 >/tmp/shoot.log 2>&1 &
