@@ -203,12 +203,21 @@ fn forwarding_off(
     std::thread::sleep(Duration::from_secs(2));
     l.nodes[g].sysctl("net.ipv4.ip_forward", "0").unwrap();
     let off = Instant::now();
-    let unready = netns::wait_for(Duration::from_secs(15), || l.readyz(g) != Some(200));
-    let released =
-        netns::wait_for(Duration::from_secs(15), || rt.block_on(l.holders()).get(&0).is_none_or(|h| node_of(h) != g))
-            .map(|_| off.elapsed());
-    let lb_moved =
-        netns::wait_for(Duration::from_secs(15), || l.backends()[0] != Some(node_ip(g))).map(|_| off.elapsed());
+    // Sampled together: when /readyz stops answering 200, the Lease is released, the load balancer moves.
+    let (mut unready, mut released, mut lb_moved) = (None, None, None);
+    while off.elapsed() < Duration::from_secs(15) && (unready.is_none() || released.is_none() || lb_moved.is_none()) {
+        let at = Some(off.elapsed());
+        if unready.is_none() && l.readyz(g) != Some(200) {
+            unready = at;
+        }
+        if lb_moved.is_none() && l.backends()[0] != Some(node_ip(g)) {
+            lb_moved = at;
+        }
+        if released.is_none() && rt.block_on(l.holders()).get(&0).is_none_or(|h| node_of(h) != g) {
+            released = at;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     println!(
         "node {g} stopped forwarding: /readyz not 200 after {unready:?}, slot 0 released after {released:?} \
          (bound {GIVE_UP_BOUND:?}), its load balancer off node {g} after {lb_moved:?}"

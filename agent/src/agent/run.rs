@@ -381,9 +381,18 @@ impl Agent {
         Ok(())
     }
 
-    /// Checks that the gateway of `slot` forwards: forwarding is on, and shoots heard from lately answer
-    /// a probe from the slot address through the device ([`datapath`] plans whom to ask).
+    /// Checks that the gateway of `slot` forwards, and says so when it does not.
     async fn check_data_path(&mut self, slot: u8) -> Check {
+        let check = self.inspect_data_path(slot).await;
+        if let Check::Fault(fault) = check {
+            tracing::warn!(slot, "data-path check: {fault}");
+        }
+        check
+    }
+
+    /// Whether forwarding is on, and whether shoots heard from lately answer a probe from the slot
+    /// address through the device ([`datapath`] plans whom to ask).
+    async fn inspect_data_path(&mut self, slot: u8) -> Check {
         let Some(Applied::Gateway(desired)) = &self.data.applied else { return Check::Unprobed };
         let Some(source) = desired.addresses.iter().next().map(|a| a.addr()) else { return Check::Unprobed };
         if !forwarding_on(source) {
@@ -404,11 +413,7 @@ impl Agent {
         let asked = datapath::targets(&self.data.heard, &addresses, now);
         let answers = probe_all(&asked, source).await;
         datapath::record(&mut self.data.heard, &asked, &answers);
-        let check = datapath::verdict(&asked, &answers);
-        if let Check::Fault(fault) = check {
-            tracing::warn!(slot, "data-path check: {fault}");
-        }
-        check
+        datapath::verdict(&asked, &answers)
     }
 
     /// The slot's key, read (and the slot's endpoint published) once per slot taken.
