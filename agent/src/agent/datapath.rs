@@ -183,7 +183,7 @@ mod tests {
     fn an_answer_is_remembered() {
         let mut heard: BTreeMap<_, _> = [(key(1), Heard::default()), (key(2), Heard::default())].into();
         let asked: Vec<Target> = targets(
-            &heard.iter().map(|(k, _)| (*k, Heard { at: Some(Instant::now()), ..Heard::default() })).collect(),
+            &heard.keys().map(|k| (*k, Heard { at: Some(Instant::now()), ..Heard::default() })).collect(),
             &addresses(2),
             Instant::now(),
         );

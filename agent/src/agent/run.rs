@@ -46,11 +46,14 @@ enum Applied {
     Router(Vec<crate::config::RouteSpec>),
 }
 
+/// The role's readiness after a step, and when it was computed.
+type Snapshot = Option<(Result<(), NotReady>, Instant)>;
+
 /// Shared with `/readyz` and `/metrics`.
 #[derive(Clone, Default)]
 pub struct Status {
     /// The role's readiness after the last step, and when it was computed.
-    pub readiness: Arc<Mutex<Option<(Result<(), NotReady>, Instant)>>>,
+    pub readiness: Arc<Mutex<Snapshot>>,
     pub ready: Gauge,
     pub slot: Gauge,
     pub peers: Gauge,

@@ -162,7 +162,8 @@ mod tests {
     fn a_target_is_used_while_ready_as_a_service_uses_ready_endpoints() {
         let a = Some("10.0.0.1");
         // rows: why, probes in order (labelled node, /readyz answered 200), backend after the last
-        let rows: &[(&str, &[(Option<&str>, bool)], Option<&str>)] = &[
+        type Probes<'a> = &'a [(Option<&'a str>, bool)];
+        let rows: &[(&str, Probes, Option<&str>)] = &[
             ("ready after one answer", &[(a, true)], a),
             ("never ready: not used", &[(a, false)], None),
             ("one failed probe is tolerated", &[(a, true), (a, false)], a),
