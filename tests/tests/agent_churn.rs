@@ -1,10 +1,12 @@
-//! The seed agent under change, in the local landscape with two slots: state deleted by hand comes
-//! back; shoots come and go while traffic to the others flows; the API server is cut off for 30 s
-//! while traffic flows, and the agents catch up with what changed meanwhile.
+//! The seed agent under change and faults, in the local landscape with two slots: state deleted by hand
+//! comes back; shoots come and go while traffic to the others flows; the API server is cut off for 60 s
+//! while traffic flows (the gateways stay Ready and in their load balancers, which follow readiness),
+//! and the agents catch up with what changed meanwhile; then a gateway's node stops forwarding and the
+//! gateway gives its slot up within the bound.
 
 use std::time::{Duration, Instant};
 
-use kubelink_tests::landscape::seed::{POD_IP, SeedLandscape};
+use kubelink_tests::landscape::seed::{POD_IP, SeedLandscape, node_ip};
 use kubelink_tests::landscape::{self, Started, node_of};
 use kubelink_tests::netns;
 use kubelink_tests::netns::ping_in;
@@ -53,9 +55,39 @@ fn until_reachable(rt: &tokio::runtime::Runtime, l: &mut SeedLandscape, limit: D
     rt.block_on(l.wait_for_shoots(limit)).then(|| start.elapsed())
 }
 
+/// The agents' --give-up-after (chart default) and retry period: a gateway that stops forwarding is
+/// found at the next check (each retry period, a probe waits up to 1 s) and gives up after this.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(5);
+/// The stated bound from the fault to the released Lease: give-up-after plus a check period and a
+/// probe timeout, plus one Lease read by the test.
+const GIVE_UP_BOUND: Duration = Duration::from_secs(GIVE_UP_AFTER.as_secs() + 3);
+
+/// Samples every second while `until` is false: each gateway's /readyz and each slot's load balancer
+/// backend. Returns (samples, samples with every gateway Ready and every slot on its gateway).
+fn watch_readiness(
+    l: &mut SeedLandscape,
+    gateways: &[usize],
+    mut until: impl FnMut(&mut SeedLandscape) -> bool,
+) -> (u32, u32) {
+    let want: Vec<Option<String>> = gateways.iter().map(|g| Some(node_ip(*g))).collect();
+    let (mut samples, mut good) = (0, 0);
+    while !until(l) {
+        let ready = gateways.iter().all(|g| l.readyz(*g) == Some(200));
+        let backends = l.backends();
+        if !ready || backends != want {
+            let codes: Vec<Option<u16>> = gateways.iter().map(|g| l.readyz(*g)).collect();
+            println!("sample {samples}: /readyz {codes:?}, load balancers {backends:?} (want {want:?})");
+        }
+        samples += 1;
+        good += u32::from(ready && backends == want);
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    (samples, good)
+}
+
 #[test]
-fn drift_churn_and_api_outage() {
-    let tools = ["ip", "ping", "nft", "conntrack", "wg"];
+fn drift_churn_api_outage_and_forwarding_off() {
+    let tools = ["ip", "ping", "nft", "conntrack", "wg", "sysctl"];
     let Some(Started { rt, mut l, dir }) = landscape::start("agent-churn", &tools, 4, 2) else { return };
     let holders = rt.block_on(l.holders());
     let gateways: Vec<usize> = holders.values().map(|h| node_of(h)).collect();
@@ -101,10 +133,11 @@ fn drift_churn_and_api_outage() {
     assert!(on_both && reachable.is_some(), "added shoots not served; logs in {}", dir.display());
     assert_nothing_lost("churn", &steady, pings);
 
-    // The API server is cut off for 30 s. Meanwhile a shoot is added (the IPAM, which still reaches
-    // the API server, allocates it) and one is deleted. Traffic to the others must not notice.
+    // The API server is cut off for 60 s. Meanwhile a shoot is added (the IPAM, which still reaches
+    // the API server, allocates it) and one is deleted. Traffic to the others must not notice; the
+    // gateways stay Ready and their load balancers, which follow readiness, keep sending to them.
     let steady = [0, 1, added[0]];
-    let pings = ping_all(&l, &steady, 360, "0.1");
+    let pings = ping_all(&l, &steady, 660, "0.1");
     std::thread::sleep(Duration::from_secs(2));
     l.api_reachable(false).unwrap();
     let cut = Instant::now();
@@ -112,10 +145,16 @@ fn drift_churn_and_api_outage() {
     let late = rt.block_on(l.add_shoot()).unwrap();
     rt.block_on(l.delete_shoot(added[1])).unwrap();
     let gone = shoot_key(&l, added[1]);
-    while cut.elapsed() < Duration::from_secs(30) {
-        rt.block_on(l.sync_shoots());
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let mut synced = Instant::now();
+    let (samples, good) = watch_readiness(&mut l, &gateways, |l| {
+        if synced.elapsed() > Duration::from_secs(5) {
+            rt.block_on(l.sync_shoots());
+            synced = Instant::now();
+        }
+        cut.elapsed() >= Duration::from_secs(60)
+    });
+    println!("API server cut off for 60 s: gateways Ready and in their load balancers in {good} of {samples} samples");
+    assert!(samples >= 50 && good == samples, "a gateway left Ready or its load balancer; logs in {}", dir.display());
     assert_eq!(on_gateways(&l, &gateways, &gone), 2, "a cut-off agent must not have seen the deletion");
     l.api_reachable(true).unwrap();
     let healed = Instant::now();
@@ -131,9 +170,70 @@ fn drift_churn_and_api_outage() {
         reachable.map(|_| healed.elapsed())
     );
     assert!(reachable.is_some(), "logs in {}", dir.display());
-    assert_nothing_lost("API server cut off for 30 s", &steady, pings);
+    assert_nothing_lost("API server cut off for 60 s", &steady, pings);
     assert_eq!(rt.block_on(l.holders()), holders, "the outage must not move a slot");
+
+    forwarding_off(&rt, &l, &gateways, &steady, &dir);
     // Everything the agents and the IPAM did, the charts' RBAC allowed.
     assert_eq!(l.refused(), Vec::<String>::new(), "requests the API servers refused");
     l.stop();
+}
+
+/// Slot 0's gateway node stops forwarding (net.ipv4.ip_forward=0): its agent must see it, leave Ready
+/// and give the slot up within [`GIVE_UP_BOUND`]; the shoots it carried come back through slot 1 (the
+/// routers follow the released Lease), the ones on slot 1 hardly notice.
+fn forwarding_off(
+    rt: &tokio::runtime::Runtime,
+    l: &SeedLandscape,
+    gateways: &[usize],
+    shoots: &[usize],
+    dir: &std::path::Path,
+) {
+    let g = gateways[0];
+    let via = format!("via {} ", node_ip(g));
+    let routes = l.routes(POD_NODE);
+    let on_slot0 = |i: &usize| {
+        let addr = format!("{} ", l.shoots[*i].address.unwrap());
+        routes.iter().any(|r| r.starts_with(&addr) && r.contains(&via))
+    };
+    let (slot0, slot1): (Vec<usize>, Vec<usize>) = shoots.iter().copied().partition(|i| on_slot0(i));
+    println!("shoots routed via slot 0 (node {g}): {slot0:?}; via slot 1: {slot1:?}");
+    assert!(!slot0.is_empty(), "no shoot routed via slot 0: {routes:?}");
+    let (p0, p1) = (ping_all(l, &slot0, 250, "0.1"), ping_all(l, &slot1, 250, "0.1"));
+    std::thread::sleep(Duration::from_secs(2));
+    l.nodes[g].sysctl("net.ipv4.ip_forward", "0").unwrap();
+    let off = Instant::now();
+    // Sampled together: when /readyz stops answering 200, the Lease is released, the load balancer moves.
+    let (mut unready, mut released, mut lb_moved) = (None, None, None);
+    while off.elapsed() < Duration::from_secs(15) && (unready.is_none() || released.is_none() || lb_moved.is_none()) {
+        let at = Some(off.elapsed());
+        if unready.is_none() && l.readyz(g) != Some(200) {
+            unready = at;
+        }
+        if lb_moved.is_none() && l.backends()[0] != Some(node_ip(g)) {
+            lb_moved = at;
+        }
+        if released.is_none() && rt.block_on(l.holders()).get(&0).is_none_or(|h| node_of(h) != g) {
+            released = at;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "node {g} stopped forwarding: /readyz not 200 after {unready:?}, slot 0 released after {released:?} \
+         (bound {GIVE_UP_BOUND:?}), its load balancer off node {g} after {lb_moved:?}"
+    );
+    let gap = |what: &str, shoots: &[usize], pings: Vec<std::thread::JoinHandle<(u32, u32)>>| -> f64 {
+        let lost: Vec<u32> = pings.into_iter().map(|p| p.join().unwrap()).map(|(sent, got)| sent - got).collect();
+        let worst = f64::from(lost.iter().copied().max().unwrap_or(0)) * 0.1;
+        println!("{what}: shoots {shoots:?} lost {lost:?} of 250 pings (gap about {worst:.1} s)");
+        worst
+    };
+    let (gap0, gap1) = (gap("via slot 0", &slot0, p0), gap("via slot 1", &slot1, p1));
+    let log = std::fs::read_to_string(dir.join(format!("agent-n{g}.log"))).unwrap_or_default();
+    assert!(unready.is_some(), "node {g} stays Ready without forwarding; logs in {}", dir.display());
+    assert!(released.is_some_and(|t| t <= GIVE_UP_BOUND), "slot 0 kept past the bound; logs in {}", dir.display());
+    assert!(log.contains("IP forwarding is off") && log.contains("giving the slot up"), "node {g} did not say why");
+    assert!(lb_moved.is_some(), "the load balancer of slot 0 still sends to node {g}");
+    assert!(gap0 <= GIVE_UP_BOUND.as_secs_f64() + 2.0, "gap via slot 0 {gap0:.1} s; logs in {}", dir.display());
+    assert!(gap1 <= 1.0, "the other slot's shoots lost {gap1:.1} s; logs in {}", dir.display());
 }

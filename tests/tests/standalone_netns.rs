@@ -120,3 +120,29 @@ fn landscape_command_reaches_every_shoot() {
     assert!(out.status.success(), "kubelink-landscape --once failed");
     assert_eq!(text.matches("reply in").count(), 3, "every shoot answers");
 }
+
+/// IPv6 disabled on every host (`net.ipv6.conf.{all,default}.disable_ipv6=1`, as on nodes booted with
+/// IPv6 off): `kubelink run` builds its devices, routes and peers without it, and traffic flows.
+#[test]
+fn ipv6_disabled_on_every_host_traffic_still_flows() {
+    if !netns::require("ipv6_disabled", &["ip", "ping", "sysctl"]) {
+        return;
+    }
+    let dir = netns::workdir("ipv6-disabled");
+    let mut l = Landscape::build(1, &dir, &netns::kubelink_bin(), "userspace").unwrap();
+    for ns in [&l.gateway.ns, &l.worker.ns, &l.shoots[0].ns] {
+        ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1").unwrap();
+        ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1").unwrap();
+    }
+    l.start_all().unwrap();
+    let took = l.worker.ns.wait_ping(&tunnel(&l), Some(&POD_IP.to_string()), Duration::from_secs(10));
+    println!("IPv6 disabled on every host: tunnel up after {took:?}");
+    assert!(took.is_some(), "no traffic without IPv6; logs in {}", dir.display());
+    assert_eq!(ping_shoot(&l, 20), (20, 20));
+    let v6 = l.gateway.ns.ip(&["-6", "addr", "show", "dev", &l.gateway.device]).unwrap_or_default();
+    assert!(v6.trim().is_empty(), "the gateway device has IPv6 addresses: {v6}");
+    for (what, proc) in [("gateway", &l.gateway.proc), ("worker", &l.worker.proc), ("shoot", &l.shoots[0].proc)] {
+        let log = proc.as_ref().map(|p| p.log_text()).unwrap_or_default();
+        assert!(!log.contains("ERROR"), "{what} logged an error without IPv6:\n{log}");
+    }
+}

@@ -6,6 +6,7 @@
 //! loop that performs what [`role`] decides.
 
 pub mod cluster;
+pub mod datapath;
 pub mod role;
 pub mod run;
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
 
+use super::datapath::{Check, Fault};
 use crate::election::{LiveGateway, Round, live_gateways, usable_gateways, warmed_up};
 
 /// The moment of an observation: the monotonic clock for the node's own deadlines (give-up, standby,
@@ -74,6 +75,14 @@ pub enum GatewayHealth {
     FailingSince(Instant),
 }
 
+/// Whether the gateway forwards, as its data-path checks found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forwarding {
+    /// No check found a fault.
+    Serving,
+    FailingSince(Instant, Fault),
+}
+
 /// The slot label on the node's own Pod, as this node last wrote it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PodLabel {
@@ -109,6 +118,10 @@ pub struct RoleState {
     pub last_answer: Option<Instant>,
     pub eligibility: Eligibility,
     pub health: GatewayHealth,
+    pub forwarding: Forwarding,
+    /// The node-local state of the current role (gateway device and table, or routes) was put in place
+    /// by the last attempt to apply it.
+    pub in_place: bool,
     pub label: PodLabel,
     pub leftovers: Leftovers,
 }
@@ -124,6 +137,8 @@ impl RoleState {
             last_answer: None,
             eligibility: Eligibility::Eligible,
             health: GatewayHealth::Serving,
+            forwarding: Forwarding::Serving,
+            in_place: false,
             label: PodLabel::Unknown,
             leftovers: Leftovers::Possible,
         }
@@ -155,6 +170,12 @@ pub enum Observation {
     GatewayApplied(Setup),
     /// The router's routes are in place.
     RoutesApplied,
+    /// The router's routes could not be applied.
+    RoutesFailed,
+    /// A data-plane check is due (every retry period).
+    DataPathDue,
+    /// What a check of the gateway's data path found.
+    DataPathChecked(Check),
     PodLabelled {
         slot: Option<u8>,
     },
@@ -200,6 +221,10 @@ pub enum Action {
     LabelPod {
         slot: Option<u8>,
     },
+    /// Check that the gateway of `slot` forwards: forwarding on, shoots answering through its device.
+    CheckDataPath {
+        slot: u8,
+    },
     /// Release the slot's Lease at once, so that a healthy node takes it without waiting for expiry.
     GiveUp {
         slot: u8,
@@ -215,7 +240,10 @@ pub fn step(state: RoleState, observation: Observation, now: Now) -> (RoleState,
         Observation::ApiUnreachable => api_unreachable(state, now),
         Observation::PassDue => pass_due(state, now),
         Observation::GatewayApplied(setup) => gateway_applied(state, setup, now),
-        Observation::RoutesApplied => label_for(state, None),
+        Observation::RoutesApplied => routes_applied(state, true),
+        Observation::RoutesFailed => routes_applied(state, false),
+        Observation::DataPathDue => data_path_due(state),
+        Observation::DataPathChecked(check) => data_path_checked(state, check, now),
         Observation::PodLabelled { slot } => (RoleState { label: PodLabel::of(slot), ..state }, vec![]),
         Observation::GatewayRemoved { complete } => {
             let leftovers = if complete { Leftovers::Removed } else { state.leftovers };
@@ -243,8 +271,10 @@ fn elected(mut state: RoleState, round: &Round, now: Now) -> (RoleState, Vec<Act
     let role = role_after(round);
     if role.slot() != state.role.slot() {
         actions.push(role.slot().map_or(Action::BecomeRouter, |slot| Action::BecomeGateway { slot }));
-        // A failure count belongs to the slot it was counted for.
+        // A failure count belongs to the slot it was counted for; the new role is not in place yet.
         state.health = GatewayHealth::Serving;
+        state.forwarding = Forwarding::Serving;
+        state.in_place = false;
     }
     state.role = role;
     (state, actions)
@@ -315,18 +345,97 @@ fn gateway_applied(mut state: RoleState, setup: Setup, now: Now) -> (RoleState, 
     let since = match (setup, state.health) {
         (Setup::NodeLocalFailure, GatewayHealth::FailingSince(since)) => since,
         (Setup::NodeLocalFailure, GatewayHealth::Serving) => now.instant,
-        (Setup::Done, _) => return label_for(RoleState { health: GatewayHealth::Serving, ..state }, Some(slot)),
+        (Setup::Done, _) => {
+            let state = RoleState { health: GatewayHealth::Serving, in_place: true, ..state };
+            return label_for(state, Some(slot));
+        }
+        // The device may still be up from before: whether it is in place is unchanged.
         (Setup::SharedFailure, _) => return (RoleState { health: GatewayHealth::Serving, ..state }, vec![]),
     };
+    state.in_place = false;
+    state.health = GatewayHealth::FailingSince(since);
+    give_up_after(state, slot, since, now)
+}
+
+fn routes_applied(state: RoleState, ok: bool) -> (RoleState, Vec<Action>) {
+    if state.role != Role::Router {
+        return (state, vec![]);
+    }
+    let state = RoleState { in_place: ok, ..state };
+    if ok { label_for(state, None) } else { (state, vec![]) }
+}
+
+/// A gateway whose device is in place checks that it forwards; nothing else has a data path to check.
+fn data_path_due(state: RoleState) -> (RoleState, Vec<Action>) {
+    match state.role {
+        Role::Gateway { slot, .. } if state.in_place => (state, vec![Action::CheckDataPath { slot }]),
+        _ => (state, vec![]),
+    }
+}
+
+/// A gateway that does not forward (forwarding off, shoots heard from lately not answering through its
+/// device) gives its slot up after `give_up_after`, as for node-local setup failures. Checks without
+/// evidence either way stop the clock.
+fn data_path_checked(mut state: RoleState, check: Check, now: Now) -> (RoleState, Vec<Action>) {
+    let Role::Gateway { slot, .. } = state.role else { return (state, vec![]) };
+    let fault = match check {
+        Check::Forwards | Check::Unprobed => {
+            return (RoleState { forwarding: Forwarding::Serving, ..state }, vec![]);
+        }
+        Check::Fault(fault) => fault,
+    };
+    let since = match state.forwarding {
+        Forwarding::FailingSince(since, _) => since,
+        Forwarding::Serving => now.instant,
+    };
+    state.forwarding = Forwarding::FailingSince(since, fault);
+    give_up_after(state, slot, since, now)
+}
+
+/// Gives `slot` up once it has been failing since `since` for `give_up_after`: releases the Lease,
+/// removes what the gateway had and stands by.
+fn give_up_after(mut state: RoleState, slot: u8, since: Instant, now: Now) -> (RoleState, Vec<Action>) {
     let failing_for = now.instant.saturating_duration_since(since);
     if failing_for < state.delays.give_up_after {
-        state.health = GatewayHealth::FailingSince(since);
         return (state, vec![]);
     }
     state.role = Role::Router;
     state.health = GatewayHealth::Serving;
+    state.forwarding = Forwarding::Serving;
+    state.in_place = false;
     state.eligibility = Eligibility::StandbyUntil(now.instant + state.delays.standby);
     (state, vec![Action::GiveUp { slot, failing_for }, Action::BecomeRouter, Action::RemoveGatewayState])
+}
+
+/// Why the node is not ready.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    #[error("the gateway of slot {slot} is not in place (device, peers, table)")]
+    GatewayNotInPlace { slot: u8 },
+    #[error("the routes are not in place")]
+    RoutesNotInPlace,
+    #[error(
+        "slot {slot} does not forward: {fault} (for {failing_for:?}; the slot is given up after {give_up_after:?})"
+    )]
+    NotForwarding { slot: u8, fault: Fault, failing_for: Duration, give_up_after: Duration },
+}
+
+/// Readiness from what the node does, never from the API server: a gateway is ready while its device
+/// is in place and it forwards, a router while its routes are in place. A load balancer that follows
+/// readiness then keeps a gateway that lost the API server but still forwards.
+pub fn readiness(state: &RoleState, now: Instant) -> Result<(), NotReady> {
+    match (&state.role, state.forwarding) {
+        (Role::Router, _) if state.in_place => Ok(()),
+        (Role::Router, _) => Err(NotReady::RoutesNotInPlace),
+        (Role::Gateway { slot, .. }, _) if !state.in_place => Err(NotReady::GatewayNotInPlace { slot: *slot }),
+        (Role::Gateway { slot, .. }, Forwarding::FailingSince(since, fault)) => Err(NotReady::NotForwarding {
+            slot: *slot,
+            fault,
+            failing_for: now.saturating_duration_since(since),
+            give_up_after: state.delays.give_up_after,
+        }),
+        (Role::Gateway { .. }, Forwarding::Serving) => Ok(()),
+    }
 }
 
 /// Labels the Pod with `slot` unless it already is.

@@ -2,19 +2,20 @@
 //! data-plane pass after it and on every watch or netlink event, a resync in between. It turns what
 //! it sees into observations, steps the role state with them and performs the actions.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
-use kubelink_ipam::keys::PrivateKey;
+use kubelink_ipam::keys::{PrivateKey, PublicKey};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
 
 use super::cluster::{Cluster, ClusterError};
-use super::role::{self, Action, Delays, Now, Observation, RoleState, Setup};
+use super::datapath::{self, Check, Fault, Heard};
+use super::role::{self, Action, Delays, NotReady, Now, Observation, RoleState, Setup};
 use super::{Settings, gateway_desired};
 use crate::election::kube::LeaseElection;
 use crate::reconcile::{ReconcileError, Reconciler};
@@ -29,7 +30,14 @@ struct DataPath {
     /// The way this node forwards tunnel traffic changed (role, warm-up routes): flows towards the
     /// CIDR must be NATed afresh once the new state is in place.
     forget_flows: bool,
+    /// What the data-path checks know about each peer of the gateway device.
+    heard: BTreeMap<PublicKey, Heard>,
 }
+
+/// How long one probe through the gateway device waits for its answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Readiness computed longer ago than this means the loop stalls: the node is not ready.
+const STALLED: Duration = Duration::from_secs(10);
 
 /// The node-local state of the last pass: a gateway's device, routes and table, or a router's routes.
 #[derive(Debug)]
@@ -38,10 +46,15 @@ enum Applied {
     Router(Vec<crate::config::RouteSpec>),
 }
 
+/// The role's readiness after a step, and when it was computed.
+type Snapshot = Option<(Result<(), NotReady>, Instant)>;
+
 /// Shared with `/readyz` and `/metrics`.
 #[derive(Clone, Default)]
 pub struct Status {
-    pub last_pass_ok: Arc<Mutex<Option<Instant>>>,
+    /// The role's readiness after the last step, and when it was computed.
+    pub readiness: Arc<Mutex<Snapshot>>,
+    pub ready: Gauge,
     pub slot: Gauge,
     pub peers: Gauge,
     pub routes: Gauge,
@@ -56,15 +69,23 @@ impl Status {
         );
         registry.register("kubelink_agent_peers", "WireGuard peers on this gateway", self.peers.clone());
         registry.register("kubelink_agent_routes", "Routes this router installs", self.routes.clone());
+        registry.register("kubelink_agent_ready", "1 while /readyz answers 200", self.ready.clone());
     }
 
-    /// Ready once a pass succeeded within the last 10 s.
+    /// What the role logic last said ([`role::readiness`]), unless the loop stopped saying anything.
     pub fn ready(&self) -> Result<(), String> {
-        match *self.last_pass_ok.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(t) if t.elapsed() < Duration::from_secs(10) => Ok(()),
-            Some(t) => Err(format!("last good pass {:?} ago", t.elapsed())),
-            None => Err("no good pass yet".into()),
+        match &*self.readiness.lock().unwrap_or_else(|e| e.into_inner()) {
+            None => Err("starting: nothing is in place yet".into()),
+            Some((_, at)) if at.elapsed() > STALLED => {
+                Err(format!("the agent's loop has not run for {:?}", at.elapsed()))
+            }
+            Some((result, _)) => result.clone().map_err(|e| e.to_string()),
         }
+    }
+
+    fn record(&self, readiness: Result<(), NotReady>) {
+        self.ready.set(readiness.is_ok() as i64);
+        *self.readiness.lock().unwrap_or_else(|e| e.into_inner()) = Some((readiness, Instant::now()));
     }
 }
 
@@ -158,16 +179,15 @@ impl Agent {
         let mut failed = false;
         loop {
             tokio::select! {
-                _ = election.tick() => self.elect().await,
+                _ = election.tick() => { self.elect().await; self.drive_logged(Observation::DataPathDue).await }
                 _ = wake.notified(), if !failed => {}
                 _ = resync.tick(), if !failed => { self.resync().await; continue }
                 _ = &mut stop => break,
             }
             let result = self.pass().await;
             failed = result.is_err();
-            match result {
-                Ok(()) => *self.status.last_pass_ok.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now()),
-                Err(e) => tracing::warn!("pass failed, retrying: {e}"),
+            if let Err(e) = result {
+                tracing::warn!("pass failed, retrying: {e}");
             }
         }
         tracing::info!(slot = ?self.roles.role.slot(), "stopping; the device and routes stay for the next start");
@@ -175,17 +195,34 @@ impl Agent {
 
     /// Re-applies what the last pass applied: a peer or route removed by hand comes back within one
     /// resync period, without an election round or API reads. Route deletions also wake a full pass
-    /// through the netlink monitor; `wg set` on a userspace device makes no netlink event.
+    /// through the netlink monitor; `wg set` on a userspace device makes no netlink event. What it
+    /// finds is an observation like a pass's: readiness follows it.
     async fn resync(&mut self) {
-        let result = match &self.data.applied {
-            Some(Applied::Gateway(desired)) => self.rec.reconcile(desired).await.map(|o| o.changed()),
-            Some(Applied::Router(routes)) => self.rec.reconcile_routes(routes).await.map(|(r, d)| r + d > 0),
+        let (result, observation) = match &self.data.applied {
+            Some(Applied::Gateway(desired)) => {
+                let result = self.rec.reconcile(desired).await.map(|o| o.changed());
+                let setup = if result.is_ok() { Setup::Done } else { Setup::NodeLocalFailure };
+                (result, Observation::GatewayApplied(setup))
+            }
+            Some(Applied::Router(routes)) => {
+                let result = self.rec.reconcile_routes(routes).await.map(|(r, d)| r + d > 0);
+                let observation = if result.is_ok() { Observation::RoutesApplied } else { Observation::RoutesFailed };
+                (result, observation)
+            }
             None => return,
         };
         match result {
             Ok(true) => tracing::info!("resync repaired drift"),
             Ok(false) => {}
             Err(e) => tracing::warn!("resync: {e}"),
+        }
+        self.drive_logged(observation).await;
+    }
+
+    /// [`Self::drive`] outside a pass: an error is logged, the next pass retries.
+    async fn drive_logged(&mut self, observation: Observation) {
+        if let Err(e) = self.drive(observation).await {
+            tracing::warn!("{e}");
         }
     }
 
@@ -238,6 +275,7 @@ impl Agent {
             tracing::info!(node = %self.election.me, from = ?before, to = ?after, "gateway slot changed");
         }
         self.status.slot.set(after.map_or(-1, i64::from));
+        self.status.record(role::readiness(&self.roles, Instant::now()));
         actions
     }
 
@@ -253,6 +291,7 @@ impl Agent {
                 // The old role's state must not be re-applied by a resync before the next pass.
                 self.data.applied = None;
                 self.data.forget_flows = true;
+                self.data.heard.clear();
                 (None, Ok(()))
             }
             Action::HoldWithoutRenewal { slot } => {
@@ -269,7 +308,11 @@ impl Agent {
             }
             Action::ApplyRouter { gateways } => {
                 let result = self.apply_router(&gateways).await;
-                (result.is_ok().then_some(Observation::RoutesApplied), result)
+                let report = if result.is_ok() { Observation::RoutesApplied } else { Observation::RoutesFailed };
+                (Some(report), result)
+            }
+            Action::CheckDataPath { slot } => {
+                (Some(Observation::DataPathChecked(self.check_data_path(slot).await)), Ok(()))
             }
             Action::RemoveGatewayState => (Some(self.remove_gateway_state().await), Ok(())),
             Action::LabelPod { slot } => match self.cluster.label_pod(slot).await {
@@ -322,6 +365,9 @@ impl Agent {
             let observed = self.rec.wg.read(&desired.device.name).await.ok().flatten().unwrap_or_default();
             desired.routes = sessionless(&desired, &observed, warm);
         }
+        // Forwarding is turned on when the node takes the slot; found off later, something on the node
+        // turned it off, and the data-path check counts that against this node instead of fighting it.
+        let new = !matches!(self.data.applied, Some(Applied::Gateway(_)));
         let outcome = self.rec.reconcile(&desired).await?;
         if outcome.changed() {
             tracing::info!(slot, peers = desired.device.peers.len(), changes = ?outcome, "gateway reconciled");
@@ -332,8 +378,45 @@ impl Agent {
             crate::firewall::forget_flows(cidr);
         }
         self.data.applied = Some(Applied::Gateway(Box::new(desired)));
-        enable_forwarding(cidr);
+        if new {
+            enable_forwarding(cidr);
+        }
         Ok(())
+    }
+
+    /// Checks that the gateway of `slot` forwards, and says so when it does not.
+    async fn check_data_path(&mut self, slot: u8) -> Check {
+        let check = self.inspect_data_path(slot).await;
+        if let Check::Fault(fault) = check {
+            tracing::warn!(slot, "data-path check: {fault}");
+        }
+        check
+    }
+
+    /// Whether forwarding is on, and whether shoots heard from lately answer a probe from the slot
+    /// address through the device ([`datapath`] plans whom to ask).
+    async fn inspect_data_path(&mut self, slot: u8) -> Check {
+        let Some(Applied::Gateway(desired)) = &self.data.applied else { return Check::Unprobed };
+        let Some(source) = desired.addresses.iter().next().map(|a| a.addr()) else { return Check::Unprobed };
+        if !forwarding_on(source) {
+            return Check::Fault(Fault::ForwardingOff);
+        }
+        let addresses: BTreeMap<PublicKey, IpAddr> =
+            desired.device.peers.iter().filter_map(|(k, p)| Some((*k, p.allowed_ips.iter().next()?.addr()))).collect();
+        let observed = match self.rec.wg.read(&desired.device.name).await {
+            Ok(Some(observed)) => observed,
+            Ok(None) => return Check::Unprobed,
+            Err(e) => {
+                tracing::debug!(slot, "data-path check: reading the device: {e}");
+                return Check::Unprobed;
+            }
+        };
+        let now = Instant::now();
+        self.data.heard = datapath::heard_from(&self.data.heard, &observed, now);
+        let asked = datapath::targets(&self.data.heard, &addresses, now);
+        let answers = probe_all(&asked, source).await;
+        datapath::record(&mut self.data.heard, &asked, &answers);
+        datapath::verdict(&asked, &answers)
     }
 
     /// The slot's key, read (and the slot's endpoint published) once per slot taken.
@@ -387,11 +470,30 @@ impl Agent {
     }
 }
 
+/// Pings each target from `source` at once; whether each answered, in order.
+async fn probe_all(asked: &[datapath::Target], source: IpAddr) -> Vec<bool> {
+    let pings = asked.iter().map(|t| {
+        let dst = t.address;
+        tokio::task::spawn_blocking(move || crate::probe::ping(dst, Some(source), PROBE_TIMEOUT))
+    });
+    let results = futures::future::join_all(pings).await;
+    results.into_iter().map(|r| matches!(r, Ok(Ok(_)))).collect()
+}
+
+/// The forwarding sysctl of `addr`'s family in this network namespace.
+fn forwarding_path(addr: IpAddr) -> &'static str {
+    if addr.is_ipv4() { "/proc/sys/net/ipv4/ip_forward" } else { "/proc/sys/net/ipv6/conf/all/forwarding" }
+}
+
+/// Whether forwarding is on for `addr`'s family (unreadable counts as on: no evidence).
+fn forwarding_on(addr: IpAddr) -> bool {
+    std::fs::read_to_string(forwarding_path(addr)).map_or(true, |v| v.trim() == "1")
+}
+
 /// Turns on forwarding for the CIDR's family in this network namespace (idempotent).
 fn enable_forwarding(cidr: IpNet) {
-    let path =
-        if cidr.addr().is_ipv4() { "/proc/sys/net/ipv4/ip_forward" } else { "/proc/sys/net/ipv6/conf/all/forwarding" };
-    if std::fs::read_to_string(path).is_ok_and(|v| v.trim() == "1") {
+    let path = forwarding_path(cidr.addr());
+    if forwarding_on(cidr.addr()) {
         return;
     }
     if let Err(e) = std::fs::write(path, "1") {

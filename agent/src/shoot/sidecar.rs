@@ -295,12 +295,8 @@ impl Sidecar {
     /// answering gets a fresh handshake: after a failover its successor has the same key but not our
     /// session, and without a kick WireGuard would wait 15 s of unanswered data before re-keying.
     async fn probe(&self) {
-        let source = match self.config.address.addr() {
-            IpAddr::V4(a) => Some(a),
-            IpAddr::V6(_) => None,
-        };
-        for g in &self.config.gateways {
-            let IpAddr::V4(dst) = g.address else { continue };
+        for (g, source) in self.config.gateways.iter().zip(probe_sources(&self.config)) {
+            let dst = g.address;
             let ping = tokio::task::spawn_blocking(move || crate::probe::ping(dst, source, Duration::from_secs(1)));
             let answered = match ping.await {
                 Ok(Ok(_)) => true,
@@ -352,11 +348,46 @@ impl Sidecar {
 /// The default freshness window: WireGuard's REJECT_AFTER_TIME, after which a session is dead.
 pub const DEFAULT_HANDSHAKE_WINDOW: Duration = STALE_HANDSHAKE;
 
+/// The source of each gateway's probe: our tunnel address when its family is the gateway's (ICMPv6
+/// to an IPv6 gateway), so that the answer comes back through the tunnel; else the kernel's choice.
+fn probe_sources(config: &ShootConfig) -> Vec<Option<IpAddr>> {
+    let own = config.address.addr();
+    config.gateways.iter().map(|g| (own.is_ipv4() == g.address.is_ipv4()).then_some(own)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const S: Duration = Duration::from_secs(1);
+
+    fn config(address: &str, gateways: &[&str]) -> ShootConfig {
+        let gateway = |(slot, a): (usize, &&str)| config::Gateway {
+            slot: slot as u8,
+            endpoint: config::Endpoint { host: format!("lb{slot}"), port: 51820 },
+            public_key: kubelink_ipam::keys::PublicKey::from_bytes([slot as u8; 32]),
+            address: a.parse().unwrap(),
+        };
+        ShootConfig {
+            device: "kubelink0".into(),
+            private_key: kubelink_ipam::keys::PrivateKey::from_bytes([7; 32]),
+            address: address.parse().unwrap(),
+            gateways: gateways.iter().enumerate().map(gateway).collect(),
+            keepalive: 21,
+            mtu: 1420,
+        }
+    }
+
+    #[test]
+    fn ipv6_gateways_are_probed_over_icmpv6_from_the_tunnel_address() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let v6 = config("fd00:8::10/64", &["fd00:8::1", "fd00:8::2"]);
+        assert_eq!(probe_sources(&v6), vec![ip("fd00:8::10"), ip("fd00:8::10")], "every IPv6 gateway is probed");
+        let v4 = config("192.168.128.10/22", &["192.168.128.1", "192.168.128.2"]);
+        assert_eq!(probe_sources(&v4), vec![ip("192.168.128.10"), ip("192.168.128.10")]);
+        // A gateway of the other family is still probed, from the address the kernel picks.
+        assert_eq!(probe_sources(&config("fd00:8::10/64", &["192.168.128.1"])), vec![None]);
+    }
 
     #[test]
     fn sessions_restart_from_the_second_failed_probe_then_back_off() {

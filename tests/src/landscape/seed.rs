@@ -91,6 +91,8 @@ pub struct SeedLandscape {
     pub agents: Vec<Option<Proc>>,
     ipam: Option<Proc>,
     lbs: Vec<Arc<Netns>>,
+    /// Where each slot's load balancer sends (a node IP while its labelled Pod is Ready).
+    backends: lb::Backends,
     pub shoots: Vec<ShootHost>,
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -167,6 +169,7 @@ impl SeedLandscape {
             agents: (0..NODES).map(|_| None).collect(),
             ipam: None,
             lbs,
+            backends: Default::default(),
             shoots: hosts,
             stop: Arc::new(AtomicBool::new(false)),
             tasks,
@@ -207,7 +210,8 @@ impl SeedLandscape {
         let ip_of: lb::NodeIpOf =
             Box::new(|pod: &str| Some(node_ip(pod.strip_prefix("kubelink-agent-n")?.parse().ok()?)));
         let runtime = tokio::runtime::Handle::current();
-        lb::follow(self.server.client(), runtime, AGENT_NS.into(), self.lbs.clone(), PORT, ip_of, self.stop.clone());
+        let (lbs, backends) = (self.lbs.clone(), self.backends.clone());
+        lb::follow(self.server.client(), runtime, AGENT_NS.into(), lbs, PORT, ip_of, backends, self.stop.clone());
         Ok(())
     }
 
@@ -321,8 +325,9 @@ impl SeedLandscape {
     /// An ICMP probe from the pod to shoot `i`'s tunnel address.
     pub fn probe(&self, i: usize, timeout: Duration) -> Result<Duration, String> {
         let dst = self.shoots[i].address.ok_or("no address allocated yet")?;
-        self.nodes[NODES - 1]
-            .run_in(move || kubelink::probe::ping(dst, Some(POD_IP), timeout).map_err(|e| e.to_string()))?
+        self.nodes[NODES - 1].run_in(move || {
+            kubelink::probe::ping(dst.into(), Some(POD_IP.into()), timeout).map_err(|e| e.to_string())
+        })?
     }
 
     /// A new shoot: its namespace on the LAN and its Shoot object (the IPAM allocates, `sync_shoots`
@@ -358,6 +363,17 @@ impl SeedLandscape {
             agent.kill();
         }
         self.nodes[i].ip(&["link", "set", "eth0", "down"]).map(|_| ())
+    }
+
+    /// Where each slot's load balancer sends now: a node IP, or `None` while it drops.
+    pub fn backends(&self) -> Vec<Option<String>> {
+        self.backends.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The HTTP status of node `i`'s agent `/readyz`, asked inside the node; `None`: no answer.
+    pub fn readyz(&self, i: usize) -> Option<u16> {
+        let ip = node_ip(i);
+        self.nodes[i].run_in(move || lb::readyz(&ip)).ok().flatten()
     }
 
     /// Peers (public keys) on node `i`'s gateway device; empty when it has none.

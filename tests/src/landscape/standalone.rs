@@ -138,7 +138,9 @@ impl Landscape {
     /// An ICMP probe from the worker's pod to a shoot's tunnel address.
     pub fn probe_shoot(&self, i: usize, timeout: Duration) -> Result<Duration, String> {
         let dst = self.shoots[i].tunnel.ok_or("shoot without tunnel address")?;
-        self.worker.ns.run_in(move || kubelink::probe::ping(dst, Some(POD_IP), timeout).map_err(|e| e.to_string()))?
+        self.worker.ns.run_in(move || {
+            kubelink::probe::ping(dst.into(), Some(POD_IP.into()), timeout).map_err(|e| e.to_string())
+        })?
     }
 
     /// Stops every kubelink (SIGTERM; they remove their devices and routes).

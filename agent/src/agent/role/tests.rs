@@ -4,6 +4,7 @@
 use std::sync::OnceLock;
 
 use super::*;
+use crate::agent::datapath::{Check, Fault};
 use crate::election::SlotLease;
 
 const ME: &str = "node-a";
@@ -70,9 +71,15 @@ fn started() -> RoleState {
     RoleState::new(delays())
 }
 
-/// A router in steady state: last answer at 100, nothing left over, no label.
+/// A router in steady state: last answer at 100, nothing left over, no label, routes in place.
 fn router() -> RoleState {
-    RoleState { last_answer: Some(instant(100)), label: PodLabel::Absent, leftovers: Leftovers::Removed, ..started() }
+    RoleState {
+        last_answer: Some(instant(100)),
+        label: PodLabel::Absent,
+        leftovers: Leftovers::Removed,
+        in_place: true,
+        ..started()
+    }
 }
 
 /// The labelled gateway of `slot` since `acquired`, last answer at 100.
@@ -81,6 +88,7 @@ fn gateway(slot: u8, acquired: u64) -> RoleState {
         role: Role::Gateway { slot, acquired: Some(wall(acquired)) },
         label: PodLabel::Slot(slot),
         leftovers: Leftovers::Possible,
+        in_place: true,
         ..router()
     }
 }
@@ -88,6 +96,13 @@ fn gateway(slot: u8, acquired: u64) -> RoleState {
 fn failing_since(secs: u64) -> RoleState {
     RoleState { health: GatewayHealth::FailingSince(instant(secs)), ..gateway(0, 0) }
 }
+
+fn not_forwarding_since(secs: u64, fault: Fault) -> RoleState {
+    RoleState { forwarding: Forwarding::FailingSince(instant(secs), fault), ..gateway(0, 0) }
+}
+
+const OFF: Fault = Fault::ForwardingOff;
+const SILENT: Fault = Fault::NoAnswer { asked: 2 };
 
 fn on_standby_until(secs: u64) -> RoleState {
     RoleState { eligibility: Eligibility::StandbyUntil(instant(secs)), ..router() }
@@ -305,4 +320,92 @@ table! {
         with_live(on_standby_until(165), vec![live(0, Some(OTHER_IP), 0)]), Observation::PassDue, at 120
         => [Action::ApplyRouter { gateways: vec![(0, ip(OTHER_IP))] }],
         then |s| s.role == Role::Router;
+
+    // Data path: a gateway that does not forward gives its slot up like one whose device fails.
+    gateway_in_place_checks_its_data_path_every_period:
+        gateway(0, 0), Observation::DataPathDue, at 101
+        => [Action::CheckDataPath { slot: 0 }],
+        then |s| is_gateway(s, 0);
+    gateway_not_in_place_has_no_data_path_to_check:
+        RoleState { in_place: false, ..gateway(0, 0) }, Observation::DataPathDue, at 101
+        => [],
+        then |s| is_gateway(s, 0);
+    router_has_no_data_path_to_check:
+        router(), Observation::DataPathDue, at 101
+        => [],
+        then |s| s.role == Role::Router;
+    forwarding_off_starts_the_give_up_clock:
+        gateway(0, 0), Observation::DataPathChecked(Check::Fault(OFF)), at 100
+        => [],
+        then |s| s.forwarding == Forwarding::FailingSince(instant(100), OFF) && is_gateway(s, 0);
+    shoots_silent_through_the_device_keep_the_clock_running:
+        not_forwarding_since(100, OFF), Observation::DataPathChecked(Check::Fault(SILENT)), at 104
+        => [],
+        then |s| s.forwarding == Forwarding::FailingSince(instant(100), SILENT) && is_gateway(s, 0);
+    gateway_not_forwarding_for_give_up_after_releases_its_slot_and_stands_by:
+        not_forwarding_since(100, OFF), Observation::DataPathChecked(Check::Fault(OFF)), at 105
+        => [Action::GiveUp { slot: 0, failing_for: Duration::from_secs(5) }, Action::BecomeRouter, Action::RemoveGatewayState],
+        then |s| s.role == Role::Router
+            && s.eligibility == Eligibility::StandbyUntil(instant(165))
+            && s.forwarding == Forwarding::Serving
+            && !s.in_place;
+    an_answer_through_the_device_stops_the_clock:
+        not_forwarding_since(100, SILENT), Observation::DataPathChecked(Check::Forwards), at 104
+        => [],
+        then |s| s.forwarding == Forwarding::Serving;
+    no_shoot_to_ask_is_no_evidence_against_the_gateway:
+        not_forwarding_since(100, SILENT), Observation::DataPathChecked(Check::Unprobed), at 110
+        => [],
+        then |s| s.forwarding == Forwarding::Serving && is_gateway(s, 0);
+    router_report_of_a_data_path_check_is_ignored:
+        router(), Observation::DataPathChecked(Check::Fault(OFF)), at 101
+        => [],
+        then |s| s.forwarding == Forwarding::Serving;
+    a_new_slot_is_not_in_place_until_its_device_is_up:
+        router(), elected(Some(0), vec![lease(ME, MY_IP, 101, 101)]), at 101
+        => [Action::BecomeGateway { slot: 0 }],
+        then |s| !s.in_place && readiness(s, instant(101)) == Err(NotReady::GatewayNotInPlace { slot: 0 });
+    failed_routes_are_not_in_place:
+        router(), Observation::RoutesFailed, at 101
+        => [],
+        then |s| readiness(s, instant(101)) == Err(NotReady::RoutesNotInPlace);
+    failed_device_setup_takes_the_gateway_out_of_place:
+        gateway(0, 0), Observation::GatewayApplied(Setup::NodeLocalFailure), at 101
+        => [],
+        then |s| !s.in_place;
+    shared_failure_leaves_the_device_in_place:
+        gateway(0, 0), Observation::GatewayApplied(Setup::SharedFailure), at 101
+        => [],
+        then |s| s.in_place;
+}
+
+/// Readiness by reason: what the node does decides, never whether the API server answers.
+#[test]
+fn readiness_rows() {
+    let at = instant(103);
+    // rows: why, state, readiness
+    let rows: Vec<(&str, RoleState, Result<(), NotReady>)> = vec![
+        ("gateway forwarding", gateway(0, 0), Ok(())),
+        ("gateway cut off from the API server, still forwarding", cut_off(gateway(0, 0)), Ok(())),
+        ("router with its routes, API server cut off", cut_off(router()), Ok(())),
+        ("router at start", started(), Err(NotReady::RoutesNotInPlace)),
+        (
+            "gateway with forwarding off",
+            not_forwarding_since(100, OFF),
+            Err(NotReady::NotForwarding {
+                slot: 0,
+                fault: OFF,
+                failing_for: Duration::from_secs(3),
+                give_up_after: delays().give_up_after,
+            }),
+        ),
+        (
+            "gateway whose setup fails",
+            RoleState { in_place: false, ..failing_since(100) },
+            Err(NotReady::GatewayNotInPlace { slot: 0 }),
+        ),
+    ];
+    for (why, state, want) in rows {
+        assert_eq!(readiness(&state, at), want, "{why}");
+    }
 }
