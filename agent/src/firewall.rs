@@ -194,6 +194,15 @@ impl FirewallTable {
         *self.written.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.io.remove().await
     }
+
+    /// [`Self::remove`] only when the kernel reports a table: a node that never was a gateway runs
+    /// one read, and one without `nft` has no table of ours to remove.
+    pub async fn remove_if_present(&self) -> Result<(), FirewallError> {
+        match self.io.read().await {
+            Ok(None) | Err(FirewallError::Spawn(_)) => Ok(()),
+            Ok(Some(_)) | Err(_) => self.remove().await,
+        }
+    }
 }
 
 /// The real table, through the `nft` tool run as a child process (tokio::process: the runtime's
@@ -242,52 +251,6 @@ async fn nft_script(script: &str) -> Result<(), FirewallError> {
         stdin.write_all(script.as_bytes()).await.map_err(FirewallError::Spawn)?;
     }
     let out = child.wait_with_output().await.map_err(FirewallError::Spawn)?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(FirewallError::Rejected(String::from_utf8_lossy(&out.stderr).into_owned()))
-    }
-}
-
-/// Whether the table exists, for the agent's rare gateway-state removal (a synchronous caller: on a
-/// multi-threaded runtime the wait is announced with `block_in_place`, so other tasks move on).
-pub fn list() -> Option<String> {
-    off_runtime(|| {
-        let out = Command::new(crate::tools::NFT)
-            .args(["list", "table", "inet", TABLE])
-            .stderr(Stdio::null())
-            .output()
-            .ok()?;
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    })
-}
-
-/// Deletes the table if it exists; for synchronous callers, like [`list`].
-pub fn remove() -> Result<(), FirewallError> {
-    off_runtime(remove_blocking)
-}
-
-/// Runs blocking `f` without holding up the runtime's other tasks where the runtime allows it.
-fn off_runtime<T>(f: impl FnOnce() -> T) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
-    }
-}
-
-fn remove_blocking() -> Result<(), FirewallError> {
-    let mut child = Command::new(crate::tools::NFT)
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(FirewallError::Spawn)?;
-    if let Some(mut stdin) = child.stdin.take() {
-        std::io::Write::write_all(&mut stdin, remove_script().as_bytes()).map_err(FirewallError::Spawn)?;
-    }
-    let out = child.wait_with_output().map_err(FirewallError::Spawn)?;
     if out.status.success() {
         Ok(())
     } else {

@@ -456,9 +456,7 @@ impl Agent {
             complete = false;
             tracing::warn!("removing the gateway device: {e}");
         }
-        if crate::firewall::list().is_some()
-            && let Err(e) = crate::firewall::remove()
-        {
+        if let Err(e) = self.rec.firewall.remove_if_present().await {
             complete = false;
             tracing::warn!("removing the nftables table: {e}");
         }
