@@ -8,6 +8,7 @@ pub mod firewall;
 pub mod health;
 pub mod link;
 pub mod monitor;
+pub mod node_lock;
 pub mod probe;
 pub mod reconcile;
 pub mod route;

@@ -66,6 +66,22 @@ fn single_slot_gateway_restart_and_node_loss() {
     );
     assert_routes_follow(&l, gw, &[]);
 
+    // A second agent on the gateway's node (a second DaemonSet, a copy run by hand) refuses to start,
+    // naming the agent that holds the node; the first one carries on without losing a ping.
+    let mut second_exit = None;
+    let lost = lost_while(&mut l, 0, 30, |l| {
+        let mut second = l.spawn_second_agent(gw).unwrap();
+        second_exit = second.wait_exit(Duration::from_secs(10)).map(|status| (status, second.log_text()));
+    });
+    let (status, log) = second_exit.expect("a second agent on the node kept running");
+    let first = l.agents[gw].as_ref().unwrap().pid();
+    println!("second agent on node {gw}: exited {status} ({lost} of 30 pings lost meanwhile)");
+    assert!(!status.success(), "a second agent started beside the first:\n{log}");
+    assert!(log.contains(&format!("pid {first}")), "the refusal does not name the holder (pid {first}):\n{log}");
+    assert_eq!(lost, 0, "the first agent was disturbed by the second");
+    assert_eq!(holder(&rt, &l, None), Some(gw), "the slot moved");
+    assert!(l.agents[gw].as_mut().unwrap().is_running(), "the first agent stopped");
+
     // The gateway's agent crashes and comes back on the same node: it keeps the slot (its own Lease),
     // and as a userspace gateway rebuilds the device with the endpoints it remembered.
     let lost = lost_while(&mut l, 0, 100, |l| {

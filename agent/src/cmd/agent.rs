@@ -94,6 +94,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         args.renew_deadline,
         args.lease_duration
     );
+    // Before anything touches the node: a second agent here would fight the first over its device,
+    // routes and slot.
+    let identity = crate::node_lock::identity(&args.node_name, args.pod_name.as_deref());
+    let _lock = crate::node_lock::acquire(crate::node_lock::AGENT_LOCK, identity).await?;
     let client = args.api.client().await?;
     let timing =
         Timing { lease_duration: args.lease_duration, renew_deadline: args.renew_deadline, retry: args.retry_period };

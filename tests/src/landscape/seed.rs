@@ -228,6 +228,17 @@ impl SeedLandscape {
 
     /// Starts node `i`'s agent as the rendered DaemonSet runs it on that node.
     pub fn start_agent(&mut self, i: usize) -> Result<(), String> {
+        let log = self.dir.join(format!("agent-n{i}.log"));
+        self.agents[i] = Some(self.spawn_agent(i, &log)?);
+        Ok(())
+    }
+
+    /// Starts another agent on node `i`, as a second DaemonSet (or a copy run by hand) would.
+    pub fn spawn_second_agent(&self, i: usize) -> Result<Proc, String> {
+        self.spawn_agent(i, &self.dir.join(format!("agent-n{i}-second.log")))
+    }
+
+    fn spawn_agent(&self, i: usize, log: &Path) -> Result<Proc, String> {
         let kubeconfig = self.dir.join(format!("agent-n{i}.kubeconfig"));
         let account = chart::service_account(&self.workloads.agent)?;
         chart::write_kubeconfig(&self.server, &self.api_url, AGENT_NS, &account, &kubeconfig)?;
@@ -240,9 +251,7 @@ impl SeedLandscape {
         let state = self.dir.join(format!("node-n{i}-state"));
         let c = chart::agent_container(&self.workloads.agent, &downward, &self.devices[i], &state, &kubeconfig)?;
         let args: Vec<&str> = c.args.iter().map(String::as_str).collect();
-        let log = self.dir.join(format!("agent-n{i}.log"));
-        self.agents[i] = Some(self.nodes[i].spawn_env(&self.bin, &args, &c.env, &log)?);
-        Ok(())
+        self.nodes[i].spawn_env(&self.bin, &args, &c.env, log)
     }
 
     /// Copies each shoot's Secret into its config directory (as a kubelet would) and starts its sidecar
