@@ -162,7 +162,9 @@ impl Controller {
             Ok(d) => {
                 self.mirror(&snap, &d, &mut report).await?;
                 let (allocated, exhausted) = (d.plan.table.len(), d.plan.exhausted.len());
-                let condition = Condition::seed_ok(allocated, exhausted, d.rejected.len(), &report.skipped);
+                let (rejected, conflicts) = (d.rejected.len(), &d.plan.conflicts);
+                let condition =
+                    Condition::seed_with_conflicts(allocated, exhausted, rejected, &report.skipped, conflicts);
                 report.table = d.plan.table;
                 report.assigned = d.plan.assigned;
                 report.released = d.plan.released;
@@ -400,12 +402,13 @@ impl Controller {
         let gateways = &gateways;
         let rejected: BTreeMap<&ShootKey, &IpamError> = d.rejected.iter().map(|(k, e)| (k, e)).collect();
         let exhausted: BTreeSet<&ShootKey> = d.plan.exhausted.iter().collect();
+        let moved: BTreeMap<&ShootKey, &table::Conflict> = d.plan.conflicts.iter().map(|c| (&c.moved, c)).collect();
         let mut keys: BTreeSet<ShootKey> = snap.shoots.keys().cloned().collect();
         keys.extend(d.plan.released.iter().map(|(k, _)| k.clone()));
         let jobs = keys.into_iter().map(|key| {
             let address = d.plan.table.get(&key).map(|a| IpNet::new(a, cidr.prefix_len()).expect("prefix of the pool"));
             let condition = match (address, rejected.get(&key), exhausted.contains(&key)) {
-                (Some(a), _, _) => Some(Condition::allocated(a.addr())),
+                (Some(a), _, _) => Some(allocated(snap.shoots.get(&key), a.addr(), moved.get(&key).copied())),
                 (None, Some(e), _) => Some(Condition::failed(e)),
                 (None, None, true) => Some(Condition::failed(&exhausted_error(&d.field, cidr))),
                 (None, None, false) => {
@@ -677,7 +680,23 @@ fn decide(seed: &Seed, current: &Table, snap: &Snapshot) -> Result<Decision, Ipa
     for key in &d.plan.exhausted {
         d.problems.push(format!("shoot {key}: {}", exhausted_error(&field, cidr)));
     }
+    for c in &d.plan.conflicts {
+        d.problems.push(format!(
+            "address {} was claimed by shoots {} and {} (in {}): {} keeps it, {} gets a new address",
+            c.address, c.kept, c.moved, c.source, c.kept, c.moved
+        ));
+    }
     Ok(d)
+}
+
+/// An allocated shoot's condition: a conflict it moved away from (this pass, or still reported), else
+/// plain `Allocated`.
+fn allocated(shoot: Option<&Shoot>, address: IpAddr, moved: Option<&table::Conflict>) -> Condition {
+    match (moved, shoot.and_then(|s| Condition::kept_conflict(s, address))) {
+        (Some(c), _) => Condition::moved(address, c),
+        (None, Some(kept)) => kept,
+        (None, None) => Condition::allocated(address),
+    }
 }
 
 pub(crate) fn exhausted_error(field: &str, cidr: IpNet) -> IpamError {

@@ -4,7 +4,7 @@ use ipnet::IpNet;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IpamError {
-    #[error("{field}: {value:?} is not a valid CIDR ({reason}); write it as network/prefix, e.g. 192.168.128.0/22")]
+    #[error("{field}: {} is not a valid CIDR ({reason}); write it as network/prefix, e.g. 192.168.128.0/22", excerpt(.value))]
     InvalidCidr { field: String, value: String, reason: String },
 
     #[error("{field} is not set; {fix}")]
@@ -22,7 +22,7 @@ pub enum IpamError {
     )]
     Exhausted { field: String, cidr: IpNet, capacity: u128 },
 
-    #[error("{field}: {value:?} is invalid: {reason}")]
+    #[error("{field}: {} is invalid: {reason}", excerpt(.value))]
     InvalidValue { field: String, value: String, reason: String },
 
     #[error("{object} {field}: {reason}; write the field with its type ({fix})")]
@@ -86,5 +86,15 @@ mod tests {
         let s = shorten(&msg, 300);
         assert!(s.chars().count() <= 340 && s.starts_with("invalid type") && s.ends_with("line 1 column 1"), "{s}");
         assert_eq!(shorten("short", 300), "short");
+    }
+
+    #[test]
+    fn errors_about_a_value_quote_only_an_excerpt_of_it() {
+        // Found by fuzzing: a CIDR of control characters came back whole, six bytes per character.
+        let huge = "\u{18}".repeat(10_000);
+        let cidr = crate::validate::parse_cidr("spec.wireguard.cidr", &huge).unwrap_err().to_string();
+        assert!(cidr.len() < 600 && cidr.starts_with("spec.wireguard.cidr: ") && cidr.contains("more bytes"), "{cidr}");
+        let value = IpamError::InvalidValue { field: "f".into(), value: huge, reason: "r".into() }.to_string();
+        assert!(value.len() < 600, "{value}");
     }
 }

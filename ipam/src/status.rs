@@ -24,6 +24,8 @@ pub const SEED_CONDITION: &str = "WireguardIPAM";
 pub const COMPONENT: &str = "kubelink-ipam";
 /// Reason of the Event on an object that was skipped because it does not decode.
 pub const SKIPPED_REASON: &str = "InvalidObject";
+/// Reason of a shoot's condition (and the Seed's) when two records named one address.
+pub const CONFLICT_REASON: &str = "AddressConflict";
 /// How many skipped objects the Seed's condition names.
 const SKIPPED_NAMED: usize = 3;
 
@@ -45,6 +47,31 @@ impl Condition {
         }
     }
 
+    /// A shoot that had to leave an address another shoot also claimed, with the address it has now.
+    pub fn moved(address: IpAddr, c: &crate::table::Conflict) -> Self {
+        let message = format!(
+            "tunnel address {address}: {} was also claimed by shoot {} in {}; {} keeps it and this shoot moved \
+             (check for hand edits of the seed's table annotation or restored ShootStates)",
+            c.address, c.kept, c.source, c.kept
+        );
+        Self { type_: SHOOT_CONDITION, ok: true, reason: CONFLICT_REASON.into(), message }
+    }
+
+    /// The shoot's conflict condition, kept while the shoot still holds the address it moved to, so
+    /// that the report outlives the pass that resolved it.
+    pub fn kept_conflict(shoot: &Shoot, address: IpAddr) -> Option<Self> {
+        let status = json!({"status": shoot.status.as_ref()?});
+        let c = conditions(&status).into_iter().find(|c| c["type"] == SHOOT_CONDITION)?;
+        let message = c["message"].as_str()?;
+        let current = c["reason"] == CONFLICT_REASON && message.starts_with(&format!("tunnel address {address}:"));
+        current.then(|| Self {
+            type_: SHOOT_CONDITION,
+            ok: true,
+            reason: CONFLICT_REASON.into(),
+            message: message.into(),
+        })
+    }
+
     pub fn failed(e: &IpamError) -> Self {
         Self { type_: SHOOT_CONDITION, ok: false, reason: e.reason().into(), message: e.to_string() }
     }
@@ -60,9 +87,26 @@ impl Condition {
     /// shoot was served: a pool that is full makes it `False` (`Exhausted`), and so does an object that
     /// was skipped because it does not decode (`ObjectsSkipped`; the first few are named with their field,
     /// each also has an Event).
+    /// Two table entries on one address (`conflicts`, a hand edit) make it `False` (`AddressConflict`).
     pub fn seed_ok(allocated: usize, exhausted: usize, rejected: usize, skipped: &[Skipped]) -> Self {
+        Self::seed_with_conflicts(allocated, exhausted, rejected, skipped, &[])
+    }
+
+    pub fn seed_with_conflicts(
+        allocated: usize,
+        exhausted: usize,
+        rejected: usize,
+        skipped: &[Skipped],
+        conflicts: &[crate::table::Conflict],
+    ) -> Self {
         let mut message =
             format!("{allocated} shoots allocated, {exhausted} waiting for a free address, {rejected} rejected");
+        for c in conflicts.iter().take(SKIPPED_NAMED) {
+            message += &format!(
+                "; {} was claimed by {} and {} in {}: {} moved",
+                c.address, c.kept, c.moved, c.source, c.moved
+            );
+        }
         if !skipped.is_empty() {
             message += &format!(", {} objects skipped because they do not decode: ", skipped.len());
             let named: Vec<String> = skipped
@@ -75,12 +119,15 @@ impl Condition {
                 message += &format!("; and {} more (see the Events)", skipped.len() - SKIPPED_NAMED);
             }
         }
-        let reason = match (exhausted, skipped.len()) {
-            (0, 0) => "Ready",
-            (0, _) => "ObjectsSkipped",
+        let hand_edits = conflicts.iter().any(|c| c.source == crate::table::ConflictSource::Table);
+        let reason = match (exhausted, skipped.len(), hand_edits) {
+            (0, 0, false) => "Ready",
+            (0, 0, true) => CONFLICT_REASON,
+            (0, _, _) => "ObjectsSkipped",
             _ => "Exhausted",
         };
-        Self { type_: SEED_CONDITION, ok: exhausted == 0 && skipped.is_empty(), reason: reason.into(), message }
+        let ok = exhausted == 0 && skipped.is_empty() && !hand_edits;
+        Self { type_: SEED_CONDITION, ok, reason: reason.into(), message }
     }
 
     pub fn seed_failed(e: &IpamError) -> Self {
@@ -245,7 +292,9 @@ fn event<K: Resource<DynamicType = ()>>(object: &K, condition: &Condition) -> Ev
     };
     e.reason = Some(condition.reason.clone());
     e.message = Some(condition.message.clone());
-    e.type_ = Some(if condition.ok { "Normal" } else { "Warning" }.into());
+    // A shoot that had to move is served, but someone must look at how its address got claimed twice.
+    let warning = !condition.ok || condition.reason == CONFLICT_REASON;
+    e.type_ = Some(if warning { "Warning" } else { "Normal" }.into());
     e.source = Some(EventSource { component: Some(COMPONENT.into()), host: None });
     e.reporting_component = Some(COMPONENT.into());
     e.first_timestamp = Some(Time(time));

@@ -85,6 +85,38 @@ pub struct Plan {
     pub released: Vec<(ShootKey, IpAddr)>,
     /// Wanted shoots that got no address because the pool is full.
     pub exhausted: Vec<ShootKey>,
+    /// One address found for two shoots (a hand-edited table, a restored ShootState): one keeps it,
+    /// the other is given a new address, and both are reported.
+    pub conflicts: Vec<Conflict>,
+}
+
+/// Two records named one address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub address: IpAddr,
+    /// The shoot that keeps the address.
+    pub kept: ShootKey,
+    /// The shoot that had to leave it.
+    pub moved: ShootKey,
+    /// Where `moved`'s claim came from.
+    pub source: ConflictSource,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictSource {
+    /// The Seed's allocation table annotation.
+    Table,
+    /// The shoot's ShootState record (adopted after the table lost the shoot).
+    Record,
+}
+
+impl std::fmt::Display for ConflictSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Table => "the seed's allocation table",
+            Self::Record => "its ShootState record",
+        })
+    }
 }
 
 impl Plan {
@@ -99,25 +131,45 @@ impl Plan {
 /// ShootStates (used only when the table has none for the shoot, e.g. after the table was lost).
 pub fn plan(current: &Table, pool: &Pool, wanted: &BTreeSet<ShootKey>, recorded: &BTreeMap<ShootKey, IpAddr>) -> Plan {
     let mut out = Plan::default();
-    let mut taken = BTreeSet::new();
-    for (key, &addr) in &current.entries {
-        if wanted.contains(key) && pool.is_assignable(addr) && taken.insert(addr) {
-            out.table.entries.insert(key.clone(), addr);
+    let mut holder: BTreeMap<IpAddr, ShootKey> = BTreeMap::new();
+    for (key, addr) in keep_order(current, wanted, recorded) {
+        if !pool.is_assignable(addr) {
+            out.released.push((key.clone(), addr));
+        } else if let Some(kept) = holder.get(&addr) {
+            let conflict =
+                Conflict { address: addr, kept: kept.clone(), moved: key.clone(), source: ConflictSource::Table };
+            out.conflicts.push(conflict);
         } else {
+            holder.insert(addr, key.clone());
+            out.table.entries.insert(key.clone(), addr);
+        }
+    }
+    for (key, &addr) in &current.entries {
+        if !wanted.contains(key) {
             out.released.push((key.clone(), addr));
         }
     }
     let missing: Vec<&ShootKey> = wanted.iter().filter(|k| !out.table.entries.contains_key(*k)).collect();
     let mut fresh = Vec::new();
     for key in missing {
+        let moved_by_table = out.conflicts.iter().any(|c| &c.moved == key);
         match recorded.get(key) {
-            Some(&addr) if pool.is_assignable(addr) && taken.insert(addr) => {
-                out.table.entries.insert(key.clone(), addr);
-                out.assigned.push((key.clone(), addr));
-            }
+            Some(&addr) if !moved_by_table && pool.is_assignable(addr) => match holder.get(&addr) {
+                None => {
+                    holder.insert(addr, key.clone());
+                    out.table.entries.insert(key.clone(), addr);
+                    out.assigned.push((key.clone(), addr));
+                }
+                Some(kept) => {
+                    let source = ConflictSource::Record;
+                    out.conflicts.push(Conflict { address: addr, kept: kept.clone(), moved: key.clone(), source });
+                    fresh.push(key);
+                }
+            },
             _ => fresh.push(key),
         }
     }
+    let taken: BTreeSet<IpAddr> = holder.keys().copied().collect();
     let addresses = pool.allocate_many(&taken, fresh.len());
     for (i, key) in fresh.into_iter().enumerate() {
         match addresses.get(i) {
@@ -129,6 +181,20 @@ pub fn plan(current: &Table, pool: &Pool, wanted: &BTreeSet<ShootKey>, recorded:
         }
     }
     out
+}
+
+/// The wanted shoots' table entries, in the order they claim their address: a shoot whose ShootState
+/// records the same address first (the record is what its Secret and its peers were built from),
+/// then by name.
+fn keep_order<'a>(
+    current: &'a Table,
+    wanted: &BTreeSet<ShootKey>,
+    recorded: &BTreeMap<ShootKey, IpAddr>,
+) -> Vec<(&'a ShootKey, IpAddr)> {
+    let mut entries: Vec<(&ShootKey, IpAddr)> =
+        current.entries.iter().filter(|(k, _)| wanted.contains(*k)).map(|(k, &a)| (k, a)).collect();
+    entries.sort_by_key(|(k, a)| (recorded.get(*k) != Some(a), (*k).clone()));
+    entries
 }
 
 #[cfg(test)]
@@ -192,5 +258,51 @@ mod tests {
         assert_eq!(parsed, table);
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert_eq!(Table::parse("[").1.len(), 1);
+    }
+
+    #[test]
+    fn one_address_in_two_table_entries_is_kept_by_its_recorded_owner_and_the_other_moves_loudly() {
+        let current: Table = [(key("a"), ip("192.168.128.3")), (key("b"), ip("192.168.128.3"))].into_iter().collect();
+        let wanted: BTreeSet<_> = ["a", "b"].map(key).into();
+        // b's ShootState records .3: b keeps it although a sorts first.
+        let recorded = [(key("b"), ip("192.168.128.3"))].into();
+        let p = plan(&current, &pool(), &wanted, &recorded);
+        assert_eq!(p.table.get(&key("b")), Some(ip("192.168.128.3")));
+        assert_eq!(p.table.get(&key("a")), Some(ip("192.168.128.4")));
+        let c =
+            Conflict { address: ip("192.168.128.3"), kept: key("b"), moved: key("a"), source: ConflictSource::Table };
+        assert_eq!(p.conflicts, [c]);
+        assert_eq!(p.assigned, [(key("a"), ip("192.168.128.4"))]);
+        assert!(p.released.is_empty(), "nothing is released: {:?}", p.released);
+        assert!(p.table.addresses_unique());
+        // Without records the lower name keeps it.
+        let p = plan(&current, &pool(), &wanted, &BTreeMap::new());
+        assert_eq!((p.conflicts[0].kept.clone(), p.conflicts[0].moved.clone()), (key("a"), key("b")));
+    }
+
+    #[test]
+    fn one_address_in_two_shootstate_records_is_adopted_once_and_reported() {
+        let wanted: BTreeSet<_> = ["a", "b", "c"].map(key).into();
+        let recorded = [(key("a"), ip("192.168.128.5")), (key("b"), ip("192.168.128.5"))].into();
+        let p = plan(&Table::default(), &pool(), &wanted, &recorded);
+        assert_eq!(p.table.get(&key("a")), Some(ip("192.168.128.5")));
+        let c =
+            Conflict { address: ip("192.168.128.5"), kept: key("a"), moved: key("b"), source: ConflictSource::Record };
+        assert_eq!(p.conflicts, [c]);
+        assert_eq!(p.table.get(&key("b")), Some(ip("192.168.128.3")), "b gets the first free address");
+        assert_eq!(p.table.get(&key("c")), Some(ip("192.168.128.4")));
+        assert!(p.table.addresses_unique());
+    }
+
+    #[test]
+    fn a_table_entry_and_another_shoots_record_on_one_address_conflict() {
+        let current: Table = [(key("a"), ip("192.168.128.3"))].into_iter().collect();
+        let wanted: BTreeSet<_> = ["a", "b"].map(key).into();
+        let recorded = [(key("b"), ip("192.168.128.3"))].into();
+        let p = plan(&current, &pool(), &wanted, &recorded);
+        assert_eq!(p.table.get(&key("a")), Some(ip("192.168.128.3")), "the table's holder keeps it");
+        assert_eq!(p.conflicts.len(), 1);
+        assert_eq!((p.conflicts[0].moved.clone(), p.conflicts[0].source), (key("b"), ConflictSource::Record));
+        assert_eq!(p.table.get(&key("b")), Some(ip("192.168.128.4")));
     }
 }

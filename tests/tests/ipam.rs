@@ -224,6 +224,87 @@ async fn a_full_pool_reports_exhausted_and_keeps_going() {
     assert_eq!(shoot_condition(&client, &shoot_name(4)).await.unwrap()["reason"], "Allocated");
 }
 
+/// The same address written by hand into two records: one shoot keeps it (the one whose ShootState
+/// records it), the other moves, and both the Shoot's and the Seed's condition say so with a typed
+/// reason; nothing moves without a report.
+#[tokio::test]
+async fn one_address_written_into_two_records_is_reported_and_only_one_shoot_moves() {
+    let (server, controller) = setup("192.168.128.0/24", 3).await;
+    let client = server.client();
+    controller.reconcile().await.unwrap();
+    let before = assert_consistent(&client).await;
+
+    // The Seed's table, edited by hand: shoot 1 on shoot 0's address.
+    let seed = Api::<Seed>::all(client.clone()).get(SEED).await.unwrap();
+    let (table, _) = table_of(&seed);
+    let mut edited: BTreeMap<String, String> = table.iter().map(|(k, a)| (k.to_string(), a.to_string())).collect();
+    edited.insert(key(1).to_string(), before[&key(0)].to_string());
+    let text = serde_json::to_string(&edited).unwrap();
+    let patch = json!({"metadata": {"annotations": {kubelink_ipam::table::TABLE_ANNOTATION: text}}});
+    Api::<Seed>::all(client.clone()).patch(SEED, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let report = controller.reconcile().await.unwrap();
+    let after = assert_consistent(&client).await;
+    assert_eq!(after, before, "shoot 0 keeps its address (its record), shoot 1 goes back to the free one");
+    assert!(report.problems.iter().any(|p| p.contains("was claimed by shoots")), "{:?}", report.problems);
+    let cond = shoot_condition(&client, &shoot_name(1)).await.unwrap();
+    assert_eq!((cond["status"].as_str(), cond["reason"].as_str()), (Some("True"), Some("AddressConflict")), "{cond}");
+    let message = cond["message"].as_str().unwrap();
+    assert!(message.contains(&before[&key(0)].to_string()) && message.contains(&shoot_name(0)), "{message}");
+    let seed_cond = seed_condition(&client).await;
+    assert_eq!((seed_cond["status"].as_str(), seed_cond["reason"].as_str()), (Some("False"), Some("AddressConflict")));
+    let events = events_about(&client, PROJECT_NS, &shoot_name(1)).await;
+    let warned = |e: &Event| (e.type_.as_deref(), e.reason.as_deref()) == (Some("Warning"), Some("AddressConflict"));
+    assert!(events.iter().any(warned), "{events:?}");
+    assert_eq!(shoot_condition(&client, &shoot_name(0)).await.unwrap()["reason"], "Allocated");
+
+    // The next pass: the Seed is Ready again, the shoot's report stays while it holds that address.
+    controller.reconcile().await.unwrap();
+    assert_eq!(seed_condition(&client).await["reason"], "Ready");
+    assert_eq!(shoot_condition(&client, &shoot_name(1)).await.unwrap()["reason"], "AddressConflict");
+
+    // Two ShootStates recording one address (a restored backup) while the table lost both shoots.
+    let states = Api::<ShootState>::namespaced(client.clone(), PROJECT_NS);
+    let mut state = states.get(&shoot_name(2)).await.unwrap();
+    let mut entry = state.entry(record::ENTRY_NAME).unwrap().clone();
+    entry.data["address"] = json!(before[&key(0)].to_string());
+    state.set_entry(entry);
+    states.replace(&shoot_name(2), &PostParams::default(), &state).await.unwrap();
+    let drop_table = json!({"metadata": {"annotations": {kubelink_ipam::table::TABLE_ANNOTATION: null}}});
+    Api::<Seed>::all(client.clone()).patch(SEED, &PatchParams::default(), &Patch::Merge(&drop_table)).await.unwrap();
+    // A new controller (a restart): the running one reads a ShootState it wrote again only after its
+    // resync period.
+    let restarted = Controller::new(client.clone(), client.clone(), Config::new(SEED));
+    restarted.reconcile().await.unwrap();
+    let rebuilt = assert_consistent(&client).await;
+    assert_eq!(rebuilt[&key(0)], before[&key(0)], "the first record keeps the address");
+    assert_ne!(rebuilt[&key(2)], before[&key(0)]);
+    let cond = shoot_condition(&client, &shoot_name(2)).await.unwrap();
+    assert_eq!(cond["reason"], "AddressConflict", "{cond}");
+    assert!(cond["message"].as_str().unwrap().contains("ShootState record"), "{cond}");
+}
+
+/// Pool exhausted: the shoots left over get a typed condition (`Exhausted`), the Seed too, and no
+/// shoot that has an address loses it.
+#[tokio::test]
+async fn an_exhausted_pool_never_takes_an_address_from_a_shoot_that_has_one() {
+    let (server, controller) = setup("192.168.128.0/29", 4).await; // four assignable addresses
+    let client = server.client();
+    controller.reconcile().await.unwrap();
+    let full = assert_consistent(&client).await;
+    create_shoots(&client, SEED, 4..6).await.unwrap();
+    for _ in 0..2 {
+        let report = controller.reconcile().await.unwrap();
+        assert_eq!(report.exhausted, [key(4), key(5)]);
+        assert!(report.assigned.is_empty() && report.released.is_empty(), "{report:?}");
+        assert_eq!(assert_consistent(&client).await, full, "an address moved while the pool was full");
+    }
+    for i in 4..6 {
+        let cond = shoot_condition(&client, &shoot_name(i)).await.unwrap();
+        assert_eq!((cond["status"].as_str(), cond["reason"].as_str()), (Some("False"), Some("Exhausted")));
+    }
+    assert_eq!(seed_condition(&client).await["reason"], "Exhausted");
+}
+
 #[tokio::test]
 async fn every_overlap_rule_is_rejected_naming_both_ranges() {
     for (cidr, with) in [
