@@ -1,0 +1,34 @@
+//! CIDR, endpoint, interface name and MTU strings from flags, files and Secrets. Never a panic,
+//! errors stay short, and what parses prints back to itself.
+#![no_main]
+
+use kubelink::config::{parse_ifname, parse_mtu};
+use kubelink::shoot::config::parse_endpoint;
+use kubelink_ipam::validate::parse_cidr;
+use libfuzzer_sys::fuzz_target;
+
+const MAX_ERROR: usize = 2048;
+
+fn short<T>(r: Result<T, String>) -> Option<T> {
+    r.map_err(|e| assert!(e.len() <= MAX_ERROR, "{} byte error", e.len())).ok()
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Some(endpoint) = short(parse_endpoint(text)) {
+        let printed = match endpoint.host.contains(':') {
+            true => format!("[{}]:{}", endpoint.host, endpoint.port),
+            false => format!("{}:{}", endpoint.host, endpoint.port),
+        };
+        assert_eq!(parse_endpoint(&printed).ok(), Some(endpoint));
+    }
+    if let Some(mtu) = short(parse_mtu(text)) {
+        assert!((1280..=65535).contains(&mtu), "MTU {mtu} accepted");
+    }
+    if let Some(name) = short(parse_ifname(text)) {
+        assert!(!name.is_empty() && name.len() <= 15, "interface name {name:?} accepted");
+    }
+    if let Ok(net) = parse_cidr("spec.wireguard.cidr", text).map_err(|e| short::<()>(Err(e.to_string()))) {
+        assert_eq!(parse_cidr("spec.wireguard.cidr", &net.to_string()).ok(), Some(net));
+    }
+});
