@@ -121,6 +121,37 @@ fn landscape_command_reaches_every_shoot() {
     assert_eq!(text.matches("reply in").count(), 3, "every shoot answers");
 }
 
+/// On a machine without nftables and conntrack the landscape does not start half-way: it stops before
+/// building anything, with one line naming each missing tool and how to get it.
+#[test]
+fn landscape_refuses_to_start_naming_what_is_missing() {
+    if !netns::require("landscape_preflight", &["ip", "ping", "sysctl"]) {
+        return;
+    }
+    let bin = netns::workdir("landscape-preflight").join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for tool in ["ip", "ping", "sysctl"] {
+        let path = String::from_utf8(
+            std::process::Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().unwrap().stdout,
+        )
+        .unwrap();
+        let _ = std::os::unix::fs::symlink(path.trim(), bin.join(tool));
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubelink-landscape"))
+        .args(["--once", "--standalone"])
+        .env("PATH", &bin)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    for word in ["nft (nftables)", "conntrack (conntrack)", "scripts/landscape"] {
+        assert!(stderr.contains(word), "{word} not named: {stderr}");
+    }
+    assert!(String::from_utf8_lossy(&out.stdout).is_empty(), "it started something");
+}
+
 /// IPv6 disabled on every host (`net.ipv6.conf.{all,default}.disable_ipv6=1`, as on nodes booted with
 /// IPv6 off): `kubelink run` builds its devices, routes and peers without it, and traffic flows.
 #[test]

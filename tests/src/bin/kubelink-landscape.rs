@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use kubelink::wg::BackendChoice;
+use kubelink_tests::landscape::preflight;
 use kubelink_tests::landscape::seed::SeedLandscape;
 use kubelink_tests::landscape::standalone::Landscape;
 use kubelink_tests::netns;
@@ -61,8 +62,7 @@ async fn run(args: LandscapeArgs) -> anyhow::Result<()> {
     if let Some(listen) = args.control_plane {
         return control_plane(&args, listen).await;
     }
-    // SAFETY: geteuid has no preconditions.
-    anyhow::ensure!(unsafe { libc::geteuid() } == 0, "the landscape creates network namespaces: run it as root (sudo)");
+    preflight::check(!args.standalone).await.map_err(anyhow::Error::msg)?;
     let bin = netns::find_kubelink().map_err(anyhow::Error::msg)?;
     let dir = std::env::temp_dir().join(format!("kubelink-landscape-{}", std::process::id()));
     netns::sweep_stale();
@@ -72,16 +72,19 @@ async fn run(args: LandscapeArgs) -> anyhow::Result<()> {
 async fn seed(args: &LandscapeArgs, dir: &std::path::Path, bin: &std::path::Path) -> anyhow::Result<()> {
     let mut l = SeedLandscape::build(args.shoots.into(), dir, bin).await.map_err(anyhow::Error::msg)?;
     l.start().await.map_err(anyhow::Error::msg)?;
-    println!(
-        "landscape up: garden and seed API servers (embedded, RBAC on, both charts installed by Helm), 3 seed nodes with agents"
-    );
-    println!(
-        "  (2 gateway slots behind 2 load balancers), the IPAM controller, {} shoot(s) with sidecars; logs in {}",
-        args.shoots,
-        dir.display()
-    );
+    println!("landscape starting; logs in {}", dir.display());
     l.wait_for_shoots(Duration::from_secs(90)).await;
     let all = report_seed(&l).await;
+    // "up" only when every part answered: both slots held, no request refused, every shoot reached.
+    if all {
+        println!(
+            "landscape up: garden and seed API servers (embedded, RBAC on, both charts installed by Helm), 3 seed nodes \
+             with agents (2 gateway slots behind 2 load balancers), the IPAM controller, {} shoot(s) with sidecars",
+            args.shoots
+        );
+    } else {
+        println!("landscape NOT up: see the lines above; logs in {}", dir.display());
+    }
     if args.once {
         l.stop();
         anyhow::ensure!(all, "a shoot is unreachable; logs in {}", dir.display());
@@ -112,7 +115,12 @@ async fn every_until_stopped(interval: Duration, mut tick: impl AsyncFnMut()) ->
 
 /// Prints who holds which slot, the routes of the probing node and a probe to every shoot.
 async fn report_seed(l: &SeedLandscape) -> bool {
-    println!("gateway slots: {:?}", l.holders().await);
+    let holders = l.holders().await;
+    println!("gateway slots: {holders:?}");
+    let mut all = holders.len() == l.slots;
+    if !all {
+        println!("gateway slots held: {} of {}", holders.len(), l.slots);
+    }
     let refused = l.refused();
     if !refused.is_empty() {
         println!("requests the API servers refused (RBAC): {refused:#?}");
@@ -122,7 +130,7 @@ async fn report_seed(l: &SeedLandscape) -> bool {
     {
         println!("routes of the probing node (proto 107): {}", routes.lines().count());
     }
-    let mut all = refused.is_empty();
+    all &= refused.is_empty();
     for (i, s) in l.shoots.iter().enumerate() {
         let addr = s.address.map(|a| a.to_string()).unwrap_or_else(|| "(no address yet)".into());
         match l.probe(i, Duration::from_secs(2)) {
@@ -140,8 +148,12 @@ async fn standalone(args: &LandscapeArgs, dir: &std::path::Path, bin: &std::path
     let backend = format!("{:?}", args.wg_backend).to_lowercase();
     let mut l = Landscape::build(args.shoots.into(), dir, bin, &backend).map_err(anyhow::Error::msg)?;
     l.start_all().map_err(anyhow::Error::msg)?;
-    println!("landscape up: gateway, worker, {} shoot(s); configs and logs in {}", args.shoots, dir.display());
+    println!("landscape starting; configs and logs in {}", dir.display());
     let reachable = report(&l, Duration::from_secs(15));
+    match reachable {
+        true => println!("landscape up: gateway, worker, {} shoot(s)", args.shoots),
+        false => println!("landscape NOT up: see the lines above; logs in {}", dir.display()),
+    }
     if args.once {
         l.stop_all();
         anyhow::ensure!(reachable, "a shoot is unreachable; logs in {}", dir.display());

@@ -10,6 +10,7 @@
 pub mod chart;
 pub mod control;
 pub mod lb;
+pub mod preflight;
 pub mod seed;
 pub mod standalone;
 
