@@ -304,6 +304,10 @@ pub fn run(plan: &Plan) -> Result<Vec<Samples>, String> {
     let pair = Pair::new()?;
     let server_log = plan.dir.join("iperf3-server.log");
     let _server = pair.ns[1].spawn("iperf3", &["-s"], &server_log)?;
+    let listening = netns::wait_for(Duration::from_secs(10), || {
+        pair.ns[1].sh(&["ss", "-Hltn", "sport", "=", ":5201"]).is_ok_and(|out| !out.trim().is_empty())
+    });
+    listening.ok_or("the iperf3 server did not listen")?;
     let mut all: Vec<Samples> = plan.engines.iter().map(|e| Samples::new(*e)).collect();
     for round in 0..plan.rounds {
         for i in 0..all.len() {
