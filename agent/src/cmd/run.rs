@@ -38,7 +38,7 @@ pub struct Common {
     pub wg_backend: BackendChoice,
     /// The userspace engine's fast path: tun offload (64 KB reads split into packets, decrypted
     /// packets merged into large writes). Falls back by itself where the kernel refuses offload.
-    #[arg(long, value_enum, default_value = "on", env = "KUBELINK_WG_OFFLOAD")]
+    #[arg(long, value_enum, default_value = "off", env = "KUBELINK_WG_OFFLOAD")]
     pub wg_offload: Offload,
     /// Route protocol number that marks kubelink's routes.
     #[arg(long, env = "KUBELINK_ROUTE_PROTOCOL", default_value_t = route::DEFAULT_PROTOCOL)]

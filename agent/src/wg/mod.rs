@@ -107,9 +107,10 @@ pub enum BackendChoice {
 /// `--wg-offload`: the userspace engine's fast path (tun offload: large reads, merged writes).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Offload {
-    #[default]
     On,
     /// One packet per tun read and write, as gotatun's own transport (the benchmark's baseline).
+    /// The default until the fast path measures clearly faster (docs/benchmarks.md).
+    #[default]
     Off,
 }
 
