@@ -3,6 +3,7 @@
 //! Kubernetes API test server and Helm.
 
 pub use kubelink_apiserver as apiserver;
+pub mod bench;
 pub mod helm;
 pub mod landscape;
 pub mod netns;

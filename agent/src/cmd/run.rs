@@ -12,7 +12,7 @@ use crate::config::{self, Desired};
 use crate::link::Link;
 use crate::reconcile::Reconciler;
 use crate::route::{self, Routes};
-use crate::wg::{self, BackendChoice};
+use crate::wg::{self, BackendChoice, Offload};
 
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -36,6 +36,10 @@ pub struct Common {
     /// WireGuard implementation: kernel if it can create a link, else userspace (gotatun).
     #[arg(long, value_enum, default_value = "auto", env = "KUBELINK_WG_BACKEND")]
     pub wg_backend: BackendChoice,
+    /// The userspace engine's fast path: tun offload (64 KB reads split into packets, decrypted
+    /// packets merged into large writes). Falls back by itself where the kernel refuses offload.
+    #[arg(long, value_enum, default_value = "off", env = "KUBELINK_WG_OFFLOAD")]
+    pub wg_offload: Offload,
     /// Route protocol number that marks kubelink's routes.
     #[arg(long, env = "KUBELINK_ROUTE_PROTOCOL", default_value_t = route::DEFAULT_PROTOCOL)]
     pub route_protocol: u8,
@@ -58,7 +62,7 @@ pub struct DownArgs {
 
 pub(crate) async fn reconciler(common: &Common) -> anyhow::Result<Reconciler> {
     let link = Link::open()?;
-    let wg = wg::select(common.wg_backend, &link).await;
+    let wg = wg::select(common.wg_backend, common.wg_offload, &link).await;
     let routes = Routes::new(link.handle().clone(), common.route_protocol);
     Ok(Reconciler::new(link, routes, wg))
 }

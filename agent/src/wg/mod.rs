@@ -3,6 +3,7 @@
 
 mod kernel;
 pub mod plan;
+mod tun;
 mod userspace;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -103,6 +104,16 @@ pub enum BackendChoice {
     Userspace,
 }
 
+/// `--wg-offload`: the userspace engine's fast path (tun offload: large reads, merged writes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Offload {
+    On,
+    /// One packet per tun read and write, as gotatun's own transport (the benchmark's baseline).
+    /// The default until the fast path measures clearly faster (docs/benchmarks.md).
+    #[default]
+    Off,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum WgError {
     #[error("device {device}: {op}: {reason}")]
@@ -162,7 +173,7 @@ pub fn needs_handshake(want: &PeerSpec, seen: &ObservedPeer) -> bool {
 
 /// Picks the backend for `--wg-backend`; for `auto`, probes whether the kernel can create a WireGuard
 /// link and says why it chose what it chose.
-pub async fn select(choice: BackendChoice, link: &crate::link::Link) -> Arc<dyn WgBackend> {
+pub async fn select(choice: BackendChoice, offload: Offload, link: &crate::link::Link) -> Arc<dyn WgBackend> {
     let kind = match choice {
         BackendChoice::Kernel => BackendKind::Kernel,
         BackendChoice::Userspace => BackendKind::Userspace,
@@ -179,7 +190,7 @@ pub async fn select(choice: BackendChoice, link: &crate::link::Link) -> Arc<dyn 
     };
     match kind {
         BackendKind::Kernel => Arc::new(KernelBackend::new(link.clone())),
-        BackendKind::Userspace => Arc::new(UserspaceBackend::new(link.clone())),
+        BackendKind::Userspace => Arc::new(UserspaceBackend::with_offload(link.clone(), offload)),
     }
 }
 

@@ -3,6 +3,7 @@
 //! The tun link is made persistent, so it outlives the process with its ifindex, addresses and the
 //! routes that point at it; a restarted agent re-attaches to it and only the WireGuard sessions are new
 //! (one handshake). Operators reach the device with `wg show`/`wg set` over the standard UAPI socket.
+//! The tun transport under gotatun is kubelink's own ([`super::tun`]): with offload, the fast path.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -11,7 +12,6 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use gotatun::device::uapi::UapiServer;
 use gotatun::device::{Device, DeviceBuilder, Peer};
-use gotatun::tun::tun_async_device::TunDevice;
 use gotatun::udp::socket::UdpSocketFactory;
 use gotatun::x25519;
 use ipnet::IpNet;
@@ -19,22 +19,30 @@ use ipnetwork::IpNetwork;
 use kubelink_ipam::keys::PublicKey;
 use tokio::sync::Mutex;
 
+use super::tun::{TunRx, TunTx};
 use super::{
-    BackendKind, DeviceSpec, DeviceUpdate, ObservedDevice, ObservedPeer, PeerChange, PeerSpec, WgBackend, WgError,
+    BackendKind, DeviceSpec, DeviceUpdate, ObservedDevice, ObservedPeer, Offload, PeerChange, PeerSpec, WgBackend,
+    WgError,
 };
 use crate::link::Link;
 
-type GtDevice = Device<(UdpSocketFactory, TunDevice, TunDevice)>;
+type GtDevice = Device<(UdpSocketFactory, TunTx, TunRx)>;
 
 pub struct UserspaceBackend {
     link: Link,
     devices: Mutex<HashMap<String, GtDevice>>,
     endpoints: EndpointMemory,
+    offload: Offload,
 }
 
 impl UserspaceBackend {
+    /// A backend with the fast path as `--wg-offload` defaults.
     pub fn new(link: Link) -> Self {
-        Self { link, devices: Mutex::new(HashMap::new()), endpoints: EndpointMemory::new(state_dir()) }
+        Self::with_offload(link, Offload::default())
+    }
+
+    pub fn with_offload(link: Link, offload: Offload) -> Self {
+        Self { link, devices: Mutex::new(HashMap::new()), endpoints: EndpointMemory::new(state_dir()), offload }
     }
 }
 
@@ -114,7 +122,7 @@ impl WgBackend for UserspaceBackend {
             }
             None => {}
         }
-        let device = start(spec, &self.endpoints.load(&spec.name)).await?;
+        let device = start(spec, &self.endpoints.load(&spec.name), self.offload).await?;
         devices.insert(spec.name.clone(), device);
         Ok(())
     }
@@ -184,22 +192,18 @@ impl WgBackend for UserspaceBackend {
 
 /// Opens (or re-attaches to) the persistent tun and starts gotatun on it with the UAPI socket.
 /// Roaming peers start at their remembered endpoints.
-async fn start(spec: &DeviceSpec, remembered: &BTreeMap<PublicKey, SocketAddr>) -> Result<GtDevice, WgError> {
+async fn start(
+    spec: &DeviceSpec,
+    remembered: &BTreeMap<PublicKey, SocketAddr>,
+    offload: Offload,
+) -> Result<GtDevice, WgError> {
     let err = |op| move |e: &dyn std::fmt::Display| WgError::backend(&spec.name, op, e);
-    let mut config = gotatun::tun::tun::Configuration::default();
-    config.tun_name(&spec.name);
-    // Addresses, MTU and link state belong to kubelink's link layer, not to the tun crate.
-    config.platform_config(|p| {
-        p.ensure_root_privileges(false);
-    });
-    let mut tun = gotatun::tun::tun::create_as_async(&config).map_err(|e| err("open tun")(&e))?;
-    tun.persist().map_err(|e| err("make tun persistent")(&e))?;
-    let tun = TunDevice::from_tun_device(tun).map_err(|e| err("attach tun")(&e))?;
+    let (tun_tx, tun_rx) = super::tun::open(&spec.name, offload == Offload::On).map_err(|e| err("open tun")(&e))?;
     let uapi = UapiServer::default_unix_socket(&spec.name, None, None).map_err(|e| err("UAPI socket")(&e))?;
     let secret = x25519::StaticSecret::from(*spec.private_key.to_bytes());
     let builder = DeviceBuilder::new()
         .with_default_udp()
-        .with_ip(tun)
+        .with_ip_pair(tun_tx, tun_rx)
         .with_uapi(uapi)
         .with_private_key(secret)
         .with_listen_port(spec.listen_port.unwrap_or(0))
