@@ -225,7 +225,7 @@ impl std::str::FromStr for ShootKey {
     fn from_str(s: &str) -> Result<Self, String> {
         match s.split_once('/') {
             Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => Ok(Self::new(ns, name)),
-            _ => Err(format!("{s:?} is not namespace/name")),
+            _ => Err(format!("{} is not namespace/name", crate::error::excerpt(s))),
         }
     }
 }

@@ -7,10 +7,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use crate::alloc::Pool;
+use crate::error::{excerpt, shorten};
 use crate::gardener::ShootKey;
 
 /// The Seed annotation holding the table: a JSON object `{"<namespace>/<shoot>": "<address>"}`.
 pub const TABLE_ANNOTATION: &str = "kubelink.gardener.cloud/wireguard-allocations";
+/// How long a parser's message about the annotation may be: it can quote the input.
+const MAX_MESSAGE: usize = 300;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Table {
@@ -24,6 +27,7 @@ impl Table {
         let raw: BTreeMap<String, serde_json::Value> = match serde_json::from_str(text) {
             Ok(raw) => raw,
             Err(e) => {
+                let e = shorten(&e.to_string(), MAX_MESSAGE);
                 return (Self::default(), vec![format!("annotation {TABLE_ANNOTATION} is not a JSON object: {e}")]);
             }
         };
@@ -31,11 +35,11 @@ impl Table {
         for (key, value) in raw {
             let parsed = key.parse::<ShootKey>().and_then(|k| {
                 let addr = value.as_str().and_then(|v| v.parse::<IpAddr>().ok());
-                addr.map(|a| (k, a)).ok_or_else(|| format!("{value} is not an IP address"))
+                addr.map(|a| (k, a)).ok_or_else(|| format!("{} is not an IP address", excerpt(&value.to_string())))
             });
             match parsed {
                 Ok((k, a)) => _ = table.entries.insert(k, a),
-                Err(e) => problems.push(format!("annotation {TABLE_ANNOTATION} entry {key:?}: {e}; skipped")),
+                Err(e) => problems.push(format!("annotation {TABLE_ANNOTATION} entry {}: {e}; skipped", excerpt(&key))),
             }
         }
         (table, problems)
