@@ -113,6 +113,29 @@ async fn a_thousand_shoots_get_distinct_addresses() {
     assert_eq!((again.assigned.len(), again.writes), (0, 0));
 }
 
+/// One malformed Shoot among 1000 good ones: every good shoot gets its address, keeps it on the next
+/// pass, and the bad one is reported by name and field.
+#[tokio::test]
+async fn one_malformed_shoot_among_a_thousand_holds_up_no_other() {
+    let (server, controller) = setup("192.168.128.0/22", 1000).await;
+    let client = server.client();
+    let mut bad = serde_json::to_value(shoot(&shoot_name(500), SEED)).unwrap();
+    bad["spec"]["networking"]["nodes"] = json!({"not": "a string"});
+    plant(&server, served("core.gardener.cloud", "v1beta1", "shoots"), PROJECT_NS, bad);
+    let first = controller.reconcile().await.unwrap();
+    assert_eq!((first.assigned.len(), first.exhausted.len()), (999, 0), "{:?}", first.problems);
+    assert_eq!(first.skipped.len(), 1);
+    let skipped = first.skipped[0].to_string();
+    assert!(skipped.contains(&shoot_name(500)) && skipped.contains("spec.networking.nodes"), "{skipped}");
+    let table = assert_consistent(&client).await;
+    assert_eq!(table.len(), 999);
+    assert!(!table.contains_key(&key(500)));
+    let again = controller.reconcile().await.unwrap();
+    assert!(again.assigned.is_empty() && again.released.is_empty(), "{again:?}");
+    assert_eq!(assert_consistent(&client).await, table, "every good shoot keeps its address");
+    assert_eq!(seed_condition(&client).await["reason"], "ObjectsSkipped");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn four_allocators_racing_never_give_an_address_twice() {
     let server = apiserver::start().await;
