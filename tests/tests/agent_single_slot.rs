@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use kubelink_tests::apiserver::fixtures::PROJECT_NS;
 use kubelink_tests::landscape::seed::{CIDR, POD_IP, SeedLandscape, node_ip};
 use kubelink_tests::landscape::{self, Started, node_of};
 use kubelink_tests::netns;
@@ -65,6 +66,7 @@ fn single_slot_gateway_restart_and_node_loss() {
         dir.display()
     );
     assert_routes_follow(&l, gw, &[]);
+    let before = assert_gateway_metrics(&l, gw);
 
     // The gateway's agent crashes and comes back on the same node: it keeps the slot (its own Lease),
     // and as a userspace gateway rebuilds the device with the endpoints it remembered.
@@ -95,6 +97,9 @@ fn single_slot_gateway_restart_and_node_loss() {
         assert!(probe.is_ok(), "shoot {i} after the take-over: {probe:?}; logs in {}", dir.display());
     }
     println!("all shoots reachable {:?} after the node died", killed.elapsed());
+    // The new holder counts its take-over; its own per-shoot counters start from its own device.
+    let after = assert_gateway_metrics(&l, next);
+    println!("shoot 0 bytes received: {before} on node {gw} before, {after} on node {next} after the take-over");
 
     // Gateway health: the new gateway's agent restarts and finds its WireGuard port taken by another
     // WireGuard on the node (wireguard-go), so it cannot build its device. It must give the slot up.
@@ -120,6 +125,55 @@ fn single_slot_gateway_restart_and_node_loss() {
     // Everything the agents and the IPAM did, the charts' RBAC allowed.
     assert_eq!(l.refused(), Vec::<String>::new(), "requests the API servers refused");
     l.stop();
+}
+
+/// `/metrics` of node `n`'s agent, read from node `n`'s network namespace (its health port).
+fn scrape(l: &SeedLandscape, n: usize) -> String {
+    let addr = format!("{}:{}", node_ip(n), kubelink_tests::landscape::lb::HEALTH_PORT);
+    l.nodes[n]
+        .run_in(move || {
+            use std::io::{Read, Write};
+            let Ok(mut s) = std::net::TcpStream::connect(&addr) else { return String::new() };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            out
+        })
+        .unwrap_or_default()
+}
+
+/// The value of the series `name{labels}` (labels exactly as encoded), if present.
+fn value(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Gateway `gw` says it holds slot 0, counts taking it once, has one peer series per shoot, and
+/// the bytes it received from shoot 0 grow under traffic. Returns those bytes after the traffic.
+fn assert_gateway_metrics(l: &SeedLandscape, gw: usize) -> f64 {
+    let metrics = scrape(l, gw);
+    assert_eq!(value(&metrics, "kubelink_agent_slot_held{slot=\"0\"}"), Some(1.0), "{metrics}");
+    let changes = value(&metrics, "kubelink_agent_slot_changes_total{slot=\"0\",change=\"taken\"}");
+    assert_eq!(changes, Some(1.0), "taking the slot is counted once: {metrics}");
+    let peers = metrics.lines().filter(|l| l.starts_with("kubelink_gateway_peer_receive_bytes_total{")).count();
+    assert_eq!(peers, l.shoots.len(), "one peer series per shoot: {metrics}");
+    assert_eq!(value(&metrics, "kubelink_agent_peers"), Some(l.shoots.len() as f64), "{metrics}");
+    let shoot = l.shoots[0].name.clone();
+    let series = format!("kubelink_gateway_peer_receive_bytes_total{{shoot=\"{PROJECT_NS}/{shoot}\",slot=\"0\"}}");
+    let first = value(&metrics, &series);
+    assert!(first.is_some(), "no {series} in\n{metrics}");
+    let probe = l.probe(0, Duration::from_secs(2));
+    assert!(probe.is_ok(), "shoot 0 through gateway {gw}: {probe:?}");
+    // The metrics follow the device with the data-path check, once per retry period.
+    let start = Instant::now();
+    loop {
+        let now = value(&scrape(l, gw), &series).unwrap_or_default();
+        if now > first.unwrap_or_default() {
+            return now;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{series} did not grow under traffic: {now}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Another WireGuard on node `n` holding UDP 51820: wireguard-go, set to the port with `wg`.
