@@ -434,6 +434,7 @@ async fn rbac_is_the_contract_and_the_agent_has_nothing_cluster_wide() {
         ("", &["pods"], &["list", "patch"], "*"),
         ("kubelink.gardener.cloud", &["seedtunnels"], &["list", "watch"], SEED),
         ("kubelink.gardener.cloud", &["shootpeers"], &["list", "watch"], "*"),
+        ("events.k8s.io", &["events"], &["create", "patch"], "*"),
     ]);
     assert_eq!(rules(find(&objects, "Role", "kubelink-agent")), agent, "the agent's Role");
     let ipam_role = expect(&[

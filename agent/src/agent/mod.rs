@@ -7,6 +7,7 @@
 
 pub mod cluster;
 pub mod datapath;
+pub mod events;
 pub mod role;
 pub mod run;
 

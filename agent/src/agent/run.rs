@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 
 use super::cluster::{Cluster, ClusterError};
 use super::datapath::{self, Check, Fault, Heard};
+use super::events::SlotEvent;
 use super::role::{self, Action, Delays, NotReady, Now, Observation, RoleState, Setup};
 use super::{Settings, gateway_desired};
 use crate::election::kube::LeaseElection;
@@ -198,6 +199,8 @@ pub struct Agent {
     /// publishes NODE_IP:LISTEN_PORT.
     pub endpoints: Vec<String>,
     pub status: Status,
+    /// Kubernetes Events on the slot Leases; `None`: none are recorded.
+    pub events: Option<super::events::Events>,
     roles: RoleState,
     data: DataPath,
 }
@@ -228,6 +231,7 @@ impl Agent {
             settings,
             endpoints,
             status: Status::default(),
+            events: None,
             roles,
             data: DataPath::default(),
         }
@@ -351,10 +355,22 @@ impl Agent {
         let after = self.roles.role.slot();
         if after != before {
             tracing::info!(node = %self.election.me, from = ?before, to = ?after, "gateway slot changed");
+            self.record_change(before, after);
         }
         self.status.slot_step(self.election.slots, before, after);
         self.status.record(role::readiness(&self.roles, Instant::now()));
         actions
+    }
+
+    /// Events for a slot change: the slot left, then the slot taken.
+    fn record_change(&self, before: Option<u8>, after: Option<u8>) {
+        let Some(events) = &self.events else { return };
+        if let Some(slot) = before {
+            events.spawn(SlotEvent::Lost { slot });
+        }
+        if let Some(slot) = after {
+            events.spawn(SlotEvent::Taken { slot });
+        }
     }
 
     async fn perform(&mut self, action: Action) -> Performed {
@@ -426,6 +442,9 @@ impl Agent {
     /// Releases the slot's Lease, bounded by the renew deadline; if that fails the Lease expires.
     async fn give_up(&self, slot: u8, failing_for: Duration) {
         self.status.give_ups.get_or_create(&labels([("slot", slot.to_string())])).inc();
+        if let Some(events) = &self.events {
+            events.spawn(SlotEvent::GivenUp { slot, failing_for, standby: self.settings.standby });
+        }
         tracing::error!(slot, ?failing_for, standby = ?self.settings.standby, "this node cannot serve as gateway; giving the slot up");
         let bound = self.election.timing.renew_deadline;
         match tokio::time::timeout(bound, self.election.release(usize::from(slot))).await {
