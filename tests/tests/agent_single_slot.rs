@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use kubelink_tests::apiserver::fixtures::PROJECT_NS;
-use kubelink_tests::landscape::seed::{CIDR, POD_IP, SeedLandscape, node_ip};
+use kubelink_tests::landscape::seed::{AGENT_NS, CIDR, POD_IP, SeedLandscape, node_ip, node_name};
 use kubelink_tests::landscape::{self, Started, node_of};
 use kubelink_tests::netns;
 use kubelink_tests::netns::ping_in;
@@ -120,11 +120,28 @@ fn single_slot_gateway_restart_and_node_loss() {
     );
     let log = std::fs::read_to_string(dir.join(format!("agent-n{next}.log"))).unwrap_or_default();
     assert!(log.contains("giving the slot up"), "node {next} did not say why it left the slot");
+    // And the slot's Lease tells the story as Events: taken, given up by node `next`, taken by `last`.
+    let events = rt.block_on(lease_events(&l));
+    println!("Events on Lease kubelink-gateway-0: {events:#?}");
+    let by = |reason: &str, n: usize| events.iter().any(|(r, note)| r == reason && note.contains(&node_name(n)));
+    assert!(by("SlotGivenUp", next) && by("SlotTaken", last) && by("SlotTaken", next), "{events:?}");
     assert!(f64::from(lost) * INTERVAL < 20.0, "gap too long; logs in {}", dir.display());
     assert_routes_follow(&l, last, &[gw]);
     // Everything the agents and the IPAM did, the charts' RBAC allowed.
     assert_eq!(l.refused(), Vec::<String>::new(), "requests the API servers refused");
     l.stop();
+}
+
+/// (reason, note) of every Event on the slot 0 Lease.
+async fn lease_events(l: &SeedLandscape) -> Vec<(String, String)> {
+    use k8s_openapi::api::events::v1::Event;
+    let api = kube::Api::<Event>::namespaced(l.server.client(), AGENT_NS);
+    let list = api.list(&Default::default()).await.expect("listing Events");
+    list.items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("kubelink-gateway-0"))
+        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect()
 }
 
 /// `/metrics` of node `n`'s agent, read from node `n`'s network namespace (its health port).
