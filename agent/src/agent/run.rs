@@ -500,7 +500,15 @@ impl Agent {
         let Some(source) = desired.addresses.iter().next().map(|a| a.addr()) else { return Check::Unprobed };
         let addresses: BTreeMap<PublicKey, IpAddr> =
             desired.device.peers.iter().filter_map(|(k, p)| Some((*k, p.allowed_ips.iter().next()?.addr()))).collect();
-        let observed = match self.rec.wg.read(&desired.device.name).await {
+        // Read before the forwarding check: the per-shoot metrics follow the device even while it fails.
+        let read = self.rec.wg.read(&desired.device.name).await;
+        if let Ok(Some(observed)) = &read {
+            self.status.peer_traffic.set(peer_samples(slot, &self.data.shoots, observed));
+        }
+        if !forwarding_on(source) {
+            return Check::Fault(Fault::ForwardingOff);
+        }
+        let observed = match read {
             Ok(Some(observed)) => observed,
             Ok(None) => return Check::Unprobed,
             Err(e) => {
@@ -508,10 +516,6 @@ impl Agent {
                 return Check::Unprobed;
             }
         };
-        self.status.peer_traffic.set(peer_samples(slot, &self.data.shoots, &observed));
-        if !forwarding_on(source) {
-            return Check::Fault(Fault::ForwardingOff);
-        }
         let now = Instant::now();
         self.data.heard = datapath::heard_from(&self.data.heard, &observed, now);
         let asked = datapath::targets(&self.data.heard, &addresses, now);
