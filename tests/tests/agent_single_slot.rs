@@ -169,6 +169,8 @@ fn value(metrics: &str, series: &str) -> Option<f64> {
 /// the bytes it received from shoot 0 grow under traffic. Returns those bytes after the traffic.
 fn assert_gateway_metrics(l: &SeedLandscape, gw: usize) -> f64 {
     let metrics = scrape(l, gw);
+    let samples = metrics.lines().filter(|l| !l.starts_with('#') && !l.starts_with("HTTP") && l.contains(' ')).count();
+    println!("gateway n{gw} /metrics: {} bytes, {samples} sample lines, {} shoots", metrics.len(), l.shoots.len());
     assert_eq!(value(&metrics, "kubelink_agent_slot_held{slot=\"0\"}"), Some(1.0), "{metrics}");
     let changes = value(&metrics, "kubelink_agent_slot_changes_total{slot=\"0\",change=\"taken\"}");
     assert_eq!(changes, Some(1.0), "taking the slot is counted once: {metrics}");
