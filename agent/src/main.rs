@@ -63,3 +63,36 @@ fn main() -> std::process::ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every argument of every subcommand, with the path of the subcommand: `kubelink ipam list --json`.
+    fn walk(cmd: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
+        for arg in cmd.get_arguments() {
+            out.push((path.to_string(), arg.clone()));
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_flag_of_every_subcommand_has_help() {
+        let cli = super::Cli::command();
+        cli.clone().debug_assert();
+        let mut args = Vec::new();
+        walk(&cli, "kubelink", &mut args);
+        let missing: Vec<String> = args
+            .iter()
+            .filter(|(_, a)| a.get_help().is_none_or(|h| h.to_string().trim().is_empty()))
+            .map(|(path, a)| format!("{path} {}", a.get_long().map_or(a.get_id().to_string(), |l| format!("--{l}"))))
+            .collect();
+        assert!(args.len() > 60, "too few arguments seen to mean anything: {}", args.len());
+        assert!(missing.is_empty(), "arguments without help:\n{}", missing.join("\n"));
+        let subcommands: Vec<_> =
+            cli.get_subcommands().filter(|s| s.get_about().is_none()).map(|s| s.get_name()).collect();
+        assert!(subcommands.is_empty(), "subcommands without help: {subcommands:?}");
+    }
+}

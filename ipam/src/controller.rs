@@ -81,6 +81,8 @@ type StateCache = BTreeMap<ShootKey, (Instant, Option<Recorded>)>;
 /// What one pass did and found.
 #[derive(Debug, Default)]
 pub struct PassReport {
+    /// The WireGuard CIDR the pass allocated from; `None` when the Seed's configuration is unusable.
+    pub cidr: Option<IpNet>,
     pub table: Table,
     pub assigned: Vec<(ShootKey, IpAddr)>,
     pub released: Vec<(ShootKey, IpAddr)>,
@@ -165,6 +167,7 @@ impl Controller {
                 let (rejected, conflicts) = (d.rejected.len(), &d.plan.conflicts);
                 let condition =
                     Condition::seed_with_conflicts(allocated, exhausted, rejected, &report.skipped, conflicts);
+                report.cidr = Some(d.cidr);
                 report.table = d.plan.table;
                 report.assigned = d.plan.assigned;
                 report.released = d.plan.released;
@@ -565,6 +568,14 @@ impl Controller {
     /// logged and retried on the next trigger. Nothing garden-wide is watched. The watches read objects
     /// as [`Raw`] JSON: one object that does not decode does not stop them.
     pub async fn run(self) -> Result<(), StoreError> {
+        self.run_with(|_, _| {}).await
+    }
+
+    /// [`Self::run`], telling `observe` each pass's outcome and duration (for metrics).
+    pub async fn run_with(
+        self,
+        mut observe: impl FnMut(&Result<PassReport, StoreError>, Duration),
+    ) -> Result<(), StoreError> {
         let by_seed = watcher::Config::default().fields(&format!("spec.seedName={}", self.cfg.seed));
         let shoots = watcher(Api::<Raw<Shoot>>::all(self.garden.clone()), by_seed).default_backoff().map(|_| ());
         let seed_cfg = watcher::Config::default().fields(&format!("metadata.name={}", self.cfg.seed));
@@ -584,8 +595,11 @@ impl Controller {
         )
         .ready_chunks(4096);
         while triggers.next().await.is_some() {
-            match self.reconcile().await {
-                Ok(r) => log_pass(&r),
+            let started = std::time::Instant::now();
+            let result = self.reconcile().await;
+            observe(&result, started.elapsed());
+            match &result {
+                Ok(r) => log_pass(r),
                 Err(e) => {
                     tracing::warn!(seed = %self.cfg.seed, error = %e, "ipam pass failed; retrying on the next change")
                 }

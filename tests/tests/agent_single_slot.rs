@@ -6,7 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use kubelink_tests::landscape::seed::{CIDR, POD_IP, SeedLandscape, node_ip};
+use kubelink_tests::apiserver::fixtures::PROJECT_NS;
+use kubelink_tests::landscape::seed::{AGENT_NS, CIDR, POD_IP, SeedLandscape, node_ip, node_name};
 use kubelink_tests::landscape::{self, Started, node_of};
 use kubelink_tests::netns;
 use kubelink_tests::netns::ping_in;
@@ -65,6 +66,7 @@ fn single_slot_gateway_restart_and_node_loss() {
         dir.display()
     );
     assert_routes_follow(&l, gw, &[]);
+    let before = assert_gateway_metrics(&l, gw);
 
     // A second agent on the gateway's node (a second DaemonSet, a copy run by hand) refuses to start,
     // naming the agent that holds the node; the first one carries on without losing a ping.
@@ -111,6 +113,9 @@ fn single_slot_gateway_restart_and_node_loss() {
         assert!(probe.is_ok(), "shoot {i} after the take-over: {probe:?}; logs in {}", dir.display());
     }
     println!("all shoots reachable {:?} after the node died", killed.elapsed());
+    // The new holder counts its take-over; its own per-shoot counters start from its own device.
+    let after = assert_gateway_metrics(&l, next);
+    println!("shoot 0 bytes received: {before} on node {gw} before, {after} on node {next} after the take-over");
 
     // Gateway health: the new gateway's agent restarts and finds its WireGuard port taken by another
     // WireGuard on the node (wireguard-go), so it cannot build its device. It must give the slot up.
@@ -131,11 +136,79 @@ fn single_slot_gateway_restart_and_node_loss() {
     );
     let log = std::fs::read_to_string(dir.join(format!("agent-n{next}.log"))).unwrap_or_default();
     assert!(log.contains("giving the slot up"), "node {next} did not say why it left the slot");
+    // And the slot's Lease tells the story as Events: taken, given up by node `next`, taken by `last`.
+    let events = rt.block_on(lease_events(&l));
+    println!("Events on Lease kubelink-gateway-0: {events:#?}");
+    let by = |reason: &str, n: usize| events.iter().any(|(r, note)| r == reason && note.contains(&node_name(n)));
+    assert!(by("SlotGivenUp", next) && by("SlotTaken", last) && by("SlotTaken", next), "{events:?}");
     assert!(f64::from(lost) * INTERVAL < 20.0, "gap too long; logs in {}", dir.display());
     assert_routes_follow(&l, last, &[gw]);
     // Everything the agents and the IPAM did, the charts' RBAC allowed.
     assert_eq!(l.refused(), Vec::<String>::new(), "requests the API servers refused");
     l.stop();
+}
+
+/// (reason, note) of every Event on the slot 0 Lease.
+async fn lease_events(l: &SeedLandscape) -> Vec<(String, String)> {
+    use k8s_openapi::api::events::v1::Event;
+    let api = kube::Api::<Event>::namespaced(l.server.client(), AGENT_NS);
+    let list = api.list(&Default::default()).await.expect("listing Events");
+    list.items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("kubelink-gateway-0"))
+        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect()
+}
+
+/// `/metrics` of node `n`'s agent, read from node `n`'s network namespace (its health port).
+fn scrape(l: &SeedLandscape, n: usize) -> String {
+    let addr = format!("{}:{}", node_ip(n), kubelink_tests::landscape::lb::HEALTH_PORT);
+    l.nodes[n]
+        .run_in(move || {
+            use std::io::{Read, Write};
+            let Ok(mut s) = std::net::TcpStream::connect(&addr) else { return String::new() };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            out
+        })
+        .unwrap_or_default()
+}
+
+/// The value of the series `name{labels}` (labels exactly as encoded), if present.
+fn value(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Gateway `gw` says it holds slot 0, counts taking it once, has one peer series per shoot, and
+/// the bytes it received from shoot 0 grow under traffic. Returns those bytes after the traffic.
+fn assert_gateway_metrics(l: &SeedLandscape, gw: usize) -> f64 {
+    let metrics = scrape(l, gw);
+    let samples = metrics.lines().filter(|l| !l.starts_with('#') && !l.starts_with("HTTP") && l.contains(' ')).count();
+    println!("gateway n{gw} /metrics: {} bytes, {samples} sample lines, {} shoots", metrics.len(), l.shoots.len());
+    assert_eq!(value(&metrics, "kubelink_agent_slot_held{slot=\"0\"}"), Some(1.0), "{metrics}");
+    let changes = value(&metrics, "kubelink_agent_slot_changes_total{slot=\"0\",change=\"taken\"}");
+    assert_eq!(changes, Some(1.0), "taking the slot is counted once: {metrics}");
+    let peers = metrics.lines().filter(|l| l.starts_with("kubelink_gateway_peer_receive_bytes_total{")).count();
+    assert_eq!(peers, l.shoots.len(), "one peer series per shoot: {metrics}");
+    assert_eq!(value(&metrics, "kubelink_agent_peers"), Some(l.shoots.len() as f64), "{metrics}");
+    let shoot = l.shoots[0].name.clone();
+    let series = format!("kubelink_gateway_peer_receive_bytes_total{{shoot=\"{PROJECT_NS}/{shoot}\",slot=\"0\"}}");
+    let first = value(&metrics, &series);
+    assert!(first.is_some(), "no {series} in\n{metrics}");
+    let probe = l.probe(0, Duration::from_secs(2));
+    assert!(probe.is_ok(), "shoot 0 through gateway {gw}: {probe:?}");
+    // The metrics follow the device with the data-path check, once per retry period.
+    let start = Instant::now();
+    loop {
+        let now = value(&scrape(l, gw), &series).unwrap_or_default();
+        if now > first.unwrap_or_default() {
+            return now;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{series} did not grow under traffic: {now}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Another WireGuard on node `n` holding UDP 51820: wireguard-go, set to the port with `wg`.

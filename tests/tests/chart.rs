@@ -7,6 +7,8 @@
 //! - the agent gets nothing of the garden; only the IPAM mounts the garden kubeconfig;
 //! - the Roles grant exactly the contract's rules, the agent nothing cluster-wide and no Secret by
 //!   kind alone;
+//! - placement values (node selector, affinity, tolerations, pod annotations, pull secrets), the
+//!   unprivileged agent and the PodMonitor render into the fields Kubernetes reads;
 //! - `values.schema.json` rejects wrong values with a message that names them; `helm lint` passes.
 //!
 //! Without the virtualenv (`scripts/deps` creates it) the tests print SKIPPED and pass, and fail when
@@ -197,6 +199,90 @@ async fn the_agent_runs_with_the_downward_api_and_the_release_namespace() {
     assert!(!cmd.args.iter().any(|a| a.starts_with("--slot-endpoints")), "{:?}", cmd.args);
 }
 
+/// The pod template of a workload, read as Kubernetes' own type: a value in the wrong place would be
+/// left out of it.
+fn pod_template(object: &Value) -> k8s_openapi::api::core::v1::PodTemplateSpec {
+    serde_json::from_value(object["spec"]["template"].clone()).expect("a core/v1 PodTemplateSpec")
+}
+
+fn matches(selector: &Value, labels: &Option<std::collections::BTreeMap<String, String>>) -> bool {
+    let labels = labels.clone().unwrap_or_default();
+    selector.as_object().unwrap().iter().all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str())
+}
+
+#[tokio::test]
+async fn placement_unprivileged_mode_and_the_pod_monitor_render_as_kubernetes_reads_them() {
+    if !helm_ready("placement_unprivileged_mode_and_the_pod_monitor_render_as_kubernetes_reads_them").await {
+        return;
+    }
+    let placement = json!({
+        "podAnnotations": {"example.org/team": "network"},
+        "nodeSelector": {"node-role.example.org/seed": "true"},
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]}]}]}}},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "seed", "effect": "NoSchedule"}],
+    });
+    let mut values = seed_values();
+    values["imagePullSecrets"] = json!([{"name": "pull"}]);
+    values["agent"].as_object_mut().unwrap().extend(placement.as_object().unwrap().clone());
+    values["agent"]["privileged"] = json!(false);
+    values["ipam"] = placement.clone();
+    values["metrics"] = json!({"podMonitor": {"enabled": true, "labels": {"release": "prometheus"}}});
+    let (server, objects) = install(&chart("kubelink"), NS, values).await.unwrap();
+    assert_stored(&server, &objects, NS);
+    for (kind, name, container) in [("DaemonSet", "kubelink-agent", "agent"), ("Deployment", "kubelink-ipam", "ipam")] {
+        let template = pod_template(find(&objects, kind, name));
+        let spec = template.spec.as_ref().unwrap();
+        let annotations = template.metadata.as_ref().and_then(|m| m.annotations.clone()).unwrap_or_default();
+        assert_eq!(annotations.get("example.org/team").map(String::as_str), Some("network"), "{name}");
+        assert_eq!(spec.image_pull_secrets.as_ref().map(|s| s[0].name.as_str()), Some("pull"), "{name}");
+        let selector = spec.node_selector.clone().unwrap_or_default();
+        assert_eq!(selector.get("node-role.example.org/seed").map(String::as_str), Some("true"), "{name}");
+        let required = spec
+            .affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref()?.required_during_scheduling_ignored_during_execution.as_ref());
+        assert_eq!(required.map(|r| r.node_selector_terms.len()), Some(1), "{name}: affinity");
+        let tolerations = spec.tolerations.clone().unwrap_or_default();
+        assert_eq!(tolerations.len(), 1, "{name}: only the given tolerations: {tolerations:?}");
+        assert_eq!(
+            (tolerations[0].key.as_deref(), tolerations[0].effect.as_deref()),
+            (Some("dedicated"), Some("NoSchedule"))
+        );
+        let c = spec.containers.iter().find(|c| c.name == container).unwrap();
+        let ports: Vec<_> = c.ports.iter().flatten().filter_map(|p| p.name.as_deref()).collect();
+        assert!(ports.contains(&"health"), "{name}: the PodMonitor scrapes port health: {ports:?}");
+    }
+    let agent = pod_template(find(&objects, "DaemonSet", "kubelink-agent"));
+    let security = agent.spec.unwrap().containers[0].security_context.clone().unwrap();
+    assert_eq!(security.privileged, Some(false));
+    let caps = security.capabilities.unwrap();
+    assert_eq!(caps.add, Some(vec!["NET_ADMIN".to_string(), "NET_RAW".to_string()]));
+    assert_eq!(caps.drop, Some(vec!["ALL".to_string()]));
+
+    // The PodMonitor selects the agent and the IPAM pods and scrapes their health port.
+    let monitor = find(&objects, "PodMonitor", "kubelink");
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
+    assert_eq!(monitor["spec"]["podMetricsEndpoints"][0]["port"], "health");
+    assert_eq!(monitor["spec"]["podMetricsEndpoints"][0]["path"], "/metrics");
+    let selector = &monitor["spec"]["selector"]["matchLabels"];
+    for (kind, name) in [("DaemonSet", "kubelink-agent"), ("Deployment", "kubelink-ipam")] {
+        let labels = pod_template(find(&objects, kind, name)).metadata.unwrap().labels;
+        assert!(matches(selector, &labels), "the PodMonitor does not select {name}: {selector} vs {labels:?}");
+    }
+
+    // Defaults: a privileged agent on every node, no PodMonitor, no pull secrets.
+    let (_s, objects) = install(&chart("kubelink"), NS, seed_values()).await.unwrap();
+    assert!(of_kind(&objects, "PodMonitor").is_empty(), "the PodMonitor is off by default");
+    let spec = pod_template(find(&objects, "DaemonSet", "kubelink-agent")).spec.unwrap();
+    assert_eq!(spec.containers[0].security_context.as_ref().unwrap().privileged, Some(true));
+    let everywhere = spec.tolerations.unwrap_or_default();
+    assert!(
+        everywhere.len() == 1 && everywhere[0].operator.as_deref() == Some("Exists") && everywhere[0].key.is_none()
+    );
+    assert!(spec.image_pull_secrets.is_none() && spec.node_selector.is_none(), "{:?}", spec.node_selector);
+}
+
 #[tokio::test]
 async fn each_slot_service_selects_the_slot_holder_among_the_agent_pods() {
     if !helm_ready("each_slot_service_selects_the_slot_holder_among_the_agent_pods").await {
@@ -348,6 +434,7 @@ async fn rbac_is_the_contract_and_the_agent_has_nothing_cluster_wide() {
         ("", &["pods"], &["list", "patch"], "*"),
         ("kubelink.gardener.cloud", &["seedtunnels"], &["list", "watch"], SEED),
         ("kubelink.gardener.cloud", &["shootpeers"], &["list", "watch"], "*"),
+        ("events.k8s.io", &["events"], &["create", "patch"], "*"),
     ]);
     assert_eq!(rules(find(&objects, "Role", "kubelink-agent")), agent, "the agent's Role");
     let ipam_role = expect(&[

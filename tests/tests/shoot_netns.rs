@@ -166,8 +166,13 @@ fn shoot_sidecar_two_gateways_endpoint_move_live_config_and_readiness() {
     let became_ready = netns::wait_for(Duration::from_secs(5), || ready(&shoot));
     assert!(became_ready.is_some(), "/readyz not 200: {}", http_get(&shoot, "/readyz"));
     assert!(http_get(&shoot, "/healthz").starts_with("HTTP/1.1 200"));
-    let age = metric(&shoot, "kubelink_shoot_gateway_handshake_age_seconds{slot=\"1\"}");
-    assert!(age.as_deref().is_some_and(|l| !l.ends_with(" -1.0")), "handshake age of slot 1: {age:?}");
+    let handshake = metric(&shoot, "kubelink_shoot_gateway_last_handshake_timestamp_seconds{slot=\"1\"}");
+    let at = handshake.as_deref().and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!(at.is_some_and(|t| t <= now + 1.0 && now - t < 60.0), "handshake of slot 1 not recent: {handshake:?}");
+    let received = metric(&shoot, "kubelink_shoot_gateway_receive_bytes_total{slot=\"1\"}");
+    let bytes = received.as_deref().and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
+    assert!(bytes.is_some_and(|b| b > 0), "traffic from gateway 1 counted: {received:?}");
     let ifindex = netns::ifindex(&shoot, &device).expect("shoot device");
 
     // Gateway 0's load balancer moves: new address, the old one gone, the name points to the new one.

@@ -22,10 +22,12 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, Pod, Secret};
+use k8s_openapi::api::events::v1::Event as EventV1;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kubelink::agent::cluster::Cluster;
+use kubelink::agent::events::SlotEvent;
 use kubelink::election::Timing;
 use kubelink::election::kube::LeaseElection;
 use kubelink_apiserver::kinds::ResourceKind;
@@ -445,6 +447,32 @@ async fn each_component_needs_exactly_what_its_chart_grants_and_the_agent_nothin
     other.label_pod(None).await.unwrap();
     a.release(slot_a).await.unwrap();
     b.release(slot_b).await.unwrap();
+    // The agent's Events on a slot Lease, as the agent records them: taken (create), taken again within
+    // the recorder's window (a patch counting the series), given up.
+    let events = kubelink::agent::events::Events::new(agent.clone(), NS, "node-a");
+    let given_up =
+        SlotEvent::GivenUp { slot: 0, failing_for: Duration::from_secs(5), standby: Duration::from_secs(60) };
+    for e in [SlotEvent::Taken { slot: 0 }, SlotEvent::Taken { slot: 0 }, given_up] {
+        events.publish(&e).await.unwrap();
+    }
+    let recorded = Api::<EventV1>::namespaced(l.seed.client(), NS).list(&ListParams::default()).await.unwrap();
+    let about: Vec<_> = recorded
+        .items
+        .iter()
+        .map(|e| {
+            let regarding = e.regarding.clone().unwrap_or_default();
+            let count = e.series.as_ref().map_or(1, |s| s.count);
+            (
+                e.reason.clone().unwrap_or_default(),
+                regarding.kind.unwrap_or_default(),
+                regarding.name.unwrap_or_default(),
+                count,
+            )
+        })
+        .collect();
+    let lease = || ("Lease".to_string(), "kubelink-gateway-0".to_string());
+    assert!(about.contains(&("SlotTaken".into(), lease().0, lease().1, 2)), "{about:?}");
+    assert!(about.contains(&("SlotGivenUp".into(), lease().0, lease().1, 1)), "{about:?}");
     // A new shoot reaches the agent through the running IPAM.
     fixtures::create_shoots(&l.garden.client(), SEED, 20..21).await.unwrap();
     synced_with(&cluster, &wake, 21).await;

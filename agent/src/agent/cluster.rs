@@ -220,7 +220,7 @@ pub fn peers_of<'a>(objects: impl IntoIterator<Item = &'a PeerObject>) -> (BTree
         } else {
             addresses.insert(p.address, name.clone());
             keys.insert(p.public_key, name);
-            out.insert(ShootPeer { public_key: p.public_key, address: p.address });
+            out.insert(ShootPeer { public_key: p.public_key, address: p.address, shoot: p.shoot.to_string() });
         }
     }
     (out, problems)

@@ -7,6 +7,7 @@
 
 pub mod cluster;
 pub mod datapath;
+pub mod events;
 pub mod role;
 pub mod run;
 
@@ -27,6 +28,8 @@ use crate::wg::{DeviceSpec, PeerSpec};
 pub struct ShootPeer {
     pub public_key: PublicKey,
     pub address: IpAddr,
+    /// `namespace/name` of the Shoot in the garden (a metrics label).
+    pub shoot: String,
 }
 
 /// The node-local settings of the agent.
@@ -109,7 +112,11 @@ mod tests {
     }
 
     fn shoot(n: u8, addr: &str) -> ShootPeer {
-        ShootPeer { public_key: PublicKey::from_bytes([n; 32]), address: addr.parse().unwrap() }
+        ShootPeer {
+            public_key: PublicKey::from_bytes([n; 32]),
+            address: addr.parse().unwrap(),
+            shoot: format!("garden-p/s{n}"),
+        }
     }
 
     #[test]

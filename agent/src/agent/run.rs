@@ -9,15 +9,20 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use kubelink_ipam::keys::{PrivateKey, PublicKey};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
 
 use super::cluster::{Cluster, ClusterError};
 use super::datapath::{self, Check, Fault, Heard};
+use super::events::SlotEvent;
 use super::role::{self, Action, Delays, NotReady, Now, Observation, RoleState, Setup};
 use super::{Settings, gateway_desired};
 use crate::election::kube::LeaseElection;
+use crate::metrics::{Labels, PeerSample, PeerTraffic};
 use crate::reconcile::{ReconcileError, Reconciler};
 use crate::routing::router_routes;
 
@@ -32,6 +37,8 @@ struct DataPath {
     forget_flows: bool,
     /// What the data-path checks know about each peer of the gateway device.
     heard: BTreeMap<PublicKey, Heard>,
+    /// The shoot (`namespace/name`) of each peer key, for the per-peer metrics.
+    shoots: BTreeMap<PublicKey, String>,
 }
 
 /// How long one probe through the gateway device waits for its answer.
@@ -50,26 +57,93 @@ enum Applied {
 type Snapshot = Option<(Result<(), NotReady>, Instant)>;
 
 /// Shared with `/readyz` and `/metrics`.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Status {
     /// The role's readiness after the last step, and when it was computed.
     pub readiness: Arc<Mutex<Snapshot>>,
     pub ready: Gauge,
-    pub slot: Gauge,
+    /// 1 for the slot this node holds, 0 for the others the SeedTunnel has.
+    pub slot_held: Family<Labels, Gauge>,
+    /// Slots taken and lost (`change`), per slot.
+    pub slot_changes: Family<Labels, Counter>,
+    pub give_ups: Family<Labels, Counter>,
     pub peers: Gauge,
     pub routes: Gauge,
+    /// Data-plane passes by `result` (ok, failed), and how long they took.
+    pub passes: Family<Labels, Counter>,
+    pub pass_duration: Histogram,
+    /// Resyncs that found the device, peers or routes changed by someone else and repaired them.
+    pub drift_repairs: Counter,
+    /// Each shoot's handshake and traffic on this gateway.
+    pub peer_traffic: PeerTraffic,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Self {
+            readiness: Arc::default(),
+            ready: Gauge::default(),
+            slot_held: Family::default(),
+            slot_changes: Family::default(),
+            give_ups: Family::default(),
+            peers: Gauge::default(),
+            routes: Gauge::default(),
+            passes: Family::default(),
+            pass_duration: crate::metrics::pass_histogram(),
+            drift_repairs: Counter::default(),
+            peer_traffic: PeerTraffic::new("kubelink_gateway_peer", "the shoot"),
+        }
+    }
+}
+
+fn labels<const N: usize>(pairs: [(&str, String); N]) -> Labels {
+    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
 impl Status {
-    pub fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "kubelink_agent_gateway_slot",
-            "Gateway slot this node holds, -1 for none",
-            self.slot.clone(),
+    pub fn register(&self, r: &mut Registry) {
+        crate::metrics::register_build_info(r, "agent");
+        r.register("kubelink_agent_slot_held", "1 for the gateway slot this node holds", self.slot_held.clone());
+        let changes = "Gateway slots this node took or lost (label change)";
+        r.register("kubelink_agent_slot_changes", changes, self.slot_changes.clone());
+        let give_ups = "Slots this node gave up because its gateway setup kept failing";
+        r.register("kubelink_agent_slot_give_ups", give_ups, self.give_ups.clone());
+        r.register("kubelink_agent_peers", "WireGuard peers on this gateway", self.peers.clone());
+        r.register("kubelink_agent_routes", "Routes this router installs", self.routes.clone());
+        r.register("kubelink_agent_ready", "1 while /readyz answers 200", self.ready.clone());
+        r.register("kubelink_agent_passes", "Data-plane passes by result", self.passes.clone());
+        let duration = "Duration of data-plane passes";
+        r.register_with_unit(
+            "kubelink_agent_pass_duration",
+            duration,
+            prometheus_client::registry::Unit::Seconds,
+            self.pass_duration.clone(),
         );
-        registry.register("kubelink_agent_peers", "WireGuard peers on this gateway", self.peers.clone());
-        registry.register("kubelink_agent_routes", "Routes this router installs", self.routes.clone());
-        registry.register("kubelink_agent_ready", "1 while /readyz answers 200", self.ready.clone());
+        let drift = "Resyncs that repaired a device, peer or route changed by someone else";
+        r.register("kubelink_agent_drift_repairs", drift, self.drift_repairs.clone());
+        self.peer_traffic.register(r);
+        r.register_collector(Box::new(crate::metrics::PacketsWithoutEndpoint));
+    }
+
+    fn pass_done(&self, ok: bool, took: Duration) {
+        let result = if ok { "ok" } else { "failed" };
+        self.passes.get_or_create(&labels([("result", result.into())])).inc();
+        self.pass_duration.observe(took.as_secs_f64());
+    }
+
+    /// Slot metrics after a step: which of `slots` this node holds, and the change if any.
+    fn slot_step(&self, slots: usize, before: Option<u8>, after: Option<u8>) {
+        for slot in 0..slots.min(usize::from(u8::MAX)) as u8 {
+            self.slot_held.get_or_create(&labels([("slot", slot.to_string())])).set((after == Some(slot)) as i64);
+        }
+        if before == after {
+            return;
+        }
+        for (slot, change) in [(before, "lost"), (after, "taken")] {
+            if let Some(slot) = slot {
+                self.slot_changes.get_or_create(&labels([("slot", slot.to_string()), ("change", change.into())])).inc();
+            }
+        }
     }
 
     /// What the role logic last said ([`role::readiness`]), unless the loop stopped saying anything.
@@ -125,6 +199,8 @@ pub struct Agent {
     /// publishes NODE_IP:LISTEN_PORT.
     pub endpoints: Vec<String>,
     pub status: Status,
+    /// Kubernetes Events on the slot Leases; `None`: none are recorded.
+    pub events: Option<super::events::Events>,
     roles: RoleState,
     data: DataPath,
 }
@@ -155,6 +231,7 @@ impl Agent {
             settings,
             endpoints,
             status: Status::default(),
+            events: None,
             roles,
             data: DataPath::default(),
         }
@@ -184,7 +261,9 @@ impl Agent {
                 _ = resync.tick(), if !failed => { self.resync().await; continue }
                 _ = &mut stop => break,
             }
+            let started = Instant::now();
             let result = self.pass().await;
+            self.status.pass_done(result.is_ok(), started.elapsed());
             failed = result.is_err();
             if let Err(e) = result {
                 tracing::warn!("pass failed, retrying: {e}");
@@ -212,7 +291,10 @@ impl Agent {
             None => return,
         };
         match result {
-            Ok(true) => tracing::info!("resync repaired drift"),
+            Ok(true) => {
+                self.status.drift_repairs.inc();
+                tracing::info!("resync repaired drift")
+            }
             Ok(false) => {}
             Err(e) => tracing::warn!("resync: {e}"),
         }
@@ -273,10 +355,22 @@ impl Agent {
         let after = self.roles.role.slot();
         if after != before {
             tracing::info!(node = %self.election.me, from = ?before, to = ?after, "gateway slot changed");
+            self.record_change(before, after);
         }
-        self.status.slot.set(after.map_or(-1, i64::from));
+        self.status.slot_step(self.election.slots, before, after);
         self.status.record(role::readiness(&self.roles, Instant::now()));
         actions
+    }
+
+    /// Events for a slot change: the slot left, then the slot taken.
+    fn record_change(&self, before: Option<u8>, after: Option<u8>) {
+        let Some(events) = &self.events else { return };
+        if let Some(slot) = before {
+            events.spawn(SlotEvent::Lost { slot });
+        }
+        if let Some(slot) = after {
+            events.spawn(SlotEvent::Taken { slot });
+        }
     }
 
     async fn perform(&mut self, action: Action) -> Performed {
@@ -292,6 +386,7 @@ impl Agent {
                 self.data.applied = None;
                 self.data.forget_flows = true;
                 self.data.heard.clear();
+                self.status.peer_traffic.set(Vec::new());
                 (None, Ok(()))
             }
             Action::HoldWithoutRenewal { slot } => {
@@ -346,6 +441,10 @@ impl Agent {
 
     /// Releases the slot's Lease, bounded by the renew deadline; if that fails the Lease expires.
     async fn give_up(&self, slot: u8, failing_for: Duration) {
+        self.status.give_ups.get_or_create(&labels([("slot", slot.to_string())])).inc();
+        if let Some(events) = &self.events {
+            events.spawn(SlotEvent::GivenUp { slot, failing_for, standby: self.settings.standby });
+        }
         tracing::error!(slot, ?failing_for, standby = ?self.settings.standby, "this node cannot serve as gateway; giving the slot up");
         let bound = self.election.timing.renew_deadline;
         match tokio::time::timeout(bound, self.election.release(usize::from(slot))).await {
@@ -359,6 +458,7 @@ impl Agent {
         let cidr = self.cluster.cidr()?;
         let key = self.slot_key(slot).await?;
         let shoots = self.cluster.shoots();
+        self.data.shoots = shoots.iter().map(|s| (s.public_key, s.shoot.clone())).collect();
         let mut desired =
             gateway_desired(&self.settings, cidr, slot, &key, &shoots).ok_or(PassError::NoSlotAddress(cidr, slot))?;
         if let Some(warm) = sessionless_via {
@@ -398,12 +498,17 @@ impl Agent {
     async fn inspect_data_path(&mut self, slot: u8) -> Check {
         let Some(Applied::Gateway(desired)) = &self.data.applied else { return Check::Unprobed };
         let Some(source) = desired.addresses.iter().next().map(|a| a.addr()) else { return Check::Unprobed };
+        let addresses: BTreeMap<PublicKey, IpAddr> =
+            desired.device.peers.iter().filter_map(|(k, p)| Some((*k, p.allowed_ips.iter().next()?.addr()))).collect();
+        // Read before the forwarding check: the per-shoot metrics follow the device even while it fails.
+        let read = self.rec.wg.read(&desired.device.name).await;
+        if let Ok(Some(observed)) = &read {
+            self.status.peer_traffic.set(peer_samples(slot, &self.data.shoots, observed));
+        }
         if !forwarding_on(source) {
             return Check::Fault(Fault::ForwardingOff);
         }
-        let addresses: BTreeMap<PublicKey, IpAddr> =
-            desired.device.peers.iter().filter_map(|(k, p)| Some((*k, p.allowed_ips.iter().next()?.addr()))).collect();
-        let observed = match self.rec.wg.read(&desired.device.name).await {
+        let observed = match read {
             Ok(Some(observed)) => observed,
             Ok(None) => return Check::Unprobed,
             Err(e) => {
@@ -468,6 +573,25 @@ impl Agent {
     }
 }
 
+/// One sample per shoot peer on the device, labelled with the shoot's name and the slot.
+fn peer_samples(
+    slot: u8,
+    shoots: &BTreeMap<PublicKey, String>,
+    observed: &crate::wg::ObservedDevice,
+) -> Vec<PeerSample> {
+    let unknown = String::from("unknown");
+    observed
+        .peers
+        .iter()
+        .map(|(key, p)| PeerSample {
+            labels: labels([("shoot", shoots.get(key).unwrap_or(&unknown).clone()), ("slot", slot.to_string())]),
+            last_handshake: p.last_handshake.map(crate::metrics::unix_seconds_ago),
+            rx_bytes: p.rx_bytes,
+            tx_bytes: p.tx_bytes,
+        })
+        .collect()
+}
+
 /// Pings each target from `source` at once; whether each answered, in order.
 async fn probe_all(asked: &[datapath::Target], source: IpAddr) -> Vec<bool> {
     let pings = asked.iter().map(|t| {
@@ -520,4 +644,46 @@ fn sessionless(
             table: crate::route::MAIN_TABLE,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scrape(status: &Status) -> Vec<String> {
+        let mut registry = Registry::default();
+        status.register(&mut registry);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        out.lines().map(String::from).collect()
+    }
+
+    #[test]
+    fn slot_changes_and_passes_are_counted_without_sentinels() {
+        let status = Status::default();
+        status.slot_step(2, None, Some(1));
+        status.slot_step(2, Some(1), Some(1));
+        status.slot_step(2, Some(1), None);
+        status.pass_done(true, Duration::from_millis(3));
+        status.pass_done(false, Duration::from_millis(30));
+        status.drift_repairs.inc();
+        let lines = scrape(&status);
+        for want in [
+            "kubelink_agent_slot_held{slot=\"0\"} 0",
+            "kubelink_agent_slot_held{slot=\"1\"} 0",
+            "kubelink_agent_slot_changes_total{slot=\"1\",change=\"taken\"} 1",
+            "kubelink_agent_slot_changes_total{slot=\"1\",change=\"lost\"} 1",
+            "kubelink_agent_passes_total{result=\"ok\"} 1",
+            "kubelink_agent_passes_total{result=\"failed\"} 1",
+            "kubelink_agent_pass_duration_seconds_count 2",
+            "kubelink_agent_drift_repairs_total 1",
+            "kubelink_gateway_packets_without_endpoint_total 0",
+        ] {
+            assert!(lines.iter().any(|l| l == want), "missing {want:?} in\n{}", lines.join("\n"));
+        }
+        assert!(!lines.iter().any(|l| l.ends_with(" -1")), "no sentinels:\n{}", lines.join("\n"));
+        status.slot_step(2, None, Some(0));
+        let held = scrape(&status);
+        assert!(held.iter().any(|l| l == "kubelink_agent_slot_held{slot=\"0\"} 1"), "{}", held.join("\n"));
+    }
 }

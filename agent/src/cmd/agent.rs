@@ -105,6 +105,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let namespace = &args.seed.namespace.namespace;
     let election = LeaseElection::new(client.clone(), namespace, &args.node_name, &args.node_ip.to_string(), 0, timing);
     let wake = Arc::new(Notify::new());
+    let events = crate::agent::events::Events::new(client.clone(), namespace, &args.node_name);
     let cluster = Cluster::start(client, namespace, &args.seed.seed, args.pod_name.clone(), wake.clone());
     let rec = crate::cmd::run::reconciler(&args.common).await?;
     crate::monitor::spawn(wake.clone()).context("starting the netlink monitor")?;
@@ -117,7 +118,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         standby: args.standby,
         resync: args.resync_interval.max(Duration::from_millis(50)),
     };
-    let agent = Agent::new(election, cluster, rec, settings, args.slot_endpoints.clone());
+    let mut agent = Agent::new(election, cluster, rec, settings, args.slot_endpoints.clone());
+    agent.events = Some(events);
     let mut registry = prometheus_client::registry::Registry::default();
     agent.status.register(&mut registry);
     let status = agent.status.clone();

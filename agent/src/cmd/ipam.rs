@@ -37,6 +37,9 @@ struct ControllerArgs {
     /// Run one pass, print what it did, and exit (non-zero when the seed's configuration is unusable).
     #[arg(long, env = "KUBELINK_ONCE")]
     once: bool,
+    /// Address of /healthz, /readyz and /metrics (not served with --once).
+    #[arg(long, env = "KUBELINK_HEALTH_LISTEN", default_value = "0.0.0.0:8093")]
+    health_listen: std::net::SocketAddr,
 }
 
 #[derive(clap::Args)]
@@ -66,7 +69,11 @@ async fn controller(a: ControllerArgs) -> anyhow::Result<()> {
     cfg.resync = a.resync;
     let controller = Controller::new(garden, seed, cfg);
     if !a.once {
-        return controller.run().await.context("the ipam controller stopped");
+        let metrics = crate::ipam_metrics::IpamMetrics::default();
+        let bound = metrics.serve(a.health_listen).await?;
+        tracing::info!(health = %bound, "ipam controller started");
+        let run = controller.run_with(|result, took| metrics.record(result, took));
+        return run.await.context("the ipam controller stopped");
     }
     let report = controller.reconcile().await.context("ipam pass")?;
     println!(

@@ -28,21 +28,28 @@ pub struct ShootArgs {
     /// Overrides <config-dir>/address (CIDR form, e.g. 192.168.128.10/22).
     #[arg(long, env = "KUBELINK_ADDRESS")]
     pub address: Option<String>,
+    /// Overrides <config-dir>/gateway-0-endpoint: `host:port` slot 0's gateway is dialed at.
     #[arg(long, env = "KUBELINK_GATEWAY_0_ENDPOINT")]
     pub gateway_0_endpoint: Option<String>,
+    /// Overrides <config-dir>/gateway-0-publicKey: slot 0's gateway key (base64).
     #[arg(long, env = "KUBELINK_GATEWAY_0_PUBLIC_KEY")]
     pub gateway_0_public_key: Option<String>,
+    /// Overrides <config-dir>/gateway-0-address: slot 0's tunnel address (probed through the tunnel).
     #[arg(long, env = "KUBELINK_GATEWAY_0_ADDRESS")]
     pub gateway_0_address: Option<String>,
+    /// Overrides <config-dir>/gateway-1-endpoint: `host:port` slot 1's gateway is dialed at.
     #[arg(long, env = "KUBELINK_GATEWAY_1_ENDPOINT")]
     pub gateway_1_endpoint: Option<String>,
+    /// Overrides <config-dir>/gateway-1-publicKey: slot 1's gateway key (base64).
     #[arg(long, env = "KUBELINK_GATEWAY_1_PUBLIC_KEY")]
     pub gateway_1_public_key: Option<String>,
+    /// Overrides <config-dir>/gateway-1-address: slot 1's tunnel address (probed through the tunnel).
     #[arg(long, env = "KUBELINK_GATEWAY_1_ADDRESS")]
     pub gateway_1_address: Option<String>,
     /// Persistent keepalive in seconds (default 21; 0 turns it off).
     #[arg(long, env = "KUBELINK_KEEPALIVE")]
     pub keepalive: Option<String>,
+    /// Overrides <config-dir>/mtu: the device's MTU, 1280..=65535 (default 1420).
     #[arg(long, env = "KUBELINK_MTU")]
     pub mtu: Option<String>,
     /// Re-resolve gateway host names this often.

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,6 +17,7 @@ use tokio::sync::Notify;
 use super::config::{self, Inputs, ShootConfig, ShootConfigError, Sources};
 use super::readvertise::{self, Event, Readvertiser, Timing};
 use crate::health::{Health, HealthError};
+use crate::metrics::{PeerSample, PeerTraffic};
 use crate::reconcile::Reconciler;
 use crate::wg::{ObservedDevice, STALE_HANDSHAKE};
 
@@ -94,29 +94,37 @@ impl Liveness {
     }
 }
 
-type Labels = Vec<(String, String)>;
+use crate::metrics::Labels;
 
 fn slot_label(slot: u8) -> Labels {
     vec![("slot".into(), slot.to_string())]
 }
 
-#[derive(Default)]
 struct Metrics {
-    handshake_age: Family<Labels, Gauge<f64, AtomicU64>>,
-    rx: Family<Labels, Gauge>,
-    tx: Family<Labels, Gauge>,
+    /// Handshake and traffic of each gateway peer.
+    traffic: PeerTraffic,
     up: Family<Labels, Gauge>,
     endpoint_changes: Family<Labels, Counter>,
     resolve_failures: Family<Labels, Counter>,
     ready: Gauge,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            traffic: PeerTraffic::new("kubelink_shoot_gateway", "the gateway"),
+            up: Family::default(),
+            endpoint_changes: Family::default(),
+            resolve_failures: Family::default(),
+            ready: Gauge::default(),
+        }
+    }
+}
+
 impl Metrics {
     fn register(&self, r: &mut Registry) {
-        let age = "seconds since the gateway's last handshake (-1: none yet)";
-        r.register("kubelink_shoot_gateway_handshake_age_seconds", age, self.handshake_age.clone());
-        r.register("kubelink_shoot_gateway_receive_bytes", "bytes received from the gateway", self.rx.clone());
-        r.register("kubelink_shoot_gateway_transmit_bytes", "bytes sent to the gateway", self.tx.clone());
+        crate::metrics::register_build_info(r, "shoot");
+        self.traffic.register(r);
         r.register(
             "kubelink_shoot_gateway_up",
             "1 when the gateway has a fresh handshake (and answers probes)",
@@ -275,19 +283,25 @@ impl Sidecar {
     fn observe(&self, o: &ObservedDevice, ages: &BTreeMap<u8, Option<Duration>>) {
         let now = Instant::now();
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let mut samples = Vec::new();
         for g in &self.config.gateways {
             let l = slot_label(g.slot);
             let age = ages.get(&g.slot).copied().flatten();
-            self.metrics.handshake_age.get_or_create(&l).set(age.map_or(-1.0, |a| a.as_secs_f64()));
             if let Some(p) = o.peers.get(&g.public_key) {
-                self.metrics.rx.get_or_create(&l).set(p.rx_bytes as i64);
-                self.metrics.tx.get_or_create(&l).set(p.tx_bytes as i64);
+                let last_handshake = age.map(crate::metrics::unix_seconds_ago);
+                samples.push(PeerSample {
+                    labels: l.clone(),
+                    last_handshake,
+                    rx_bytes: p.rx_bytes,
+                    tx_bytes: p.tx_bytes,
+                });
             }
             let slot = live.slots.entry(g.slot).or_default();
             slot.handshake_at = age.and_then(|a| now.checked_sub(a));
             let up = live.up(&live.slots[&g.slot], now);
             self.metrics.up.get_or_create(&l).set(up as i64);
         }
+        self.metrics.traffic.set(samples);
         self.metrics.ready.set(live.ready(now).is_ok() as i64);
     }
 

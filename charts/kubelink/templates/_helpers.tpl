@@ -16,3 +16,25 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 {{- define "kubelink.slotNames" -}}
 [{{- range $i, $slot := until (int .Values.slots) }}{{ if $i }}, {{ end }}"kubelink-gateway-{{ $slot }}"{{ end -}}]
 {{- end -}}
+
+{{/* Scheduling and pull settings of a pod: `include "kubelink.podPlacement" (list $ .Values.agent)`. */}}
+{{- define "kubelink.podPlacement" -}}
+{{- $root := index . 0 -}}
+{{- $component := index . 1 -}}
+{{- with $root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $component.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $component.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $component.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}

@@ -51,6 +51,8 @@ pub const KINDS: &[ResourceKind] = &[
     kind("core.gardener.cloud", "v1beta1", "seeds", "Seed", false, true),
     kind("core.gardener.cloud", "v1beta1", "shoots", "Shoot", true, true),
     kind("core.gardener.cloud", "v1beta1", "shootstates", "ShootState", true, false),
+    // prometheus-operator's, as on a seed that runs it (the chart's optional PodMonitor).
+    kind("monitoring.coreos.com", "v1", "podmonitors", "PodMonitor", true, false),
 ];
 
 impl ResourceKind {

@@ -419,7 +419,8 @@ impl Drop for SeedLandscape {
     }
 }
 
-fn node_name(i: usize) -> String {
+/// The name of node `i` (its Lease holder identity).
+pub fn node_name(i: usize) -> String {
     format!("n{i}")
 }
 
