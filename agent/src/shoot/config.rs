@@ -224,6 +224,15 @@ fn parse_address(text: &str) -> Result<IpNet, String> {
     Ok(net)
 }
 
+/// An IPv4 literal or a DNS name: letters, digits, `-`, `_` and dots, at most 253 characters
+/// (found by fuzzing: `[[[[]]:4` used to pass as the host `[[[]`).
+fn is_host_name(host: &str) -> bool {
+    let label_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| !label.is_empty() && label.len() <= 63 && label.chars().all(label_char))
+}
+
 /// `host:port` or `[v6]:port`. Only the syntax: names are resolved (and re-resolved) later.
 pub fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
     let quoted = excerpt(text);
@@ -238,8 +247,11 @@ pub fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
     if host.contains(':') && !bracketed {
         return Err(format!("{quoted}: write an IPv6 address in brackets, e.g. [fd00::1]:51820"));
     }
-    if host.is_empty() || host.contains(char::is_whitespace) || (host.contains(':') && host.parse::<IpAddr>().is_err())
-    {
+    let valid = match bracketed {
+        true => host.parse::<std::net::Ipv6Addr>().is_ok(),
+        false => is_host_name(host),
+    };
+    if !valid {
         return Err(form());
     }
     if port == 0 {
@@ -478,6 +490,12 @@ mod tests {
             ("gw.example.org:0", None),
             (":51820", None),
             ("gw example:51820", None),
+            // found by fuzzing
+            ("[[[[]]:4", None),
+            ("[gw.example.org]:51820", None),
+            ("gw..example.org:51820", None),
+            ("gw/0:51820", None),
+            ("lb-0_x.internal:51820", Some(("lb-0_x.internal", 51820))),
         ];
         for (text, want) in rows {
             let got = parse_endpoint(text).ok().map(|e| (e.host, e.port));
