@@ -165,8 +165,7 @@ impl Controller {
                 self.mirror(&snap, &d, &mut report).await?;
                 let (allocated, exhausted) = (d.plan.table.len(), d.plan.exhausted.len());
                 let (rejected, conflicts) = (d.rejected.len(), &d.plan.conflicts);
-                let condition =
-                    Condition::seed_with_conflicts(allocated, exhausted, rejected, &report.skipped, conflicts);
+                let condition = Condition::seed_ok(allocated, exhausted, rejected, &report.skipped, conflicts);
                 report.cidr = Some(d.cidr);
                 report.table = d.plan.table;
                 report.assigned = d.plan.assigned;

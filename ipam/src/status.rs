@@ -88,11 +88,7 @@ impl Condition {
     /// was skipped because it does not decode (`ObjectsSkipped`; the first few are named with their field,
     /// each also has an Event).
     /// Two table entries on one address (`conflicts`, a hand edit) make it `False` (`AddressConflict`).
-    pub fn seed_ok(allocated: usize, exhausted: usize, rejected: usize, skipped: &[Skipped]) -> Self {
-        Self::seed_with_conflicts(allocated, exhausted, rejected, skipped, &[])
-    }
-
-    pub fn seed_with_conflicts(
+    pub fn seed_ok(
         allocated: usize,
         exhausted: usize,
         rejected: usize,
@@ -343,15 +339,27 @@ mod seed_condition_tests {
 
     #[test]
     fn the_seed_is_ready_only_when_nothing_was_skipped_or_exhausted() {
-        let ready = Condition::seed_ok(3, 0, 1, &[]);
+        let ready = Condition::seed_ok(3, 0, 1, &[], &[]);
         assert_eq!((ready.ok, ready.reason.as_str()), (true, "Ready"));
         let some: Vec<Skipped> = (0..5).map(|i| skipped(&format!("s{i}"))).collect();
-        let c = Condition::seed_ok(3, 0, 0, &some);
+        let c = Condition::seed_ok(3, 0, 0, &some, &[]);
         assert_eq!((c.ok, c.reason.as_str()), (false, "ObjectsSkipped"));
         assert!(
             c.message.contains("5 objects skipped") && c.message.contains("Shoot garden-dev/s0 spec.networking.pods")
         );
         assert!(c.message.contains("and 2 more") && !c.message.contains("s3"), "{}", c.message);
-        assert_eq!(Condition::seed_ok(3, 1, 0, &some).reason, "Exhausted");
+        assert_eq!(Condition::seed_ok(3, 1, 0, &some, &[]).reason, "Exhausted");
+        let key = |n: &str| crate::gardener::ShootKey::new("garden-dev", n);
+        let conflict = |source| crate::table::Conflict {
+            address: "192.168.128.3".parse().unwrap(),
+            kept: key("a"),
+            moved: key("b"),
+            source,
+        };
+        let hand_edit = Condition::seed_ok(3, 0, 0, &[], &[conflict(crate::table::ConflictSource::Table)]);
+        assert_eq!((hand_edit.ok, hand_edit.reason.as_str()), (false, "AddressConflict"));
+        assert!(hand_edit.message.contains("192.168.128.3 was claimed by garden-dev/a and garden-dev/b"));
+        let migrated = Condition::seed_ok(3, 0, 0, &[], &[conflict(crate::table::ConflictSource::Record)]);
+        assert_eq!((migrated.ok, migrated.reason.as_str()), (true, "Ready"), "{}", migrated.message);
     }
 }

@@ -197,7 +197,8 @@ fn keep_order<'a>(
 ) -> Vec<(&'a ShootKey, IpAddr)> {
     let mut entries: Vec<(&ShootKey, IpAddr)> =
         current.entries.iter().filter(|(k, _)| wanted.contains(*k)).map(|(k, &a)| (k, a)).collect();
-    entries.sort_by_key(|(k, a)| (recorded.get(*k) != Some(a), (*k).clone()));
+    // Stable: within each group the entries stay in the table's (name) order.
+    entries.sort_by_key(|(k, a)| recorded.get(*k) != Some(a));
     entries
 }
 
