@@ -307,6 +307,24 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// `GET path` on `addr` from inside this namespace: the whole response (status line, headers,
+    /// body), or empty when nothing answers within 2 s.
+    pub fn http_get(&self, addr: &str, path: &str) -> String {
+        let (addr, path) = (addr.to_string(), path.to_string());
+        self.run_in(move || {
+            use std::io::{Read, Write};
+            let Ok(mut s) = std::net::TcpStream::connect(&addr) else { return String::new() };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            out
+        })
+        .unwrap_or_default()
+    }
+}
+
 /// Checks that the test can run: root, and the given tools on PATH. When it cannot: under CI the
 /// test fails (panics) with the reason; elsewhere it reports the skip ([`crate::skip::skip`]) and returns false.
 #[must_use]

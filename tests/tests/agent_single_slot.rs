@@ -163,17 +163,7 @@ async fn lease_events(l: &SeedLandscape) -> Vec<(String, String)> {
 /// `/metrics` of node `n`'s agent, read from node `n`'s network namespace (its health port).
 fn scrape(l: &SeedLandscape, n: usize) -> String {
     let addr = format!("{}:{}", node_ip(n), kubelink_tests::landscape::lb::HEALTH_PORT);
-    l.nodes[n]
-        .run_in(move || {
-            use std::io::{Read, Write};
-            let Ok(mut s) = std::net::TcpStream::connect(&addr) else { return String::new() };
-            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-            let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-            let mut out = String::new();
-            let _ = s.read_to_string(&mut out);
-            out
-        })
-        .unwrap_or_default()
+    l.nodes[n].http_get(&addr, "/metrics")
 }
 
 /// The value of the series `name{labels}` (labels exactly as encoded), if present.

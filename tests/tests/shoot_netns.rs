@@ -3,7 +3,7 @@
 //! per-namespace hosts file (`ip netns exec` bind-mounts /etc/netns/<ns>/hosts), which the test
 //! rewrites in place to move a gateway's "load balancer".
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -82,16 +82,7 @@ impl Drop for EtcNetns {
 }
 
 fn http_get(ns: &Netns, path: &str) -> String {
-    let path = path.to_string();
-    ns.run_in(move || {
-        let Ok(mut s) = std::net::TcpStream::connect(HEALTH) else { return String::new() };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out
-    })
-    .unwrap_or_default()
+    ns.http_get(HEALTH, path)
 }
 
 fn ready(ns: &Netns) -> bool {

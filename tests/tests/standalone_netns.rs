@@ -174,10 +174,8 @@ fn ipv6_disabled_on_every_host_traffic_still_flows() {
     assert!(v6.trim().is_empty(), "the gateway device has IPv6 addresses: {v6}");
     for (what, proc) in [("gateway", &l.gateway.proc), ("worker", &l.worker.proc), ("shoot", &l.shoots[0].proc)] {
         let log = proc.as_ref().map(|p| p.log_text()).unwrap_or_default();
-        // gotatun reports "No endpoint" while traffic waits for a shoot that has not dialed in yet
-        // (its first handshake can be lost while the gateway starts); that is not about IPv6.
-        let errors: Vec<&str> =
-            log.lines().filter(|l| l.contains("ERROR") && !l.contains("gotatun::device: No endpoint")).collect();
-        assert!(errors.is_empty(), "{what} logged an error without IPv6:\n{}", errors.join("\n"));
+        // gotatun's per-packet "No endpoint" (traffic before the shoot dialed in) is counted, not
+        // logged (`telemetry::NoEndpoint`), so any ERROR line here is a real one.
+        assert!(!log.contains("ERROR"), "{what} logged an error without IPv6:\n{log}");
     }
 }
