@@ -10,6 +10,7 @@ use kubelink_ipam::keys::{PrivateKey, PublicKey};
 use kubelink_ipam::{excerpt, shorten};
 use serde::Deserialize;
 
+use crate::mtu::MtuSetting;
 use crate::route::MAIN_TABLE;
 use crate::wg::{DeviceSpec, PeerSpec};
 
@@ -23,36 +24,9 @@ pub enum ConfigError {
     Field { path: PathBuf, field: String, message: String },
 }
 
-/// WireGuard's usual MTU: a 1500-byte underlay minus 80 bytes of IPv6 transport overhead.
-pub const DEFAULT_MTU: u32 = kubelink_ipam::contract::defaults::MTU;
-
-/// The one MTU rule, for the standalone file, the agent's `--mtu` and the sidecar's `mtu`: the tunnel
-/// carries IPv6, which needs at least 1280; the largest is what an IP length field allows.
-pub const MTU_RANGE: std::ops::RangeInclusive<u32> = 1280..=65535;
-
-/// `mtu` within [`MTU_RANGE`], else a message saying what to use.
-pub fn check_mtu(mtu: u32) -> Result<u32, String> {
-    if MTU_RANGE.contains(&mtu) {
-        return Ok(mtu);
-    }
-    Err(format!(
-        "{mtu} is out of range; use {}..={} (IPv6 needs 1280; {DEFAULT_MTU} fits a 1500-byte underlay)",
-        MTU_RANGE.start(),
-        MTU_RANGE.end()
-    ))
-}
-
-/// clap value parser of an MTU flag.
-pub fn parse_mtu(text: &str) -> Result<u32, String> {
-    let mtu = text.trim().parse::<u32>().map_err(|_| {
-        format!(
-            "{} is not a number; use {}..={}, e.g. {DEFAULT_MTU}",
-            excerpt(text),
-            MTU_RANGE.start(),
-            MTU_RANGE.end()
-        )
-    })?;
-    check_mtu(mtu)
+/// clap value parser of an MTU flag: `auto` or a number ([`crate::mtu`] has the one rule).
+pub fn parse_mtu(text: &str) -> Result<MtuSetting, String> {
+    text.parse()
 }
 
 /// clap value parser of a device flag: a valid Linux interface name.
@@ -91,7 +65,8 @@ pub struct FileDevice {
     pub listen_port: Option<u16>,
     #[serde(default)]
     pub addresses: Vec<String>,
-    pub mtu: Option<u32>,
+    /// `auto` or a number: read as any value, so that a wrong one is reported on its field.
+    pub mtu: Option<serde_yaml_ng::Value>,
     pub fwmark: Option<u32>,
     #[serde(default)]
     pub peers: Vec<FilePeer>,
@@ -130,9 +105,21 @@ pub struct RouteSpec {
 pub struct Desired {
     pub device: DeviceSpec,
     pub addresses: BTreeSet<IpNet>,
-    pub mtu: Option<u32>,
+    pub mtu: MtuSetting,
     pub routes: Vec<RouteSpec>,
     pub firewall: Option<crate::firewall::FirewallSpec>,
+}
+
+impl Desired {
+    /// Whether the tunnel carries IPv6 (an address or an allowed IP): its MTU may not go below 1280.
+    pub fn carries_ipv6(&self) -> bool {
+        carries_ipv6(&self.addresses, &self.device)
+    }
+}
+
+fn carries_ipv6(addresses: &BTreeSet<IpNet>, device: &DeviceSpec) -> bool {
+    let v6 = |n: &IpNet| matches!(n, IpNet::V6(_));
+    addresses.iter().any(v6) || device.peers.values().any(|p| p.allowed_ips.iter().any(v6))
 }
 
 /// Reads, parses and validates a config file (YAML; JSON is YAML too).
@@ -166,9 +153,6 @@ impl Validator<'_> {
             .enumerate()
             .map(|(i, a)| self.net(&format!("device.addresses[{i}]"), a, false))
             .collect::<Result<_, _>>()?;
-        if let Some(mtu) = d.mtu {
-            check_mtu(mtu).map_err(|m| self.field("device.mtu", m))?;
-        }
         let mut peers = BTreeMap::new();
         // Every allowed IP and where it was first given: WireGuard keeps an address on one peer only
         // (the last one set), so a second claim would silently take it from the first.
@@ -202,7 +186,22 @@ impl Validator<'_> {
         let routes = file.routes.iter().enumerate().map(|(i, r)| self.route(i, r)).collect::<Result<Vec<_>, _>>()?;
         let firewall = file.snat.as_ref().map(|s| self.snat(s, &d.name)).transpose()?;
         let device = DeviceSpec { name: d.name, private_key, listen_port: d.listen_port, fwmark: d.fwmark, peers };
-        Ok(Desired { device, addresses, mtu: Some(d.mtu.unwrap_or(DEFAULT_MTU)), routes, firewall })
+        let mtu = self.mtu(d.mtu.as_ref(), carries_ipv6(&addresses, &device))?;
+        Ok(Desired { device, addresses, mtu, routes, firewall })
+    }
+
+    fn mtu(&self, mtu: Option<&serde_yaml_ng::Value>, carries_ipv6: bool) -> Result<MtuSetting, ConfigError> {
+        use serde_yaml_ng::Value;
+        let setting = match mtu {
+            None => Ok(MtuSetting::Auto),
+            Some(Value::String(t)) => t.parse(),
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(n) => MtuSetting::fixed(u32::try_from(n).unwrap_or(u32::MAX)),
+                None => Err(format!("{n} is not a whole number; use `auto` or a number such as 1420")),
+            },
+            Some(_) => Err("must be `auto` or a number such as 1420".to_string()),
+        };
+        setting.and_then(|s| s.check(carries_ipv6)).map_err(|m| self.field("device.mtu", m))
     }
 
     fn private_key(&self, d: &FileDevice) -> Result<PrivateKey, ConfigError> {
@@ -409,16 +408,23 @@ mod tests {
 
     #[test]
     fn the_mtu_rule_is_the_one_its_message_states() {
-        let with = |mtu: u32| parse_str(&base("", "").replace("  listenPort", &format!("  mtu: {mtu}\n  listenPort")));
-        for bad in [576, 1279, 65536] {
+        let with = |mtu: &str| parse_str(&base("", "").replace("  listenPort", &format!("  mtu: {mtu}\n  listenPort")));
+        for bad in ["575", "65536", "99999999999", "-1", "1.5", "big", "[1]"] {
             let err = with(bad).unwrap_err().to_string();
-            assert!(err.contains("device.mtu") && err.contains("1280..=65535"), "{err}");
+            assert!(err.contains("device.mtu") && err.contains("`auto`"), "{bad}: {err}");
         }
-        assert_eq!(with(1280).unwrap().mtu, Some(1280));
-        assert_eq!(with(65535).unwrap().mtu, Some(65535));
-        assert!(parse_mtu("1500").is_ok());
-        assert!(parse_mtu("9k").unwrap_err().contains("not a number"));
-        assert!(parse_mtu("576").unwrap_err().contains("1280..=65535"));
+        assert_eq!(with("1280").unwrap().mtu, MtuSetting::Fixed(1280));
+        assert_eq!(with("65535").unwrap().mtu, MtuSetting::Fixed(65535));
+        assert_eq!(with("auto").unwrap().mtu, MtuSetting::Auto);
+        assert_eq!(parse_str(&base("", "")).unwrap().mtu, MtuSetting::Auto, "auto when not given");
+        // The IPv4-only tunnel of `base` may go down to 576; one that carries IPv6 not below 1280.
+        assert_eq!(with("576").unwrap().mtu, MtuSetting::Fixed(576));
+        let v6 = base("", "")
+            .replace("addresses: [192.168.128.1/22]", "mtu: 1220\n  addresses: [192.168.128.1/22, fd00::1/64]");
+        let err = parse_str(&v6).unwrap_err().to_string();
+        assert!(err.contains("device.mtu") && err.contains("carries IPv6"), "{err}");
+        assert_eq!(parse_mtu("auto"), Ok(MtuSetting::Auto));
+        assert!(parse_mtu("9k").unwrap_err().contains("neither `auto` nor a number"));
     }
 
     #[test]

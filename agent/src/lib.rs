@@ -10,6 +10,7 @@ pub mod ipam_metrics;
 pub mod link;
 pub mod metrics;
 pub mod monitor;
+pub mod mtu;
 pub mod node_lock;
 pub mod probe;
 pub mod reconcile;
@@ -18,6 +19,7 @@ pub mod routing;
 pub mod shoot;
 pub mod telemetry;
 pub mod tools;
+pub mod underlay;
 pub mod wg;
 
 pub use kubelink_ipam::keys;

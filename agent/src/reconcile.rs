@@ -1,6 +1,7 @@
 //! One reconcile pass: desired state -> read what the kernel/device has -> pure plans -> thin applies.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,9 @@ use kubelink_ipam::keys::PublicKey;
 use crate::config::{Desired, RouteSpec};
 use crate::firewall::{Firewall, FirewallTable, Nft};
 use crate::link::{Link, LinkError};
+use crate::mtu::{self, MtuSetting};
 use crate::route::{self, Route, RouteError, Routes};
+use crate::underlay;
 use crate::wg::{self, WgBackend, WgError};
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +62,8 @@ pub struct Reconciler {
     /// When each dialled peer was last kicked, so a dead one is retried every REKEY_TIMEOUT, not
     /// every pass.
     kicks: Mutex<HashMap<PublicKey, Instant>>,
+    /// The MTU last resolved, so that a change is logged once.
+    mtu: Mutex<Option<mtu::Resolved>>,
 }
 
 /// WireGuard's REKEY_TIMEOUT: the pace of handshake retries.
@@ -66,7 +71,14 @@ const KICK_EVERY: Duration = Duration::from_secs(5);
 
 impl Reconciler {
     pub fn new(link: Link, routes: Routes, wg: Arc<dyn WgBackend>) -> Self {
-        Self { link, routes, wg, firewall: FirewallTable::new(Arc::new(Nft)), kicks: Mutex::new(HashMap::new()) }
+        Self {
+            link,
+            routes,
+            wg,
+            firewall: FirewallTable::new(Arc::new(Nft)),
+            kicks: Mutex::new(HashMap::new()),
+            mtu: Mutex::new(None),
+        }
     }
 
     /// The same with another firewall backend (a fake in tests).
@@ -93,7 +105,9 @@ impl Reconciler {
     async fn reconcile_device(&self, desired: &Desired) -> Result<Option<String>, ReconcileError> {
         let spec = &desired.device;
         self.wg.ensure(spec).await?;
-        self.link.ensure_up(&spec.name, desired.mtu).await?;
+        let mtu = self.mtu_for(desired).await?;
+        self.link.ensure_up(&spec.name, Some(mtu)).await?;
+        self.wg.mtu_set(&spec.name).await;
         let observed = self.wg.read(&spec.name).await?.ok_or_else(|| WgError::NoDevice(spec.name.clone()))?;
         self.kick_dead_sessions(spec, &observed).await;
         let update = wg::plan(spec, &observed);
@@ -104,6 +118,28 @@ impl Reconciler {
         // After the device update: a kernel key change rewrites the device and flushes addresses.
         self.link.ensure_addresses(&spec.name, &desired.addresses).await?;
         Ok(summary)
+    }
+
+    /// The MTU the device should have now; `auto` reads the underlay every pass (a route or a link
+    /// MTU may change under us). Logged when it changes.
+    async fn mtu_for(&self, desired: &Desired) -> Result<u32, ReconcileError> {
+        let paths = match desired.mtu {
+            MtuSetting::Fixed(_) => Vec::new(),
+            MtuSetting::Auto => {
+                let endpoints: Vec<IpAddr> =
+                    desired.device.peers.values().filter_map(|p| p.endpoint.map(|e| e.ip())).collect();
+                underlay::read(self.link.handle(), &endpoints, &desired.device.name).await?
+            }
+        };
+        let resolved = mtu::resolve(desired.mtu, &paths, desired.carries_ipv6());
+        let mut last = self.mtu.lock().unwrap_or_else(|e| e.into_inner());
+        if last.replace(resolved) != Some(resolved) {
+            match resolved.why {
+                mtu::Why::Floor { .. } => tracing::warn!(device = %desired.device.name, "{resolved}"),
+                _ => tracing::info!(device = %desired.device.name, "{resolved}"),
+            }
+        }
+        Ok(resolved.mtu)
     }
 
     /// Dialled peers without a live session get a fresh handshake (at most every 5 s each).

@@ -3,6 +3,7 @@
 #![no_main]
 
 use kubelink::config::{parse_ifname, parse_mtu};
+use kubelink::mtu::MtuSetting;
 use kubelink::shoot::config::parse_endpoint;
 use kubelink_ipam::validate::parse_cidr;
 use libfuzzer_sys::fuzz_target;
@@ -23,7 +24,11 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(parse_endpoint(&printed).ok(), Some(endpoint));
     }
     if let Some(mtu) = short(parse_mtu(text)) {
-        assert!((1280..=65535).contains(&mtu), "MTU {mtu} accepted");
+        match mtu {
+            MtuSetting::Fixed(n) => assert!((576..=65535).contains(&n), "MTU {n} accepted"),
+            MtuSetting::Auto => assert_eq!(text.trim(), "auto"),
+        }
+        assert_eq!(parse_mtu(&mtu.to_string()), Ok(mtu));
     }
     if let Some(name) = short(parse_ifname(text)) {
         assert!(!name.is_empty() && name.len() <= 15, "interface name {name:?} accepted");

@@ -118,8 +118,8 @@ pub mod labels {
 pub mod defaults {
     /// WireGuard's usual keepalive behind NAT and load balancers (seconds).
     pub const KEEPALIVE: u16 = 21;
-    /// Fits a 1500-byte underlay with the IPv6 WireGuard overhead.
-    pub const MTU: u32 = 1420;
+    /// The tunnel MTU when not given: from the underlay (the sidecar's and the agent's rule).
+    pub const MTU: &str = "auto";
 }
 
 /// The shoot Secret's data keys (written by the IPAM, read by the sidecar as files of the mounted

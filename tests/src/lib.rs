@@ -8,3 +8,4 @@ pub mod helm;
 pub mod landscape;
 pub mod netns;
 pub mod skip;
+pub mod wire;

@@ -155,6 +155,41 @@ impl Netns {
         None
     }
 
+    /// Kills every process in the namespace and deletes it: its links (and the far ends of its veths)
+    /// vanish with it, as a node that is gone. The struct stays (dropping it then does nothing).
+    pub fn remove(&self) -> Result<(), String> {
+        self.kill_all()?;
+        ip(&["netns", "del", &self.name]).map(|_| ())
+    }
+
+    /// The kernel's IP fragmentation counters (IPv4 and IPv6 together): fragments created when
+    /// sending, and packets that needed fragmenting but could not be (DF set).
+    pub fn fragment_counters(&self) -> Result<FragmentCounters, String> {
+        let snmp = self.sh(&["cat", "/proc/net/snmp"])?;
+        let snmp6 = self.sh(&["cat", "/proc/net/snmp6"])?;
+        Ok(FragmentCounters::parse(&snmp, &snmp6))
+    }
+
+    /// The MTU of link `dev`, when it exists.
+    pub fn link_mtu(&self, dev: &str) -> Option<u32> {
+        let out = self.ip(&["-j", "link", "show", "dev", dev]).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+        v.get(0)?.get("mtu")?.as_u64().and_then(|m| u32::try_from(m).ok())
+    }
+
+    /// Pings `dst` `count` times every `interval` seconds; returns the sequence numbers answered.
+    pub fn ping_seqs(&self, dst: &str, count: u32, interval: f64, source: Option<&str>) -> Vec<u32> {
+        let (count, interval) = (count.to_string(), interval.to_string());
+        let mut args = vec!["ping", "-n", "-c", &count, "-i", &interval, "-W", "1"];
+        if let Some(s) = source {
+            args.extend(["-I", s]);
+        }
+        args.push(dst);
+        let out = self.command(args[0]).args(&args[1..]).stdin(Stdio::null()).output();
+        let text = out.map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default();
+        parse_ping_seqs(&text)
+    }
+
     fn kill_all(&self) -> Result<(), String> {
         let out = self.ip_netns_pids()?;
         for pid in out.split_whitespace() {
@@ -177,6 +212,56 @@ impl Drop for Netns {
     }
 }
 
+/// Sequence numbers of the replies in ping's output ("64 bytes from ...: icmp_seq=3 ttl=64 ...").
+fn parse_ping_seqs(text: &str) -> Vec<u32> {
+    let mut seqs: Vec<u32> = text
+        .lines()
+        .filter(|l| l.contains(" bytes from "))
+        .filter_map(|l| l.split("icmp_seq=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    seqs
+}
+
+/// The longest run of unanswered pings among `count` (sequence numbers 1..=count) given the ones
+/// answered: the longest gap in seconds is this times the interval.
+pub fn longest_loss_run(answered: &[u32], count: u32) -> u32 {
+    let mut bounds = vec![0];
+    bounds.extend(answered.iter().copied().filter(|s| (1..=count).contains(s)));
+    bounds.push(count + 1);
+    bounds.windows(2).map(|w| w[1] - w[0] - 1).max().unwrap_or(count)
+}
+
+/// IPv4 and IPv6 fragmentation counters of one namespace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FragmentCounters {
+    /// Fragments this host created when sending or forwarding (Ip FragCreates, Ip6FragCreates).
+    pub created: u64,
+    /// Packets dropped because they needed fragmenting and could not be (Ip FragFails, Ip6FragFails).
+    pub failed: u64,
+}
+
+impl FragmentCounters {
+    fn parse(snmp: &str, snmp6: &str) -> Self {
+        // /proc/net/snmp: a header line "Ip: Forwarding ... FragCreates" and a value line "Ip: 1 ...".
+        let lines: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Ip:")).collect();
+        let v4 = |name: &str| -> u64 {
+            let (Some(head), Some(vals)) = (lines.first(), lines.get(1)) else { return 0 };
+            let i = head.split_whitespace().position(|h| h == name);
+            i.and_then(|i| vals.split_whitespace().nth(i)?.parse().ok()).unwrap_or(0)
+        };
+        let v6 = |name: &str| -> u64 {
+            let line = snmp6.lines().find(|l| l.split_whitespace().next() == Some(name));
+            line.and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+        };
+        FragmentCounters {
+            created: v4("FragCreates") + v6("Ip6FragCreates"),
+            failed: v4("FragFails") + v6("Ip6FragFails"),
+        }
+    }
+}
+
 fn parse_ping(text: &str) -> (u32, u32) {
     // "5 packets transmitted, 5 received, 0% packet loss, time 801ms"
     let line = text.lines().find(|l| l.contains("packets transmitted")).unwrap_or("");
@@ -190,6 +275,10 @@ pub struct Segment {
     pub switch: Netns,
     bridge: &'static str,
     ports: AtomicU32,
+    /// Both ends (namespace, interface) of every veth of the segment.
+    links: std::sync::Mutex<Vec<[(String, String); 2]>>,
+    /// The wires of hosts attached through one ([`Segment::attach_wired`]), by host namespace.
+    wires: std::sync::Mutex<Vec<(String, crate::wire::Wire)>>,
 }
 
 impl Segment {
@@ -197,7 +286,13 @@ impl Segment {
         let switch = Netns::new(role)?;
         switch.ip(&["link", "add", "br0", "type", "bridge"])?;
         switch.ip(&["link", "set", "br0", "up"])?;
-        Ok(Segment { switch, bridge: "br0", ports: AtomicU32::new(0) })
+        Ok(Segment {
+            switch,
+            bridge: "br0",
+            ports: AtomicU32::new(0),
+            links: Default::default(),
+            wires: Default::default(),
+        })
     }
 
     /// Attaches `host` with interface `ifname` and address `cidr` (e.g. 10.250.0.11/24).
@@ -207,6 +302,56 @@ impl Segment {
         self.switch.ip(&["link", "set", &port, "master", self.bridge, "up"])?;
         host.ip(&["addr", "add", cidr, "dev", ifname])?;
         host.ip(&["link", "set", ifname, "up"])?;
+        self.links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push([(self.switch.name.clone(), port), (host.name.clone(), ifname.into())]);
+        Ok(())
+    }
+
+    /// [`Segment::attach`] through a [`crate::wire::Wire`] of its own, whose delay and loss
+    /// [`Segment::impair`] sets.
+    pub fn attach_wired(&self, host: &Netns, ifname: &str, cidr: &str) -> Result<(), String> {
+        let wire = Netns::new("wire")?;
+        let port = format!("p{}", self.ports.fetch_add(1, Ordering::Relaxed));
+        self.switch.ip(&["link", "add", &port, "type", "veth", "peer", "name", "up0", "netns", &wire.name])?;
+        self.switch.ip(&["link", "set", &port, "master", self.bridge, "up"])?;
+        wire.ip(&["link", "add", "down0", "type", "veth", "peer", "name", ifname, "netns", &host.name])?;
+        for dev in ["up0", "down0"] {
+            wire.ip(&["link", "set", dev, "promisc", "on", "up"])?;
+        }
+        host.ip(&["addr", "add", cidr, "dev", ifname])?;
+        host.ip(&["link", "set", ifname, "up"])?;
+        // The two links that send into the wire.
+        let name = ifname.to_string();
+        host.run_in(move || crate::wire::tx_checksum_off(&name))??;
+        let name = port.clone();
+        self.switch.run_in(move || crate::wire::tx_checksum_off(&name))??;
+        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        links.push([(self.switch.name.clone(), port), (wire.name.clone(), "up0".into())]);
+        links.push([(wire.name.clone(), "down0".into()), (host.name.clone(), ifname.into())]);
+        let relay = crate::wire::Wire::start(wire, "up0", "down0")?;
+        self.wires.lock().unwrap_or_else(|e| e.into_inner()).push((host.name.clone(), relay));
+        Ok(())
+    }
+
+    /// Delay and loss, each direction, on the wire of `host` (attached with [`Segment::attach_wired`]).
+    pub fn impair(&self, host: &Netns, impairment: crate::wire::Impairment) -> Result<(), String> {
+        let wires = self.wires.lock().unwrap_or_else(|e| e.into_inner());
+        let (_, wire) = wires.iter().find(|(h, _)| *h == host.name).ok_or("host not attached through a wire")?;
+        wire.impair(impairment);
+        Ok(())
+    }
+
+    /// Sets the MTU of every link of the segment, both ends (the bridge follows its ports).
+    /// Hosts that are gone are skipped.
+    pub fn set_mtu(&self, mtu: u32) -> Result<(), String> {
+        let mtu = mtu.to_string();
+        for [(ns_a, a), (ns_b, b)] in self.links.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if ip(&["-n", ns_a, "link", "set", a, "mtu", &mtu]).is_ok() {
+                ip(&["-n", ns_b, "link", "set", b, "mtu", &mtu])?;
+            }
+        }
         Ok(())
     }
 }
@@ -428,6 +573,25 @@ mod tests {
         let text = "--- 10.0.0.1 ping statistics ---\n5 packets transmitted, 4 received, 20% packet loss, time 801ms\n";
         assert_eq!(parse_ping(text), (5, 4));
         assert_eq!(parse_ping("garbage"), (0, 0));
+    }
+
+    #[test]
+    fn ping_replies_give_the_longest_loss_run() {
+        let text = "PING 10.0.0.1 (10.0.0.1) 56(84) bytes of data.\n64 bytes from 10.0.0.1: icmp_seq=1 ttl=64 time=0.1 ms\n\
+                    64 bytes from 10.0.0.1: icmp_seq=5 ttl=64 time=0.1 ms\n64 bytes from 10.0.0.1: icmp_seq=6 ttl=64 time=9 ms\n";
+        let seqs = parse_ping_seqs(text);
+        assert_eq!(seqs, [1, 5, 6]);
+        assert_eq!(longest_loss_run(&seqs, 6), 3, "2, 3 and 4 lost");
+        assert_eq!(longest_loss_run(&seqs, 10), 4, "7..=10 lost at the end");
+        assert_eq!(longest_loss_run(&[], 10), 10);
+        assert_eq!(longest_loss_run(&[2, 3], 3), 1, "the first lost");
+    }
+
+    #[test]
+    fn fragment_counters_add_both_families() {
+        let snmp = "Ip: Forwarding DefaultTTL FragOKs FragFails FragCreates\nIp: 1 64 3 2 7\nIcmp: InMsgs\nIcmp: 0\n";
+        let snmp6 = "Ip6FragOKs                      \t1\nIp6FragFails 4\nIp6FragCreates 5\n";
+        assert_eq!(FragmentCounters::parse(snmp, snmp6), FragmentCounters { created: 12, failed: 6 });
     }
 
     #[test]

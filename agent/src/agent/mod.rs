@@ -37,7 +37,7 @@ pub struct ShootPeer {
 pub struct Settings {
     pub device: String,
     pub listen_port: u16,
-    pub mtu: u32,
+    pub mtu: crate::mtu::MtuSetting,
     /// How long a new slot holder gets no router traffic while shoots re-handshake with it.
     pub warmup: std::time::Duration,
     /// How long the gateway's node-local state may keep failing before the node gives its slot up.
@@ -88,7 +88,7 @@ pub fn gateway_desired(
     Some(Desired {
         device,
         addresses: [own].into(),
-        mtu: Some(s.mtu),
+        mtu: s.mtu,
         routes: vec![],
         firewall: Some(FirewallSpec { device: s.device.clone(), cidr, snat_to: address }),
     })
@@ -103,7 +103,7 @@ mod tests {
         Settings {
             device: "kubelink0".into(),
             listen_port: 51820,
-            mtu: 1420,
+            mtu: crate::mtu::MtuSetting::Auto,
             warmup: zero,
             give_up_after: zero,
             standby: zero,

@@ -50,9 +50,10 @@ pub struct AgentArgs {
     /// The gateway's WireGuard UDP port (what the slot's load balancer forwards to).
     #[arg(long, env = "KUBELINK_LISTEN_PORT", default_value_t = 51820)]
     pub listen_port: u16,
-    /// The gateway device's MTU: 1280..=65535 (the tunnel carries IPv6).
-    #[arg(long, env = "KUBELINK_MTU", default_value_t = crate::config::DEFAULT_MTU, value_parser = crate::config::parse_mtu)]
-    pub mtu: u32,
+    /// The gateway device's MTU: `auto` (from the node's underlay route: its MTU, at most 1500,
+    /// minus 80 bytes over IPv6 or 60 over IPv4) or 576..=65535; never below 1280 on an IPv6 CIDR.
+    #[arg(long, env = "KUBELINK_MTU", default_value = "auto", value_parser = crate::config::parse_mtu)]
+    pub mtu: crate::mtu::MtuSetting,
     /// How long a slot Lease is valid without renewal: a dead gateway's slot is taken over after
     /// this plus one retry period.
     #[arg(long, env = "KUBELINK_LEASE_DURATION", default_value = "4s", value_parser = humantime::parse_duration)]
@@ -143,6 +144,7 @@ async fn shutdown() {
 
 #[cfg(test)]
 mod tests {
+    use crate::mtu::MtuSetting;
     use clap::{Args, Command};
 
     fn parse(extra: &[&str]) -> Result<clap::ArgMatches, String> {
@@ -161,9 +163,9 @@ mod tests {
             (&["--device", "a-name-longer-than-15"], "--device", "1-15 bytes"),
             (&["--device", "wg/0"], "--device", "1-15 bytes"),
             (&["--device", ""], "--device", "1-15 bytes"),
-            (&["--mtu", "576"], "--mtu", "1280..=65535"),
-            (&["--mtu", "70000"], "--mtu", "1280..=65535"),
-            (&["--mtu", "big"], "--mtu", "1280..=65535"),
+            (&["--mtu", "575"], "--mtu", "576..=65535"),
+            (&["--mtu", "70000"], "--mtu", "576..=65535"),
+            (&["--mtu", "big"], "--mtu", "`auto`"),
         ];
         for (flags, flag, fix) in rows {
             let err = parse(flags).expect_err(&format!("{flags:?} should be refused"));
@@ -172,7 +174,7 @@ mod tests {
         let ok = parse(&["--slot-endpoints", "lb0.example.org:51820,[fd00::1]:51820", "--mtu", "1280"]).unwrap();
         let endpoints: Vec<&String> = ok.get_many("slot_endpoints").unwrap().collect();
         assert_eq!(endpoints, ["lb0.example.org:51820", "[fd00::1]:51820"]);
-        assert_eq!(ok.get_one::<u32>("mtu"), Some(&1280));
-        assert_eq!(parse(&[]).unwrap().get_one::<u32>("mtu"), Some(&crate::config::DEFAULT_MTU));
+        assert_eq!(ok.get_one::<MtuSetting>("mtu"), Some(&MtuSetting::Fixed(1280)));
+        assert_eq!(parse(&[]).unwrap().get_one::<MtuSetting>("mtu"), Some(&MtuSetting::Auto));
     }
 }

@@ -49,7 +49,9 @@ pub struct ShootArgs {
     /// Persistent keepalive in seconds (default 21; 0 turns it off).
     #[arg(long, env = "KUBELINK_KEEPALIVE")]
     pub keepalive: Option<String>,
-    /// Overrides <config-dir>/mtu: the device's MTU, 1280..=65535 (default 1420).
+    /// Overrides <config-dir>/mtu: the device's MTU, `auto` (default: from the route to the
+    /// gateways, at most 1500, minus 80 bytes over IPv6 or 60 over IPv4) or 576..=65535 (1280 or
+    /// more when the tunnel carries IPv6).
     #[arg(long, env = "KUBELINK_MTU")]
     pub mtu: Option<String>,
     /// Re-resolve gateway host names this often.

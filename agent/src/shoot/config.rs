@@ -15,6 +15,7 @@ use kubelink_ipam::keys::{PrivateKey, PublicKey};
 pub use kubelink_ipam::contract::shoot_secret::{ADDRESS, KEEPALIVE, MTU, PRIVATE_KEY};
 
 use crate::config::{Desired, RouteSpec};
+use crate::mtu::MtuSetting;
 use crate::route::MAIN_TABLE;
 use crate::wg::{DeviceSpec, PeerSpec};
 
@@ -138,7 +139,7 @@ pub struct ShootConfig {
     pub address: IpNet,
     pub gateways: Vec<Gateway>,
     pub keepalive: u16,
-    pub mtu: u32,
+    pub mtu: MtuSetting,
 }
 
 impl ShootConfig {
@@ -179,7 +180,7 @@ impl ShootConfig {
                 peers,
             },
             addresses: [self.address].into(),
-            mtu: Some(self.mtu),
+            mtu: self.mtu,
             routes,
             // The shoot does no NAT: the gateways translate seed traffic to their slot addresses.
             firewall: None,
@@ -199,7 +200,7 @@ pub fn parse(inputs: &Inputs, device: &str) -> Result<ShootConfig, ShootConfigEr
         t.parse::<u16>()
             .map_err(|_| format!("{} is not a number of seconds (0..65535; 0 turns keepalive off)", excerpt(t)))
     })?;
-    let mtu = p.optional(MTU, defaults::MTU, crate::config::parse_mtu)?;
+    let mtu = p.optional(MTU, MtuSetting::Auto, crate::config::parse_mtu)?;
     let mut gateways = Vec::new();
     for slot in Slot::ALL {
         if let Some(g) = p.gateway(slot, &address)? {
@@ -207,7 +208,9 @@ pub fn parse(inputs: &Inputs, device: &str) -> Result<ShootConfig, ShootConfigEr
         }
     }
     p.check_gateways(&gateways, &private_key)?;
-    let gateways = gateways.into_iter().map(|(_, g)| g).collect();
+    let gateways: Vec<Gateway> = gateways.into_iter().map(|(_, g)| g).collect();
+    let carries_ipv6 = address.addr().is_ipv6() || gateways.iter().any(|g| g.address.is_ipv6());
+    let mtu = mtu.check(carries_ipv6).map_err(|m| p.invalid(MTU, m))?;
     Ok(ShootConfig { device: device.into(), private_key, address, gateways, keepalive, mtu })
 }
 
@@ -401,7 +404,7 @@ mod tests {
     #[test]
     fn a_full_directory_gives_two_peers_with_defaults() {
         let c = parse(&inputs(&full()), "kl0").unwrap();
-        assert_eq!((c.keepalive, c.mtu), (21, 1420));
+        assert_eq!((c.keepalive, c.mtu), (21, MtuSetting::Auto));
         assert_eq!(c.gateways.len(), 2);
         assert_eq!(c.gateways[0].endpoint, Endpoint { host: "gw0.example.org".into(), port: 51820 });
         assert_eq!(c.gateways[1].endpoint.literal(), Some("[fd00::2]:51821".parse().unwrap()));
@@ -428,7 +431,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.gateways.len(), 1);
-        assert_eq!((c.keepalive, c.mtu), (0, 1380));
+        assert_eq!((c.keepalive, c.mtu), (0, MtuSetting::Fixed(1380)));
         assert_eq!(c.desired(&BTreeMap::new()).device.peers.values().next().unwrap().persistent_keepalive, None);
     }
 
@@ -452,7 +455,7 @@ mod tests {
             (with(&[("gateway-1-address", "192.168.128.1")], &[]), "/cfg/gateway-1-address", "same address"),
             (with(&[("gateway-1-publicKey", GW0)], &[]), "/cfg/gateway-1-publicKey", "own key"),
             (with(&[], &["gateway-1-publicKey"]), "gateway-1-publicKey: missing", "public key"),
-            (with(&[(MTU, "9")], &[]), "/cfg/mtu (mtu)", "1280"),
+            (with(&[(MTU, "9")], &[]), "/cfg/mtu (mtu)", "`auto`"),
             (with(&[(KEEPALIVE, "soon")], &[]), "/cfg/keepalive", "seconds"),
             (
                 with(
@@ -534,7 +537,8 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         let config = read.unwrap().unwrap();
         assert_eq!((config.private_key, config.address), (key, address));
-        assert_eq!((config.keepalive, config.mtu), (defaults::KEEPALIVE, defaults::MTU), "not written: defaults");
+        assert_eq!((config.keepalive, config.mtu), (defaults::KEEPALIVE, MtuSetting::Auto), "not written: defaults");
+        assert_eq!(defaults::MTU, MtuSetting::Auto.to_string(), "the contract's default is the reader's");
         let back: Vec<Written> = config
             .gateways
             .iter()

@@ -388,7 +388,7 @@ mod tests {
             address: address.parse().unwrap(),
             gateways: gateways.iter().enumerate().map(gateway).collect(),
             keepalive: 21,
-            mtu: 1420,
+            mtu: crate::mtu::MtuSetting::Auto,
         }
     }
 

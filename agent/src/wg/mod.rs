@@ -143,6 +143,8 @@ pub trait WgBackend: Send + Sync {
     async fn apply(&self, spec: &DeviceSpec, update: &DeviceUpdate) -> Result<(), WgError>;
     /// Removes the device (its link included).
     async fn remove(&self, name: &str) -> Result<(), WgError>;
+    /// The link layer has set the device's MTU: an engine that pads packets to it rereads it now.
+    async fn mtu_set(&self, _name: &str) {}
     /// Starts a handshake with a peer now. Kernel WireGuard retransmits lost initiations by itself;
     /// the userspace engine gives up after one when there is no data queued.
     async fn force_handshake(&self, _name: &str, _peer: &PublicKey) -> Result<(), WgError> {

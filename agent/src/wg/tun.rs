@@ -26,7 +26,7 @@ const RAW_READ: usize = VIRTIO_NET_HDR_LEN + 65535;
 
 /// Opens (or re-attaches to) the persistent tun `name` and makes the transport pair. `offload`
 /// asks for the fast path; a kernel that refuses it gets the plain path, with a warning.
-pub fn open(name: &str, offload: bool) -> io::Result<(TunTx, TunRx)> {
+pub fn open(name: &str, offload: bool) -> io::Result<(TunTx, TunRx, MtuHandle)> {
     let dev = match build(name, offload) {
         Ok(dev) => dev,
         Err(e) if offload => {
@@ -40,8 +40,9 @@ pub fn open(name: &str, offload: bool) -> io::Result<(TunTx, TunRx)> {
     let batched = dev.tcp_gso();
     tracing::info!(device = name, offload = batched, udp_gso = dev.udp_gso(), "tun transport ready");
     let mtu = MtuPoll::start(&dev)?;
+    let handle = MtuHandle { dev: Arc::downgrade(&dev), tx: mtu.tx.clone() };
     let tx = if batched { TunTx::batched(dev.clone()) } else { TunTx::Direct(dev.clone()) };
-    Ok((tx, TunRx::new(dev, batched, mtu)))
+    Ok((tx, TunRx::new(dev, batched, mtu), handle))
 }
 
 /// Addresses, MTU and link state belong to kubelink's link layer: the builder only names the tun
@@ -167,25 +168,49 @@ impl IpRecv for TunRx {
     }
 }
 
-/// The tun's MTU for gotatun (it pads to it), polled because the link layer may change it.
+/// The tun's MTU for gotatun, which pads packets up to it: a stale, larger value makes tunnel
+/// packets too big for the underlay. The link layer tells it after each change ([`MtuHandle`]);
+/// a poll catches a change made by hand.
 struct MtuPoll {
     watcher: MtuWatcher,
+    tx: Arc<watch::Sender<u16>>,
     _task: AbortOnDrop,
 }
 
 impl MtuPoll {
     fn start(dev: &Arc<AsyncDevice>) -> io::Result<Self> {
         let (tx, rx) = watch::channel(dev.mtu()?);
-        let task = tokio::spawn(poll_mtu(Arc::downgrade(dev), tx));
-        Ok(Self { watcher: rx.into(), _task: AbortOnDrop(task) })
+        let tx = Arc::new(tx);
+        let task = tokio::spawn(poll_mtu(Arc::downgrade(dev), tx.clone()));
+        Ok(Self { watcher: rx.into(), tx, _task: AbortOnDrop(task) })
     }
 }
 
-async fn poll_mtu(dev: Weak<AsyncDevice>, tx: watch::Sender<u16>) {
+/// Rereads the tun's MTU for gotatun now (after kubelink's link layer set it).
+pub struct MtuHandle {
+    dev: Weak<AsyncDevice>,
+    tx: Arc<watch::Sender<u16>>,
+}
+
+impl MtuHandle {
+    pub fn refresh(&self) {
+        refresh(&self.dev, &self.tx);
+    }
+}
+
+/// False once the device is gone.
+fn refresh(dev: &Weak<AsyncDevice>, tx: &watch::Sender<u16>) -> bool {
+    let Some(mtu) = dev.upgrade().and_then(|d| d.mtu().ok()) else { return false };
+    tx.send_if_modified(|old| std::mem::replace(old, mtu) != mtu);
+    true
+}
+
+async fn poll_mtu(dev: Weak<AsyncDevice>, tx: Arc<watch::Sender<u16>>) {
     loop {
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let Some(mtu) = dev.upgrade().and_then(|d| d.mtu().ok()) else { return };
-        tx.send_if_modified(|old| std::mem::replace(old, mtu) != mtu);
+        if !refresh(&dev, &tx) {
+            return;
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use ipnetwork::IpNetwork;
 use kubelink_ipam::keys::PublicKey;
 use tokio::sync::Mutex;
 
-use super::tun::{TunRx, TunTx};
+use super::tun::{MtuHandle, TunRx, TunTx};
 use super::{
     BackendKind, DeviceSpec, DeviceUpdate, ObservedDevice, ObservedPeer, Offload, PeerChange, PeerSpec, WgBackend,
     WgError,
@@ -31,6 +31,8 @@ type GtDevice = Device<(UdpSocketFactory, TunTx, TunRx)>;
 pub struct UserspaceBackend {
     link: Link,
     devices: Mutex<HashMap<String, GtDevice>>,
+    /// Per device: tells gotatun the tun's MTU after the link layer set it.
+    mtus: std::sync::Mutex<HashMap<String, MtuHandle>>,
     endpoints: EndpointMemory,
     offload: Offload,
 }
@@ -42,7 +44,8 @@ impl UserspaceBackend {
     }
 
     pub fn with_offload(link: Link, offload: Offload) -> Self {
-        Self { link, devices: Mutex::new(HashMap::new()), endpoints: EndpointMemory::new(state_dir()), offload }
+        let endpoints = EndpointMemory::new(state_dir());
+        Self { link, devices: Mutex::new(HashMap::new()), mtus: Default::default(), endpoints, offload }
     }
 }
 
@@ -122,9 +125,16 @@ impl WgBackend for UserspaceBackend {
             }
             None => {}
         }
-        let device = start(spec, &self.endpoints.load(&spec.name), self.offload).await?;
+        let (device, mtu) = start(spec, &self.endpoints.load(&spec.name), self.offload).await?;
         devices.insert(spec.name.clone(), device);
+        self.mtus.lock().unwrap_or_else(|e| e.into_inner()).insert(spec.name.clone(), mtu);
         Ok(())
+    }
+
+    async fn mtu_set(&self, name: &str) {
+        if let Some(mtu) = self.mtus.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
+            mtu.refresh();
+        }
     }
 
     async fn read(&self, name: &str) -> Result<Option<ObservedDevice>, WgError> {
@@ -183,6 +193,7 @@ impl WgBackend for UserspaceBackend {
         if let Some(device) = self.devices.lock().await.remove(name) {
             device.stop().await;
         }
+        self.mtus.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
         let _ = std::fs::remove_file(format!("/var/run/wireguard/{name}.sock"));
         self.endpoints.forget(name);
         self.link.delete_by_name(name).await?;
@@ -196,9 +207,10 @@ async fn start(
     spec: &DeviceSpec,
     remembered: &BTreeMap<PublicKey, SocketAddr>,
     offload: Offload,
-) -> Result<GtDevice, WgError> {
+) -> Result<(GtDevice, MtuHandle), WgError> {
     let err = |op| move |e: &dyn std::fmt::Display| WgError::backend(&spec.name, op, e);
-    let (tun_tx, tun_rx) = super::tun::open(&spec.name, offload == Offload::On).map_err(|e| err("open tun")(&e))?;
+    let (tun_tx, tun_rx, mtu) =
+        super::tun::open(&spec.name, offload == Offload::On).map_err(|e| err("open tun")(&e))?;
     let uapi = UapiServer::default_unix_socket(&spec.name, None, None).map_err(|e| err("UAPI socket")(&e))?;
     let secret = x25519::StaticSecret::from(*spec.private_key.to_bytes());
     let builder = DeviceBuilder::new()
@@ -217,7 +229,7 @@ async fn start(
         bind_now(&device, spec.listen_port.unwrap_or(0)).await.map_err(|e| err("bind")(&e))?;
     }
     tracing::info!(device = %spec.name, peers = spec.peers.len(), "started userspace WireGuard device (gotatun)");
-    Ok(device)
+    Ok((device, mtu))
 }
 
 /// gotatun opens its UDP sockets at build only when it has peers, and adding peers later does not

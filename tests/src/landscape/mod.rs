@@ -31,6 +31,12 @@ pub struct Started {
 /// [`crate::helm::helm_ready`]), then builds and starts a landscape with `shoots` shoots and `slots`
 /// gateway slots. `None`: skipped outside CI.
 pub fn start(test: &str, tools: &[&str], shoots: usize, slots: usize) -> Option<Started> {
+    start_with(test, tools, shoots, slots, false)
+}
+
+/// [`start`]; `wired_shoots`: each shoot behind a wire with settable delay and loss
+/// ([`crate::netns::Segment::impair`]).
+pub fn start_with(test: &str, tools: &[&str], shoots: usize, slots: usize, wired_shoots: bool) -> Option<Started> {
     if !netns::require(test, tools) {
         return None;
     }
@@ -40,7 +46,7 @@ pub fn start(test: &str, tools: &[&str], shoots: usize, slots: usize) -> Option<
     }
     let dir = netns::workdir(test);
     let mut l = rt
-        .block_on(SeedLandscape::build_with_slots(shoots, slots, &dir, &netns::kubelink_bin()))
+        .block_on(SeedLandscape::build_with(shoots, slots, wired_shoots, &dir, &netns::kubelink_bin()))
         .unwrap_or_else(|e| panic!("building the landscape: {e}"));
     rt.block_on(l.start()).unwrap_or_else(|e| panic!("starting the landscape: {e}; logs in {}", dir.display()));
     Some(Started { rt, l, dir })

@@ -61,9 +61,14 @@ pub struct ShootHost {
 }
 
 impl ShootHost {
-    fn new(lan: &Segment, dir: &Path, i: usize) -> Result<Self, String> {
+    fn new(lan: &Segment, dir: &Path, i: usize, wired: bool) -> Result<Self, String> {
         let ns = Netns::new("shoot")?;
-        lan.attach(&ns, "eth0", &format!("10.250.0.{}/24", 21 + i))?;
+        let cidr = format!("10.250.0.{}/24", 21 + i);
+        if wired {
+            lan.attach_wired(&ns, "eth0", &cidr)?
+        } else {
+            lan.attach(&ns, "eth0", &cidr)?
+        }
         let name = fixtures::shoot_name(i);
         let config_dir = dir.join(&name);
         Ok(ShootHost { name, ns, device: unique("s"), config_dir, proc: None, address: None, deleted: false })
@@ -94,6 +99,8 @@ pub struct SeedLandscape {
     /// Where each slot's load balancer sends (a node IP while its labelled Pod is Ready).
     backends: lb::Backends,
     pub shoots: Vec<ShootHost>,
+    /// Shoots reach the segment through wires ([`Segment::attach_wired`]).
+    wired_shoots: bool,
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -127,6 +134,18 @@ impl SeedLandscape {
 
     /// [`Self::build`] with `slots` gateway slots (1 or 2).
     pub async fn build_with_slots(shoots: usize, slots: usize, dir: &Path, bin: &Path) -> Result<Self, String> {
+        Self::build_with(shoots, slots, false, dir, bin).await
+    }
+
+    /// [`Self::build_with_slots`]; `wired_shoots`: each shoot reaches the segment through a wire
+    /// whose delay and loss the test sets ([`Segment::impair`]).
+    pub async fn build_with(
+        shoots: usize,
+        slots: usize,
+        wired_shoots: bool,
+        dir: &Path,
+        bin: &Path,
+    ) -> Result<Self, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let lan = Segment::new("lan")?;
         let api_ns = Netns::new("api")?;
@@ -152,7 +171,7 @@ impl SeedLandscape {
         }
         let mut hosts = Vec::with_capacity(shoots);
         for i in 0..shoots {
-            hosts.push(ShootHost::new(&lan, dir, i)?);
+            hosts.push(ShootHost::new(&lan, dir, i, wired_shoots)?);
         }
         let landscape = SeedLandscape {
             dir: dir.into(),
@@ -171,6 +190,7 @@ impl SeedLandscape {
             lbs,
             backends: Default::default(),
             shoots: hosts,
+            wired_shoots,
             stop: Arc::new(AtomicBool::new(false)),
             tasks,
         };
@@ -343,7 +363,7 @@ impl SeedLandscape {
     /// starts its sidecar). Returns its index.
     pub async fn add_shoot(&mut self) -> Result<usize, String> {
         let i = self.shoots.len();
-        self.shoots.push(ShootHost::new(&self.lan, &self.dir, i)?);
+        self.shoots.push(ShootHost::new(&self.lan, &self.dir, i, self.wired_shoots)?);
         fixtures::create_shoots(&self.garden.client(), SEED, i..i + 1).await.map_err(|e| e.to_string())?;
         Ok(i)
     }
@@ -372,6 +392,24 @@ impl SeedLandscape {
             agent.kill();
         }
         self.nodes[i].ip(&["link", "set", "eth0", "down"]).map(|_| ())
+    }
+
+    /// Removes node `i` altogether: its agent and every other process there killed, its namespace
+    /// deleted, so that its links, device and routes vanish with it.
+    pub fn remove_node(&self, i: usize) -> Result<(), String> {
+        self.nodes[i].remove()
+    }
+
+    /// The segment every host is on (nodes, load balancers, shoots, the API servers): its MTU and
+    /// the shoots' wires stand for the underlay.
+    pub fn lan(&self) -> &Segment {
+        &self.lan
+    }
+
+    /// Every host of the landscape: nodes, load balancers, shoots.
+    pub fn hosts(&self) -> Vec<&Netns> {
+        let lbs = self.lbs.iter().map(|l| l.as_ref());
+        self.nodes.iter().chain(lbs).chain(self.shoots.iter().map(|s| &s.ns)).collect()
     }
 
     /// Where each slot's load balancer sends now: a node IP, or `None` while it drops.
