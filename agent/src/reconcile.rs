@@ -61,6 +61,11 @@ pub struct Reconciler {
     kicks: Mutex<HashMap<PublicKey, Instant>>,
 }
 
+/// The log line of a failed [`Reconciler::pass`].
+pub fn report_failure(device: &str, error: &ReconcileError, retry_in: Duration) {
+    tracing::error!(device, "reconcile failed, will retry in {retry_in:?}: {error}");
+}
+
 /// WireGuard's REKEY_TIMEOUT: the pace of handshake retries.
 const KICK_EVERY: Duration = Duration::from_secs(5);
 
@@ -79,6 +84,24 @@ impl Reconciler {
         (outcome.routes_replaced, outcome.routes_removed) = self.reconcile_routes(&desired.routes).await?;
         if let Some(fw) = &desired.firewall {
             outcome.firewall_written = self.firewall.ensure(fw).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// [`Self::reconcile`] with a log line for what it changed: the pass of `run` and `shoot`.
+    pub async fn pass(&self, desired: &Desired) -> Result<Outcome, ReconcileError> {
+        let outcome = self.reconcile(desired).await?;
+        if outcome.changed() {
+            tracing::info!(
+                device = %desired.device.name,
+                device_changes = outcome.device_changes.as_deref().unwrap_or("none"),
+                routes_replaced = outcome.routes_replaced,
+                routes_removed = outcome.routes_removed,
+                firewall_written = outcome.firewall_written,
+                "reconciled"
+            );
+        } else {
+            tracing::debug!("in sync");
         }
         Ok(outcome)
     }

@@ -14,13 +14,14 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 
 use super::cluster::{Cluster, ClusterError};
 use super::datapath::{self, Check, Fault, Heard};
 use super::events::SlotEvent;
 use super::role::{self, Action, Delays, NotReady, Now, Observation, RoleState, Setup};
 use super::{Settings, gateway_desired};
+use crate::driver::{self, Backoff, Due, Role, Schedule};
 use crate::election::kube::LeaseElection;
 use crate::metrics::{Labels, PeerSample, PeerTraffic};
 use crate::reconcile::{ReconcileError, Reconciler};
@@ -244,31 +245,20 @@ impl Agent {
             .unwrap_or_else(|| format!("{}:{}", self.election.node_ip, self.settings.listen_port))
     }
 
-    /// Runs until `stop` resolves: an election round and a pass every retry period, a pass on every
-    /// wake-up, a resync in between.
-    pub async fn run(mut self, wake: Arc<Notify>, stop: impl std::future::Future<Output = ()>) {
-        let mut election = tokio::time::interval(self.election.timing.retry);
-        let mut resync = tokio::time::interval(self.settings.resync);
-        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(stop);
-        // After a failed pass only the retry period starts the next: a failing pass makes netlink
-        // events of its own, which must not turn into a busy loop.
-        let mut failed = false;
-        loop {
-            tokio::select! {
-                _ = election.tick() => { self.elect().await; self.drive_logged(Observation::DataPathDue).await }
-                _ = wake.notified(), if !failed => {}
-                _ = resync.tick(), if !failed => { self.resync().await; continue }
-                _ = &mut stop => break,
-            }
-            let started = Instant::now();
-            let result = self.pass().await;
-            self.status.pass_done(result.is_ok(), started.elapsed());
-            failed = result.is_err();
-            if let Err(e) = result {
-                tracing::warn!("pass failed, retrying: {e}");
-            }
-        }
+    /// Runs until SIGTERM or SIGINT: an election round and a pass every retry period, a pass on every
+    /// wake-up, a resync in between; after a failed pass only the election's pass until one succeeds.
+    pub async fn run(mut self, wake: Arc<Notify>, mut signals: mpsc::Receiver<driver::Signal>) {
+        let retry = self.election.timing.retry;
+        let schedule = Schedule {
+            resync: self.settings.resync,
+            poll: None,
+            tick: Some(retry),
+            // A back-off at least as long as the retry period never ends before the next round's pass:
+            // wake-ups and resyncs wait until a pass succeeds.
+            backoff: Backoff { initial: retry, max: retry.saturating_mul(8) },
+            pass_at_start: false,
+        };
+        driver::run(&mut self, schedule, &wake, &mut signals).await;
         tracing::info!(slot = ?self.roles.role.slot(), "stopping; the device and routes stay for the next start");
     }
 
@@ -276,7 +266,7 @@ impl Agent {
     /// resync period, without an election round or API reads. Route deletions also wake a full pass
     /// through the netlink monitor; `wg set` on a userspace device makes no netlink event. What it
     /// finds is an observation like a pass's: readiness follows it.
-    async fn resync(&mut self) {
+    async fn reapply(&mut self) {
         let (result, observation) = match &self.data.applied {
             Some(Applied::Gateway(desired)) => {
                 let result = self.rec.reconcile(desired).await.map(|o| o.changed());
@@ -319,8 +309,16 @@ impl Agent {
         }
     }
 
+    /// One data-plane pass, timed for the metrics.
+    async fn timed_pass(&mut self) -> Result<(), PassError> {
+        let started = Instant::now();
+        let result = self.data_pass().await;
+        self.status.pass_done(result.is_ok(), started.elapsed());
+        result
+    }
+
     /// One data-plane pass: the role's desired state, from what the watches and the last round show.
-    pub async fn pass(&mut self) -> Result<(), PassError> {
+    pub async fn data_pass(&mut self) -> Result<(), PassError> {
         if !self.cluster.synced() {
             return Err(PassError::NotSynced);
         }
@@ -570,6 +568,32 @@ impl Agent {
             tracing::info!(device = %self.settings.device, "no gateway here: device and nftables table removed (if any)");
         }
         Observation::GatewayRemoved { complete }
+    }
+}
+
+/// The agent's timers are the [`driver`]'s: its own timer is the election round.
+impl Role for Agent {
+    type Error = PassError;
+
+    async fn pass(&mut self) -> Result<(), PassError> {
+        self.timed_pass().await
+    }
+
+    fn failed(&mut self, error: &PassError, retry_in: Duration) {
+        tracing::warn!("pass failed, retrying in {retry_in:?}: {error}");
+    }
+
+    /// Not a pass: the last pass's state re-applied.
+    async fn resync(&mut self) -> Due {
+        self.reapply().await;
+        Due::Nothing
+    }
+
+    /// The election round, then a pass: the round may have changed the node's role.
+    async fn tick(&mut self) -> Due {
+        self.elect().await;
+        self.drive_logged(Observation::DataPathDue).await;
+        Due::Pass
     }
 }
 

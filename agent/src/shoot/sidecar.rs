@@ -11,14 +11,14 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
 
 use super::config::{self, Inputs, ShootConfig, ShootConfigError, Sources};
 use super::readvertise::{self, Event, Readvertiser, Timing};
+use crate::driver::{self, Due, Role, Schedule};
 use crate::health::{Health, HealthError};
 use crate::metrics::{PeerSample, PeerTraffic};
-use crate::reconcile::Reconciler;
+use crate::reconcile::{ReconcileError, Reconciler, report_failure};
 use crate::wg::{ObservedDevice, STALE_HANDSHAKE};
 
 #[derive(Debug, thiserror::Error)]
@@ -164,30 +164,10 @@ pub async fn run(opts: Options, rec: Reconciler) -> Result<(), SidecarError> {
     tracing::info!(device = %s.config.device, backend = ?s.rec.wg.kind(), health = %bound, gateways = s.config.gateways.len(), "shoot sidecar starting");
     let wake = Arc::new(Notify::new());
     crate::monitor::spawn(wake.clone()).map_err(SidecarError::Monitor)?;
-    let sig = |k| signal(k).map_err(SidecarError::Signal);
-    let (mut hup, mut term, mut int) =
-        (sig(SignalKind::hangup())?, sig(SignalKind::terminate())?, sig(SignalKind::interrupt())?);
-    let mut tick = tokio::time::interval(s.opts.resync_interval);
-    let mut file_check = tokio::time::interval(Duration::from_secs(1));
-    let mut probe = tokio::time::interval(s.opts.probe_interval.unwrap_or(Duration::from_secs(3600)));
-    // A round of probes to dead gateways takes longer than the interval: missed ticks must not queue up
-    // into back-to-back rounds, and a signal must win over ticks that are always ready.
-    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    s.step().await;
-    loop {
-        tokio::select! {
-            biased;
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = wake.notified() => {}
-            _ = tick.tick() => {}
-            _ = hup.recv() => { s.reload(); }
-            _ = file_check.tick() => if !s.reload() { continue },
-            _ = probe.tick(), if s.opts.probe_interval.is_some() => { s.probe().await; continue }
-        }
-        s.step().await;
-    }
+    let mut signals = driver::os_signals().map_err(SidecarError::Signal)?;
+    let schedule =
+        Schedule { poll: Some(POLL), tick: s.opts.probe_interval, ..Schedule::resync_every(s.opts.resync_interval) };
+    driver::run(&mut s, schedule, &wake, &mut signals).await;
     s.exit().await
 }
 
@@ -212,7 +192,7 @@ impl Sidecar {
     }
 
     /// Re-reads the inputs; applies a valid change. Returns whether anything changed.
-    fn reload(&mut self) -> bool {
+    fn reread(&mut self) -> bool {
         let inputs = match self.opts.sources.read() {
             Ok(i) if i == self.inputs => return false,
             Ok(i) => i,
@@ -244,7 +224,7 @@ impl Sidecar {
     }
 
     /// One pass: read the device, re-resolve what is due, reconcile, update liveness and metrics.
-    async fn step(&mut self) {
+    async fn step(&mut self) -> Result<(), ReconcileError> {
         let observed = self.rec.wg.read(&self.config.device).await.ok().flatten();
         let ages = self.handshake_ages(observed.as_ref());
         for (slot, endpoint) in self.readv.due(Instant::now(), &ages) {
@@ -253,10 +233,11 @@ impl Sidecar {
             self.report(slot, &endpoint.to_string(), event);
         }
         let desired = self.config.desired(&self.readv.endpoints());
-        crate::cmd::run::pass(&self.rec, &desired).await;
+        let result = self.rec.pass(&desired).await.map(drop);
         if let Some(o) = observed {
             self.observe(&o, &ages);
         }
+        result
     }
 
     fn handshake_ages(&self, observed: Option<&ObservedDevice>) -> BTreeMap<u8, Option<Duration>> {
@@ -358,6 +339,36 @@ impl Sidecar {
         Ok(())
     }
 }
+
+/// The role's passes and timers are the [`driver`]'s: a pass on wake-ups, resyncs and changed
+/// inputs, probes on the role's own timer.
+impl Role for Sidecar {
+    type Error = ReconcileError;
+
+    async fn pass(&mut self) -> Result<(), ReconcileError> {
+        self.step().await
+    }
+
+    fn failed(&mut self, error: &ReconcileError, retry_in: Duration) {
+        report_failure(&self.config.device, error, retry_in);
+    }
+
+    fn reload(&mut self) {
+        self.reread();
+    }
+
+    fn poll(&mut self) -> bool {
+        self.reread()
+    }
+
+    async fn tick(&mut self) -> Due {
+        self.probe().await;
+        Due::Nothing
+    }
+}
+
+/// How often the mounted Secret is read for changes.
+const POLL: Duration = Duration::from_secs(1);
 
 /// The default freshness window: WireGuard's REJECT_AFTER_TIME, after which a session is dead.
 pub const DEFAULT_HANDSHAKE_WINDOW: Duration = STALE_HANDSHAKE;
