@@ -152,19 +152,23 @@ pub async fn run<R: Role>(role: &mut R, schedule: Schedule, wake: &Notify, signa
     }
     loop {
         let until = holdoff.until();
-        // Biased: a signal wins over timers that are always ready, and the role's own timer over a
-        // stream of wake-ups.
+        // A signal wins over timers that are always ready (a round of probes to a dead gateway
+        // outlasts its interval); among the rest the pick is random, so that none starves another.
         let event = tokio::select! {
             biased;
             signal = signals.recv() => match signal {
                 Some(Signal::Reload) => Event::Reload,
                 Some(Signal::Exit) | None => break,
             },
-            _ = next(&mut tick) => Event::Tick,
-            _ = tokio::time::sleep_until(until.unwrap_or_else(Instant::now)), if until.is_some() => Event::BackoffOver,
-            _ = wake.notified(), if until.is_none() => Event::Wake,
-            _ = resync.tick(), if until.is_none() => Event::Resync,
-            _ = next(&mut poll) => Event::Poll,
+            event = async {
+                tokio::select! {
+                    _ = next(&mut tick) => Event::Tick,
+                    _ = tokio::time::sleep_until(until.unwrap_or_else(Instant::now)), if until.is_some() => Event::BackoffOver,
+                    _ = wake.notified(), if until.is_none() => Event::Wake,
+                    _ = resync.tick(), if until.is_none() => Event::Resync,
+                    _ = next(&mut poll) => Event::Poll,
+                }
+            } => event,
         };
         if handle(role, event).await == Due::Pass {
             pass(role, &mut holdoff, wake).await;

@@ -22,6 +22,8 @@ struct Recorder {
     ticks: usize,
     resyncs: usize,
     tick_due: Option<Due>,
+    /// How long the role's own timer's work takes.
+    tick_takes: Duration,
     resync_due: Option<Due>,
     /// What the next polls answer; empty: unchanged.
     polls: VecDeque<bool>,
@@ -60,6 +62,7 @@ impl Role for Recorder {
 
     async fn tick(&mut self) -> Due {
         self.ticks += 1;
+        tokio::time::sleep(self.tick_takes).await;
         self.tick_due.unwrap_or(Due::Nothing)
     }
 }
@@ -189,7 +192,7 @@ async fn the_poll_passes_only_when_the_inputs_changed() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_roles_own_timer_comes_first_and_may_pass_during_a_backoff() {
+async fn the_roles_own_timer_may_pass_during_a_backoff() {
     let backoff = Backoff { initial: Duration::from_secs(10), max: Duration::from_secs(10) };
     let role = Recorder { results: [false, false, false].into(), tick_due: Some(Due::Pass), ..Recorder::default() };
     let schedule = Schedule { tick: Some(Duration::from_secs(1)), backoff, pass_at_start: false, ..quiet() };
@@ -202,6 +205,18 @@ async fn the_roles_own_timer_comes_first_and_may_pass_during_a_backoff() {
     assert_eq!(role.ticks, 3);
     assert_eq!(role.passes, ms(&[0, 1000, 2000]));
     assert_eq!(role.failures.len(), 3, "and the wake-up at 2500 waits for the back-off");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_own_timer_that_is_always_due_starves_neither_resyncs_nor_signals() {
+    // Probes to a dead gateway: each round takes longer than the probe interval.
+    let role = Recorder { tick_takes: 1100 * MS, ..Recorder::default() };
+    let schedule = Schedule { tick: Some(Duration::from_secs(1)), ..Schedule::resync_every(500 * MS) };
+    let running = start(role, schedule);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let role = running.stop().await;
+    assert!(role.ticks >= 5, "the timer ran: {}", role.ticks);
+    assert!(role.passes.len() >= 5, "and so did the resyncs: {} passes, {} ticks", role.passes.len(), role.ticks);
 }
 
 #[tokio::test(start_paused = true)]
