@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
+use kubelink_ipam::contract::Slot;
 use kubelink_ipam::keys::{PrivateKey, PublicKey};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -30,7 +31,7 @@ use crate::routing::router_routes;
 /// What the node applied, kept between passes; the role logic's state is [`RoleState`].
 #[derive(Debug, Default)]
 struct DataPath {
-    slot_key: Option<(u8, PrivateKey)>,
+    slot_key: Option<(Slot, PrivateKey)>,
     /// What the last pass applied, re-applied between passes without asking the API server.
     applied: Option<Applied>,
     /// The way this node forwards tunnel traffic changed (role, warm-up routes): flows towards the
@@ -133,8 +134,8 @@ impl Status {
     }
 
     /// Slot metrics after a step: which of `slots` this node holds, and the change if any.
-    fn slot_step(&self, slots: usize, before: Option<u8>, after: Option<u8>) {
-        for slot in 0..slots.min(usize::from(u8::MAX)) as u8 {
+    fn slot_step(&self, slots: usize, before: Option<Slot>, after: Option<Slot>) {
+        for slot in Slot::ALL.into_iter().take(slots) {
             self.slot_held.get_or_create(&labels([("slot", slot.to_string())])).set((after == Some(slot)) as i64);
         }
         if before == after {
@@ -173,7 +174,7 @@ pub enum PassError {
     #[error("waiting for the first complete list of the SeedTunnel and the ShootPeers; nothing changed on this node")]
     NotSynced,
     #[error("the WireGuard CIDR {0} has no room for gateway slot {1}")]
-    NoSlotAddress(IpNet, u8),
+    NoSlotAddress(IpNet, Slot),
 }
 
 impl PassError {
@@ -238,9 +239,9 @@ impl Agent {
         }
     }
 
-    fn endpoint(&self, slot: u8) -> String {
+    fn endpoint(&self, slot: Slot) -> String {
         self.endpoints
-            .get(usize::from(slot))
+            .get(slot.index())
             .cloned()
             .unwrap_or_else(|| format!("{}:{}", self.election.node_ip, self.settings.listen_port))
     }
@@ -361,7 +362,7 @@ impl Agent {
     }
 
     /// Events for a slot change: the slot left, then the slot taken.
-    fn record_change(&self, before: Option<u8>, after: Option<u8>) {
+    fn record_change(&self, before: Option<Slot>, after: Option<Slot>) {
         let Some(events) = &self.events else { return };
         if let Some(slot) = before {
             events.spawn(SlotEvent::Lost { slot });
@@ -390,7 +391,7 @@ impl Agent {
             Action::HoldWithoutRenewal { slot } => {
                 let deadline = self.election.timing.renew_deadline;
                 tracing::warn!(
-                    slot,
+                    slot = slot.number(),
                     "cannot renew for more than {deadline:?}; keeping the data path as it is until the API server answers"
                 );
                 (None, Ok(()))
@@ -438,21 +439,24 @@ impl Agent {
     }
 
     /// Releases the slot's Lease, bounded by the renew deadline; if that fails the Lease expires.
-    async fn give_up(&self, slot: u8, failing_for: Duration) {
+    async fn give_up(&self, slot: Slot, failing_for: Duration) {
         self.status.give_ups.get_or_create(&labels([("slot", slot.to_string())])).inc();
         if let Some(events) = &self.events {
             events.spawn(SlotEvent::GivenUp { slot, failing_for, standby: self.settings.standby });
         }
-        tracing::error!(slot, ?failing_for, standby = ?self.settings.standby, "this node cannot serve as gateway; giving the slot up");
+        tracing::error!(slot = slot.number(), ?failing_for, standby = ?self.settings.standby, "this node cannot serve as gateway; giving the slot up");
         let bound = self.election.timing.renew_deadline;
-        match tokio::time::timeout(bound, self.election.release(usize::from(slot))).await {
+        match tokio::time::timeout(bound, self.election.release(slot.index())).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(slot, "releasing the slot: {e}; it expires instead"),
-            Err(_) => tracing::warn!(slot, "releasing the slot: no answer within {bound:?}; it expires instead"),
+            Ok(Err(e)) => tracing::warn!(slot = slot.number(), "releasing the slot: {e}; it expires instead"),
+            Err(_) => tracing::warn!(
+                slot = slot.number(),
+                "releasing the slot: no answer within {bound:?}; it expires instead"
+            ),
         }
     }
 
-    async fn apply_gateway(&mut self, slot: u8, sessionless_via: Option<IpAddr>) -> Result<(), PassError> {
+    async fn apply_gateway(&mut self, slot: Slot, sessionless_via: Option<IpAddr>) -> Result<(), PassError> {
         let cidr = self.cluster.cidr()?;
         let key = self.slot_key(slot).await?;
         let shoots = self.cluster.shoots();
@@ -468,7 +472,7 @@ impl Agent {
         let new = !matches!(self.data.applied, Some(Applied::Gateway(_)));
         let outcome = self.rec.reconcile(&desired).await?;
         if outcome.changed() {
-            tracing::info!(slot, peers = desired.device.peers.len(), changes = ?outcome, "gateway reconciled");
+            tracing::info!(slot = slot.number(), peers = desired.device.peers.len(), changes = ?outcome, "gateway reconciled");
         }
         self.status.peers.set(desired.device.peers.len() as i64);
         self.status.routes.set(0);
@@ -483,17 +487,17 @@ impl Agent {
     }
 
     /// Checks that the gateway of `slot` forwards, and says so when it does not.
-    async fn check_data_path(&mut self, slot: u8) -> Check {
+    async fn check_data_path(&mut self, slot: Slot) -> Check {
         let check = self.inspect_data_path(slot).await;
         if let Check::Fault(fault) = check {
-            tracing::warn!(slot, "data-path check: {fault}");
+            tracing::warn!(slot = slot.number(), "data-path check: {fault}");
         }
         check
     }
 
     /// Whether forwarding is on, and whether shoots heard from lately answer a probe from the slot
     /// address through the device ([`datapath`] plans whom to ask).
-    async fn inspect_data_path(&mut self, slot: u8) -> Check {
+    async fn inspect_data_path(&mut self, slot: Slot) -> Check {
         let Some(Applied::Gateway(desired)) = &self.data.applied else { return Check::Unprobed };
         let Some(source) = desired.addresses.iter().next().map(|a| a.addr()) else { return Check::Unprobed };
         let addresses: BTreeMap<PublicKey, IpAddr> =
@@ -510,7 +514,7 @@ impl Agent {
             Ok(Some(observed)) => observed,
             Ok(None) => return Check::Unprobed,
             Err(e) => {
-                tracing::debug!(slot, "data-path check: reading the device: {e}");
+                tracing::debug!(slot = slot.number(), "data-path check: reading the device: {e}");
                 return Check::Unprobed;
             }
         };
@@ -523,7 +527,7 @@ impl Agent {
     }
 
     /// The slot's key, read (and the slot's endpoint published) once per slot taken.
-    async fn slot_key(&mut self, slot: u8) -> Result<PrivateKey, PassError> {
+    async fn slot_key(&mut self, slot: Slot) -> Result<PrivateKey, PassError> {
         if let Some((s, key)) = &self.data.slot_key
             && *s == slot
         {
@@ -599,7 +603,7 @@ impl Role for Agent {
 
 /// One sample per shoot peer on the device, labelled with the shoot's name and the slot.
 fn peer_samples(
-    slot: u8,
+    slot: Slot,
     shoots: &BTreeMap<PublicKey, String>,
     observed: &crate::wg::ObservedDevice,
 ) -> Vec<PeerSample> {
@@ -685,9 +689,9 @@ mod tests {
     #[test]
     fn slot_changes_and_passes_are_counted_without_sentinels() {
         let status = Status::default();
-        status.slot_step(2, None, Some(1));
-        status.slot_step(2, Some(1), Some(1));
-        status.slot_step(2, Some(1), None);
+        status.slot_step(2, None, Some(Slot::ALL[1]));
+        status.slot_step(2, Some(Slot::ALL[1]), Some(Slot::ALL[1]));
+        status.slot_step(2, Some(Slot::ALL[1]), None);
         status.pass_done(true, Duration::from_millis(3));
         status.pass_done(false, Duration::from_millis(30));
         status.drift_repairs.inc();
@@ -706,7 +710,7 @@ mod tests {
             assert!(lines.iter().any(|l| l == want), "missing {want:?} in\n{}", lines.join("\n"));
         }
         assert!(!lines.iter().any(|l| l.ends_with(" -1")), "no sentinels:\n{}", lines.join("\n"));
-        status.slot_step(2, None, Some(0));
+        status.slot_step(2, None, Some(Slot::ALL[0]));
         let held = scrape(&status);
         assert!(held.iter().any(|l| l == "kubelink_agent_slot_held{slot=\"0\"} 1"), "{}", held.join("\n"));
     }

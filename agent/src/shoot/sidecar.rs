@@ -20,6 +20,7 @@ use crate::health::{Health, HealthError};
 use crate::metrics::{PeerSample, PeerTraffic};
 use crate::reconcile::{ReconcileError, Reconciler, report_failure};
 use crate::wg::{ObservedDevice, STALE_HANDSHAKE};
+use kubelink_ipam::contract::Slot;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SidecarError {
@@ -52,7 +53,7 @@ pub struct Options {
 /// Per-slot liveness, shared with the readiness check.
 #[derive(Debug, Clone, Default)]
 struct Liveness {
-    slots: BTreeMap<u8, SlotLive>,
+    slots: BTreeMap<Slot, SlotLive>,
     handshake_window: Duration,
     /// Probe answers older than this do not count; `None`: probing is off.
     probe_grace: Option<Duration>,
@@ -96,7 +97,7 @@ impl Liveness {
 
 use crate::metrics::Labels;
 
-fn slot_label(slot: u8) -> Labels {
+fn slot_label(slot: Slot) -> Labels {
     vec![("slot".into(), slot.to_string())]
 }
 
@@ -240,28 +241,30 @@ impl Sidecar {
         result
     }
 
-    fn handshake_ages(&self, observed: Option<&ObservedDevice>) -> BTreeMap<u8, Option<Duration>> {
+    fn handshake_ages(&self, observed: Option<&ObservedDevice>) -> BTreeMap<Slot, Option<Duration>> {
         let peer = |g: &config::Gateway| observed.and_then(|o| o.peers.get(&g.public_key));
         self.config.gateways.iter().map(|g| (g.slot, peer(g).and_then(|p| p.last_handshake))).collect()
     }
 
-    fn report(&self, slot: u8, endpoint: &str, event: Event) {
+    fn report(&self, slot: Slot, endpoint: &str, event: Event) {
         match event {
-            Event::Unchanged => tracing::debug!(slot, endpoint, "endpoint unchanged"),
-            Event::Changed { from: None, to } => tracing::info!(slot, endpoint, %to, "gateway endpoint resolved"),
+            Event::Unchanged => tracing::debug!(slot = slot.number(), endpoint, "endpoint unchanged"),
+            Event::Changed { from: None, to } => {
+                tracing::info!(slot = slot.number(), endpoint, %to, "gateway endpoint resolved")
+            }
             Event::Changed { from: Some(from), to } => {
                 self.metrics.endpoint_changes.get_or_create(&slot_label(slot)).inc();
-                tracing::info!(slot, endpoint, %from, %to, "gateway endpoint changed; updating that peer only");
+                tracing::info!(slot = slot.number(), endpoint, %from, %to, "gateway endpoint changed; updating that peer only");
             }
             Event::Failed { message, keeping } => {
                 self.metrics.resolve_failures.get_or_create(&slot_label(slot)).inc();
                 let keeping = keeping.map(|k| k.to_string()).unwrap_or_else(|| "none".into());
-                tracing::warn!(slot, endpoint, %keeping, "{message}; retrying");
+                tracing::warn!(slot = slot.number(), endpoint, %keeping, "{message}; retrying");
             }
         }
     }
 
-    fn observe(&self, o: &ObservedDevice, ages: &BTreeMap<u8, Option<Duration>>) {
+    fn observe(&self, o: &ObservedDevice, ages: &BTreeMap<Slot, Option<Duration>>) {
         let now = Instant::now();
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         let mut samples = Vec::new();
@@ -296,27 +299,31 @@ impl Sidecar {
             let answered = match ping.await {
                 Ok(Ok(_)) => true,
                 Ok(Err(e)) => {
-                    tracing::debug!(slot = g.slot, "probe: {e}");
+                    tracing::debug!(slot = g.slot.number(), "probe: {e}");
                     false
                 }
                 Err(e) => {
-                    tracing::debug!(slot = g.slot, "probe task: {e}");
+                    tracing::debug!(slot = g.slot.number(), "probe task: {e}");
                     false
                 }
             };
             let failures = self.record_probe(g.slot, answered);
             if restart_due(failures) {
-                tracing::info!(slot = g.slot, failures, "gateway does not answer probes; restarting the session");
+                tracing::info!(
+                    slot = g.slot.number(),
+                    failures,
+                    "gateway does not answer probes; restarting the session"
+                );
                 let device = self.config.desired(&self.readv.endpoints()).device;
                 if let Err(e) = self.rec.wg.restart_session(&device, &g.public_key).await {
-                    tracing::warn!(slot = g.slot, "restarting the session: {e}");
+                    tracing::warn!(slot = g.slot.number(), "restarting the session: {e}");
                 }
             }
         }
     }
 
     /// Records a probe result; returns the unanswered probes in a row.
-    fn record_probe(&self, slot: u8, answered: bool) -> u32 {
+    fn record_probe(&self, slot: Slot, answered: bool) -> u32 {
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         let s = live.slots.entry(slot).or_default();
         if answered {
@@ -388,7 +395,7 @@ mod tests {
 
     fn config(address: &str, gateways: &[&str]) -> ShootConfig {
         let gateway = |(slot, a): (usize, &&str)| config::Gateway {
-            slot: slot as u8,
+            slot: Slot::try_from(slot).unwrap(),
             endpoint: config::Endpoint { host: format!("lb{slot}"), port: 51820 },
             public_key: kubelink_ipam::keys::PublicKey::from_bytes([slot as u8; 32]),
             address: a.parse().unwrap(),
@@ -421,7 +428,11 @@ mod tests {
     }
 
     /// (slot, handshake seconds ago, probe answered seconds ago)
-    type Row = (u8, Option<u64>, Option<u64>);
+    type Row = (Slot, Option<u64>, Option<u64>);
+
+    fn s(n: u8) -> Slot {
+        Slot::new(n).unwrap()
+    }
 
     fn live(probe: bool, slots: &[Row], now: Instant) -> Liveness {
         let at = |ago: Option<u64>| ago.map(|a| now - Duration::from_secs(a));
@@ -440,13 +451,13 @@ mod tests {
         let now = Instant::now() + 1000 * S;
         // rows: probing on, slots (slot, handshake seconds ago, probe answered seconds ago), ready?
         let rows: [(bool, Vec<Row>, bool); 8] = [
-            (false, vec![(0, Some(10), None), (1, Some(10), None)], true),
-            (false, vec![(0, None, None), (1, Some(179), None)], true),
-            (false, vec![(0, None, None), (1, Some(181), None)], false),
-            (true, vec![(0, Some(10), Some(1)), (1, Some(10), Some(1))], true),
-            (true, vec![(0, Some(10), Some(10)), (1, Some(10), Some(2))], true),
-            (true, vec![(0, Some(10), Some(10)), (1, Some(10), Some(10))], false),
-            (true, vec![(0, None, Some(1))], false),
+            (false, vec![(s(0), Some(10), None), (s(1), Some(10), None)], true),
+            (false, vec![(s(0), None, None), (s(1), Some(179), None)], true),
+            (false, vec![(s(0), None, None), (s(1), Some(181), None)], false),
+            (true, vec![(s(0), Some(10), Some(1)), (s(1), Some(10), Some(1))], true),
+            (true, vec![(s(0), Some(10), Some(10)), (s(1), Some(10), Some(2))], true),
+            (true, vec![(s(0), Some(10), Some(10)), (s(1), Some(10), Some(10))], false),
+            (true, vec![(s(0), None, Some(1))], false),
             (true, vec![], false),
         ];
         for (i, (probe, slots, want)) in rows.iter().enumerate() {
