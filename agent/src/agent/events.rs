@@ -70,19 +70,19 @@ impl Events {
     }
 
     /// The slot's Lease, which the Events are about.
-    fn lease(&self, slot: Slot) -> Option<ObjectReference> {
-        Some(ObjectReference {
+    fn lease(&self, slot: Slot) -> ObjectReference {
+        ObjectReference {
             api_version: Some("coordination.k8s.io/v1".into()),
             kind: Some("Lease".into()),
-            name: Some(names::gateway(Slot::try_from(slot).ok()?)),
+            name: Some(names::gateway(slot)),
             namespace: Some(self.namespace.clone()),
             ..Default::default()
-        })
+        }
     }
 
     /// Publishes `event` now (a repeat within the recorder's window becomes a series: a patch).
     pub async fn publish(&self, event: &SlotEvent) -> Result<(), kube::Error> {
-        let Some(lease) = self.lease(event.slot()) else { return Ok(()) };
+        let lease = self.lease(event.slot());
         self.recorder.publish(&event.event(&self.node), &lease).await
     }
 
