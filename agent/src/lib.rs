@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod cmd;
 pub mod config;
+pub mod driver;
 pub mod election;
 pub mod firewall;
 pub mod health;
@@ -17,6 +18,7 @@ pub mod reconcile;
 pub mod route;
 pub mod routing;
 pub mod shoot;
+pub mod standalone;
 pub mod telemetry;
 pub mod tools;
 pub mod underlay;

@@ -59,11 +59,63 @@ pub struct Reconciler {
     pub routes: Routes,
     pub wg: Arc<dyn WgBackend>,
     pub firewall: FirewallTable,
+    device: DeviceSync,
+    /// The MTU last resolved, so that a change is logged once.
+    mtu: Mutex<Option<mtu::Resolved>>,
+}
+
+/// The WireGuard part of a pass, over the backend alone: read the device, kick dead sessions, plan,
+/// apply the difference.
+pub struct DeviceSync {
+    wg: Arc<dyn WgBackend>,
     /// When each dialled peer was last kicked, so a dead one is retried every REKEY_TIMEOUT, not
     /// every pass.
     kicks: Mutex<HashMap<PublicKey, Instant>>,
-    /// The MTU last resolved, so that a change is logged once.
-    mtu: Mutex<Option<mtu::Resolved>>,
+}
+
+impl DeviceSync {
+    pub fn new(wg: Arc<dyn WgBackend>) -> Self {
+        Self { wg, kicks: Mutex::new(HashMap::new()) }
+    }
+
+    /// Makes the existing device `spec`; returns the summary of the update, if one was needed.
+    pub async fn sync(&self, spec: &wg::DeviceSpec) -> Result<Option<String>, WgError> {
+        let observed = self.wg.read(&spec.name).await?.ok_or_else(|| WgError::NoDevice(spec.name.clone()))?;
+        self.kick_dead_sessions(spec, &observed).await;
+        let update = wg::plan(spec, &observed);
+        if update.is_empty() {
+            return Ok(None);
+        }
+        self.wg.apply(spec, &update).await?;
+        Ok(Some(update.summary()))
+    }
+
+    /// Dialled peers without a live session get a fresh handshake (at most every 5 s each).
+    async fn kick_dead_sessions(&self, spec: &wg::DeviceSpec, observed: &wg::ObservedDevice) {
+        let due: Vec<PublicKey> = {
+            let mut kicks = self.kicks.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let stale = spec.peers.iter().filter(|(k, want)| {
+                observed.peers.get(*k).is_some_and(|seen| wg::needs_handshake(want, seen))
+                    && kicks.get(*k).is_none_or(|t| now.duration_since(*t) >= KICK_EVERY)
+            });
+            let due: Vec<PublicKey> = stale.map(|(k, _)| *k).collect();
+            due.iter().for_each(|k| {
+                kicks.insert(*k, now);
+            });
+            due
+        };
+        for key in due {
+            if let Err(e) = self.wg.force_handshake(&spec.name, &key).await {
+                tracing::debug!(peer = %key, "handshake kick failed: {e}");
+            }
+        }
+    }
+}
+
+/// The log line of a failed [`Reconciler::pass`].
+pub fn report_failure(device: &str, error: &ReconcileError, retry_in: Duration) {
+    tracing::error!(device, "reconcile failed, will retry in {retry_in:?}: {error}");
 }
 
 /// WireGuard's REKEY_TIMEOUT: the pace of handshake retries.
@@ -71,14 +123,8 @@ const KICK_EVERY: Duration = Duration::from_secs(5);
 
 impl Reconciler {
     pub fn new(link: Link, routes: Routes, wg: Arc<dyn WgBackend>) -> Self {
-        Self {
-            link,
-            routes,
-            wg,
-            firewall: FirewallTable::new(Arc::new(Nft)),
-            kicks: Mutex::new(HashMap::new()),
-            mtu: Mutex::new(None),
-        }
+        let device = DeviceSync::new(wg.clone());
+        Self { link, routes, wg, firewall: FirewallTable::new(Arc::new(Nft)), device, mtu: Mutex::new(None) }
     }
 
     /// The same with another firewall backend (a fake in tests).
@@ -91,6 +137,24 @@ impl Reconciler {
         (outcome.routes_replaced, outcome.routes_removed) = self.reconcile_routes(&desired.routes).await?;
         if let Some(fw) = &desired.firewall {
             outcome.firewall_written = self.firewall.ensure(fw).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// [`Self::reconcile`] with a log line for what it changed: the pass of `run` and `shoot`.
+    pub async fn pass(&self, desired: &Desired) -> Result<Outcome, ReconcileError> {
+        let outcome = self.reconcile(desired).await?;
+        if outcome.changed() {
+            tracing::info!(
+                device = %desired.device.name,
+                device_changes = outcome.device_changes.as_deref().unwrap_or("none"),
+                routes_replaced = outcome.routes_replaced,
+                routes_removed = outcome.routes_removed,
+                firewall_written = outcome.firewall_written,
+                "reconciled"
+            );
+        } else {
+            tracing::debug!("in sync");
         }
         Ok(outcome)
     }
@@ -108,13 +172,7 @@ impl Reconciler {
         let mtu = self.mtu_for(desired).await?;
         self.link.ensure_up(&spec.name, Some(mtu)).await?;
         self.wg.mtu_set(&spec.name).await;
-        let observed = self.wg.read(&spec.name).await?.ok_or_else(|| WgError::NoDevice(spec.name.clone()))?;
-        self.kick_dead_sessions(spec, &observed).await;
-        let update = wg::plan(spec, &observed);
-        let summary = (!update.is_empty()).then(|| update.summary());
-        if !update.is_empty() {
-            self.wg.apply(spec, &update).await?;
-        }
+        let summary = self.device.sync(spec).await?;
         // After the device update: a kernel key change rewrites the device and flushes addresses.
         self.link.ensure_addresses(&spec.name, &desired.addresses).await?;
         Ok(summary)
@@ -140,28 +198,6 @@ impl Reconciler {
             }
         }
         Ok(resolved.mtu)
-    }
-
-    /// Dialled peers without a live session get a fresh handshake (at most every 5 s each).
-    async fn kick_dead_sessions(&self, spec: &wg::DeviceSpec, observed: &wg::ObservedDevice) {
-        let due: Vec<PublicKey> = {
-            let mut kicks = self.kicks.lock().unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
-            let stale = spec.peers.iter().filter(|(k, want)| {
-                observed.peers.get(*k).is_some_and(|seen| wg::needs_handshake(want, seen))
-                    && kicks.get(*k).is_none_or(|t| now.duration_since(*t) >= KICK_EVERY)
-            });
-            let due: Vec<PublicKey> = stale.map(|(k, _)| *k).collect();
-            due.iter().for_each(|k| {
-                kicks.insert(*k, now);
-            });
-            due
-        };
-        for key in due {
-            if let Err(e) = self.wg.force_handshake(&spec.name, &key).await {
-                tracing::debug!(peer = %key, "handshake kick failed: {e}");
-            }
-        }
     }
 
     /// Resolves route device names to indices.
@@ -204,3 +240,6 @@ impl Reconciler {
         if errors.is_empty() { Ok(()) } else { Err(errors) }
     }
 }
+
+#[cfg(test)]
+mod tests;

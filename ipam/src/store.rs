@@ -1,6 +1,6 @@
 //! The Kubernetes-backed store: the allocation table on the Seed (compare-and-swap), ShootState entries,
-//! shoot Secrets, and the read side of the seed-local projection (`list_allocations`,
-//! `watch_allocations`, from the ShootPeers).
+//! shoot Secrets, and the seed-local projection read back as allocations (`list_allocations`,
+//! `watch_allocations`, from the ShootPeers; the tests use them, the agent has reflectors of its own).
 
 use std::net::IpAddr;
 use std::time::Duration;

@@ -430,17 +430,18 @@ async fn each_component_needs_exactly_what_its_chart_grants_and_the_agent_nothin
     let slot_b = b.round().await.unwrap().holding.expect("node-b takes the other slot");
     assert_ne!(slot_a, slot_b);
     assert_eq!(a.round().await.unwrap().holding, Some(slot_a), "node-a renews its slot");
-    let key = cluster.slot_key(slot_a as u8, "gw-a.example:51820").await.unwrap();
-    let again = cluster.slot_key(slot_a as u8, "gw-a.example:51820").await.unwrap();
+    let slot = kubelink_ipam::contract::Slot::try_from(slot_a).expect("a slot the election hands out");
+    let key = cluster.slot_key(slot, "gw-a.example:51820").await.unwrap();
+    let again = cluster.slot_key(slot, "gw-a.example:51820").await.unwrap();
     assert_eq!(key.public_key(), again.public_key());
-    cluster.label_pod(Some(slot_a as u8)).await.unwrap();
+    cluster.label_pod(Some(slot)).await.unwrap();
     let pods: Api<Pod> = Api::namespaced(l.seed.client(), NS);
     let labelled =
         pods.list(&ListParams::default().labels(&format!("{}={slot_a}", labels::GATEWAY_SLOT))).await.unwrap();
     assert_eq!(labelled.items.iter().filter_map(|p| p.metadata.name.as_deref()).collect::<Vec<_>>(), [PODS[0]]);
     // A second node's Pod taking the same slot strips the first one's label.
     let other = Cluster::start(agent.clone(), NS, SEED, Some(PODS[1].into()), Arc::default());
-    other.label_pod(Some(slot_a as u8)).await.unwrap();
+    other.label_pod(Some(slot)).await.unwrap();
     let labelled =
         pods.list(&ListParams::default().labels(&format!("{}={slot_a}", labels::GATEWAY_SLOT))).await.unwrap();
     assert_eq!(labelled.items.iter().filter_map(|p| p.metadata.name.as_deref()).collect::<Vec<_>>(), [PODS[1]]);
@@ -450,9 +451,16 @@ async fn each_component_needs_exactly_what_its_chart_grants_and_the_agent_nothin
     // The agent's Events on a slot Lease, as the agent records them: taken (create), taken again within
     // the recorder's window (a patch counting the series), given up.
     let events = kubelink::agent::events::Events::new(agent.clone(), NS, "node-a");
-    let given_up =
-        SlotEvent::GivenUp { slot: 0, failing_for: Duration::from_secs(5), standby: Duration::from_secs(60) };
-    for e in [SlotEvent::Taken { slot: 0 }, SlotEvent::Taken { slot: 0 }, given_up] {
+    let given_up = SlotEvent::GivenUp {
+        slot: kubelink_ipam::contract::Slot::ALL[0],
+        failing_for: Duration::from_secs(5),
+        standby: Duration::from_secs(60),
+    };
+    for e in [
+        SlotEvent::Taken { slot: kubelink_ipam::contract::Slot::ALL[0] },
+        SlotEvent::Taken { slot: kubelink_ipam::contract::Slot::ALL[0] },
+        given_up,
+    ] {
         events.publish(&e).await.unwrap();
     }
     let recorded = Api::<EventV1>::namespaced(l.seed.client(), NS).list(&ListParams::default()).await.unwrap();

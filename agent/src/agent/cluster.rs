@@ -146,9 +146,9 @@ impl Cluster {
 
     /// The slot's private key from Secret `kubelink-gateway-<slot>` (the IPAM controller creates it).
     /// Keeps `endpoint` up to date there, where the IPAM reads it for the shoots.
-    pub async fn slot_key(&self, slot: u8, endpoint: &str) -> Result<PrivateKey, ClusterError> {
+    pub async fn slot_key(&self, slot: Slot, endpoint: &str) -> Result<PrivateKey, ClusterError> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
-        let name = names::gateway(Slot::try_from(slot)?);
+        let name = names::gateway(slot);
         let secret = api.get_opt(&name).await?.ok_or_else(|| ClusterError::Secret {
             name: name.clone(),
             reason: "not created yet; the IPAM controller creates it with the slot's key".into(),
@@ -166,21 +166,21 @@ impl Cluster {
     /// Sets (or with `None` removes) the slot label on our own Pod. Taking a slot also strips its label
     /// from every other Pod: a gateway that died without cleaning up must not stay behind the slot's
     /// load balancer.
-    pub async fn label_pod(&self, slot: Option<u8>) -> Result<(), ClusterError> {
+    pub async fn label_pod(&self, slot: Option<Slot>) -> Result<(), ClusterError> {
         let Some(pod) = &self.pod else { return Ok(()) };
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
         if let Some(slot) = slot {
             let selector = format!("{}={slot}", labels::GATEWAY_SLOT);
             let holders = api.list(&kube::api::ListParams::default().labels(&selector)).await?;
             for other in holders.items.iter().filter_map(|p| p.metadata.name.as_ref()).filter(|n| *n != pod) {
-                tracing::info!(pod = %other, slot, "removing a stale gateway label");
+                tracing::info!(pod = %other, slot = slot.number(), "removing a stale gateway label");
                 Self::set_label(&api, other, None).await?;
             }
         }
         Self::set_label(&api, pod, slot).await
     }
 
-    async fn set_label(api: &Api<Pod>, pod: &str, slot: Option<u8>) -> Result<(), ClusterError> {
+    async fn set_label(api: &Api<Pod>, pod: &str, slot: Option<Slot>) -> Result<(), ClusterError> {
         let value = slot.map(|s| serde_json::Value::String(s.to_string())).unwrap_or(serde_json::Value::Null);
         let patch = serde_json::json!({"metadata": {"labels": {labels::GATEWAY_SLOT: value}}});
         api.patch(pod, &PatchParams::default(), &Patch::Merge(&patch)).await?;

@@ -12,21 +12,21 @@ use kubelink_ipam::contract::{Slot, names};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SlotEvent {
     Taken {
-        slot: u8,
+        slot: Slot,
     },
     Lost {
-        slot: u8,
+        slot: Slot,
     },
     /// The gateway setup kept failing for `failing_for`; the node takes no slot for `standby`.
     GivenUp {
-        slot: u8,
+        slot: Slot,
         failing_for: Duration,
         standby: Duration,
     },
 }
 
 impl SlotEvent {
-    pub fn slot(&self) -> u8 {
+    pub fn slot(&self) -> Slot {
         match self {
             SlotEvent::Taken { slot } | SlotEvent::Lost { slot } | SlotEvent::GivenUp { slot, .. } => *slot,
         }
@@ -70,19 +70,19 @@ impl Events {
     }
 
     /// The slot's Lease, which the Events are about.
-    fn lease(&self, slot: u8) -> Option<ObjectReference> {
-        Some(ObjectReference {
+    fn lease(&self, slot: Slot) -> ObjectReference {
+        ObjectReference {
             api_version: Some("coordination.k8s.io/v1".into()),
             kind: Some("Lease".into()),
-            name: Some(names::gateway(Slot::try_from(slot).ok()?)),
+            name: Some(names::gateway(slot)),
             namespace: Some(self.namespace.clone()),
             ..Default::default()
-        })
+        }
     }
 
     /// Publishes `event` now (a repeat within the recorder's window becomes a series: a patch).
     pub async fn publish(&self, event: &SlotEvent) -> Result<(), kube::Error> {
-        let Some(lease) = self.lease(event.slot()) else { return Ok(()) };
+        let lease = self.lease(event.slot());
         self.recorder.publish(&event.event(&self.node), &lease).await
     }
 
@@ -91,7 +91,7 @@ impl Events {
         let events = self.clone();
         tokio::spawn(async move {
             if let Err(e) = events.publish(&event).await {
-                tracing::warn!(slot = event.slot(), "cannot record an Event ({event:?}): {e}");
+                tracing::warn!(slot = event.slot().number(), "cannot record an Event ({event:?}): {e}");
             }
         });
     }
@@ -103,13 +103,16 @@ mod tests {
 
     #[test]
     fn each_slot_event_says_what_happened_and_where_to_look() {
-        let given_up =
-            SlotEvent::GivenUp { slot: 1, failing_for: Duration::from_secs(5), standby: Duration::from_secs(60) };
+        let given_up = SlotEvent::GivenUp {
+            slot: Slot::ALL[1],
+            failing_for: Duration::from_secs(5),
+            standby: Duration::from_secs(60),
+        };
         let e = given_up.event("node-a");
         assert_eq!((e.type_, e.reason.as_str()), (EventType::Warning, "SlotGivenUp"));
         let note = e.note.unwrap();
         assert!(note.contains("node-a") && note.contains("slot 1") && note.contains("60s"), "{note}");
-        assert_eq!(SlotEvent::Taken { slot: 0 }.event("n").reason, "SlotTaken");
-        assert_eq!(SlotEvent::Lost { slot: 0 }.event("n").type_, EventType::Normal);
+        assert_eq!(SlotEvent::Taken { slot: Slot::ALL[0] }.event("n").reason, "SlotTaken");
+        assert_eq!(SlotEvent::Lost { slot: Slot::ALL[0] }.event("n").type_, EventType::Normal);
     }
 }

@@ -49,16 +49,16 @@ pub struct Settings {
 }
 
 /// The gateway of `slot`: device with the slot's key and address, every shoot a roaming peer, SNAT to
-/// the slot address. `None` when the slot does not exist or the CIDR has no room for it.
+/// the slot address. `None` when the CIDR has no room for the slot.
 pub fn gateway_desired(
     s: &Settings,
     cidr: IpNet,
-    slot: u8,
+    slot: Slot,
     key: &PrivateKey,
     shoots: &BTreeSet<ShootPeer>,
 ) -> Option<Desired> {
     let pool = Pool::new(cidr);
-    let address = pool.slot_address(Slot::try_from(slot).ok()?)?;
+    let address = pool.slot_address(slot)?;
     // A shoot claiming a gateway's own address would take that address's traffic: never a peer.
     let slots: Vec<IpAddr> = Slot::ALL.into_iter().filter_map(|s| pool.slot_address(s)).collect();
     let peers: BTreeMap<PublicKey, PeerSpec> = shoots
@@ -130,7 +130,7 @@ mod tests {
             shoot(5, "192.168.128.2"),
         ]
         .into();
-        let d = gateway_desired(&settings(), cidr, 1, &PrivateKey::from_bytes([9; 32]), &shoots).unwrap();
+        let d = gateway_desired(&settings(), cidr, Slot::ALL[1], &PrivateKey::from_bytes([9; 32]), &shoots).unwrap();
         assert_eq!(d.addresses, ["192.168.128.2/22".parse().unwrap()].into());
         assert_eq!(d.device.peers.len(), 2, "an address outside the CIDR or a slot's own address is no peer");
         let p = &d.device.peers[&PublicKey::from_bytes([1; 32])];
@@ -143,6 +143,6 @@ mod tests {
     #[test]
     fn no_room_for_the_slot_means_no_gateway() {
         let cidr: IpNet = "192.168.128.0/31".parse().unwrap();
-        assert!(gateway_desired(&settings(), cidr, 1, &PrivateKey::generate(), &BTreeSet::new()).is_none());
+        assert!(gateway_desired(&settings(), cidr, Slot::ALL[1], &PrivateKey::generate(), &BTreeSet::new()).is_none());
     }
 }

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
+use kubelink_ipam::contract::Slot;
 
 use super::datapath::{Check, Fault};
 use crate::election::{LiveGateway, Round, live_gateways, usable_gateways, warmed_up};
@@ -40,11 +41,11 @@ pub enum Role {
     /// Routes shoot addresses to the gateway nodes.
     Router,
     /// Holds `slot`: the WireGuard device, the slot's key and address, SNAT.
-    Gateway { slot: u8, acquired: Option<Timestamp> },
+    Gateway { slot: Slot, acquired: Option<Timestamp> },
 }
 
 impl Role {
-    pub fn slot(&self) -> Option<u8> {
+    pub fn slot(&self) -> Option<Slot> {
         match self {
             Role::Router => None,
             Role::Gateway { slot, .. } => Some(*slot),
@@ -89,11 +90,11 @@ pub enum PodLabel {
     /// Not written since start: an earlier run may have left any value.
     Unknown,
     Absent,
-    Slot(u8),
+    Slot(Slot),
 }
 
 impl PodLabel {
-    fn of(slot: Option<u8>) -> Self {
+    fn of(slot: Option<Slot>) -> Self {
         slot.map_or(PodLabel::Absent, PodLabel::Slot)
     }
 }
@@ -177,7 +178,7 @@ pub enum Observation {
     /// What a check of the gateway's data path found.
     DataPathChecked(Check),
     PodLabelled {
-        slot: Option<u8>,
+        slot: Option<Slot>,
     },
     /// The gateway device and table were removed; `complete` is false when one of them failed.
     GatewayRemoved {
@@ -197,19 +198,19 @@ pub enum Action {
     /// The node took `slot`: what the router applied must not be re-applied, and flows towards the
     /// CIDR must be NATed afresh once the gateway is in place.
     BecomeGateway {
-        slot: u8,
+        slot: Slot,
     },
     /// The node lost or gave up its slot: the same reset, the other way round.
     BecomeRouter,
     /// The holder could not renew within the renew deadline: it keeps forwarding, since tearing the
     /// device down would cut every shoot off while nobody else can take the slot either.
     HoldWithoutRenewal {
-        slot: u8,
+        slot: Slot,
     },
     /// Apply the gateway of `slot` (slot key, published endpoint, device, table, forwarding). While it
     /// warms up, shoots without a live session are routed via `sessionless_via`, a warm gateway.
     ApplyGateway {
-        slot: u8,
+        slot: Slot,
         sessionless_via: Option<IpAddr>,
     },
     /// Apply the router's routes to these gateways (slot, node IP).
@@ -219,15 +220,15 @@ pub enum Action {
     /// Remove the gateway device and nftables table (best effort).
     RemoveGatewayState,
     LabelPod {
-        slot: Option<u8>,
+        slot: Option<Slot>,
     },
     /// Check that the gateway of `slot` forwards: forwarding on, shoots answering through its device.
     CheckDataPath {
-        slot: u8,
+        slot: Slot,
     },
     /// Release the slot's Lease at once, so that a healthy node takes it without waiting for expiry.
     GiveUp {
-        slot: u8,
+        slot: Slot,
         failing_for: Duration,
     },
 }
@@ -282,8 +283,8 @@ fn elected(mut state: RoleState, round: &Round, now: Now) -> (RoleState, Vec<Act
 
 /// The role a round leaves this node in.
 fn role_after(round: &Round) -> Role {
-    let Some(slot) = round.holding.and_then(|s| u8::try_from(s).ok()) else { return Role::Router };
-    let acquired = round.slots.get(usize::from(slot)).and_then(|l| l.as_ref()?.acquired);
+    let Some(slot) = round.holding.and_then(|s| Slot::try_from(s).ok()) else { return Role::Router };
+    let acquired = round.slots.get(slot.index()).and_then(|l| l.as_ref()?.acquired);
     Role::Gateway { slot, acquired }
 }
 
@@ -319,14 +320,13 @@ fn pass_due(mut state: RoleState, now: Now) -> (RoleState, Vec<Action>) {
 /// While this gateway warms up (the shoots have no sessions with it yet), the node IP of another
 /// gateway that has warmed up itself. Only warm gateways take traffic away, so two gateways cannot
 /// bounce a packet between them.
-fn warm_fallback(state: &RoleState, slot: u8, acquired: Option<Timestamp>, now: Now) -> Option<IpAddr> {
+fn warm_fallback(state: &RoleState, slot: Slot, acquired: Option<Timestamp>, now: Now) -> Option<IpAddr> {
     let warmup = state.delays.warmup;
     let warming = acquired.is_some_and(|a| !warmed_up(a, warmup, now.wall));
     if !warming {
         return None;
     }
-    let warm =
-        |g: &&LiveGateway| g.slot != usize::from(slot) && g.acquired.is_some_and(|a| warmed_up(a, warmup, now.wall));
+    let warm = |g: &&LiveGateway| g.slot != slot.index() && g.acquired.is_some_and(|a| warmed_up(a, warmup, now.wall));
     state.live.iter().find(warm).and_then(|g| g.node_ip.as_ref()?.parse().ok())
 }
 
@@ -394,7 +394,7 @@ fn data_path_checked(mut state: RoleState, check: Check, now: Now) -> (RoleState
 
 /// Gives `slot` up once it has been failing since `since` for `give_up_after`: releases the Lease,
 /// removes what the gateway had and stands by.
-fn give_up_after(mut state: RoleState, slot: u8, since: Instant, now: Now) -> (RoleState, Vec<Action>) {
+fn give_up_after(mut state: RoleState, slot: Slot, since: Instant, now: Now) -> (RoleState, Vec<Action>) {
     let failing_for = now.instant.saturating_duration_since(since);
     if failing_for < state.delays.give_up_after {
         return (state, vec![]);
@@ -411,13 +411,13 @@ fn give_up_after(mut state: RoleState, slot: u8, since: Instant, now: Now) -> (R
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NotReady {
     #[error("the gateway of slot {slot} is not in place (device, peers, table)")]
-    GatewayNotInPlace { slot: u8 },
+    GatewayNotInPlace { slot: Slot },
     #[error("the routes are not in place")]
     RoutesNotInPlace,
     #[error(
         "slot {slot} does not forward: {fault} (for {failing_for:?}; the slot is given up after {give_up_after:?})"
     )]
-    NotForwarding { slot: u8, fault: Fault, failing_for: Duration, give_up_after: Duration },
+    NotForwarding { slot: Slot, fault: Fault, failing_for: Duration, give_up_after: Duration },
 }
 
 /// Readiness from what the node does, never from the API server: a gateway is ready while its device
@@ -439,7 +439,7 @@ pub fn readiness(state: &RoleState, now: Instant) -> Result<(), NotReady> {
 }
 
 /// Labels the Pod with `slot` unless it already is.
-fn label_for(state: RoleState, slot: Option<u8>) -> (RoleState, Vec<Action>) {
+fn label_for(state: RoleState, slot: Option<Slot>) -> (RoleState, Vec<Action>) {
     if state.role.slot() != slot || state.label == PodLabel::of(slot) {
         return (state, vec![]);
     }

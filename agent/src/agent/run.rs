@@ -8,19 +8,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
+use kubelink_ipam::contract::Slot;
 use kubelink_ipam::keys::{PrivateKey, PublicKey};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 
 use super::cluster::{Cluster, ClusterError};
 use super::datapath::{self, Check, Fault, Heard};
 use super::events::SlotEvent;
 use super::role::{self, Action, Delays, NotReady, Now, Observation, RoleState, Setup};
 use super::{Settings, gateway_desired};
+use crate::driver::{self, Backoff, Due, Role, Schedule};
 use crate::election::kube::LeaseElection;
 use crate::metrics::{Labels, PeerSample, PeerTraffic};
 use crate::reconcile::{ReconcileError, Reconciler};
@@ -29,7 +31,7 @@ use crate::routing::router_routes;
 /// What the node applied, kept between passes; the role logic's state is [`RoleState`].
 #[derive(Debug, Default)]
 struct DataPath {
-    slot_key: Option<(u8, PrivateKey)>,
+    slot_key: Option<(Slot, PrivateKey)>,
     /// What the last pass applied, re-applied between passes without asking the API server.
     applied: Option<Applied>,
     /// The way this node forwards tunnel traffic changed (role, warm-up routes): flows towards the
@@ -132,8 +134,8 @@ impl Status {
     }
 
     /// Slot metrics after a step: which of `slots` this node holds, and the change if any.
-    fn slot_step(&self, slots: usize, before: Option<u8>, after: Option<u8>) {
-        for slot in 0..slots.min(usize::from(u8::MAX)) as u8 {
+    fn slot_step(&self, slots: usize, before: Option<Slot>, after: Option<Slot>) {
+        for slot in Slot::ALL.into_iter().take(slots) {
             self.slot_held.get_or_create(&labels([("slot", slot.to_string())])).set((after == Some(slot)) as i64);
         }
         if before == after {
@@ -172,7 +174,7 @@ pub enum PassError {
     #[error("waiting for the first complete list of the SeedTunnel and the ShootPeers; nothing changed on this node")]
     NotSynced,
     #[error("the WireGuard CIDR {0} has no room for gateway slot {1}")]
-    NoSlotAddress(IpNet, u8),
+    NoSlotAddress(IpNet, Slot),
 }
 
 impl PassError {
@@ -237,38 +239,27 @@ impl Agent {
         }
     }
 
-    fn endpoint(&self, slot: u8) -> String {
+    fn endpoint(&self, slot: Slot) -> String {
         self.endpoints
-            .get(usize::from(slot))
+            .get(slot.index())
             .cloned()
             .unwrap_or_else(|| format!("{}:{}", self.election.node_ip, self.settings.listen_port))
     }
 
-    /// Runs until `stop` resolves: an election round and a pass every retry period, a pass on every
-    /// wake-up, a resync in between.
-    pub async fn run(mut self, wake: Arc<Notify>, stop: impl std::future::Future<Output = ()>) {
-        let mut election = tokio::time::interval(self.election.timing.retry);
-        let mut resync = tokio::time::interval(self.settings.resync);
-        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(stop);
-        // After a failed pass only the retry period starts the next: a failing pass makes netlink
-        // events of its own, which must not turn into a busy loop.
-        let mut failed = false;
-        loop {
-            tokio::select! {
-                _ = election.tick() => { self.elect().await; self.drive_logged(Observation::DataPathDue).await }
-                _ = wake.notified(), if !failed => {}
-                _ = resync.tick(), if !failed => { self.resync().await; continue }
-                _ = &mut stop => break,
-            }
-            let started = Instant::now();
-            let result = self.pass().await;
-            self.status.pass_done(result.is_ok(), started.elapsed());
-            failed = result.is_err();
-            if let Err(e) = result {
-                tracing::warn!("pass failed, retrying: {e}");
-            }
-        }
+    /// Runs until SIGTERM or SIGINT: an election round and a pass every retry period, a pass on every
+    /// wake-up, a resync in between; after a failed pass only the election's pass until one succeeds.
+    pub async fn run(mut self, wake: Arc<Notify>, mut signals: mpsc::Receiver<driver::Signal>) {
+        let retry = self.election.timing.retry;
+        let schedule = Schedule {
+            resync: self.settings.resync,
+            poll: None,
+            tick: Some(retry),
+            // A back-off at least as long as the retry period never ends before the next round's pass:
+            // wake-ups and resyncs wait until a pass succeeds.
+            backoff: Backoff { initial: retry, max: retry.saturating_mul(8) },
+            pass_at_start: false,
+        };
+        driver::run(&mut self, schedule, &wake, &mut signals).await;
         tracing::info!(slot = ?self.roles.role.slot(), "stopping; the device and routes stay for the next start");
     }
 
@@ -276,7 +267,7 @@ impl Agent {
     /// resync period, without an election round or API reads. Route deletions also wake a full pass
     /// through the netlink monitor; `wg set` on a userspace device makes no netlink event. What it
     /// finds is an observation like a pass's: readiness follows it.
-    async fn resync(&mut self) {
+    async fn reapply(&mut self) {
         let (result, observation) = match &self.data.applied {
             Some(Applied::Gateway(desired)) => {
                 let result = self.rec.reconcile(desired).await.map(|o| o.changed());
@@ -319,8 +310,16 @@ impl Agent {
         }
     }
 
+    /// One data-plane pass, timed for the metrics.
+    async fn timed_pass(&mut self) -> Result<(), PassError> {
+        let started = Instant::now();
+        let result = self.data_pass().await;
+        self.status.pass_done(result.is_ok(), started.elapsed());
+        result
+    }
+
     /// One data-plane pass: the role's desired state, from what the watches and the last round show.
-    pub async fn pass(&mut self) -> Result<(), PassError> {
+    pub async fn data_pass(&mut self) -> Result<(), PassError> {
         if !self.cluster.synced() {
             return Err(PassError::NotSynced);
         }
@@ -363,7 +362,7 @@ impl Agent {
     }
 
     /// Events for a slot change: the slot left, then the slot taken.
-    fn record_change(&self, before: Option<u8>, after: Option<u8>) {
+    fn record_change(&self, before: Option<Slot>, after: Option<Slot>) {
         let Some(events) = &self.events else { return };
         if let Some(slot) = before {
             events.spawn(SlotEvent::Lost { slot });
@@ -392,7 +391,7 @@ impl Agent {
             Action::HoldWithoutRenewal { slot } => {
                 let deadline = self.election.timing.renew_deadline;
                 tracing::warn!(
-                    slot,
+                    slot = slot.number(),
                     "cannot renew for more than {deadline:?}; keeping the data path as it is until the API server answers"
                 );
                 (None, Ok(()))
@@ -440,21 +439,24 @@ impl Agent {
     }
 
     /// Releases the slot's Lease, bounded by the renew deadline; if that fails the Lease expires.
-    async fn give_up(&self, slot: u8, failing_for: Duration) {
+    async fn give_up(&self, slot: Slot, failing_for: Duration) {
         self.status.give_ups.get_or_create(&labels([("slot", slot.to_string())])).inc();
         if let Some(events) = &self.events {
             events.spawn(SlotEvent::GivenUp { slot, failing_for, standby: self.settings.standby });
         }
-        tracing::error!(slot, ?failing_for, standby = ?self.settings.standby, "this node cannot serve as gateway; giving the slot up");
+        tracing::error!(slot = slot.number(), ?failing_for, standby = ?self.settings.standby, "this node cannot serve as gateway; giving the slot up");
         let bound = self.election.timing.renew_deadline;
-        match tokio::time::timeout(bound, self.election.release(usize::from(slot))).await {
+        match tokio::time::timeout(bound, self.election.release(slot.index())).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(slot, "releasing the slot: {e}; it expires instead"),
-            Err(_) => tracing::warn!(slot, "releasing the slot: no answer within {bound:?}; it expires instead"),
+            Ok(Err(e)) => tracing::warn!(slot = slot.number(), "releasing the slot: {e}; it expires instead"),
+            Err(_) => tracing::warn!(
+                slot = slot.number(),
+                "releasing the slot: no answer within {bound:?}; it expires instead"
+            ),
         }
     }
 
-    async fn apply_gateway(&mut self, slot: u8, sessionless_via: Option<IpAddr>) -> Result<(), PassError> {
+    async fn apply_gateway(&mut self, slot: Slot, sessionless_via: Option<IpAddr>) -> Result<(), PassError> {
         let cidr = self.cluster.cidr()?;
         let key = self.slot_key(slot).await?;
         let shoots = self.cluster.shoots();
@@ -470,7 +472,7 @@ impl Agent {
         let new = !matches!(self.data.applied, Some(Applied::Gateway(_)));
         let outcome = self.rec.reconcile(&desired).await?;
         if outcome.changed() {
-            tracing::info!(slot, peers = desired.device.peers.len(), changes = ?outcome, "gateway reconciled");
+            tracing::info!(slot = slot.number(), peers = desired.device.peers.len(), changes = ?outcome, "gateway reconciled");
         }
         self.status.peers.set(desired.device.peers.len() as i64);
         self.status.routes.set(0);
@@ -485,17 +487,17 @@ impl Agent {
     }
 
     /// Checks that the gateway of `slot` forwards, and says so when it does not.
-    async fn check_data_path(&mut self, slot: u8) -> Check {
+    async fn check_data_path(&mut self, slot: Slot) -> Check {
         let check = self.inspect_data_path(slot).await;
         if let Check::Fault(fault) = check {
-            tracing::warn!(slot, "data-path check: {fault}");
+            tracing::warn!(slot = slot.number(), "data-path check: {fault}");
         }
         check
     }
 
     /// Whether forwarding is on, and whether shoots heard from lately answer a probe from the slot
     /// address through the device ([`datapath`] plans whom to ask).
-    async fn inspect_data_path(&mut self, slot: u8) -> Check {
+    async fn inspect_data_path(&mut self, slot: Slot) -> Check {
         let Some(Applied::Gateway(desired)) = &self.data.applied else { return Check::Unprobed };
         let Some(source) = desired.addresses.iter().next().map(|a| a.addr()) else { return Check::Unprobed };
         let addresses: BTreeMap<PublicKey, IpAddr> =
@@ -512,7 +514,7 @@ impl Agent {
             Ok(Some(observed)) => observed,
             Ok(None) => return Check::Unprobed,
             Err(e) => {
-                tracing::debug!(slot, "data-path check: reading the device: {e}");
+                tracing::debug!(slot = slot.number(), "data-path check: reading the device: {e}");
                 return Check::Unprobed;
             }
         };
@@ -525,7 +527,7 @@ impl Agent {
     }
 
     /// The slot's key, read (and the slot's endpoint published) once per slot taken.
-    async fn slot_key(&mut self, slot: u8) -> Result<PrivateKey, PassError> {
+    async fn slot_key(&mut self, slot: Slot) -> Result<PrivateKey, PassError> {
         if let Some((s, key)) = &self.data.slot_key
             && *s == slot
         {
@@ -573,9 +575,35 @@ impl Agent {
     }
 }
 
+/// The agent's timers are the [`driver`]'s: its own timer is the election round.
+impl Role for Agent {
+    type Error = PassError;
+
+    async fn pass(&mut self) -> Result<(), PassError> {
+        self.timed_pass().await
+    }
+
+    fn failed(&mut self, error: &PassError, retry_in: Duration) {
+        tracing::warn!("pass failed, retrying in {retry_in:?}: {error}");
+    }
+
+    /// Not a pass: the last pass's state re-applied.
+    async fn resync(&mut self) -> Due {
+        self.reapply().await;
+        Due::Nothing
+    }
+
+    /// The election round, then a pass: the round may have changed the node's role.
+    async fn tick(&mut self) -> Due {
+        self.elect().await;
+        self.drive_logged(Observation::DataPathDue).await;
+        Due::Pass
+    }
+}
+
 /// One sample per shoot peer on the device, labelled with the shoot's name and the slot.
 fn peer_samples(
-    slot: u8,
+    slot: Slot,
     shoots: &BTreeMap<PublicKey, String>,
     observed: &crate::wg::ObservedDevice,
 ) -> Vec<PeerSample> {
@@ -661,9 +689,9 @@ mod tests {
     #[test]
     fn slot_changes_and_passes_are_counted_without_sentinels() {
         let status = Status::default();
-        status.slot_step(2, None, Some(1));
-        status.slot_step(2, Some(1), Some(1));
-        status.slot_step(2, Some(1), None);
+        status.slot_step(2, None, Some(Slot::ALL[1]));
+        status.slot_step(2, Some(Slot::ALL[1]), Some(Slot::ALL[1]));
+        status.slot_step(2, Some(Slot::ALL[1]), None);
         status.pass_done(true, Duration::from_millis(3));
         status.pass_done(false, Duration::from_millis(30));
         status.drift_repairs.inc();
@@ -682,7 +710,7 @@ mod tests {
             assert!(lines.iter().any(|l| l == want), "missing {want:?} in\n{}", lines.join("\n"));
         }
         assert!(!lines.iter().any(|l| l.ends_with(" -1")), "no sentinels:\n{}", lines.join("\n"));
-        status.slot_step(2, None, Some(0));
+        status.slot_step(2, None, Some(Slot::ALL[0]));
         let held = scrape(&status);
         assert!(held.iter().any(|l| l == "kubelink_agent_slot_held{slot=\"0\"} 1"), "{}", held.join("\n"));
     }

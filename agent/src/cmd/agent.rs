@@ -127,19 +127,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let health = Health { ready: Arc::new(move || status.ready()), registry: Arc::new(Mutex::new(registry)) };
     let bound = health.serve(args.health_listen).await?;
     tracing::info!(node = %args.node_name, seed = %args.seed.seed, health = %bound, "agent started");
-    agent.run(wake, shutdown()).await;
+    let signals = crate::driver::os_signals().context("installing the signal handlers")?;
+    agent.run(wake, signals).await;
     Ok(())
-}
-
-async fn shutdown() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }
 
 #[cfg(test)]

@@ -1,17 +1,18 @@
 //! `kubelink run` / `kubelink down`: standalone mode from a config file.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::Context;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
 
-use crate::config::{self, Desired};
+use crate::config;
+use crate::driver::{self, Schedule};
 use crate::link::Link;
 use crate::reconcile::Reconciler;
 use crate::route::{self, Routes};
+use crate::standalone::{self, Standalone};
 use crate::wg::{self, BackendChoice, Offload};
 
 #[derive(clap::Args)]
@@ -68,84 +69,29 @@ pub(crate) async fn reconciler(common: &Common) -> anyhow::Result<Reconciler> {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let mut desired = config::load(&args.config)?;
+    let desired = config::load(&args.config)?;
     let rec = reconciler(&args.common).await?;
     let wake = Arc::new(Notify::new());
     crate::monitor::spawn(wake.clone()).context("starting the netlink monitor")?;
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut tick = tokio::time::interval(args.resync_interval);
-    let mut file_check = tokio::time::interval(Duration::from_secs(1));
-    let mut stamp = modified(&args.config);
+    let mut signals = driver::os_signals().context("installing the signal handlers")?;
     tracing::info!(device = %desired.device.name, backend = ?rec.wg.kind(), "reconciling {}", args.config.display());
-    pass(&rec, &desired).await;
-    loop {
-        tokio::select! {
-            _ = wake.notified() => {}
-            _ = tick.tick() => {}
-            _ = hup.recv() => reload(&args.config, &mut desired),
-            _ = file_check.tick() => {
-                let now = modified(&args.config);
-                if now == stamp { continue; }
-                stamp = now;
-                reload(&args.config, &mut desired);
-            }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-        }
-        pass(&rec, &desired).await;
-    }
+    let mut role = Standalone::new(args.config.clone(), rec, desired);
+    let schedule = Schedule { poll: Some(standalone::POLL), ..Schedule::resync_every(args.resync_interval) };
+    driver::run(&mut role, schedule, &wake, &mut signals).await;
     if args.on_exit == OnExit::Remove {
-        teardown(&rec, &desired).await?;
+        role.teardown().await.map_err(cleanup_incomplete)?;
     } else {
-        tracing::info!(device = %desired.device.name, "exiting; device and routes stay for the next start to adopt");
+        tracing::info!(device = %role.desired.device.name, "exiting; device and routes stay for the next start to adopt");
     }
     Ok(())
 }
 
-/// One reconcile pass; failures are logged and retried on the next wake-up.
-pub(crate) async fn pass(rec: &Reconciler, desired: &Desired) {
-    match rec.reconcile(desired).await {
-        Ok(o) if o.changed() => tracing::info!(
-            device = %desired.device.name,
-            device_changes = o.device_changes.as_deref().unwrap_or("none"),
-            routes_replaced = o.routes_replaced,
-            routes_removed = o.routes_removed,
-            firewall_written = o.firewall_written,
-            "reconciled"
-        ),
-        Ok(_) => tracing::debug!("in sync"),
-        Err(e) => {
-            tracing::error!(device = %desired.device.name, "reconcile failed, will retry: {e}")
-        }
-    }
-}
-
-/// Keeps the previous desired state when the new file is bad: a typo must not tear the tunnel down.
-fn reload(path: &Path, desired: &mut Desired) {
-    match config::load(path) {
-        Ok(new) if new == *desired => {}
-        Ok(new) => {
-            tracing::info!("{}: configuration changed", path.display());
-            *desired = new;
-        }
-        Err(e) => tracing::error!("keeping the previous configuration: {e}"),
-    }
-}
-
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-async fn teardown(rec: &Reconciler, desired: &Desired) -> anyhow::Result<()> {
-    rec.teardown(desired).await.map_err(|errors| anyhow::anyhow!("cleanup incomplete: {}", errors.join("; ")))?;
-    tracing::info!(device = %desired.device.name, "removed device and routes");
-    Ok(())
+fn cleanup_incomplete(errors: Vec<String>) -> anyhow::Error {
+    anyhow::anyhow!("cleanup incomplete: {}", errors.join("; "))
 }
 
 pub async fn down(args: DownArgs) -> anyhow::Result<()> {
     let desired = config::load(&args.config)?;
     let rec = reconciler(&args.common).await?;
-    teardown(&rec, &desired).await
+    Standalone::new(args.config, rec, desired).teardown().await.map_err(cleanup_incomplete)
 }

@@ -122,8 +122,8 @@ impl std::fmt::Display for Endpoint {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gateway {
-    /// The slot's number ([`Slot::number`]); the sidecar keys its per-slot state by it.
-    pub slot: u8,
+    /// The sidecar keys its per-slot state by it.
+    pub slot: Slot,
     pub endpoint: Endpoint,
     pub public_key: PublicKey,
     /// The slot's tunnel address: the gateway SNATs seed traffic to it; the peer's AllowedIPs.
@@ -145,7 +145,7 @@ pub struct ShootConfig {
 impl ShootConfig {
     /// The device state for the reconciler. `endpoints` are the current resolutions by slot; a slot
     /// not resolved yet gets its peer without an endpoint (configured, waiting for the address).
-    pub fn desired(&self, endpoints: &BTreeMap<u8, SocketAddr>) -> Desired {
+    pub fn desired(&self, endpoints: &BTreeMap<Slot, SocketAddr>) -> Desired {
         let peers = self
             .gateways
             .iter()
@@ -332,7 +332,7 @@ impl Parser<'_> {
         if slot_address == address.addr() {
             return Err(self.invalid(&addr, format!("{slot_address} is the shoot's own address ({ADDRESS})")));
         }
-        Ok(Some(Gateway { slot: slot.number(), endpoint, public_key, address: slot_address }))
+        Ok(Some(Gateway { slot, endpoint, public_key, address: slot_address }))
     }
 
     fn check_gateways(&self, gws: &[(Slot, Gateway)], key: &PrivateKey) -> Result<(), ShootConfigError> {
@@ -408,13 +408,13 @@ mod tests {
         assert_eq!(c.gateways.len(), 2);
         assert_eq!(c.gateways[0].endpoint, Endpoint { host: "gw0.example.org".into(), port: 51820 });
         assert_eq!(c.gateways[1].endpoint.literal(), Some("[fd00::2]:51821".parse().unwrap()));
-        let ep: BTreeMap<u8, SocketAddr> = [(1, "[fd00::2]:51821".parse().unwrap())].into();
+        let ep: BTreeMap<Slot, SocketAddr> = [(Slot::ALL[1], "[fd00::2]:51821".parse().unwrap())].into();
         let d = c.desired(&ep);
         let gw0 = &d.device.peers[&GW0.parse().unwrap()];
         assert_eq!(gw0.endpoint, None, "unresolved slot: peer configured, no endpoint yet");
         assert_eq!(gw0.allowed_ips, ["192.168.128.1/32".parse().unwrap()].into());
         assert_eq!(gw0.persistent_keepalive, Some(21));
-        assert_eq!(d.device.peers[&GW1.parse().unwrap()].endpoint, ep.get(&1).copied());
+        assert_eq!(d.device.peers[&GW1.parse().unwrap()].endpoint, ep.get(&Slot::ALL[1]).copied());
         assert_eq!(d.addresses, ["192.168.128.10/22".parse().unwrap()].into());
         assert_eq!(d.routes.len(), 2);
         assert_eq!(d.device.listen_port, None, "the shoot dials out; no fixed port");
@@ -543,7 +543,7 @@ mod tests {
             .gateways
             .iter()
             .map(|g| Written {
-                slot: Slot::try_from(g.slot).unwrap(),
+                slot: g.slot,
                 address: Some(g.address),
                 endpoint: Some(g.endpoint.to_string()),
                 public_key: Some(g.public_key),

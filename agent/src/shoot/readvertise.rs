@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+use kubelink_ipam::contract::Slot;
+
 use super::config::{Endpoint, Gateway};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +35,7 @@ impl Default for Timing {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Slot {
+struct Resolution {
     endpoint: Endpoint,
     current: Option<SocketAddr>,
     last_attempt: Option<Instant>,
@@ -59,7 +61,7 @@ pub enum Event {
 #[derive(Debug, Default)]
 pub struct Readvertiser {
     timing: Timing,
-    slots: BTreeMap<u8, Slot>,
+    slots: BTreeMap<Slot, Resolution>,
 }
 
 impl Readvertiser {
@@ -75,7 +77,7 @@ impl Readvertiser {
             if self.slots.get(&g.slot).is_some_and(|s| s.endpoint == g.endpoint) {
                 continue;
             }
-            let slot = Slot {
+            let slot = Resolution {
                 endpoint: g.endpoint.clone(),
                 current: g.endpoint.literal(),
                 last_attempt: None,
@@ -86,14 +88,14 @@ impl Readvertiser {
     }
 
     /// The current address of every resolved slot.
-    pub fn endpoints(&self) -> BTreeMap<u8, SocketAddr> {
+    pub fn endpoints(&self) -> BTreeMap<Slot, SocketAddr> {
         self.slots.iter().filter_map(|(n, s)| s.current.map(|a| (*n, a))).collect()
     }
 
     /// The slots to resolve now, given each slot's handshake age (`None`: no handshake yet).
-    pub fn due(&self, now: Instant, handshakes: &BTreeMap<u8, Option<Duration>>) -> Vec<(u8, Endpoint)> {
+    pub fn due(&self, now: Instant, handshakes: &BTreeMap<Slot, Option<Duration>>) -> Vec<(Slot, Endpoint)> {
         let t = &self.timing;
-        let due = |n: &u8, s: &Slot| {
+        let due = |n: &Slot, s: &Resolution| {
             if s.endpoint.literal().is_some() {
                 return false;
             }
@@ -106,7 +108,7 @@ impl Readvertiser {
     }
 
     /// Records a resolution of `slot` (answers in resolver order) and says what changed.
-    pub fn record(&mut self, slot: u8, now: Instant, answers: Result<Vec<SocketAddr>, String>) -> Event {
+    pub fn record(&mut self, slot: Slot, now: Instant, answers: Result<Vec<SocketAddr>, String>) -> Event {
         let Some(s) = self.slots.get_mut(&slot) else { return Event::Unchanged };
         s.last_attempt = Some(now);
         let answers = answers.and_then(|a| {
@@ -151,9 +153,13 @@ mod tests {
 
     const S: Duration = Duration::from_secs(1);
 
+    fn s(n: u8) -> Slot {
+        Slot::new(n).unwrap()
+    }
+
     fn gw(slot: u8, host: &str) -> Gateway {
         Gateway {
-            slot,
+            slot: s(slot),
             endpoint: Endpoint { host: host.into(), port: 51820 },
             public_key: PublicKey::from_bytes([slot + 1; 32]),
             address: format!("192.168.128.{}", slot + 1).parse().unwrap(),
@@ -164,19 +170,19 @@ mod tests {
         SocketAddr::new([10, 0, 0, last].into(), 51820)
     }
 
-    fn ages(rows: &[(u8, Option<u64>)]) -> BTreeMap<u8, Option<Duration>> {
-        rows.iter().map(|(n, a)| (*n, a.map(Duration::from_secs))).collect()
+    fn ages(rows: &[(u8, Option<u64>)]) -> BTreeMap<Slot, Option<Duration>> {
+        rows.iter().map(|(n, a)| (s(*n), a.map(Duration::from_secs))).collect()
     }
 
-    fn slots(due: Vec<(u8, Endpoint)>) -> Vec<u8> {
-        due.into_iter().map(|(n, _)| n).collect()
+    fn slots(due: Vec<(Slot, Endpoint)>) -> Vec<u8> {
+        due.into_iter().map(|(n, _)| n.number()).collect()
     }
 
     #[test]
     fn literal_addresses_need_no_resolution() {
         let mut r = Readvertiser::new(Timing::default());
         r.configure(&[gw(0, "10.0.0.9"), gw(1, "gw1.example.org")]);
-        assert_eq!(r.endpoints(), [(0, addr(9))].into());
+        assert_eq!(r.endpoints(), [(s(0), addr(9))].into());
         assert_eq!(slots(r.due(Instant::now(), &ages(&[]))), vec![1], "only the name is resolved");
     }
 
@@ -201,7 +207,7 @@ mod tests {
             r.configure(&[gw(0, "gw0.example.org")]);
             assert_eq!(slots(r.due(t0, &ages(&[]))), vec![0], "never resolved: due at once");
             let answers = if failing { Err("no such host".into()) } else { Ok(vec![addr(1)]) };
-            r.record(0, t0, answers);
+            r.record(s(0), t0, answers);
             let got = !r.due(t0 + since * S, &ages(&[(0, age)])).is_empty();
             assert_eq!(got, want, "since {since}s, handshake {age:?}, failing {failing}");
         }
@@ -212,17 +218,17 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Readvertiser::new(Timing::default());
         r.configure(&[gw(0, "gw0.example.org"), gw(1, "gw1.example.org")]);
-        let failed = r.record(0, t0, Err("no such host".into()));
+        let failed = r.record(s(0), t0, Err("no such host".into()));
         assert_eq!(failed, Event::Failed { message: "no such host".into(), keeping: None });
-        assert_eq!(r.record(0, t0, Ok(vec![addr(1)])), Event::Changed { from: None, to: addr(1) });
-        assert_eq!(r.record(1, t0, Ok(vec![addr(7)])), Event::Changed { from: None, to: addr(7) });
-        assert_eq!(r.record(0, t0, Ok(vec![addr(3), addr(1)])), Event::Unchanged, "still among the answers");
+        assert_eq!(r.record(s(0), t0, Ok(vec![addr(1)])), Event::Changed { from: None, to: addr(1) });
+        assert_eq!(r.record(s(1), t0, Ok(vec![addr(7)])), Event::Changed { from: None, to: addr(7) });
+        assert_eq!(r.record(s(0), t0, Ok(vec![addr(3), addr(1)])), Event::Unchanged, "still among the answers");
         assert_eq!(
-            r.record(0, t0, Ok(vec![])),
+            r.record(s(0), t0, Ok(vec![])),
             Event::Failed { message: "gw0.example.org resolves to no address".into(), keeping: Some(addr(1)) }
         );
-        assert_eq!(r.record(0, t0, Ok(vec![addr(2)])), Event::Changed { from: Some(addr(1)), to: addr(2) });
-        assert_eq!(r.endpoints(), [(0, addr(2)), (1, addr(7))].into(), "the other slot is undisturbed");
+        assert_eq!(r.record(s(0), t0, Ok(vec![addr(2)])), Event::Changed { from: Some(addr(1)), to: addr(2) });
+        assert_eq!(r.endpoints(), [(s(0), addr(2)), (s(1), addr(7))].into(), "the other slot is undisturbed");
     }
 
     #[test]
@@ -230,12 +236,12 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Readvertiser::new(Timing::default());
         r.configure(&[gw(0, "gw0.example.org"), gw(1, "gw1.example.org")]);
-        r.record(0, t0, Ok(vec![addr(1)]));
-        r.record(1, t0, Ok(vec![addr(2)]));
+        r.record(s(0), t0, Ok(vec![addr(1)]));
+        r.record(s(1), t0, Ok(vec![addr(2)]));
         let mut moved = gw(1, "gw1.example.org");
         moved.endpoint.port = 51821;
         r.configure(&[gw(0, "gw0.example.org"), moved]);
-        assert_eq!(r.endpoints(), [(0, addr(1))].into(), "a changed endpoint starts over");
+        assert_eq!(r.endpoints(), [(s(0), addr(1))].into(), "a changed endpoint starts over");
         assert_eq!(slots(r.due(t0, &ages(&[(0, Some(1))]))), vec![1]);
         r.configure(&[gw(0, "gw0.example.org")]);
         assert_eq!(r.endpoints().len(), 1, "a removed slot is forgotten");

@@ -11,15 +11,16 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
 
 use super::config::{self, Inputs, ShootConfig, ShootConfigError, Sources};
 use super::readvertise::{self, Event, Readvertiser, Timing};
+use crate::driver::{self, Due, Role, Schedule};
 use crate::health::{Health, HealthError};
 use crate::metrics::{PeerSample, PeerTraffic};
-use crate::reconcile::Reconciler;
+use crate::reconcile::{ReconcileError, Reconciler, report_failure};
 use crate::wg::{ObservedDevice, STALE_HANDSHAKE};
+use kubelink_ipam::contract::Slot;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SidecarError {
@@ -52,7 +53,7 @@ pub struct Options {
 /// Per-slot liveness, shared with the readiness check.
 #[derive(Debug, Clone, Default)]
 struct Liveness {
-    slots: BTreeMap<u8, SlotLive>,
+    slots: BTreeMap<Slot, SlotLive>,
     handshake_window: Duration,
     /// Probe answers older than this do not count; `None`: probing is off.
     probe_grace: Option<Duration>,
@@ -96,7 +97,7 @@ impl Liveness {
 
 use crate::metrics::Labels;
 
-fn slot_label(slot: u8) -> Labels {
+fn slot_label(slot: Slot) -> Labels {
     vec![("slot".into(), slot.to_string())]
 }
 
@@ -164,30 +165,10 @@ pub async fn run(opts: Options, rec: Reconciler) -> Result<(), SidecarError> {
     tracing::info!(device = %s.config.device, backend = ?s.rec.wg.kind(), health = %bound, gateways = s.config.gateways.len(), "shoot sidecar starting");
     let wake = Arc::new(Notify::new());
     crate::monitor::spawn(wake.clone()).map_err(SidecarError::Monitor)?;
-    let sig = |k| signal(k).map_err(SidecarError::Signal);
-    let (mut hup, mut term, mut int) =
-        (sig(SignalKind::hangup())?, sig(SignalKind::terminate())?, sig(SignalKind::interrupt())?);
-    let mut tick = tokio::time::interval(s.opts.resync_interval);
-    let mut file_check = tokio::time::interval(Duration::from_secs(1));
-    let mut probe = tokio::time::interval(s.opts.probe_interval.unwrap_or(Duration::from_secs(3600)));
-    // A round of probes to dead gateways takes longer than the interval: missed ticks must not queue up
-    // into back-to-back rounds, and a signal must win over ticks that are always ready.
-    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    s.step().await;
-    loop {
-        tokio::select! {
-            biased;
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = wake.notified() => {}
-            _ = tick.tick() => {}
-            _ = hup.recv() => { s.reload(); }
-            _ = file_check.tick() => if !s.reload() { continue },
-            _ = probe.tick(), if s.opts.probe_interval.is_some() => { s.probe().await; continue }
-        }
-        s.step().await;
-    }
+    let mut signals = driver::os_signals().map_err(SidecarError::Signal)?;
+    let schedule =
+        Schedule { poll: Some(POLL), tick: s.opts.probe_interval, ..Schedule::resync_every(s.opts.resync_interval) };
+    driver::run(&mut s, schedule, &wake, &mut signals).await;
     s.exit().await
 }
 
@@ -212,7 +193,7 @@ impl Sidecar {
     }
 
     /// Re-reads the inputs; applies a valid change. Returns whether anything changed.
-    fn reload(&mut self) -> bool {
+    fn reread(&mut self) -> bool {
         let inputs = match self.opts.sources.read() {
             Ok(i) if i == self.inputs => return false,
             Ok(i) => i,
@@ -244,7 +225,7 @@ impl Sidecar {
     }
 
     /// One pass: read the device, re-resolve what is due, reconcile, update liveness and metrics.
-    async fn step(&mut self) {
+    async fn step(&mut self) -> Result<(), ReconcileError> {
         let observed = self.rec.wg.read(&self.config.device).await.ok().flatten();
         let ages = self.handshake_ages(observed.as_ref());
         for (slot, endpoint) in self.readv.due(Instant::now(), &ages) {
@@ -253,34 +234,37 @@ impl Sidecar {
             self.report(slot, &endpoint.to_string(), event);
         }
         let desired = self.config.desired(&self.readv.endpoints());
-        crate::cmd::run::pass(&self.rec, &desired).await;
+        let result = self.rec.pass(&desired).await.map(drop);
         if let Some(o) = observed {
             self.observe(&o, &ages);
         }
+        result
     }
 
-    fn handshake_ages(&self, observed: Option<&ObservedDevice>) -> BTreeMap<u8, Option<Duration>> {
+    fn handshake_ages(&self, observed: Option<&ObservedDevice>) -> BTreeMap<Slot, Option<Duration>> {
         let peer = |g: &config::Gateway| observed.and_then(|o| o.peers.get(&g.public_key));
         self.config.gateways.iter().map(|g| (g.slot, peer(g).and_then(|p| p.last_handshake))).collect()
     }
 
-    fn report(&self, slot: u8, endpoint: &str, event: Event) {
+    fn report(&self, slot: Slot, endpoint: &str, event: Event) {
         match event {
-            Event::Unchanged => tracing::debug!(slot, endpoint, "endpoint unchanged"),
-            Event::Changed { from: None, to } => tracing::info!(slot, endpoint, %to, "gateway endpoint resolved"),
+            Event::Unchanged => tracing::debug!(slot = slot.number(), endpoint, "endpoint unchanged"),
+            Event::Changed { from: None, to } => {
+                tracing::info!(slot = slot.number(), endpoint, %to, "gateway endpoint resolved")
+            }
             Event::Changed { from: Some(from), to } => {
                 self.metrics.endpoint_changes.get_or_create(&slot_label(slot)).inc();
-                tracing::info!(slot, endpoint, %from, %to, "gateway endpoint changed; updating that peer only");
+                tracing::info!(slot = slot.number(), endpoint, %from, %to, "gateway endpoint changed; updating that peer only");
             }
             Event::Failed { message, keeping } => {
                 self.metrics.resolve_failures.get_or_create(&slot_label(slot)).inc();
                 let keeping = keeping.map(|k| k.to_string()).unwrap_or_else(|| "none".into());
-                tracing::warn!(slot, endpoint, %keeping, "{message}; retrying");
+                tracing::warn!(slot = slot.number(), endpoint, %keeping, "{message}; retrying");
             }
         }
     }
 
-    fn observe(&self, o: &ObservedDevice, ages: &BTreeMap<u8, Option<Duration>>) {
+    fn observe(&self, o: &ObservedDevice, ages: &BTreeMap<Slot, Option<Duration>>) {
         let now = Instant::now();
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         let mut samples = Vec::new();
@@ -315,27 +299,31 @@ impl Sidecar {
             let answered = match ping.await {
                 Ok(Ok(_)) => true,
                 Ok(Err(e)) => {
-                    tracing::debug!(slot = g.slot, "probe: {e}");
+                    tracing::debug!(slot = g.slot.number(), "probe: {e}");
                     false
                 }
                 Err(e) => {
-                    tracing::debug!(slot = g.slot, "probe task: {e}");
+                    tracing::debug!(slot = g.slot.number(), "probe task: {e}");
                     false
                 }
             };
             let failures = self.record_probe(g.slot, answered);
             if restart_due(failures) {
-                tracing::info!(slot = g.slot, failures, "gateway does not answer probes; restarting the session");
+                tracing::info!(
+                    slot = g.slot.number(),
+                    failures,
+                    "gateway does not answer probes; restarting the session"
+                );
                 let device = self.config.desired(&self.readv.endpoints()).device;
                 if let Err(e) = self.rec.wg.restart_session(&device, &g.public_key).await {
-                    tracing::warn!(slot = g.slot, "restarting the session: {e}");
+                    tracing::warn!(slot = g.slot.number(), "restarting the session: {e}");
                 }
             }
         }
     }
 
     /// Records a probe result; returns the unanswered probes in a row.
-    fn record_probe(&self, slot: u8, answered: bool) -> u32 {
+    fn record_probe(&self, slot: Slot, answered: bool) -> u32 {
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         let s = live.slots.entry(slot).or_default();
         if answered {
@@ -359,6 +347,36 @@ impl Sidecar {
     }
 }
 
+/// The role's passes and timers are the [`driver`]'s: a pass on wake-ups, resyncs and changed
+/// inputs, probes on the role's own timer.
+impl Role for Sidecar {
+    type Error = ReconcileError;
+
+    async fn pass(&mut self) -> Result<(), ReconcileError> {
+        self.step().await
+    }
+
+    fn failed(&mut self, error: &ReconcileError, retry_in: Duration) {
+        report_failure(&self.config.device, error, retry_in);
+    }
+
+    fn reload(&mut self) {
+        self.reread();
+    }
+
+    fn poll(&mut self) -> bool {
+        self.reread()
+    }
+
+    async fn tick(&mut self) -> Due {
+        self.probe().await;
+        Due::Nothing
+    }
+}
+
+/// How often the mounted Secret is read for changes.
+const POLL: Duration = Duration::from_secs(1);
+
 /// The default freshness window: WireGuard's REJECT_AFTER_TIME, after which a session is dead.
 pub const DEFAULT_HANDSHAKE_WINDOW: Duration = STALE_HANDSHAKE;
 
@@ -377,7 +395,7 @@ mod tests {
 
     fn config(address: &str, gateways: &[&str]) -> ShootConfig {
         let gateway = |(slot, a): (usize, &&str)| config::Gateway {
-            slot: slot as u8,
+            slot: Slot::try_from(slot).unwrap(),
             endpoint: config::Endpoint { host: format!("lb{slot}"), port: 51820 },
             public_key: kubelink_ipam::keys::PublicKey::from_bytes([slot as u8; 32]),
             address: a.parse().unwrap(),
@@ -410,7 +428,11 @@ mod tests {
     }
 
     /// (slot, handshake seconds ago, probe answered seconds ago)
-    type Row = (u8, Option<u64>, Option<u64>);
+    type Row = (Slot, Option<u64>, Option<u64>);
+
+    fn s(n: u8) -> Slot {
+        Slot::new(n).unwrap()
+    }
 
     fn live(probe: bool, slots: &[Row], now: Instant) -> Liveness {
         let at = |ago: Option<u64>| ago.map(|a| now - Duration::from_secs(a));
@@ -429,13 +451,13 @@ mod tests {
         let now = Instant::now() + 1000 * S;
         // rows: probing on, slots (slot, handshake seconds ago, probe answered seconds ago), ready?
         let rows: [(bool, Vec<Row>, bool); 8] = [
-            (false, vec![(0, Some(10), None), (1, Some(10), None)], true),
-            (false, vec![(0, None, None), (1, Some(179), None)], true),
-            (false, vec![(0, None, None), (1, Some(181), None)], false),
-            (true, vec![(0, Some(10), Some(1)), (1, Some(10), Some(1))], true),
-            (true, vec![(0, Some(10), Some(10)), (1, Some(10), Some(2))], true),
-            (true, vec![(0, Some(10), Some(10)), (1, Some(10), Some(10))], false),
-            (true, vec![(0, None, Some(1))], false),
+            (false, vec![(s(0), Some(10), None), (s(1), Some(10), None)], true),
+            (false, vec![(s(0), None, None), (s(1), Some(179), None)], true),
+            (false, vec![(s(0), None, None), (s(1), Some(181), None)], false),
+            (true, vec![(s(0), Some(10), Some(1)), (s(1), Some(10), Some(1))], true),
+            (true, vec![(s(0), Some(10), Some(10)), (s(1), Some(10), Some(2))], true),
+            (true, vec![(s(0), Some(10), Some(10)), (s(1), Some(10), Some(10))], false),
+            (true, vec![(s(0), None, Some(1))], false),
             (true, vec![], false),
         ];
         for (i, (probe, slots, want)) in rows.iter().enumerate() {

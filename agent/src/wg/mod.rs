@@ -1,6 +1,7 @@
 //! The WireGuard device layer: the desired device, what a backend reports, a pure plan between the two,
 //! and the backends (kernel over generic netlink, userspace gotatun in-process) behind one trait.
 
+pub mod fake;
 mod kernel;
 pub mod plan;
 mod tun;

@@ -8,6 +8,8 @@ use crate::agent::datapath::{Check, Fault};
 use crate::election::SlotLease;
 
 const ME: &str = "node-a";
+const S0: Slot = Slot::ALL[0];
+const S1: Slot = Slot::ALL[1];
 const MY_IP: &str = "10.0.0.1";
 const OTHER_IP: &str = "10.0.0.2";
 
@@ -83,7 +85,7 @@ fn router() -> RoleState {
 }
 
 /// The labelled gateway of `slot` since `acquired`, last answer at 100.
-fn gateway(slot: u8, acquired: u64) -> RoleState {
+fn gateway(slot: Slot, acquired: u64) -> RoleState {
     RoleState {
         role: Role::Gateway { slot, acquired: Some(wall(acquired)) },
         label: PodLabel::Slot(slot),
@@ -94,11 +96,11 @@ fn gateway(slot: u8, acquired: u64) -> RoleState {
 }
 
 fn failing_since(secs: u64) -> RoleState {
-    RoleState { health: GatewayHealth::FailingSince(instant(secs)), ..gateway(0, 0) }
+    RoleState { health: GatewayHealth::FailingSince(instant(secs)), ..gateway(S0, 0) }
 }
 
 fn not_forwarding_since(secs: u64, fault: Fault) -> RoleState {
-    RoleState { forwarding: Forwarding::FailingSince(instant(secs), fault), ..gateway(0, 0) }
+    RoleState { forwarding: Forwarding::FailingSince(instant(secs), fault), ..gateway(S0, 0) }
 }
 
 const OFF: Fault = Fault::ForwardingOff;
@@ -116,7 +118,7 @@ fn with_live(state: RoleState, live: Vec<LiveGateway>) -> RoleState {
     RoleState { live, ..state }
 }
 
-fn is_gateway(s: &RoleState, slot: u8) -> bool {
+fn is_gateway(s: &RoleState, slot: Slot) -> bool {
     s.role.slot() == Some(slot)
 }
 
@@ -138,12 +140,12 @@ table! {
     // Take, keep, lose.
     router_takes_a_free_slot_and_becomes_its_gateway:
         router(), elected(Some(0), vec![lease(ME, MY_IP, 100, 100)]), at 100
-        => [Action::BecomeGateway { slot: 0 }],
-        then |s| s.role == Role::Gateway { slot: 0, acquired: Some(wall(100)) };
+        => [Action::BecomeGateway { slot: S0 }],
+        then |s| s.role == Role::Gateway { slot: S0, acquired: Some(wall(100)) };
     spare_takes_a_slot_released_by_its_holder_at_once:
         with_live(router(), vec![live(0, Some(OTHER_IP), 0)]), elected(Some(0), vec![lease(ME, MY_IP, 101, 101)]), at 101
-        => [Action::BecomeGateway { slot: 0 }],
-        then |s| is_gateway(s, 0) && s.live == vec![LiveGateway { node: ME.into(), ..live(0, Some(MY_IP), 101) }];
+        => [Action::BecomeGateway { slot: S0 }],
+        then |s| is_gateway(s, S0) && s.live == vec![LiveGateway { node: ME.into(), ..live(0, Some(MY_IP), 101) }];
     router_stays_router_while_every_slot_is_held_by_others:
         router(), elected(None, vec![lease("node-b", OTHER_IP, 0, 100)]), at 101
         => [],
@@ -153,17 +155,17 @@ table! {
         => [],
         then |s| s.role == Role::Router && s.live.is_empty();
     gateway_keeps_its_slot_when_the_round_renews_it:
-        gateway(0, 0), elected(Some(0), vec![lease(ME, MY_IP, 0, 101)]), at 101
+        gateway(S0, 0), elected(Some(0), vec![lease(ME, MY_IP, 0, 101)]), at 101
         => [],
-        then |s| is_gateway(s, 0) && s.last_answer == Some(instant(101));
+        then |s| is_gateway(s, S0) && s.last_answer == Some(instant(101));
     gateway_that_lost_its_slot_to_another_node_becomes_a_router:
-        gateway(0, 0), elected(None, vec![lease("node-b", OTHER_IP, 101, 101)]), at 101
+        gateway(S0, 0), elected(None, vec![lease("node-b", OTHER_IP, 101, 101)]), at 101
         => [Action::BecomeRouter],
         then |s| s.role == Role::Router && s.leftovers == Leftovers::Possible;
     gateway_moved_to_another_slot_resets_like_a_new_holder:
-        gateway(0, 0), elected(Some(1), vec![lease("node-b", OTHER_IP, 101, 101), lease(ME, MY_IP, 101, 101)]), at 101
-        => [Action::BecomeGateway { slot: 1 }],
-        then |s| is_gateway(s, 1);
+        gateway(S0, 0), elected(Some(1), vec![lease("node-b", OTHER_IP, 101, 101), lease(ME, MY_IP, 101, 101)]), at 101
+        => [Action::BecomeGateway { slot: S1 }],
+        then |s| is_gateway(s, S1);
     lost_slot_forgets_the_failures_counted_for_it:
         failing_since(100), elected(None, vec![lease("node-b", OTHER_IP, 101, 101)]), at 101
         => [Action::BecomeRouter],
@@ -171,43 +173,43 @@ table! {
 
     // API outage.
     holder_keeps_slot_while_api_unreachable_within_renew_deadline:
-        gateway(0, 0), Observation::ApiUnreachable, at 103
+        gateway(S0, 0), Observation::ApiUnreachable, at 103
         => [],
-        then |s| is_gateway(s, 0) && s.api == ApiState::Unreachable;
+        then |s| is_gateway(s, S0) && s.api == ApiState::Unreachable;
     holder_keeps_forwarding_past_renew_deadline_and_says_so:
-        cut_off(gateway(0, 0)), Observation::ApiUnreachable, at 130
-        => [Action::HoldWithoutRenewal { slot: 0 }],
-        then |s| is_gateway(s, 0);
+        cut_off(gateway(S0, 0)), Observation::ApiUnreachable, at 130
+        => [Action::HoldWithoutRenewal { slot: S0 }],
+        then |s| is_gateway(s, S0);
     holder_keeps_applying_its_gateway_while_api_unreachable:
-        cut_off(gateway(0, 0)), Observation::PassDue, at 130
-        => [Action::ApplyGateway { slot: 0, sessionless_via: None }],
-        then |s| is_gateway(s, 0);
+        cut_off(gateway(S0, 0)), Observation::PassDue, at 130
+        => [Action::ApplyGateway { slot: S0, sessionless_via: None }],
+        then |s| is_gateway(s, S0);
     router_changes_nothing_while_api_unreachable:
         router(), Observation::ApiUnreachable, at 130
         => [],
         then |s| s.role == Role::Router && s.api == ApiState::Unreachable;
     watches_restart_when_the_api_answers_again:
-        cut_off(gateway(0, 0)), elected(Some(0), vec![lease(ME, MY_IP, 0, 131)]), at 131
+        cut_off(gateway(S0, 0)), elected(Some(0), vec![lease(ME, MY_IP, 0, 131)]), at 131
         => [Action::RestartWatches],
-        then |s| is_gateway(s, 0) && s.api == ApiState::Answering;
+        then |s| is_gateway(s, S0) && s.api == ApiState::Answering;
     gateway_cut_off_alone_steps_down_when_it_reads_the_lease_again:
-        cut_off(gateway(0, 0)), elected(None, vec![lease("node-b", OTHER_IP, 110, 131)]), at 131
+        cut_off(gateway(S0, 0)), elected(None, vec![lease("node-b", OTHER_IP, 110, 131)]), at 131
         => [Action::RestartWatches, Action::BecomeRouter],
         then |s| s.role == Role::Router;
 
     // Warm-up.
     fresh_holder_routes_sessionless_shoots_via_a_warm_gateway:
-        with_live(gateway(0, 100), vec![live(0, Some(MY_IP), 100), live(1, Some(OTHER_IP), 0)]), Observation::PassDue, at 110
-        => [Action::ApplyGateway { slot: 0, sessionless_via: Some(ip(OTHER_IP)) }],
-        then |s| is_gateway(s, 0);
+        with_live(gateway(S0, 100), vec![live(0, Some(MY_IP), 100), live(1, Some(OTHER_IP), 0)]), Observation::PassDue, at 110
+        => [Action::ApplyGateway { slot: S0, sessionless_via: Some(ip(OTHER_IP)) }],
+        then |s| is_gateway(s, S0);
     warmed_up_holder_routes_nothing_away:
-        with_live(gateway(0, 100), vec![live(0, Some(MY_IP), 100), live(1, Some(OTHER_IP), 0)]), Observation::PassDue, at 130
-        => [Action::ApplyGateway { slot: 0, sessionless_via: None }],
-        then |s| is_gateway(s, 0);
+        with_live(gateway(S0, 100), vec![live(0, Some(MY_IP), 100), live(1, Some(OTHER_IP), 0)]), Observation::PassDue, at 130
+        => [Action::ApplyGateway { slot: S0, sessionless_via: None }],
+        then |s| is_gateway(s, S0);
     fresh_holder_keeps_every_shoot_when_no_other_gateway_is_warm:
-        with_live(gateway(0, 100), vec![live(0, Some(MY_IP), 100), live(1, Some(OTHER_IP), 105)]), Observation::PassDue, at 110
-        => [Action::ApplyGateway { slot: 0, sessionless_via: None }],
-        then |s| is_gateway(s, 0);
+        with_live(gateway(S0, 100), vec![live(0, Some(MY_IP), 100), live(1, Some(OTHER_IP), 105)]), Observation::PassDue, at 110
+        => [Action::ApplyGateway { slot: S0, sessionless_via: None }],
+        then |s| is_gateway(s, S0);
     router_avoids_a_warming_gateway_while_a_warm_one_is_live:
         with_live(router(), vec![live(0, Some(MY_IP), 100), live(1, Some(OTHER_IP), 0)]), Observation::PassDue, at 110
         => [Action::ApplyRouter { gateways: vec![(1, ip(OTHER_IP))] }],
@@ -231,7 +233,7 @@ table! {
         => [Action::RemoveGatewayState, Action::ApplyRouter { gateways: vec![] }],
         then |s| s.leftovers == Leftovers::Possible;
     router_that_lost_its_slot_removes_the_device_before_routing:
-        RoleState { role: Role::Router, ..gateway(0, 0) }, Observation::PassDue, at 101
+        RoleState { role: Role::Router, ..gateway(S0, 0) }, Observation::PassDue, at 101
         => [Action::RemoveGatewayState, Action::ApplyRouter { gateways: vec![] }],
         then |s| s.role == Role::Router;
     complete_removal_is_not_repeated:
@@ -243,21 +245,21 @@ table! {
         => [],
         then |s| s.leftovers == Leftovers::Possible;
     gateway_pass_may_leave_a_device_behind:
-        RoleState { leftovers: Leftovers::Removed, ..gateway(0, 0) }, Observation::PassDue, at 101
-        => [Action::ApplyGateway { slot: 0, sessionless_via: None }],
+        RoleState { leftovers: Leftovers::Removed, ..gateway(S0, 0) }, Observation::PassDue, at 101
+        => [Action::ApplyGateway { slot: S0, sessionless_via: None }],
         then |s| s.leftovers == Leftovers::Possible;
 
     // Pod label.
     new_gateway_labels_its_pod_once_its_device_is_up:
-        RoleState { label: PodLabel::Absent, ..gateway(0, 0) }, Observation::GatewayApplied(Setup::Done), at 101
-        => [Action::LabelPod { slot: Some(0) }],
+        RoleState { label: PodLabel::Absent, ..gateway(S0, 0) }, Observation::GatewayApplied(Setup::Done), at 101
+        => [Action::LabelPod { slot: Some(S0) }],
         then |s| s.label == PodLabel::Absent;
     labelled_gateway_does_not_label_again:
-        gateway(0, 0), Observation::GatewayApplied(Setup::Done), at 101
+        gateway(S0, 0), Observation::GatewayApplied(Setup::Done), at 101
         => [],
-        then |s| s.label == PodLabel::Slot(0);
+        then |s| s.label == PodLabel::Slot(S0);
     new_router_removes_its_slot_label_once_its_routes_are_in_place:
-        RoleState { label: PodLabel::Slot(0), ..router() }, Observation::RoutesApplied, at 101
+        RoleState { label: PodLabel::Slot(S0), ..router() }, Observation::RoutesApplied, at 101
         => [Action::LabelPod { slot: None }],
         then |s| s.role == Role::Router;
     started_router_clears_whatever_label_an_earlier_run_left:
@@ -269,33 +271,33 @@ table! {
         => [],
         then |s| s.label == PodLabel::Absent;
     written_label_is_remembered:
-        RoleState { label: PodLabel::Absent, ..gateway(0, 0) }, Observation::PodLabelled { slot: Some(0) }, at 101
+        RoleState { label: PodLabel::Absent, ..gateway(S0, 0) }, Observation::PodLabelled { slot: Some(S0) }, at 101
         => [],
-        then |s| s.label == PodLabel::Slot(0);
+        then |s| s.label == PodLabel::Slot(S0);
     router_report_does_not_unlabel_a_node_that_became_gateway:
-        RoleState { label: PodLabel::Unknown, ..gateway(0, 0) }, Observation::RoutesApplied, at 101
+        RoleState { label: PodLabel::Unknown, ..gateway(S0, 0) }, Observation::RoutesApplied, at 101
         => [],
         then |s| s.label == PodLabel::Unknown;
 
     // Give up, standby.
     first_node_local_failure_starts_the_give_up_clock:
-        gateway(0, 0), Observation::GatewayApplied(Setup::NodeLocalFailure), at 100
+        gateway(S0, 0), Observation::GatewayApplied(Setup::NodeLocalFailure), at 100
         => [],
-        then |s| s.health == GatewayHealth::FailingSince(instant(100)) && is_gateway(s, 0);
+        then |s| s.health == GatewayHealth::FailingSince(instant(100)) && is_gateway(s, S0);
     gateway_failing_for_less_than_give_up_after_keeps_its_slot:
         failing_since(100), Observation::GatewayApplied(Setup::NodeLocalFailure), at 104
         => [],
-        then |s| s.health == GatewayHealth::FailingSince(instant(100)) && is_gateway(s, 0);
+        then |s| s.health == GatewayHealth::FailingSince(instant(100)) && is_gateway(s, S0);
     gateway_failing_for_give_up_after_releases_its_slot_and_stands_by:
         failing_since(100), Observation::GatewayApplied(Setup::NodeLocalFailure), at 105
-        => [Action::GiveUp { slot: 0, failing_for: Duration::from_secs(5) }, Action::BecomeRouter, Action::RemoveGatewayState],
+        => [Action::GiveUp { slot: S0, failing_for: Duration::from_secs(5) }, Action::BecomeRouter, Action::RemoveGatewayState],
         then |s| s.role == Role::Router
             && s.eligibility == Eligibility::StandbyUntil(instant(165))
             && s.health == GatewayHealth::Serving;
     shared_failure_does_not_count_towards_giving_up:
         failing_since(100), Observation::GatewayApplied(Setup::SharedFailure), at 110
         => [],
-        then |s| s.health == GatewayHealth::Serving && is_gateway(s, 0);
+        then |s| s.health == GatewayHealth::Serving && is_gateway(s, S0);
     good_pass_stops_the_give_up_clock:
         failing_since(100), Observation::GatewayApplied(Setup::Done), at 104
         => [],
@@ -323,28 +325,28 @@ table! {
 
     // Data path: a gateway that does not forward gives its slot up like one whose device fails.
     gateway_in_place_checks_its_data_path_every_period:
-        gateway(0, 0), Observation::DataPathDue, at 101
-        => [Action::CheckDataPath { slot: 0 }],
-        then |s| is_gateway(s, 0);
+        gateway(S0, 0), Observation::DataPathDue, at 101
+        => [Action::CheckDataPath { slot: S0 }],
+        then |s| is_gateway(s, S0);
     gateway_not_in_place_has_no_data_path_to_check:
-        RoleState { in_place: false, ..gateway(0, 0) }, Observation::DataPathDue, at 101
+        RoleState { in_place: false, ..gateway(S0, 0) }, Observation::DataPathDue, at 101
         => [],
-        then |s| is_gateway(s, 0);
+        then |s| is_gateway(s, S0);
     router_has_no_data_path_to_check:
         router(), Observation::DataPathDue, at 101
         => [],
         then |s| s.role == Role::Router;
     forwarding_off_starts_the_give_up_clock:
-        gateway(0, 0), Observation::DataPathChecked(Check::Fault(OFF)), at 100
+        gateway(S0, 0), Observation::DataPathChecked(Check::Fault(OFF)), at 100
         => [],
-        then |s| s.forwarding == Forwarding::FailingSince(instant(100), OFF) && is_gateway(s, 0);
+        then |s| s.forwarding == Forwarding::FailingSince(instant(100), OFF) && is_gateway(s, S0);
     shoots_silent_through_the_device_keep_the_clock_running:
         not_forwarding_since(100, OFF), Observation::DataPathChecked(Check::Fault(SILENT)), at 104
         => [],
-        then |s| s.forwarding == Forwarding::FailingSince(instant(100), SILENT) && is_gateway(s, 0);
+        then |s| s.forwarding == Forwarding::FailingSince(instant(100), SILENT) && is_gateway(s, S0);
     gateway_not_forwarding_for_give_up_after_releases_its_slot_and_stands_by:
         not_forwarding_since(100, OFF), Observation::DataPathChecked(Check::Fault(OFF)), at 105
-        => [Action::GiveUp { slot: 0, failing_for: Duration::from_secs(5) }, Action::BecomeRouter, Action::RemoveGatewayState],
+        => [Action::GiveUp { slot: S0, failing_for: Duration::from_secs(5) }, Action::BecomeRouter, Action::RemoveGatewayState],
         then |s| s.role == Role::Router
             && s.eligibility == Eligibility::StandbyUntil(instant(165))
             && s.forwarding == Forwarding::Serving
@@ -356,25 +358,25 @@ table! {
     no_shoot_to_ask_is_no_evidence_against_the_gateway:
         not_forwarding_since(100, SILENT), Observation::DataPathChecked(Check::Unprobed), at 110
         => [],
-        then |s| s.forwarding == Forwarding::Serving && is_gateway(s, 0);
+        then |s| s.forwarding == Forwarding::Serving && is_gateway(s, S0);
     router_report_of_a_data_path_check_is_ignored:
         router(), Observation::DataPathChecked(Check::Fault(OFF)), at 101
         => [],
         then |s| s.forwarding == Forwarding::Serving;
     a_new_slot_is_not_in_place_until_its_device_is_up:
         router(), elected(Some(0), vec![lease(ME, MY_IP, 101, 101)]), at 101
-        => [Action::BecomeGateway { slot: 0 }],
-        then |s| !s.in_place && readiness(s, instant(101)) == Err(NotReady::GatewayNotInPlace { slot: 0 });
+        => [Action::BecomeGateway { slot: S0 }],
+        then |s| !s.in_place && readiness(s, instant(101)) == Err(NotReady::GatewayNotInPlace { slot: S0 });
     failed_routes_are_not_in_place:
         router(), Observation::RoutesFailed, at 101
         => [],
         then |s| readiness(s, instant(101)) == Err(NotReady::RoutesNotInPlace);
     failed_device_setup_takes_the_gateway_out_of_place:
-        gateway(0, 0), Observation::GatewayApplied(Setup::NodeLocalFailure), at 101
+        gateway(S0, 0), Observation::GatewayApplied(Setup::NodeLocalFailure), at 101
         => [],
         then |s| !s.in_place;
     shared_failure_leaves_the_device_in_place:
-        gateway(0, 0), Observation::GatewayApplied(Setup::SharedFailure), at 101
+        gateway(S0, 0), Observation::GatewayApplied(Setup::SharedFailure), at 101
         => [],
         then |s| s.in_place;
 }
@@ -385,15 +387,15 @@ fn readiness_rows() {
     let at = instant(103);
     // rows: why, state, readiness
     let rows: Vec<(&str, RoleState, Result<(), NotReady>)> = vec![
-        ("gateway forwarding", gateway(0, 0), Ok(())),
-        ("gateway cut off from the API server, still forwarding", cut_off(gateway(0, 0)), Ok(())),
+        ("gateway forwarding", gateway(S0, 0), Ok(())),
+        ("gateway cut off from the API server, still forwarding", cut_off(gateway(S0, 0)), Ok(())),
         ("router with its routes, API server cut off", cut_off(router()), Ok(())),
         ("router at start", started(), Err(NotReady::RoutesNotInPlace)),
         (
             "gateway with forwarding off",
             not_forwarding_since(100, OFF),
             Err(NotReady::NotForwarding {
-                slot: 0,
+                slot: S0,
                 fault: OFF,
                 failing_for: Duration::from_secs(3),
                 give_up_after: delays().give_up_after,
@@ -402,7 +404,7 @@ fn readiness_rows() {
         (
             "gateway whose setup fails",
             RoleState { in_place: false, ..failing_since(100) },
-            Err(NotReady::GatewayNotInPlace { slot: 0 }),
+            Err(NotReady::GatewayNotInPlace { slot: S0 }),
         ),
     ];
     for (why, state, want) in rows {
