@@ -624,7 +624,9 @@ fn peer_samples(
 async fn probe_all(asked: &[datapath::Target], source: IpAddr) -> Vec<bool> {
     let pings = asked.iter().map(|t| {
         let dst = t.address;
-        tokio::task::spawn_blocking(move || crate::probe::ping(dst, Some(source), PROBE_TIMEOUT))
+        tokio::task::spawn_blocking(move || {
+            crate::probe::ping_burst(dst, Some(source), crate::probe::BURST, PROBE_TIMEOUT)
+        })
     });
     let results = futures::future::join_all(pings).await;
     results.into_iter().map(|r| matches!(r, Ok(Ok(_)))).collect()

@@ -65,13 +65,23 @@ struct SlotLive {
     probe_ok_at: Option<Instant>,
     /// Probes unanswered in a row.
     probe_failures: u32,
+    /// When the session with this gateway was last restarted.
+    restarted_at: Option<Instant>,
 }
 
-/// Whether to restart the session with a gateway after `failures` unanswered probes in a row: from
-/// the second on every probe for a while (a failover completes within seconds), then every fifth (a
-/// gateway that stays away costs one handshake initiation per five probes).
-fn restart_due(failures: u32) -> bool {
-    failures >= 2 && (failures <= 10 || failures.is_multiple_of(5))
+/// WireGuard's REKEY_TIMEOUT: a handshake initiation unanswered for this long is sent again. A
+/// session restarted sooner than this after the last restart would throw away a handshake still
+/// under way (over a lossy, slow underlay that was a loop: restart, lose the answer, restart).
+const RESTART_SPACING: Duration = Duration::from_secs(5);
+
+/// Whether to restart the session with a gateway after `failures` unanswered probes in a row, the
+/// last restart `since_restart` ago: from the second failure on, once per [`RESTART_SPACING`] for a
+/// while (a failover completes within seconds), then only on every fifth failure (a gateway that
+/// stays away costs one handshake initiation per five probes).
+fn restart_due(failures: u32, since_restart: Option<Duration>) -> bool {
+    failures >= 2
+        && (failures <= 10 || failures.is_multiple_of(5))
+        && since_restart.is_none_or(|d| d >= RESTART_SPACING)
 }
 
 impl Liveness {
@@ -295,7 +305,9 @@ impl Sidecar {
     async fn probe(&self) {
         for (g, source) in self.config.gateways.iter().zip(probe_sources(&self.config)) {
             let dst = g.address;
-            let ping = tokio::task::spawn_blocking(move || crate::probe::ping(dst, source, Duration::from_secs(1)));
+            let ping = tokio::task::spawn_blocking(move || {
+                crate::probe::ping_burst(dst, source, crate::probe::BURST, Duration::from_secs(1))
+            });
             let answered = match ping.await {
                 Ok(Ok(_)) => true,
                 Ok(Err(e)) => {
@@ -307,8 +319,9 @@ impl Sidecar {
                     false
                 }
             };
-            let failures = self.record_probe(g.slot, answered);
-            if restart_due(failures) {
+            let (failures, since_restart) = self.record_probe(g.slot, answered);
+            if restart_due(failures, since_restart) {
+                self.record_restart(g.slot);
                 tracing::info!(
                     slot = g.slot.number(),
                     failures,
@@ -322,8 +335,9 @@ impl Sidecar {
         }
     }
 
-    /// Records a probe result; returns the unanswered probes in a row.
-    fn record_probe(&self, slot: Slot, answered: bool) -> u32 {
+    /// Records a probe result; returns the unanswered probes in a row and how long ago the session
+    /// was last restarted.
+    fn record_probe(&self, slot: Slot, answered: bool) -> (u32, Option<Duration>) {
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         let s = live.slots.entry(slot).or_default();
         if answered {
@@ -332,7 +346,12 @@ impl Sidecar {
         } else {
             s.probe_failures = s.probe_failures.saturating_add(1);
         }
-        s.probe_failures
+        (s.probe_failures, s.restarted_at.map(|t| t.elapsed()))
+    }
+
+    fn record_restart(&self, slot: Slot) {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.slots.entry(slot).or_default().restarted_at = Some(Instant::now());
     }
 
     async fn exit(&self) -> Result<(), SidecarError> {
@@ -423,8 +442,17 @@ mod tests {
 
     #[test]
     fn sessions_restart_from_the_second_failed_probe_then_back_off() {
-        let due: Vec<u32> = (0..=30).filter(|f| restart_due(*f)).collect();
+        let due: Vec<u32> = (0..=30).filter(|f| restart_due(*f, None)).collect();
         assert_eq!(due, [2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20, 25, 30]);
+    }
+
+    #[test]
+    fn a_restart_waits_for_the_handshake_of_the_last_one() {
+        let ago = Duration::from_secs;
+        assert!(!restart_due(3, Some(ago(2))), "the last restart's handshake may still be under way");
+        assert!(restart_due(3, Some(RESTART_SPACING)), "one REKEY_TIMEOUT later it is retried");
+        assert!(!restart_due(11, Some(ago(60))), "past the tenth failure only every fifth");
+        assert!(!restart_due(1, None), "one lost probe is no evidence");
     }
 
     /// (slot, handshake seconds ago, probe answered seconds ago)
@@ -439,7 +467,9 @@ mod tests {
         Liveness {
             slots: slots
                 .iter()
-                .map(|(n, h, p)| (*n, SlotLive { handshake_at: at(*h), probe_ok_at: at(*p), probe_failures: 0 }))
+                .map(|(n, h, p)| {
+                    (*n, SlotLive { handshake_at: at(*h), probe_ok_at: at(*p), probe_failures: 0, restarted_at: None })
+                })
                 .collect(),
             handshake_window: 180 * S,
             probe_grace: probe.then_some(3 * S),
