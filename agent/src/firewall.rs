@@ -1,7 +1,11 @@
 //! The gateway's nftables: one table, `inet kubelink`, owned entirely by kubelink and replaced
 //! atomically (one `nft -f` transaction). It source-NATs seed traffic entering the WireGuard device to
 //! the slot's tunnel address (so each shoot answers to the gateway it came through) and clamps TCP MSS
-//! to the route MTU in both directions.
+//! to the route MTU in both directions. Two counting chains tell whether the node forwards what it
+//! should: `forward_early` counts packets into and out of the tunnel as they enter the forward hook,
+//! before any other chain (priority -400), `forward_done` counts them as they leave the node, after
+//! every other chain (postrouting, priority 400). Packets that enter and never leave were dropped on
+//! this node ([`ForwardCounters`]).
 //!
 //! The table is current when the kernel's listing (`nft -j list table`, handles dropped) equals the
 //! desired ruleset, so a rule edited or deleted by hand is put back on the next pass. Should an nft
@@ -48,7 +52,7 @@ pub fn render(spec: &FirewallSpec) -> String {
     let family = family(spec);
     let (dev, cidr, to) = (&spec.device, spec.cidr, spec.snat_to);
     format!(
-        "table inet {TABLE} {{}}\ndelete table inet {TABLE}\ntable inet {TABLE} {{\n  comment \"managed by kubelink\"\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname \"{dev}\" {family} daddr {cidr} {family} saddr != {to} snat {family} to {to}\n  }}\n  chain forward {{\n    type filter hook forward priority mangle; policy accept;\n    oifname \"{dev}\" tcp flags syn tcp option maxseg size set rt mtu\n    iifname \"{dev}\" tcp flags syn tcp option maxseg size set rt mtu\n  }}\n}}\n"
+        "table inet {TABLE} {{}}\ndelete table inet {TABLE}\ntable inet {TABLE} {{\n  comment \"managed by kubelink\"\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname \"{dev}\" {family} daddr {cidr} {family} saddr != {to} snat {family} to {to}\n  }}\n  chain forward {{\n    type filter hook forward priority mangle; policy accept;\n    oifname \"{dev}\" tcp flags syn tcp option maxseg size set rt mtu\n    iifname \"{dev}\" tcp flags syn tcp option maxseg size set rt mtu\n  }}\n  chain {EARLY} {{\n    type filter hook forward priority -400; policy accept;\n    oifname \"{dev}\" counter\n    iifname \"{dev}\" counter\n  }}\n  chain {DONE} {{\n    type filter hook postrouting priority 400; policy accept;\n    oifname \"{dev}\" iifname != \"{dev}\" counter\n    iifname \"{dev}\" counter\n  }}\n}}\n"
     )
 }
 
@@ -56,12 +60,47 @@ fn family(spec: &FirewallSpec) -> &'static str {
     if spec.cidr.addr().is_ipv4() { "ip" } else { "ip6" }
 }
 
+/// The counting chains: as packets enter the forward hook, and as they leave the node.
+const EARLY: &str = "forward_early";
+const DONE: &str = "forward_done";
+
+/// Packets of forwarded traffic counted by the table, per direction: as they entered the forward
+/// hook and as they left the node. Locally sent or received packets are not counted (an `iifname`
+/// match never matches a packet the node itself sends).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForwardCounters {
+    /// Seed traffic towards the shoots: (entered, left).
+    pub into_tunnel: (u64, u64),
+    /// Shoot traffic towards the seed: (entered, left).
+    pub from_tunnel: (u64, u64),
+}
+
 /// A table as comparable data: each chain's definition and each chain's rules in order, every object
-/// as canonical JSON (keys sorted, handles dropped). `Debug` shows it for a diff in a log.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// as canonical JSON (keys sorted, handles and counter values dropped). `Debug` shows it for a diff
+/// in a log. The counter values ride along but are state, not configuration: equality ignores them.
+#[derive(Debug, Clone, Default)]
 pub struct Ruleset {
     pub chains: BTreeSet<String>,
     pub rules: BTreeMap<String, Vec<String>>,
+    pub counters: ForwardCounters,
+}
+
+impl PartialEq for Ruleset {
+    fn eq(&self, other: &Self) -> bool {
+        self.chains == other.chains && self.rules == other.rules
+    }
+}
+
+impl Eq for Ruleset {}
+
+/// The packet count of a rule's `counter` statement, if it has one.
+fn counted(rule: &Value) -> Option<u64> {
+    rule["expr"].as_array()?.iter().find_map(|e| e.get("counter")?.get("packets")?.as_u64())
+}
+
+fn forward_counters(raw: &BTreeMap<String, Vec<u64>>) -> ForwardCounters {
+    let at = |chain: &str, i: usize| raw.get(chain).and_then(|c| c.get(i)).copied().unwrap_or(0);
+    ForwardCounters { into_tunnel: (at(EARLY, 0), at(DONE, 0)), from_tunnel: (at(EARLY, 1), at(DONE, 1)) }
 }
 
 impl Ruleset {
@@ -70,14 +109,19 @@ impl Ruleset {
         let objects =
             listing["nftables"].as_array().ok_or_else(|| FirewallError::Listing("no nftables array".into()))?;
         let mut set = Ruleset::default();
+        let mut raw: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         for object in objects {
             if let Some(chain) = object.get("chain") {
                 set.chains.insert(canonical(chain));
             } else if let Some(rule) = object.get("rule") {
                 let chain = rule["chain"].as_str().unwrap_or_default().to_string();
+                if let Some(n) = counted(rule) {
+                    raw.entry(chain.clone()).or_default().push(n);
+                }
                 set.rules.entry(chain).or_default().push(canonical(rule));
             }
         }
+        set.counters = forward_counters(&raw);
         Ok(set)
     }
 
@@ -96,13 +140,15 @@ impl Ruleset {
     }
 }
 
-/// `v` as JSON with object keys sorted and `handle` dropped: nft numbers objects per write.
+/// `v` as JSON with object keys sorted, `handle` dropped (nft numbers objects per write) and counter
+/// values emptied (they count traffic).
 fn canonical(v: &Value) -> String {
     fn strip(v: &Value) -> Value {
         match v {
             Value::Object(m) => {
+                let value = |k: &String, v: &Value| if k == "counter" { json!({}) } else { strip(v) };
                 let sorted: BTreeMap<&String, Value> =
-                    m.iter().filter(|(k, _)| k.as_str() != "handle").map(|(k, v)| (k, strip(v))).collect();
+                    m.iter().filter(|(k, _)| k.as_str() != "handle").map(|(k, v)| (k, value(k, v))).collect();
                 Value::Object(sorted.into_iter().map(|(k, v)| (k.clone(), v)).collect())
             }
             Value::Array(a) => Value::Array(a.iter().map(strip).collect()),
@@ -114,7 +160,8 @@ fn canonical(v: &Value) -> String {
 
 /// The ruleset [`render`] gives, as `nft -j list` (nftables 1.0) reports it.
 pub fn desired(spec: &FirewallSpec) -> Ruleset {
-    let chain = |name: &str, kind: &str, prio: i32| json!({"family": "inet", "table": TABLE, "name": name, "type": kind, "hook": name, "prio": prio, "policy": "accept"});
+    let hooked = |name: &str, kind: &str, hook: &str, prio: i32| json!({"family": "inet", "table": TABLE, "name": name, "type": kind, "hook": hook, "prio": prio, "policy": "accept"});
+    let chain = |name: &str, kind: &str, prio: i32| hooked(name, kind, name, prio);
     let rule = |chain: &str, expr: Value| json!({"family": "inet", "table": TABLE, "chain": chain, "expr": expr});
     let iface = |key: &str| json!({"match": {"op": "==", "left": {"meta": {"key": key}}, "right": spec.device}});
     let (fam, to) = (family(spec), spec.snat_to.to_string());
@@ -131,14 +178,38 @@ pub fn desired(spec: &FirewallSpec) -> Ruleset {
         let mss = json!({"mangle": {"key": {"tcp option": {"name": "maxseg", "field": "size"}}, "value": {"rt": {"key": "mtu"}}}});
         canonical(&rule("forward", json!([iface(key), syn, mss])))
     };
+    let counter = json!({"counter": {"packets": 0, "bytes": 0}});
+    let not_from_device = json!({"match": {"op": "!=", "left": {"meta": {"key": "iifname"}}, "right": spec.device}});
+    let count = |chain: &str, exprs: Value| canonical(&rule(chain, exprs));
     Ruleset {
         // srcnat is priority 100, mangle -150.
-        chains: [canonical(&chain("postrouting", "nat", 100)), canonical(&chain("forward", "filter", -150))].into(),
+        chains: [
+            canonical(&chain("postrouting", "nat", 100)),
+            canonical(&chain("forward", "filter", -150)),
+            canonical(&hooked(EARLY, "filter", "forward", -400)),
+            canonical(&hooked(DONE, "filter", "postrouting", 400)),
+        ]
+        .into(),
         rules: [
             ("postrouting".to_string(), vec![canonical(&snat)]),
             ("forward".to_string(), vec![clamp("oifname"), clamp("iifname")]),
+            (
+                EARLY.to_string(),
+                vec![
+                    count(EARLY, json!([iface("oifname"), counter])),
+                    count(EARLY, json!([iface("iifname"), counter])),
+                ],
+            ),
+            (
+                DONE.to_string(),
+                vec![
+                    count(DONE, json!([iface("oifname"), not_from_device, counter])),
+                    count(DONE, json!([iface("iifname"), counter])),
+                ],
+            ),
         ]
         .into(),
+        counters: ForwardCounters::default(),
     }
 }
 
@@ -158,17 +229,20 @@ pub struct FirewallTable {
     io: Arc<dyn Firewall>,
     /// The spec last written and the kernel's form of it read right after the write.
     written: Mutex<Option<(FirewallSpec, Ruleset)>>,
+    /// The counters of the last read.
+    counters: Mutex<Option<ForwardCounters>>,
 }
 
 impl FirewallTable {
     pub fn new(io: Arc<dyn Firewall>) -> Self {
-        Self { io, written: Mutex::new(None) }
+        Self { io, written: Mutex::new(None), counters: Mutex::new(None) }
     }
 
     /// Makes the kernel's table match `spec`; returns whether it had to write.
     pub async fn ensure(&self, spec: &FirewallSpec) -> Result<bool, FirewallError> {
         let want = desired(spec);
         let have = self.io.read().await?;
+        *self.counters.lock().unwrap_or_else(|e| e.into_inner()) = have.as_ref().map(|h| h.counters);
         if have.as_ref().is_some_and(|h| *h == want || self.is_our_write(spec, h)) {
             return Ok(false);
         }
@@ -184,6 +258,11 @@ impl FirewallTable {
         Ok(true)
     }
 
+    /// The forwarding counters as the last [`Self::ensure`] read them (`None`: no table then).
+    pub fn forward_counters(&self) -> Option<ForwardCounters> {
+        *self.counters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn is_our_write(&self, spec: &FirewallSpec, have: &Ruleset) -> bool {
         let written = self.written.lock().unwrap_or_else(|e| e.into_inner());
         written.as_ref().is_some_and(|(s, form)| s == spec && form == have)
@@ -192,6 +271,7 @@ impl FirewallTable {
     /// Deletes the table if it exists.
     pub async fn remove(&self) -> Result<(), FirewallError> {
         *self.written.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.counters.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.io.remove().await
     }
 
@@ -351,7 +431,7 @@ mod tests {
     }
 
     /// `nft -j list table inet kubelink` of nftables 1.0.6 after `render(&spec())`.
-    const LISTING: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"table": {"family": "inet", "name": "kubelink", "handle": 1}}, {"chain": {"family": "inet", "table": "kubelink", "name": "postrouting", "handle": 1, "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}}, {"chain": {"family": "inet", "table": "kubelink", "name": "forward", "handle": 2, "type": "filter", "hook": "forward", "prio": -150, "policy": "accept"}}, {"rule": {"family": "inet", "table": "kubelink", "chain": "postrouting", "handle": 3, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "kubelink0"}}, {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": {"prefix": {"addr": "192.168.128.0", "len": 22}}}}, {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "192.168.128.1"}}, {"snat": {"family": "ip", "addr": "192.168.128.1"}}]}}, {"rule": {"family": "inet", "table": "kubelink", "chain": "forward", "handle": 4, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "kubelink0"}}, {"match": {"op": "in", "left": {"payload": {"protocol": "tcp", "field": "flags"}}, "right": "syn"}}, {"mangle": {"key": {"tcp option": {"name": "maxseg", "field": "size"}}, "value": {"rt": {"key": "mtu"}}}}]}}, {"rule": {"family": "inet", "table": "kubelink", "chain": "forward", "handle": 5, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "kubelink0"}}, {"match": {"op": "in", "left": {"payload": {"protocol": "tcp", "field": "flags"}}, "right": "syn"}}, {"mangle": {"key": {"tcp option": {"name": "maxseg", "field": "size"}}, "value": {"rt": {"key": "mtu"}}}}]}}]}"#;
+    const LISTING: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"table": {"family": "inet", "name": "kubelink", "handle": 2}}, {"chain": {"family": "inet", "table": "kubelink", "name": "postrouting", "handle": 1, "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}}, {"chain": {"family": "inet", "table": "kubelink", "name": "forward", "handle": 2, "type": "filter", "hook": "forward", "prio": -150, "policy": "accept"}}, {"chain": {"family": "inet", "table": "kubelink", "name": "forward_early", "handle": 3, "type": "filter", "hook": "forward", "prio": -400, "policy": "accept"}}, {"chain": {"family": "inet", "table": "kubelink", "name": "forward_done", "handle": 4, "type": "filter", "hook": "postrouting", "prio": 400, "policy": "accept"}}, {"rule": {"family": "inet", "table": "kubelink", "chain": "postrouting", "handle": 5, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "kubelink0"}}, {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": {"prefix": {"addr": "192.168.128.0", "len": 22}}}}, {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "192.168.128.1"}}, {"snat": {"family": "ip", "addr": "192.168.128.1"}}]}}, {"rule": {"family": "inet", "table": "kubelink", "chain": "forward", "handle": 6, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "kubelink0"}}, {"match": {"op": "in", "left": {"payload": {"protocol": "tcp", "field": "flags"}}, "right": "syn"}}, {"mangle": {"key": {"tcp option": {"name": "maxseg", "field": "size"}}, "value": {"rt": {"key": "mtu"}}}}]}}, {"rule": {"family": "inet", "table": "kubelink", "chain": "forward", "handle": 7, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "kubelink0"}}, {"match": {"op": "in", "left": {"payload": {"protocol": "tcp", "field": "flags"}}, "right": "syn"}}, {"mangle": {"key": {"tcp option": {"name": "maxseg", "field": "size"}}, "value": {"rt": {"key": "mtu"}}}}]}}, {"rule": {"family": "inet", "table": "kubelink", "chain": "forward_early", "handle": 8, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "kubelink0"}}, {"counter": {"packets": 17, "bytes": 1234}}]}}, {"rule": {"family": "inet", "table": "kubelink", "chain": "forward_early", "handle": 9, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "kubelink0"}}, {"counter": {"packets": 17, "bytes": 1234}}]}}, {"rule": {"family": "inet", "table": "kubelink", "chain": "forward_done", "handle": 10, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "kubelink0"}}, {"match": {"op": "!=", "left": {"meta": {"key": "iifname"}}, "right": "kubelink0"}}, {"counter": {"packets": 17, "bytes": 1234}}]}}, {"rule": {"family": "inet", "table": "kubelink", "chain": "forward_done", "handle": 11, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "kubelink0"}}, {"counter": {"packets": 17, "bytes": 1234}}]}}]}"#;
 
     #[test]
     fn the_kernel_listing_of_the_rendered_table_is_the_desired_ruleset() {
@@ -360,6 +440,17 @@ mod tests {
         assert_eq!(have, desired(&spec()));
         let other = FirewallSpec { snat_to: "192.168.128.2".parse().unwrap(), ..spec() };
         assert_ne!(have, desired(&other));
+    }
+
+    #[test]
+    fn forwarding_counters_are_read_per_direction_and_ignored_by_the_comparison() {
+        let have = Ruleset::from_listing(&serde_json::from_str(LISTING).unwrap()).unwrap();
+        assert_eq!(have.counters, ForwardCounters { into_tunnel: (17, 17), from_tunnel: (17, 17) });
+        let mut zero = have.clone();
+        zero.counters = ForwardCounters::default();
+        assert_eq!(have, zero, "counter values are traffic, not configuration");
+        let text = render(&spec());
+        assert!(text.contains("priority -400") && text.contains("hook postrouting priority 400"), "{text}");
     }
 
     fn table() -> (Arc<FakeFirewall>, FirewallTable) {

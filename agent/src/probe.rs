@@ -193,7 +193,7 @@ mod tests {
             Err(ProbeError::Socket(e)) if std::env::var("CI").as_deref() != Ok("true") => {
                 eprintln!("SKIPPED raw ICMP socket (needs root): {e}")
             }
-            other => assert!(other.is_ok_and(|rtt| rtt < BURST.spacing), "{other:?}"),
+            other => assert!(other.as_ref().is_ok_and(|rtt| *rtt < BURST.spacing), "{other:?}"),
         }
     }
 

@@ -2,7 +2,8 @@
 //! comes back; shoots come and go while traffic to the others flows; the API server is cut off for 60 s
 //! while traffic flows (the gateways stay Ready and in their load balancers, which follow readiness),
 //! and the agents catch up with what changed meanwhile; then a gateway's node stops forwarding and the
-//! gateway gives its slot up within the bound.
+//! gateway gives its slot up within the bound; then the other gateway's node gets a rule that drops
+//! everything forwarded, and that gateway gives its slot up within the bound too.
 
 use std::time::{Duration, Instant};
 
@@ -174,6 +175,7 @@ fn drift_churn_api_outage_and_forwarding_off() {
     assert_eq!(rt.block_on(l.holders()), holders, "the outage must not move a slot");
 
     forwarding_off(&rt, &l, &gateways, &steady, &dir);
+    forward_drop_rule(&rt, &l, &gateways, &steady, &dir);
     // Everything the agents and the IPAM did, the charts' RBAC allowed.
     assert_eq!(l.refused(), Vec::<String>::new(), "requests the API servers refused");
     l.stop();
@@ -236,4 +238,70 @@ fn forwarding_off(
     assert!(lb_moved.is_some(), "the load balancer of slot 0 still sends to node {g}");
     assert!(gap0 <= GIVE_UP_BOUND.as_secs_f64() + 2.0, "gap via slot 0 {gap0:.1} s; logs in {}", dir.display());
     assert!(gap1 <= 1.0, "the other slot's shoots lost {gap1:.1} s; logs in {}", dir.display());
+}
+
+/// Slot 1's gateway node gets an nftables rule that drops every forwarded packet (forwarding stays
+/// on, and the gateway's own probes still pass, since they never cross the forward hook). Its
+/// table's counters see the routers' packets enter and none leave: it must leave Ready and give the
+/// slot up within [`GIVE_UP_BOUND`]. Seen from slot 0's former gateway, now a router (standby after
+/// [`forwarding_off`]), whose pings to a shoot of slot 1 cross the broken node.
+fn forward_drop_rule(
+    rt: &tokio::runtime::Runtime,
+    l: &SeedLandscape,
+    gateways: &[usize],
+    shoots: &[usize],
+    dir: &std::path::Path,
+) {
+    let (router, g) = (gateways[0], gateways[1]);
+    let via = format!("via {} ", node_ip(g));
+    let routed = netns::wait_for(Duration::from_secs(30), || {
+        let routes = l.routes(router);
+        shoots.iter().any(|i| {
+            routes.iter().any(|r| r.starts_with(&format!("{} ", l.shoots[*i].address.unwrap())) && r.contains(&via))
+        })
+    });
+    assert!(routed.is_some(), "node {router} routes no shoot via node {g}: {:?}", l.routes(router));
+    let routes = l.routes(router);
+    let shoot = *shoots
+        .iter()
+        .find(|i| {
+            routes.iter().any(|r| r.starts_with(&format!("{} ", l.shoots[**i].address.unwrap())) && r.contains(&via))
+        })
+        .expect("a shoot via slot 1");
+    let dst = l.shoots[shoot].address.unwrap().to_string();
+    let (ns, dst_ping) = (l.nodes[router].name.clone(), dst.clone());
+    let pings = std::thread::spawn(move || ping_in(&ns, &dst_ping, 250, "0.1", None));
+    std::thread::sleep(Duration::from_secs(2));
+    let breakage = [
+        "add table inet breakage",
+        "add chain inet breakage fwd { type filter hook forward priority 0; policy drop; }",
+    ];
+    for command in breakage {
+        l.nodes[g].sh(&["nft", command]).unwrap();
+    }
+    let broken = Instant::now();
+    let (mut unready, mut released) = (None, None);
+    while broken.elapsed() < Duration::from_secs(15) && (unready.is_none() || released.is_none()) {
+        if unready.is_none() && l.readyz(g) != Some(200) {
+            unready = Some(broken.elapsed());
+        }
+        if released.is_none() && rt.block_on(l.holders()).get(&1).is_none_or(|h| node_of(h) != g) {
+            released = Some(broken.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (sent, got) = pings.join().unwrap();
+    let gap = f64::from(sent - got) * 0.1;
+    println!(
+        "node {g} drops everything forwarded (nft rule): /readyz not 200 after {unready:?}, slot 1 released after \
+         {released:?} (bound {GIVE_UP_BOUND:?}); shoot {shoot} seen from router node {router} lost {} of {sent} pings \
+         (gap about {gap:.1} s)",
+        sent - got
+    );
+    l.nodes[g].sh(&["nft", "delete table inet breakage"]).unwrap();
+    let log = std::fs::read_to_string(dir.join(format!("agent-n{g}.log"))).unwrap_or_default();
+    assert!(unready.is_some(), "node {g} stays Ready while dropping; logs in {}", dir.display());
+    assert!(released.is_some_and(|t| t <= GIVE_UP_BOUND), "slot 1 kept past the bound; logs in {}", dir.display());
+    assert!(log.contains("none left the node") && log.contains("giving the slot up"), "node {g} did not say why");
+    assert!(gap <= GIVE_UP_BOUND.as_secs_f64() + 2.0, "gap {gap:.1} s; logs in {}", dir.display());
 }

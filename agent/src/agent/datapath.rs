@@ -2,7 +2,9 @@
 //! device and what the answers say. A shoot is asked only when it was heard from lately (its received
 //! byte counter grew: the sidecar's keepalive every 21 s is enough), so shoots that are down, or a load
 //! balancer that sends nothing here, never count against the gateway. Silence counts only from shoots
-//! that answered a probe before, so a shoot that never answers ICMP is no evidence either.
+//! that answered a probe before, so a shoot that never answers ICMP is no evidence either. A probe is
+//! the node's own packet and never crosses the forward hook, so a drop rule there is found by the
+//! firewall table's counters instead ([`dropped`]): forwarded packets that entered and none that left.
 //! [`super::run`] reads the device and sends the probes; [`super::role`] decides what a fault costs.
 
 use std::collections::BTreeMap;
@@ -11,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use kubelink_ipam::keys::PublicKey;
 
+use crate::firewall::ForwardCounters;
 use crate::wg::ObservedDevice;
 
 /// A shoot heard from within this long is expected to answer a probe.
@@ -25,6 +28,28 @@ pub enum Fault {
     ForwardingOff,
     #[error("none of {asked} shoot(s) heard from lately answered a probe through the device")]
     NoAnswer { asked: usize },
+    #[error(
+        "{entered} forwarded packet(s) {direction} entered the forward hook and none left the node: something on it drops them"
+    )]
+    ForwardDropped { direction: &'static str, entered: u64 },
+}
+
+/// Packets that must have entered between two checks before none leaving counts as a fault: a
+/// packet or two in flight at the moment of a reading is not evidence.
+pub const DROPPED_AFTER: u64 = 5;
+
+/// A fault when, between two readings, forwarded packets entered the forward hook in a direction and
+/// not one of them left the node. Some leaving is policy (a rule that drops some traffic), not a
+/// broken node.
+pub fn dropped(before: &ForwardCounters, now: &ForwardCounters) -> Option<Fault> {
+    let rows = [
+        ("into the tunnel", before.into_tunnel, now.into_tunnel),
+        ("out of the tunnel", before.from_tunnel, now.from_tunnel),
+    ];
+    rows.into_iter().find_map(|(direction, (e0, l0), (e1, l1))| {
+        let (entered, left) = (e1.saturating_sub(e0), l1.saturating_sub(l0));
+        (entered >= DROPPED_AFTER && left == 0).then_some(Fault::ForwardDropped { direction, entered })
+    })
 }
 
 /// What a data-path check found.
@@ -177,6 +202,34 @@ mod tests {
         for (asked, answers, want) in rows {
             assert_eq!(verdict(asked, answers), *want, "{asked:?} {answers:?}");
         }
+    }
+
+    #[test]
+    fn packets_that_enter_the_forward_hook_and_never_leave_are_a_fault() {
+        let at = |into: (u64, u64), from: (u64, u64)| ForwardCounters { into_tunnel: into, from_tunnel: from };
+        let before = at((100, 100), (50, 50));
+        let rows = [
+            ("all forwarded", at((200, 200), (90, 90)), None),
+            ("nothing forwarded: no evidence", before, None),
+            ("a few in flight", at((104, 100), (50, 50)), None),
+            ("some dropped: policy, not a broken node", at((200, 150), (50, 50)), None),
+            (
+                "none into the tunnel left",
+                at((110, 100), (50, 50)),
+                Some(Fault::ForwardDropped { direction: "into the tunnel", entered: 10 }),
+            ),
+            (
+                "none out of the tunnel left",
+                at((100, 100), (60, 50)),
+                Some(Fault::ForwardDropped { direction: "out of the tunnel", entered: 10 }),
+            ),
+            ("a new table starts from zero", at((3, 3), (0, 0)), None),
+        ];
+        for (why, now, want) in rows {
+            assert_eq!(dropped(&before, &now), want, "{why}");
+        }
+        let text = Fault::ForwardDropped { direction: "into the tunnel", entered: 10 }.to_string();
+        assert!(text.contains("none left the node"), "{text}");
     }
 
     #[test]

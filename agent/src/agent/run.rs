@@ -24,6 +24,7 @@ use super::role::{self, Action, Delays, NotReady, Now, Observation, RoleState, S
 use super::{Settings, gateway_desired};
 use crate::driver::{self, Backoff, Due, Role, Schedule};
 use crate::election::kube::LeaseElection;
+use crate::firewall::ForwardCounters;
 use crate::metrics::{Labels, PeerSample, PeerTraffic};
 use crate::reconcile::{ReconcileError, Reconciler};
 use crate::routing::router_routes;
@@ -39,6 +40,8 @@ struct DataPath {
     forget_flows: bool,
     /// What the data-path checks know about each peer of the gateway device.
     heard: BTreeMap<PublicKey, Heard>,
+    /// The forwarding counters at the last data-path check.
+    forward: Option<ForwardCounters>,
     /// The shoot (`namespace/name`) of each peer key, for the per-peer metrics.
     shoots: BTreeMap<PublicKey, String>,
 }
@@ -509,6 +512,13 @@ impl Agent {
         }
         if !forwarding_on(source) {
             return Check::Fault(Fault::ForwardingOff);
+        }
+        // Probes are the node's own packets and never cross the forward hook; the table's counters
+        // show what happens to the routers' traffic.
+        let counters = self.rec.firewall.forward_counters();
+        let before = std::mem::replace(&mut self.data.forward, counters);
+        if let Some(fault) = before.zip(counters).and_then(|(b, n)| datapath::dropped(&b, &n)) {
+            return Check::Fault(fault);
         }
         let observed = match read {
             Ok(Some(observed)) => observed,
