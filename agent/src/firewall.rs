@@ -3,9 +3,10 @@
 //! the slot's tunnel address (so each shoot answers to the gateway it came through) and clamps TCP MSS
 //! to the route MTU in both directions. Two counting chains tell whether the node forwards what it
 //! should: `forward_early` counts packets into and out of the tunnel as they enter the forward hook,
-//! before any other chain (priority -400), `forward_done` counts them as they leave the node, after
-//! every other chain (postrouting, priority 400). Packets that enter and never leave were dropped on
-//! this node ([`ForwardCounters`]).
+//! before any other chain (priority -400), `forward_done` counts them as they leave it, after every
+//! other chain (priority 400). Both sit on the forward hook, which sees forwarded packets only (a
+//! postrouting chain would count the node's own packets too). Packets that enter and never leave
+//! were dropped on this node ([`ForwardCounters`]).
 //!
 //! The table is current when the kernel's listing (`nft -j list table`, handles dropped) equals the
 //! desired ruleset, so a rule edited or deleted by hand is put back on the next pass. Should an nft
@@ -52,7 +53,7 @@ pub fn render(spec: &FirewallSpec) -> String {
     let family = family(spec);
     let (dev, cidr, to) = (&spec.device, spec.cidr, spec.snat_to);
     format!(
-        "table inet {TABLE} {{}}\ndelete table inet {TABLE}\ntable inet {TABLE} {{\n  comment \"managed by kubelink\"\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname \"{dev}\" {family} daddr {cidr} {family} saddr != {to} snat {family} to {to}\n  }}\n  chain forward {{\n    type filter hook forward priority mangle; policy accept;\n    oifname \"{dev}\" tcp flags syn tcp option maxseg size set rt mtu\n    iifname \"{dev}\" tcp flags syn tcp option maxseg size set rt mtu\n  }}\n  chain {EARLY} {{\n    type filter hook forward priority -400; policy accept;\n    oifname \"{dev}\" counter\n    iifname \"{dev}\" counter\n  }}\n  chain {DONE} {{\n    type filter hook postrouting priority 400; policy accept;\n    oifname \"{dev}\" iifname != \"{dev}\" counter\n    iifname \"{dev}\" counter\n  }}\n}}\n"
+        "table inet {TABLE} {{}}\ndelete table inet {TABLE}\ntable inet {TABLE} {{\n  comment \"managed by kubelink\"\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname \"{dev}\" {family} daddr {cidr} {family} saddr != {to} snat {family} to {to}\n  }}\n  chain forward {{\n    type filter hook forward priority mangle; policy accept;\n    oifname \"{dev}\" tcp flags syn tcp option maxseg size set rt mtu\n    iifname \"{dev}\" tcp flags syn tcp option maxseg size set rt mtu\n  }}\n  chain {EARLY} {{\n    type filter hook forward priority -400; policy accept;\n    oifname \"{dev}\" counter\n    iifname \"{dev}\" counter\n  }}\n  chain {DONE} {{\n    type filter hook forward priority 400; policy accept;\n    oifname \"{dev}\" counter\n    iifname \"{dev}\" counter\n  }}\n}}\n"
     )
 }
 
@@ -65,8 +66,7 @@ const EARLY: &str = "forward_early";
 const DONE: &str = "forward_done";
 
 /// Packets of forwarded traffic counted by the table, per direction: as they entered the forward
-/// hook and as they left the node. Locally sent or received packets are not counted (an `iifname`
-/// match never matches a packet the node itself sends).
+/// hook and as they left it. The node's own packets never cross the forward hook.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ForwardCounters {
     /// Seed traffic towards the shoots: (entered, left).
@@ -179,7 +179,6 @@ pub fn desired(spec: &FirewallSpec) -> Ruleset {
         canonical(&rule("forward", json!([iface(key), syn, mss])))
     };
     let counter = json!({"counter": {"packets": 0, "bytes": 0}});
-    let not_from_device = json!({"match": {"op": "!=", "left": {"meta": {"key": "iifname"}}, "right": spec.device}});
     let count = |chain: &str, exprs: Value| canonical(&rule(chain, exprs));
     Ruleset {
         // srcnat is priority 100, mangle -150.
@@ -187,7 +186,7 @@ pub fn desired(spec: &FirewallSpec) -> Ruleset {
             canonical(&chain("postrouting", "nat", 100)),
             canonical(&chain("forward", "filter", -150)),
             canonical(&hooked(EARLY, "filter", "forward", -400)),
-            canonical(&hooked(DONE, "filter", "postrouting", 400)),
+            canonical(&hooked(DONE, "filter", "forward", 400)),
         ]
         .into(),
         rules: [
@@ -202,10 +201,7 @@ pub fn desired(spec: &FirewallSpec) -> Ruleset {
             ),
             (
                 DONE.to_string(),
-                vec![
-                    count(DONE, json!([iface("oifname"), not_from_device, counter])),
-                    count(DONE, json!([iface("iifname"), counter])),
-                ],
+                vec![count(DONE, json!([iface("oifname"), counter])), count(DONE, json!([iface("iifname"), counter]))],
             ),
         ]
         .into(),
@@ -431,7 +427,7 @@ mod tests {
     }
 
     /// `nft -j list table inet kubelink` of nftables 1.0.6 after `render(&spec())`.
-    const LISTING: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"table": {"family": "inet", "name": "kubelink", "handle": 2}}, {"chain": {"family": "inet", "table": "kubelink", "name": "postrouting", "handle": 1, "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}}, {"chain": {"family": "inet", "table": "kubelink", "name": "forward", "handle": 2, "type": "filter", "hook": "forward", "prio": -150, "policy": "accept"}}, {"chain": {"family": "inet", "table": "kubelink", "name": "forward_early", "handle": 3, "type": "filter", "hook": "forward", "prio": -400, "policy": "accept"}}, {"chain": {"family": "inet", "table": "kubelink", "name": "forward_done", "handle": 4, "type": "filter", "hook": "postrouting", "prio": 400, "policy": "accept"}}, {"rule": {"family": "inet", "table": "kubelink", "chain": "postrouting", "handle": 5, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "kubelink0"}}, {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": {"prefix": {"addr": "192.168.128.0", "len": 22}}}}, {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "192.168.128.1"}}, {"snat": {"family": "ip", "addr": "192.168.128.1"}}]}}, {"rule": {"family": "inet", "table": "kubelink", "chain": "forward", "handle": 6, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "kubelink0"}}, {"match": {"op": "in", "left": {"payload": {"protocol": "tcp", "field": "flags"}}, "right": "syn"}}, {"mangle": {"key": {"tcp option": {"name": "maxseg", "field": "size"}}, "value": {"rt": {"key": "mtu"}}}}]}}, {"rule": {"family": "inet", "table": "kubelink", "chain": "forward", "handle": 7, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "kubelink0"}}, {"match": {"op": "in", "left": {"payload": {"protocol": "tcp", "field": "flags"}}, "right": "syn"}}, {"mangle": {"key": {"tcp option": {"name": "maxseg", "field": "size"}}, "value": {"rt": {"key": "mtu"}}}}]}}, {"rule": {"family": "inet", "table": "kubelink", "chain": "forward_early", "handle": 8, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "kubelink0"}}, {"counter": {"packets": 17, "bytes": 1234}}]}}, {"rule": {"family": "inet", "table": "kubelink", "chain": "forward_early", "handle": 9, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "kubelink0"}}, {"counter": {"packets": 17, "bytes": 1234}}]}}, {"rule": {"family": "inet", "table": "kubelink", "chain": "forward_done", "handle": 10, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "kubelink0"}}, {"match": {"op": "!=", "left": {"meta": {"key": "iifname"}}, "right": "kubelink0"}}, {"counter": {"packets": 17, "bytes": 1234}}]}}, {"rule": {"family": "inet", "table": "kubelink", "chain": "forward_done", "handle": 11, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "kubelink0"}}, {"counter": {"packets": 17, "bytes": 1234}}]}}]}"#;
+    const LISTING: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"table": {"family": "inet", "name": "kubelink", "handle": 2}}, {"chain": {"family": "inet", "table": "kubelink", "name": "postrouting", "handle": 1, "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}}, {"chain": {"family": "inet", "table": "kubelink", "name": "forward", "handle": 2, "type": "filter", "hook": "forward", "prio": -150, "policy": "accept"}}, {"chain": {"family": "inet", "table": "kubelink", "name": "forward_early", "handle": 3, "type": "filter", "hook": "forward", "prio": -400, "policy": "accept"}}, {"chain": {"family": "inet", "table": "kubelink", "name": "forward_done", "handle": 4, "type": "filter", "hook": "forward", "prio": 400, "policy": "accept"}}, {"rule": {"family": "inet", "table": "kubelink", "chain": "postrouting", "handle": 5, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "kubelink0"}}, {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": {"prefix": {"addr": "192.168.128.0", "len": 22}}}}, {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "192.168.128.1"}}, {"snat": {"family": "ip", "addr": "192.168.128.1"}}]}}, {"rule": {"family": "inet", "table": "kubelink", "chain": "forward", "handle": 6, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "kubelink0"}}, {"match": {"op": "in", "left": {"payload": {"protocol": "tcp", "field": "flags"}}, "right": "syn"}}, {"mangle": {"key": {"tcp option": {"name": "maxseg", "field": "size"}}, "value": {"rt": {"key": "mtu"}}}}]}}, {"rule": {"family": "inet", "table": "kubelink", "chain": "forward", "handle": 7, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "kubelink0"}}, {"match": {"op": "in", "left": {"payload": {"protocol": "tcp", "field": "flags"}}, "right": "syn"}}, {"mangle": {"key": {"tcp option": {"name": "maxseg", "field": "size"}}, "value": {"rt": {"key": "mtu"}}}}]}}, {"rule": {"family": "inet", "table": "kubelink", "chain": "forward_early", "handle": 8, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "kubelink0"}}, {"counter": {"packets": 17, "bytes": 1234}}]}}, {"rule": {"family": "inet", "table": "kubelink", "chain": "forward_early", "handle": 9, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "kubelink0"}}, {"counter": {"packets": 17, "bytes": 1234}}]}}, {"rule": {"family": "inet", "table": "kubelink", "chain": "forward_done", "handle": 10, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "kubelink0"}}, {"counter": {"packets": 17, "bytes": 1234}}]}}, {"rule": {"family": "inet", "table": "kubelink", "chain": "forward_done", "handle": 11, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "kubelink0"}}, {"counter": {"packets": 17, "bytes": 1234}}]}}]}"#;
 
     #[test]
     fn the_kernel_listing_of_the_rendered_table_is_the_desired_ruleset() {
@@ -450,7 +446,7 @@ mod tests {
         zero.counters = ForwardCounters::default();
         assert_eq!(have, zero, "counter values are traffic, not configuration");
         let text = render(&spec());
-        assert!(text.contains("priority -400") && text.contains("hook postrouting priority 400"), "{text}");
+        assert!(text.contains("hook forward priority -400") && text.contains("hook forward priority 400"), "{text}");
     }
 
     fn table() -> (Arc<FakeFirewall>, FirewallTable) {
