@@ -204,13 +204,12 @@ impl Reconciler {
     async fn resolve(&self, specs: &[RouteSpec]) -> Result<Vec<Route>, ReconcileError> {
         let mut routes = Vec::with_capacity(specs.len());
         for s in specs {
-            let oif =
-                match &s.device {
-                    Some(dev) => Some(self.link.get(dev).await?.map(|l| l.index).ok_or_else(|| {
-                        ReconcileError::RouteDevice { destination: s.destination, device: dev.clone() }
-                    })?),
-                    None => None,
-                };
+            let oif = match &s.device {
+                Some(dev) => Some(self.link.get(dev).await?.map(|l| l.index).ok_or_else(|| {
+                    ReconcileError::RouteDevice { destination: s.destination, device: dev.to_string() }
+                })?),
+                None => None,
+            };
             routes.push(Route { destination: s.destination, table: s.table, gateway: s.gateway, oif });
         }
         Ok(routes)

@@ -112,7 +112,7 @@ impl Readvertiser {
         let Some(s) = self.slots.get_mut(&slot) else { return Event::Unchanged };
         s.last_attempt = Some(now);
         let answers = answers.and_then(|a| {
-            if a.is_empty() { Err(format!("{} resolves to no address", s.endpoint.host)) } else { Ok(a) }
+            if a.is_empty() { Err(format!("{} resolves to no address", s.endpoint.host())) } else { Ok(a) }
         });
         match answers {
             Err(message) => {
@@ -135,7 +135,7 @@ impl Readvertiser {
 /// Resolves an endpoint with the system resolver (hosts file, DNS), off the async threads, giving
 /// up after `timeout` (the lookup thread finishes on its own).
 pub async fn resolve(endpoint: &Endpoint, timeout: Duration) -> Result<Vec<SocketAddr>, String> {
-    let (host, port) = (endpoint.host.clone(), endpoint.port);
+    let (host, port) = (endpoint.host().to_string(), endpoint.port());
     let lookup = tokio::task::spawn_blocking(move || (host.as_str(), port).to_socket_addrs().map(Iterator::collect));
     match tokio::time::timeout(timeout, lookup).await {
         Ok(Ok(Ok(addrs))) => Ok(addrs),
@@ -160,7 +160,7 @@ mod tests {
     fn gw(slot: u8, host: &str) -> Gateway {
         Gateway {
             slot: s(slot),
-            endpoint: Endpoint { host: host.into(), port: 51820 },
+            endpoint: format!("{host}:51820").parse().unwrap(),
             public_key: PublicKey::from_bytes([slot + 1; 32]),
             address: format!("192.168.128.{}", slot + 1).parse().unwrap(),
         }
@@ -239,7 +239,7 @@ mod tests {
         r.record(s(0), t0, Ok(vec![addr(1)]));
         r.record(s(1), t0, Ok(vec![addr(2)]));
         let mut moved = gw(1, "gw1.example.org");
-        moved.endpoint.port = 51821;
+        moved.endpoint = "gw1.example.org:51821".parse().unwrap();
         r.configure(&[gw(0, "gw0.example.org"), moved]);
         assert_eq!(r.endpoints(), [(s(0), addr(1))].into(), "a changed endpoint starts over");
         assert_eq!(slots(r.due(t0, &ages(&[(0, Some(1))]))), vec![1]);
@@ -250,7 +250,7 @@ mod tests {
     #[tokio::test]
     async fn resolving_localhost() {
         // Only the hosts file: unit tests send no DNS queries.
-        let ok = resolve(&Endpoint { host: "localhost".into(), port: 51820 }, 5 * S).await.unwrap();
+        let ok = resolve(&"localhost:51820".parse().unwrap(), 5 * S).await.unwrap();
         assert!(ok.iter().all(|a| a.port() == 51820 && a.ip().is_loopback()), "{ok:?}");
     }
 }

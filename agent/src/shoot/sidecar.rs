@@ -37,7 +37,7 @@ pub enum SidecarError {
 }
 
 pub struct Options {
-    pub device: String,
+    pub device: crate::ifname::IfName,
     pub sources: Sources,
     pub timing: Timing,
     pub resolve_timeout: Duration,
@@ -396,12 +396,12 @@ mod tests {
     fn config(address: &str, gateways: &[&str]) -> ShootConfig {
         let gateway = |(slot, a): (usize, &&str)| config::Gateway {
             slot: Slot::try_from(slot).unwrap(),
-            endpoint: config::Endpoint { host: format!("lb{slot}"), port: 51820 },
+            endpoint: format!("lb{slot}:51820").parse().unwrap(),
             public_key: kubelink_ipam::keys::PublicKey::from_bytes([slot as u8; 32]),
             address: a.parse().unwrap(),
         };
         ShootConfig {
-            device: "kubelink0".into(),
+            device: "kubelink0".parse().unwrap(),
             private_key: kubelink_ipam::keys::PrivateKey::from_bytes([7; 32]),
             address: address.parse().unwrap(),
             gateways: gateways.iter().enumerate().map(gateway).collect(),
