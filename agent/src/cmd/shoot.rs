@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::cmd::run::{Common, reconciler};
 use crate::shoot::config::{ADDRESS, KEEPALIVE, MTU, slot_fields};
-use crate::shoot::readvertise::Timing;
+use crate::shoot::readvertise::ResolveTiming;
 use crate::shoot::sidecar::DEFAULT_HANDSHAKE_WINDOW;
 use crate::shoot::{Options, Sources};
 use kubelink_ipam::contract::Slot;
@@ -102,7 +102,7 @@ pub async fn run(args: ShootArgs) -> anyhow::Result<()> {
     let opts = Options {
         device: args.device.clone(),
         sources,
-        timing: Timing { interval: args.resolve_interval, ..Timing::default() },
+        timing: ResolveTiming { interval: args.resolve_interval, ..ResolveTiming::default() },
         resolve_timeout: Duration::from_secs(3),
         resync_interval: args.resync_interval,
         probe_interval: Some(args.probe_interval).filter(|d| !d.is_zero()),

@@ -15,7 +15,7 @@ use kubelink_ipam::keys::{PrivateKey, PublicKey};
 pub use kubelink_ipam::contract::shoot_secret::{ADDRESS, KEEPALIVE, MTU, PRIVATE_KEY};
 
 use crate::config::{Desired, RouteSpec};
-pub use crate::endpoint::Endpoint;
+use crate::endpoint::Endpoint;
 use crate::ifname::IfName;
 use crate::mtu::MtuSetting;
 use crate::route::MAIN_TABLE;
@@ -452,7 +452,7 @@ mod tests {
     /// What the IPAM writes into the shoot Secret (mounted as one file per key) reads back equal.
     #[test]
     fn the_ipam_written_secret_reads_back_equal() {
-        use kubelink_ipam::secret::{Gateway as Written, shoot_secret_data};
+        use kubelink_ipam::secret::{KnownGateway as Written, shoot_secret_data};
         let key: PrivateKey = KEY.parse().unwrap();
         let address: IpNet = "192.168.128.10/22".parse().unwrap();
         let [s0, s1] = Slot::ALL;

@@ -14,7 +14,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
 
 use super::config::{self, Inputs, ShootConfig, ShootConfigError, Sources};
-use super::readvertise::{self, Event, Readvertiser, Timing};
+use super::readvertise::{self, Event, Readvertiser, ResolveTiming};
 use crate::driver::{self, Due, Role, Schedule};
 use crate::health::{Health, HealthError};
 use crate::metrics::{PeerSample, PeerTraffic};
@@ -39,7 +39,7 @@ pub enum SidecarError {
 pub struct Options {
     pub device: crate::ifname::IfName,
     pub sources: Sources,
-    pub timing: Timing,
+    pub timing: ResolveTiming,
     pub resolve_timeout: Duration,
     pub resync_interval: Duration,
     /// ICMP probe of each slot address through the tunnel; `None` turns probing off.
