@@ -187,7 +187,7 @@ impl Validator<'_> {
         }
         let routes = file.routes.iter().enumerate().map(|(i, r)| self.route(i, r)).collect::<Result<Vec<_>, _>>()?;
         let firewall = file.snat.as_ref().map(|s| self.snat(s, &name)).transpose()?;
-        let device = DeviceSpec { name: name.into(), private_key, listen_port: d.listen_port, fwmark: d.fwmark, peers };
+        let device = DeviceSpec { name, private_key, listen_port: d.listen_port, fwmark: d.fwmark, peers };
         let mtu = self.mtu(d.mtu.as_ref(), carries_ipv6(&addresses, &device))?;
         Ok(Desired { device, addresses, mtu, routes, firewall })
     }

@@ -80,7 +80,7 @@ impl DeviceSync {
 
     /// Makes the existing device `spec`; returns the summary of the update, if one was needed.
     pub async fn sync(&self, spec: &wg::DeviceSpec) -> Result<Option<String>, WgError> {
-        let observed = self.wg.read(&spec.name).await?.ok_or_else(|| WgError::NoDevice(spec.name.clone()))?;
+        let observed = self.wg.read(&spec.name).await?.ok_or_else(|| WgError::NoDevice(spec.name.to_string()))?;
         self.kick_dead_sessions(spec, &observed).await;
         let update = wg::plan(spec, &observed);
         if update.is_empty() {

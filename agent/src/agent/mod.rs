@@ -78,7 +78,7 @@ pub fn gateway_desired(
         })
         .collect();
     let device = DeviceSpec {
-        name: s.device.to_string(),
+        name: s.device.clone(),
         private_key: key.clone(),
         listen_port: Some(s.listen_port),
         fwmark: None,

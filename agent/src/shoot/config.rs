@@ -152,7 +152,7 @@ impl ShootConfig {
             .collect();
         Desired {
             device: DeviceSpec {
-                name: self.device.to_string(),
+                name: self.device.clone(),
                 private_key: self.private_key.clone(),
                 listen_port: None,
                 fwmark: None,
