@@ -23,7 +23,7 @@ fn peer(i: u32) -> PeerSpec {
 
 fn spec(name: &str, n: u32) -> DeviceSpec {
     DeviceSpec {
-        name: name.into(),
+        name: name.parse().expect("a valid interface name"),
         private_key: PrivateKey::generate(),
         listen_port: None,
         fwmark: None,

@@ -2,7 +2,7 @@
 //! and validation are pure; every error names the field and what to do about it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
@@ -10,6 +10,8 @@ use kubelink_ipam::keys::{PrivateKey, PublicKey};
 use kubelink_ipam::{excerpt, shorten};
 use serde::Deserialize;
 
+use crate::endpoint::{Endpoint, EndpointError};
+use crate::ifname::{IfName, IfNameError};
 use crate::mtu::MtuSetting;
 use crate::route::MAIN_TABLE;
 use crate::wg::{DeviceSpec, PeerSpec};
@@ -29,9 +31,9 @@ pub fn parse_mtu(text: &str) -> Result<MtuSetting, String> {
     text.parse()
 }
 
-/// clap value parser of a device flag: a valid Linux interface name.
-pub fn parse_ifname(text: &str) -> Result<String, String> {
-    validate_ifname(text).map(|()| text.to_string())
+/// A device name from a flag, the file or the shoot's `--device`: a valid Linux interface name.
+pub fn parse_ifname(text: &str) -> Result<IfName, IfNameError> {
+    text.parse()
 }
 
 /// How long a deserializer's message about a file may be: it can quote the input.
@@ -96,7 +98,7 @@ pub struct FileRoute {
 pub struct RouteSpec {
     pub destination: IpNet,
     pub gateway: Option<IpAddr>,
-    pub device: Option<String>,
+    pub device: Option<IfName>,
     pub table: u32,
 }
 
@@ -145,7 +147,7 @@ impl Validator<'_> {
 
     fn desired(&self, file: FileConfig) -> Result<Desired, ConfigError> {
         let d = file.device;
-        validate_ifname(&d.name).map_err(|m| self.field("device.name", m))?;
+        let name = parse_ifname(&d.name).map_err(|e| self.field("device.name", e.to_string()))?;
         let private_key = self.private_key(&d)?;
         let addresses = d
             .addresses
@@ -184,8 +186,8 @@ impl Validator<'_> {
             }
         }
         let routes = file.routes.iter().enumerate().map(|(i, r)| self.route(i, r)).collect::<Result<Vec<_>, _>>()?;
-        let firewall = file.snat.as_ref().map(|s| self.snat(s, &d.name)).transpose()?;
-        let device = DeviceSpec { name: d.name, private_key, listen_port: d.listen_port, fwmark: d.fwmark, peers };
+        let firewall = file.snat.as_ref().map(|s| self.snat(s, &name)).transpose()?;
+        let device = DeviceSpec { name, private_key, listen_port: d.listen_port, fwmark: d.fwmark, peers };
         let mtu = self.mtu(d.mtu.as_ref(), carries_ipv6(&addresses, &device))?;
         Ok(Desired { device, addresses, mtu, routes, firewall })
     }
@@ -224,7 +226,7 @@ impl Validator<'_> {
         let at = |f: &str| format!("device.peers[{i}].{f}");
         let public_key: PublicKey = p.public_key.parse().map_err(|e| self.field(at("publicKey"), format!("{e}")))?;
         let endpoint = match &p.endpoint {
-            Some(e) => Some(resolve_endpoint(e).map_err(|m| self.field(at("endpoint"), m))?),
+            Some(e) => Some(resolve_endpoint(e).map_err(|e| self.field(at("endpoint"), e.to_string()))?),
             None => None,
         };
         let allowed_ips = p
@@ -252,13 +254,14 @@ impl Validator<'_> {
         if let Some(g) = gateway.filter(|g| g.is_ipv4() != destination.addr().is_ipv4()) {
             return Err(self.field(at("gateway"), format!("{g} is not of the destination's address family")));
         }
-        if let Some(dev) = &r.device {
-            validate_ifname(dev).map_err(|m| self.field(at("device"), m))?;
-        }
-        Ok(RouteSpec { destination, gateway, device: r.device.clone(), table: r.table.unwrap_or(MAIN_TABLE) })
+        let device = match &r.device {
+            Some(dev) => Some(parse_ifname(dev).map_err(|e| self.field(at("device"), e.to_string()))?),
+            None => None,
+        };
+        Ok(RouteSpec { destination, gateway, device, table: r.table.unwrap_or(MAIN_TABLE) })
     }
 
-    fn snat(&self, s: &FileSnat, device: &str) -> Result<crate::firewall::FirewallSpec, ConfigError> {
+    fn snat(&self, s: &FileSnat, device: &IfName) -> Result<crate::firewall::FirewallSpec, ConfigError> {
         let cidr = self.net("snat.cidr", &s.cidr, true)?;
         let to: IpAddr = s
             .to
@@ -282,33 +285,10 @@ impl Validator<'_> {
     }
 }
 
-/// Interface names (Linux's `dev_valid_name`): 1 to 15 bytes, no '/', ':' or whitespace, not "." or "..".
-pub fn validate_ifname(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 15
-        && name != "."
-        && name != ".."
-        && !name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace());
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} is not a valid interface name; use 1-15 bytes without '/', ':' or whitespace, e.g. kubelink0",
-            excerpt(name)
-        ))
-    }
-}
-
-/// `host:port` or `[v6]:port`; host names resolved now (the first address wins).
-pub fn resolve_endpoint(text: &str) -> Result<SocketAddr, String> {
-    if let Ok(addr) = text.parse() {
-        return Ok(addr);
-    }
-    if text.rsplit_once(':').is_none_or(|(_, port)| port.parse::<u16>().is_err()) {
-        return Err(format!("{} needs the form host:port, e.g. gw.example.org:51820", excerpt(text)));
-    }
-    let mut addrs = text.to_socket_addrs().map_err(|e| format!("cannot resolve {}: {e}", excerpt(text)))?;
-    addrs.next().ok_or_else(|| format!("{} resolves to no address", excerpt(text)))
+/// `host:port` or `[v6]:port`, checked by the one endpoint parser, then resolved now: the file's
+/// peers are pinned to an address (the first one wins).
+pub fn resolve_endpoint(text: &str) -> Result<SocketAddr, EndpointError> {
+    text.parse::<Endpoint>()?.resolve_now()
 }
 
 #[cfg(test)]
@@ -433,7 +413,7 @@ mod tests {
             assert_eq!(parse_ifname(good).as_deref(), Ok(good));
         }
         for bad in ["", "sixteen-bytes-16", "a/b", "a:b", "a b", ".", "..", "ääääääää"] {
-            let err = parse_ifname(bad).unwrap_err();
+            let err = parse_ifname(bad).unwrap_err().to_string();
             assert!(err.contains("1-15 bytes") && err.contains("kubelink0"), "{bad:?}: {err}");
         }
     }
@@ -454,6 +434,6 @@ mod tests {
     fn endpoints_resolve_literals_and_localhost() {
         assert_eq!(resolve_endpoint("[fd00::1]:51820").unwrap(), "[fd00::1]:51820".parse().unwrap());
         assert_eq!(resolve_endpoint("localhost:51820").unwrap().port(), 51820);
-        assert!(resolve_endpoint("localhost").unwrap_err().contains("host:port"));
+        assert!(resolve_endpoint("localhost").unwrap_err().to_string().contains("host:port"));
     }
 }

@@ -80,7 +80,7 @@ impl DeviceSync {
 
     /// Makes the existing device `spec`; returns the summary of the update, if one was needed.
     pub async fn sync(&self, spec: &wg::DeviceSpec) -> Result<Option<String>, WgError> {
-        let observed = self.wg.read(&spec.name).await?.ok_or_else(|| WgError::NoDevice(spec.name.clone()))?;
+        let observed = self.wg.read(&spec.name).await?.ok_or_else(|| WgError::NoDevice(spec.name.to_string()))?;
         self.kick_dead_sessions(spec, &observed).await;
         let update = wg::plan(spec, &observed);
         if update.is_empty() {
@@ -204,13 +204,12 @@ impl Reconciler {
     async fn resolve(&self, specs: &[RouteSpec]) -> Result<Vec<Route>, ReconcileError> {
         let mut routes = Vec::with_capacity(specs.len());
         for s in specs {
-            let oif =
-                match &s.device {
-                    Some(dev) => Some(self.link.get(dev).await?.map(|l| l.index).ok_or_else(|| {
-                        ReconcileError::RouteDevice { destination: s.destination, device: dev.clone() }
-                    })?),
-                    None => None,
-                };
+            let oif = match &s.device {
+                Some(dev) => Some(self.link.get(dev).await?.map(|l| l.index).ok_or_else(|| {
+                    ReconcileError::RouteDevice { destination: s.destination, device: dev.to_string() }
+                })?),
+                None => None,
+            };
             routes.push(Route { destination: s.destination, table: s.table, gateway: s.gateway, oif });
         }
         Ok(routes)

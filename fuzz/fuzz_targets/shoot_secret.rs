@@ -35,7 +35,8 @@ fuzz_target!(|data: &[u8]| {
         inputs.0.iter().any(|(field, i)| field != shoot_secret::PRIVATE_KEY && i.text.contains(k.as_str()))
     };
     let key = key.filter(|k| !elsewhere(k));
-    let shown = match parse(&inputs, "kubelink0") {
+    let device = "kubelink0".parse().expect("a valid interface name");
+    let shown = match parse(&inputs, &device) {
         Ok(config) => format!("{config:?}"),
         Err(e) => {
             let message = e.to_string();

@@ -23,7 +23,7 @@ use crate::keys::PrivateKey;
 use crate::managed::ManagedResource;
 use crate::projection::{SeedTunnel, ShootPeer};
 use crate::record::{self, Recorded};
-use crate::secret::{self, Gateway};
+use crate::secret::{self, KnownGateway};
 use crate::seed_objects;
 use crate::status::{self, Condition};
 use crate::store::{self, StoreError};
@@ -460,7 +460,7 @@ impl Controller {
     }
 
     /// Each slot's public half (its Secret is created here with a fresh key when missing).
-    async fn gateways(&self, pool: Pool, problems: &mut Vec<String>) -> Result<Vec<Gateway>, StoreError> {
+    async fn gateways(&self, pool: Pool, problems: &mut Vec<String>) -> Result<Vec<KnownGateway>, StoreError> {
         let api = Api::<Secret>::namespaced(self.seed.clone(), &self.cfg.namespace);
         let mut out = Vec::new();
         for slot in Slot::first(self.cfg.slots) {
@@ -480,7 +480,7 @@ impl Controller {
         key: ShootKey,
         address: Option<IpNet>,
         condition: Option<Condition>,
-        gateways: &[Gateway],
+        gateways: &[KnownGateway],
     ) -> Result<Mirrored, StoreError> {
         let shoot = snap.shoots.get(&key);
         let namespace = shoot.map(Shoot::control_plane_namespace).unwrap_or_else(|| derived_namespace(&key));
@@ -531,7 +531,7 @@ impl Controller {
         namespace: &str,
         listed: Option<&Secret>,
         address: IpNet,
-        gateways: &[Gateway],
+        gateways: &[KnownGateway],
         problems: &mut Vec<String>,
     ) -> Result<(PrivateKey, bool), StoreError> {
         if let Some(current) = listed
@@ -649,7 +649,7 @@ fn derived_namespace(key: &ShootKey) -> String {
     .control_plane_namespace()
 }
 
-fn shoot_secret(namespace: &str, key: &PrivateKey, address: IpNet, gateways: &[Gateway]) -> Secret {
+fn shoot_secret(namespace: &str, key: &PrivateKey, address: IpNet, gateways: &[KnownGateway]) -> Secret {
     let mut secret = Secret::default();
     secret.metadata.name = Some(names::SHOOT_SECRET.into());
     secret.metadata.namespace = Some(namespace.into());

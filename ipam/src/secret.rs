@@ -15,9 +15,10 @@ use crate::contract::{Slot, gateway_secret, names, secret_data, shoot_secret};
 use crate::error::IpamError;
 use crate::keys::{PrivateKey, PublicKey};
 
-/// What is known about one gateway slot. Missing parts are written later, when they appear.
+/// What the IPAM knows about one gateway slot, to write into the shoot Secret (the sidecar's own
+/// `shoot::config::Gateway` is what it reads back). Missing parts are written later, when they appear.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Gateway {
+pub struct KnownGateway {
     pub slot: Slot,
     pub address: Option<IpAddr>,
     pub endpoint: Option<String>,
@@ -31,9 +32,9 @@ pub fn text(secret: &Secret, key: &str) -> Option<String> {
 }
 
 /// Reads a gateway slot's public Secret. Only `publicKey` and `endpoint` are read, never `privateKey`.
-pub fn gateway_from(slot: Slot, address: Option<IpAddr>, secret: Option<&Secret>) -> (Gateway, Vec<String>) {
+pub fn gateway_from(slot: Slot, address: Option<IpAddr>, secret: Option<&Secret>) -> (KnownGateway, Vec<String>) {
     let mut problems = Vec::new();
-    let mut gateway = Gateway { slot, address, endpoint: None, public_key: None };
+    let mut gateway = KnownGateway { slot, address, endpoint: None, public_key: None };
     let Some(secret) = secret else { return (gateway, problems) };
     gateway.endpoint = text(secret, gateway_secret::ENDPOINT);
     if let Some(key) = text(secret, gateway_secret::PUBLIC_KEY) {
@@ -53,7 +54,7 @@ pub fn gateway_from(slot: Slot, address: Option<IpAddr>, secret: Option<&Secret>
 pub fn shoot_secret_data(
     private_key: &PrivateKey,
     address: IpNet,
-    gateways: &[Gateway],
+    gateways: &[KnownGateway],
 ) -> BTreeMap<String, ByteString> {
     let mut data = secret_data([
         (shoot_secret::PRIVATE_KEY, private_key.expose_base64().to_string()),
@@ -89,14 +90,18 @@ mod tests {
     fn layout_has_the_documented_keys() {
         let key = PrivateKey::generate();
         let [s0, s1] = Slot::ALL;
-        let gw0 = Gateway {
+        let gw0 = KnownGateway {
             slot: s0,
             address: Some("192.168.128.1".parse().unwrap()),
             endpoint: Some("gw0.example.test:51820".into()),
             public_key: Some(PrivateKey::generate().public_key()),
         };
-        let gw1 =
-            Gateway { slot: s1, address: Some("192.168.128.2".parse().unwrap()), endpoint: None, public_key: None };
+        let gw1 = KnownGateway {
+            slot: s1,
+            address: Some("192.168.128.2".parse().unwrap()),
+            endpoint: None,
+            public_key: None,
+        };
         let data = shoot_secret_data(&key, "192.168.128.10/22".parse().unwrap(), &[gw0, gw1]);
         let keys: Vec<&str> = data.keys().map(String::as_str).collect();
         assert_eq!(

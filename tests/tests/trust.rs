@@ -422,7 +422,7 @@ async fn each_component_needs_exactly_what_its_chart_grants_and_the_agent_nothin
     let wake = Arc::new(tokio::sync::Notify::new());
     let cluster = Cluster::start(agent.clone(), NS, SEED, Some(PODS[0].into()), wake.clone());
     synced_with(&cluster, &wake, 20).await;
-    assert_eq!(cluster.slots(), Some(2));
+    assert_eq!(cluster.slot_count(), Some(2));
     assert_eq!(cluster.cidr().unwrap().to_string(), "192.168.128.0/22");
     let a = LeaseElection::new(agent.clone(), NS, "node-a", "10.250.0.7", 2, Timing::default());
     let b = LeaseElection::new(agent.clone(), NS, "node-b", "10.250.0.8", 2, Timing::default());

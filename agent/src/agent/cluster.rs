@@ -130,7 +130,7 @@ impl Cluster {
     }
 
     /// The number of gateway slots, once the SeedTunnel is known.
-    pub fn slots(&self) -> Option<u8> {
+    pub fn slot_count(&self) -> Option<u8> {
         self.tunnel().ok().map(|t| t.spec.slots.clamp(1, 2))
     }
 

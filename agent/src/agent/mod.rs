@@ -35,7 +35,7 @@ pub struct ShootPeer {
 /// The node-local settings of the agent.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub device: String,
+    pub device: crate::ifname::IfName,
     pub listen_port: u16,
     pub mtu: crate::mtu::MtuSetting,
     /// How long a new slot holder gets no router traffic while shoots re-handshake with it.
@@ -90,7 +90,7 @@ pub fn gateway_desired(
         addresses: [own].into(),
         mtu: s.mtu,
         routes: vec![],
-        firewall: Some(FirewallSpec { device: s.device.clone(), cidr, snat_to: address }),
+        firewall: Some(FirewallSpec { device: s.device.to_string(), cidr, snat_to: address }),
     })
 }
 
@@ -101,7 +101,7 @@ mod tests {
     fn settings() -> Settings {
         let zero = std::time::Duration::ZERO;
         Settings {
-            device: "kubelink0".into(),
+            device: "kubelink0".parse().unwrap(),
             listen_port: 51820,
             mtu: crate::mtu::MtuSetting::Auto,
             warmup: zero,

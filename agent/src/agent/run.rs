@@ -305,7 +305,7 @@ impl Agent {
     /// An election round with the slot count of the SeedTunnel (until it is known, none is contended
     /// for). Its outcome, or its failure, is an observation: it never fails the pass.
     async fn elect(&mut self) {
-        if let Some(slots) = self.cluster.slots() {
+        if let Some(slots) = self.cluster.slot_count() {
             self.election.slots = usize::from(slots);
         }
         if let Err(e) = self.drive(Observation::ElectionDue).await {

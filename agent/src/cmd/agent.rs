@@ -12,7 +12,9 @@ use crate::agent::cluster::Cluster;
 use crate::agent::run::Agent;
 use crate::election::Timing;
 use crate::election::kube::LeaseElection;
+use crate::endpoint::{Endpoint, EndpointError};
 use crate::health::Health;
+use crate::ifname::IfName;
 
 #[derive(clap::Args)]
 pub struct AgentArgs {
@@ -32,7 +34,7 @@ pub struct AgentArgs {
     /// What shoots dial for each slot, in slot order (`host:port` of the slot's load balancer,
     /// comma-separated); a slot without one publishes NODE_IP:LISTEN_PORT.
     #[arg(long, env = "KUBELINK_SLOT_ENDPOINTS", value_delimiter = ',', value_parser = parse_slot_endpoint)]
-    pub slot_endpoints: Vec<String>,
+    pub slot_endpoints: Vec<Endpoint>,
     /// How long a new slot holder gets no router traffic while the shoots re-handshake with it (used
     /// only while another gateway is live).
     #[arg(long, env = "KUBELINK_WARMUP", default_value = "45s", value_parser = humantime::parse_duration)]
@@ -46,7 +48,7 @@ pub struct AgentArgs {
     pub standby: Duration,
     /// The gateway's WireGuard device.
     #[arg(long, env = "KUBELINK_DEVICE", default_value = "kubelink0", value_parser = crate::config::parse_ifname)]
-    pub device: String,
+    pub device: IfName,
     /// The gateway's WireGuard UDP port (what the slot's load balancer forwards to).
     #[arg(long, env = "KUBELINK_LISTEN_PORT", default_value_t = 51820)]
     pub listen_port: u16,
@@ -76,8 +78,8 @@ pub struct AgentArgs {
 }
 
 /// One `--slot-endpoints` entry: `host:port` or `[v6]:port` (names are resolved by the shoots).
-fn parse_slot_endpoint(text: &str) -> Result<String, String> {
-    crate::shoot::config::parse_endpoint(text.trim()).map(|_| text.trim().to_string())
+fn parse_slot_endpoint(text: &str) -> Result<Endpoint, EndpointError> {
+    text.trim().parse()
 }
 
 /// At most one endpoint per slot.
@@ -119,7 +121,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         standby: args.standby,
         resync: args.resync_interval.max(Duration::from_millis(50)),
     };
-    let mut agent = Agent::new(election, cluster, rec, settings, args.slot_endpoints.clone());
+    // Published as written: the shoots parse them again with the same parser.
+    let endpoints = args.slot_endpoints.iter().map(Endpoint::to_string).collect();
+    let mut agent = Agent::new(election, cluster, rec, settings, endpoints);
     agent.events = Some(events);
     let mut registry = prometheus_client::registry::Registry::default();
     agent.status.register(&mut registry);
@@ -162,7 +166,8 @@ mod tests {
             assert!(err.contains(flag) && err.contains(fix), "{flags:?}: {err}");
         }
         let ok = parse(&["--slot-endpoints", "lb0.example.org:51820,[fd00::1]:51820", "--mtu", "1280"]).unwrap();
-        let endpoints: Vec<&String> = ok.get_many("slot_endpoints").unwrap().collect();
+        let endpoints: Vec<String> =
+            ok.get_many::<crate::endpoint::Endpoint>("slot_endpoints").unwrap().map(|e| e.to_string()).collect();
         assert_eq!(endpoints, ["lb0.example.org:51820", "[fd00::1]:51820"]);
         assert_eq!(ok.get_one::<MtuSetting>("mtu"), Some(&MtuSetting::Fixed(1280)));
         assert_eq!(parse(&[]).unwrap().get_one::<MtuSetting>("mtu"), Some(&MtuSetting::Auto));

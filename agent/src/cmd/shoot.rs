@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::cmd::run::{Common, reconciler};
 use crate::shoot::config::{ADDRESS, KEEPALIVE, MTU, slot_fields};
-use crate::shoot::readvertise::Timing;
+use crate::shoot::readvertise::ResolveTiming;
 use crate::shoot::sidecar::DEFAULT_HANDSHAKE_WINDOW;
 use crate::shoot::{Options, Sources};
 use kubelink_ipam::contract::Slot;
@@ -19,7 +19,7 @@ pub struct ShootArgs {
     pub config_dir: PathBuf,
     /// The WireGuard device in the pod's network namespace.
     #[arg(long, env = "KUBELINK_DEVICE", default_value = "kubelink0", value_parser = crate::config::parse_ifname)]
-    pub device: String,
+    pub device: crate::ifname::IfName,
     #[command(flatten)]
     pub common: Common,
     /// Read the private key from this file instead of <config-dir>/privateKey.
@@ -102,7 +102,7 @@ pub async fn run(args: ShootArgs) -> anyhow::Result<()> {
     let opts = Options {
         device: args.device.clone(),
         sources,
-        timing: Timing { interval: args.resolve_interval, ..Timing::default() },
+        timing: ResolveTiming { interval: args.resolve_interval, ..ResolveTiming::default() },
         resolve_timeout: Duration::from_secs(3),
         resync_interval: args.resync_interval,
         probe_interval: Some(args.probe_interval).filter(|d| !d.is_zero()),
@@ -119,4 +119,20 @@ pub async fn run(args: ShootArgs) -> anyhow::Result<()> {
     let rec = reconciler(&args.common).await?;
     crate::shoot::sidecar::run(opts, rec).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{Args, Command};
+
+    #[test]
+    fn a_bad_device_is_refused_naming_the_flag_and_the_fix() {
+        let cmd = || super::ShootArgs::augment_args(Command::new("shoot")).no_binary_name(true);
+        for bad in ["a/b", "a-name-longer-than-15", ""] {
+            let err = cmd().try_get_matches_from(["--device", bad]).expect_err(bad).to_string();
+            assert!(err.contains("--device") && err.contains("1-15 bytes"), "{bad:?}: {err}");
+        }
+        let ok = cmd().try_get_matches_from(["--device", "wg0"]).unwrap();
+        assert_eq!(ok.get_one::<crate::ifname::IfName>("device").map(|d| d.to_string()).as_deref(), Some("wg0"));
+    }
 }

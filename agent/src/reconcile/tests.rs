@@ -27,7 +27,7 @@ fn peer(n: u8, dialled: bool) -> PeerSpec {
 
 fn spec(peers: &[PeerSpec]) -> DeviceSpec {
     DeviceSpec {
-        name: DEV.into(),
+        name: DEV.parse().unwrap(),
         private_key: PrivateKey::from_bytes([99; 32]),
         listen_port: Some(51820),
         fwmark: None,

@@ -15,6 +15,8 @@ use kubelink_ipam::keys::{PrivateKey, PublicKey};
 pub use kubelink_ipam::contract::shoot_secret::{ADDRESS, KEEPALIVE, MTU, PRIVATE_KEY};
 
 use crate::config::{Desired, RouteSpec};
+use crate::endpoint::Endpoint;
+use crate::ifname::IfName;
 use crate::mtu::MtuSetting;
 use crate::route::MAIN_TABLE;
 use crate::wg::{DeviceSpec, PeerSpec};
@@ -96,34 +98,11 @@ fn read_optional(path: &Path, field: &str) -> Result<Option<String>, ShootConfig
     }
 }
 
-/// A gateway endpoint as written: a host name (re-resolved) or a literal address, and a port.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    pub host: String,
-    pub port: u16,
-}
-
-impl Endpoint {
-    /// The address when the host is a literal IP: no resolution needed.
-    pub fn literal(&self) -> Option<SocketAddr> {
-        self.host.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, self.port))
-    }
-}
-
-impl std::fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gateway {
     /// The sidecar keys its per-slot state by it.
     pub slot: Slot,
+    /// A host name (re-resolved) or a literal address, and a port.
     pub endpoint: Endpoint,
     pub public_key: PublicKey,
     /// The slot's tunnel address: the gateway SNATs seed traffic to it; the peer's AllowedIPs.
@@ -133,7 +112,7 @@ pub struct Gateway {
 /// The validated configuration. `Debug` is safe: the private key redacts itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShootConfig {
-    pub device: String,
+    pub device: IfName,
     pub private_key: PrivateKey,
     /// The shoot's tunnel address with the WireGuard CIDR's prefix.
     pub address: IpNet,
@@ -188,10 +167,9 @@ impl ShootConfig {
     }
 }
 
-/// Parses and validates the inputs for device `device`.
-pub fn parse(inputs: &Inputs, device: &str) -> Result<ShootConfig, ShootConfigError> {
+/// Parses and validates the inputs for device `device` (a flag, checked when it was parsed).
+pub fn parse(inputs: &Inputs, device: &IfName) -> Result<ShootConfig, ShootConfigError> {
     let p = Parser { inputs };
-    crate::config::validate_ifname(device).map_err(|m| p.invalid_flag("--device", m))?;
     let private_key: PrivateKey = p.required(PRIVATE_KEY, "the shoot's WireGuard private key (base64)", |t| {
         t.parse::<PrivateKey>().map_err(|e| format!("{e}; write the key as `wg genkey` prints it"))
     })?;
@@ -211,7 +189,7 @@ pub fn parse(inputs: &Inputs, device: &str) -> Result<ShootConfig, ShootConfigEr
     let gateways: Vec<Gateway> = gateways.into_iter().map(|(_, g)| g).collect();
     let carries_ipv6 = address.addr().is_ipv6() || gateways.iter().any(|g| g.address.is_ipv6());
     let mtu = mtu.check(carries_ipv6).map_err(|m| p.invalid(MTU, m))?;
-    Ok(ShootConfig { device: device.into(), private_key, address, gateways, keepalive, mtu })
+    Ok(ShootConfig { device: device.clone(), private_key, address, gateways, keepalive, mtu })
 }
 
 fn parse_address(text: &str) -> Result<IpNet, String> {
@@ -227,42 +205,6 @@ fn parse_address(text: &str) -> Result<IpNet, String> {
     Ok(net)
 }
 
-/// An IPv4 literal or a DNS name: letters, digits, `-`, `_` and dots, at most 253 characters
-/// (found by fuzzing: `[[[[]]:4` used to pass as the host `[[[]`).
-fn is_host_name(host: &str) -> bool {
-    let label_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
-    !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| !label.is_empty() && label.len() <= 63 && label.chars().all(label_char))
-}
-
-/// `host:port` or `[v6]:port`. Only the syntax: names are resolved (and re-resolved) later.
-pub fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
-    let quoted = excerpt(text);
-    let form = || format!("{quoted} needs the form host:port, e.g. gw.example.org:51820");
-    let (host, port) = text.rsplit_once(':').ok_or_else(form)?;
-    let port: u16 = port.parse().map_err(|_| form())?;
-    // IPv6 literals need brackets: in fd00::1:51820 the port is ambiguous.
-    let (host, bracketed) = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        Some(h) => (h, true),
-        None => (host, false),
-    };
-    if host.contains(':') && !bracketed {
-        return Err(format!("{quoted}: write an IPv6 address in brackets, e.g. [fd00::1]:51820"));
-    }
-    let valid = match bracketed {
-        true => host.parse::<std::net::Ipv6Addr>().is_ok(),
-        false => is_host_name(host),
-    };
-    if !valid {
-        return Err(form());
-    }
-    if port == 0 {
-        return Err(format!("{quoted}: port 0 is not a gateway port"));
-    }
-    Ok(Endpoint { host: host.to_string(), port })
-}
-
 struct Parser<'a> {
     inputs: &'a Inputs,
 }
@@ -271,10 +213,6 @@ impl Parser<'_> {
     fn invalid(&self, field: &str, message: impl Into<String>) -> ShootConfigError {
         let origin = self.inputs.0.get(field).map(|i| i.origin.clone()).unwrap_or_else(|| field.to_string());
         ShootConfigError::Invalid { origin, field: field.into(), message: message.into() }
-    }
-
-    fn invalid_flag(&self, flag: &str, message: String) -> ShootConfigError {
-        ShootConfigError::Invalid { origin: flag.into(), field: "device".into(), message }
     }
 
     fn text(&self, field: &str) -> Option<&str> {
@@ -312,7 +250,8 @@ impl Parser<'_> {
         if [&endpoint, &key, &addr].iter().all(|f| self.text(f).is_none()) {
             return Ok(None);
         }
-        let endpoint = self.required(&endpoint, "the gateway's host:port", parse_endpoint)?;
+        let endpoint =
+            self.required(&endpoint, "the gateway's host:port", |t| t.parse().map_err(|e| format!("{e}")))?;
         let public_key = self.required(&key, "the gateway's public key (base64)", |t| {
             t.parse::<PublicKey>().map_err(|e| format!("{e}; write the gateway's public key as `wg pubkey` prints it"))
         })?;
@@ -371,6 +310,10 @@ mod tests {
     const GW0: &str = "GsA5xhJ9bXs6GHbLSWHyN0tQhz9VvHp3YZ9BnTU9dlw=";
     const GW1: &str = "HsA5xhJ9bXs6GHbLSWHyN0tQhz9VvHp3YZ9BnTU9dlw=";
 
+    fn kl0() -> IfName {
+        "kl0".parse().unwrap()
+    }
+
     fn inputs(rows: &[(&str, &str)]) -> Inputs {
         Inputs(
             rows.iter()
@@ -403,10 +346,10 @@ mod tests {
 
     #[test]
     fn a_full_directory_gives_two_peers_with_defaults() {
-        let c = parse(&inputs(&full()), "kl0").unwrap();
+        let c = parse(&inputs(&full()), &kl0()).unwrap();
         assert_eq!((c.keepalive, c.mtu), (21, MtuSetting::Auto));
         assert_eq!(c.gateways.len(), 2);
-        assert_eq!(c.gateways[0].endpoint, Endpoint { host: "gw0.example.org".into(), port: 51820 });
+        assert_eq!((c.gateways[0].endpoint.host(), c.gateways[0].endpoint.port()), ("gw0.example.org", 51820));
         assert_eq!(c.gateways[1].endpoint.literal(), Some("[fd00::2]:51821".parse().unwrap()));
         let ep: BTreeMap<Slot, SocketAddr> = [(Slot::ALL[1], "[fd00::2]:51821".parse().unwrap())].into();
         let d = c.desired(&ep);
@@ -427,7 +370,7 @@ mod tests {
                 &[(KEEPALIVE, "0"), (MTU, "1380")],
                 &["gateway-1-endpoint", "gateway-1-publicKey", "gateway-1-address"],
             ),
-            "kl0",
+            &kl0(),
         )
         .unwrap();
         assert_eq!(c.gateways.len(), 1);
@@ -474,12 +417,12 @@ mod tests {
             ),
         ];
         for (i, (inp, names, hint)) in rows.iter().enumerate() {
-            let err = parse(inp, "kl0").unwrap_err().to_string();
+            let err = parse(inp, &kl0()).unwrap_err().to_string();
             assert!(err.contains(names), "row {i}: {err:?} should contain {names:?}");
             assert!(err.contains(hint), "row {i}: {err:?} should say {hint:?}");
             assert!(!err.contains(KEY), "row {i}: error leaks the private key: {err}");
         }
-        assert!(parse(&inputs(&full()), "a/b").unwrap_err().to_string().contains("--device"));
+        // A bad `--device` is refused by the flag's parser: `cmd::shoot::tests`.
     }
 
     #[test]
@@ -501,7 +444,7 @@ mod tests {
             ("lb-0_x.internal:51820", Some(("lb-0_x.internal", 51820))),
         ];
         for (text, want) in rows {
-            let got = parse_endpoint(text).ok().map(|e| (e.host, e.port));
+            let got = text.parse::<Endpoint>().ok().map(|e| (e.host().to_string(), e.port()));
             assert_eq!(got, want.map(|(h, p)| (h.to_string(), p)), "{text}");
         }
     }
@@ -509,7 +452,7 @@ mod tests {
     /// What the IPAM writes into the shoot Secret (mounted as one file per key) reads back equal.
     #[test]
     fn the_ipam_written_secret_reads_back_equal() {
-        use kubelink_ipam::secret::{Gateway as Written, shoot_secret_data};
+        use kubelink_ipam::secret::{KnownGateway as Written, shoot_secret_data};
         let key: PrivateKey = KEY.parse().unwrap();
         let address: IpNet = "192.168.128.10/22".parse().unwrap();
         let [s0, s1] = Slot::ALL;
@@ -533,7 +476,7 @@ mod tests {
             std::fs::write(dir.join(file), value.0).unwrap();
         }
         let sources = Sources { dir: dir.clone(), overrides: BTreeMap::new(), private_key_file: None };
-        let read = sources.read().map(|inputs| parse(&inputs, "kl0"));
+        let read = sources.read().map(|inputs| parse(&inputs, &kl0()));
         std::fs::remove_dir_all(&dir).unwrap();
         let config = read.unwrap().unwrap();
         assert_eq!((config.private_key, config.address), (key, address));

@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 
 use kubelink_ipam::contract::Slot;
 
-use super::config::{Endpoint, Gateway};
+use super::config::Gateway;
+use crate::endpoint::Endpoint;
 
+/// When a slot's name is resolved again (the election's timing is `election::Timing`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timing {
+pub struct ResolveTiming {
     /// Re-resolve every name this often.
     pub interval: Duration,
     /// A handshake older than this (or none) makes the slot suspect: resolve sooner.
@@ -21,7 +23,7 @@ pub struct Timing {
     pub retry: Duration,
 }
 
-impl Default for Timing {
+impl Default for ResolveTiming {
     fn default() -> Self {
         Self {
             interval: Duration::from_secs(30),
@@ -60,12 +62,12 @@ pub enum Event {
 
 #[derive(Debug, Default)]
 pub struct Readvertiser {
-    timing: Timing,
+    timing: ResolveTiming,
     slots: BTreeMap<Slot, Resolution>,
 }
 
 impl Readvertiser {
-    pub fn new(timing: Timing) -> Self {
+    pub fn new(timing: ResolveTiming) -> Self {
         Self { timing, slots: BTreeMap::new() }
     }
 
@@ -112,7 +114,7 @@ impl Readvertiser {
         let Some(s) = self.slots.get_mut(&slot) else { return Event::Unchanged };
         s.last_attempt = Some(now);
         let answers = answers.and_then(|a| {
-            if a.is_empty() { Err(format!("{} resolves to no address", s.endpoint.host)) } else { Ok(a) }
+            if a.is_empty() { Err(format!("{} resolves to no address", s.endpoint.host())) } else { Ok(a) }
         });
         match answers {
             Err(message) => {
@@ -135,7 +137,7 @@ impl Readvertiser {
 /// Resolves an endpoint with the system resolver (hosts file, DNS), off the async threads, giving
 /// up after `timeout` (the lookup thread finishes on its own).
 pub async fn resolve(endpoint: &Endpoint, timeout: Duration) -> Result<Vec<SocketAddr>, String> {
-    let (host, port) = (endpoint.host.clone(), endpoint.port);
+    let (host, port) = (endpoint.host().to_string(), endpoint.port());
     let lookup = tokio::task::spawn_blocking(move || (host.as_str(), port).to_socket_addrs().map(Iterator::collect));
     match tokio::time::timeout(timeout, lookup).await {
         Ok(Ok(Ok(addrs))) => Ok(addrs),
@@ -160,7 +162,7 @@ mod tests {
     fn gw(slot: u8, host: &str) -> Gateway {
         Gateway {
             slot: s(slot),
-            endpoint: Endpoint { host: host.into(), port: 51820 },
+            endpoint: format!("{host}:51820").parse().unwrap(),
             public_key: PublicKey::from_bytes([slot + 1; 32]),
             address: format!("192.168.128.{}", slot + 1).parse().unwrap(),
         }
@@ -180,7 +182,7 @@ mod tests {
 
     #[test]
     fn literal_addresses_need_no_resolution() {
-        let mut r = Readvertiser::new(Timing::default());
+        let mut r = Readvertiser::new(ResolveTiming::default());
         r.configure(&[gw(0, "10.0.0.9"), gw(1, "gw1.example.org")]);
         assert_eq!(r.endpoints(), [(s(0), addr(9))].into());
         assert_eq!(slots(r.due(Instant::now(), &ages(&[]))), vec![1], "only the name is resolved");
@@ -189,7 +191,7 @@ mod tests {
     #[test]
     fn when_a_slot_is_due() {
         let t0 = Instant::now();
-        let timing = Timing { interval: 30 * S, stale_handshake: 135 * S, retry: 5 * S };
+        let timing = ResolveTiming { interval: 30 * S, stale_handshake: 135 * S, retry: 5 * S };
         // rows: seconds since the last resolution, handshake age, failing, due?
         let rows = [
             (1, Some(10), false, false),
@@ -216,7 +218,7 @@ mod tests {
     #[test]
     fn what_a_resolution_means() {
         let t0 = Instant::now();
-        let mut r = Readvertiser::new(Timing::default());
+        let mut r = Readvertiser::new(ResolveTiming::default());
         r.configure(&[gw(0, "gw0.example.org"), gw(1, "gw1.example.org")]);
         let failed = r.record(s(0), t0, Err("no such host".into()));
         assert_eq!(failed, Event::Failed { message: "no such host".into(), keeping: None });
@@ -234,12 +236,12 @@ mod tests {
     #[test]
     fn reconfiguring_keeps_unchanged_slots() {
         let t0 = Instant::now();
-        let mut r = Readvertiser::new(Timing::default());
+        let mut r = Readvertiser::new(ResolveTiming::default());
         r.configure(&[gw(0, "gw0.example.org"), gw(1, "gw1.example.org")]);
         r.record(s(0), t0, Ok(vec![addr(1)]));
         r.record(s(1), t0, Ok(vec![addr(2)]));
         let mut moved = gw(1, "gw1.example.org");
-        moved.endpoint.port = 51821;
+        moved.endpoint = "gw1.example.org:51821".parse().unwrap();
         r.configure(&[gw(0, "gw0.example.org"), moved]);
         assert_eq!(r.endpoints(), [(s(0), addr(1))].into(), "a changed endpoint starts over");
         assert_eq!(slots(r.due(t0, &ages(&[(0, Some(1))]))), vec![1]);
@@ -250,7 +252,7 @@ mod tests {
     #[tokio::test]
     async fn resolving_localhost() {
         // Only the hosts file: unit tests send no DNS queries.
-        let ok = resolve(&Endpoint { host: "localhost".into(), port: 51820 }, 5 * S).await.unwrap();
+        let ok = resolve(&"localhost:51820".parse().unwrap(), 5 * S).await.unwrap();
         assert!(ok.iter().all(|a| a.port() == 51820 && a.ip().is_loopback()), "{ok:?}");
     }
 }

@@ -14,7 +14,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
 
 use super::config::{self, Inputs, ShootConfig, ShootConfigError, Sources};
-use super::readvertise::{self, Event, Readvertiser, Timing};
+use super::readvertise::{self, Event, Readvertiser, ResolveTiming};
 use crate::driver::{self, Due, Role, Schedule};
 use crate::health::{Health, HealthError};
 use crate::metrics::{PeerSample, PeerTraffic};
@@ -37,9 +37,9 @@ pub enum SidecarError {
 }
 
 pub struct Options {
-    pub device: String,
+    pub device: crate::ifname::IfName,
     pub sources: Sources,
-    pub timing: Timing,
+    pub timing: ResolveTiming,
     pub resolve_timeout: Duration,
     pub resync_interval: Duration,
     /// ICMP probe of each slot address through the tunnel; `None` turns probing off.
@@ -415,12 +415,12 @@ mod tests {
     fn config(address: &str, gateways: &[&str]) -> ShootConfig {
         let gateway = |(slot, a): (usize, &&str)| config::Gateway {
             slot: Slot::try_from(slot).unwrap(),
-            endpoint: config::Endpoint { host: format!("lb{slot}"), port: 51820 },
+            endpoint: format!("lb{slot}:51820").parse().unwrap(),
             public_key: kubelink_ipam::keys::PublicKey::from_bytes([slot as u8; 32]),
             address: a.parse().unwrap(),
         };
         ShootConfig {
-            device: "kubelink0".into(),
+            device: "kubelink0".parse().unwrap(),
             private_key: kubelink_ipam::keys::PrivateKey::from_bytes([7; 32]),
             address: address.parse().unwrap(),
             gateways: gateways.iter().enumerate().map(gateway).collect(),

@@ -93,8 +93,8 @@ impl WgBackend for FakeWg {
     }
 
     async fn ensure(&self, spec: &DeviceSpec) -> Result<(), WgError> {
-        self.record(Call::Ensure(spec.name.clone()));
-        lock(&self.devices).entry(spec.name.clone()).or_default();
+        self.record(Call::Ensure(spec.name.to_string()));
+        lock(&self.devices).entry(spec.name.to_string()).or_default();
         Ok(())
     }
 
@@ -104,9 +104,9 @@ impl WgBackend for FakeWg {
     }
 
     async fn apply(&self, spec: &DeviceSpec, update: &DeviceUpdate) -> Result<(), WgError> {
-        self.record(Call::Apply(spec.name.clone(), update.summary()));
+        self.record(Call::Apply(spec.name.to_string(), update.summary()));
         let mut devices = lock(&self.devices);
-        let device = devices.get_mut(&spec.name).ok_or_else(|| WgError::NoDevice(spec.name.clone()))?;
+        let device = devices.get_mut(spec.name.as_ref()).ok_or_else(|| WgError::NoDevice(spec.name.to_string()))?;
         apply(device, spec, update);
         Ok(())
     }

@@ -99,7 +99,7 @@ impl KernelBackend {
     /// this call and restored by the link layer in the same reconcile pass.
     async fn rewrite(&self, spec: &DeviceSpec) -> Result<(), WgError> {
         let config = InterfaceConfiguration {
-            name: spec.name.clone(),
+            name: spec.name.to_string(),
             prvkey: spec.private_key.expose_base64().to_string(),
             addresses: vec![],
             port: spec.listen_port.unwrap_or(0),

@@ -24,7 +24,7 @@ pub use userspace::UserspaceBackend;
 /// The device kubelink wants (link-level settings such as addresses and MTU live in [`crate::link`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceSpec {
-    pub name: String,
+    pub name: crate::ifname::IfName,
     pub private_key: PrivateKey,
     /// `None`: let the device pick (and keep) a port.
     pub listen_port: Option<u16>,

@@ -119,7 +119,7 @@ mod tests {
 
     fn spec(peers: Vec<PeerSpec>) -> DeviceSpec {
         DeviceSpec {
-            name: "kl0".into(),
+            name: "kl0".parse().unwrap(),
             private_key: PrivateKey::from_bytes([7; 32]),
             listen_port: Some(51820),
             fwmark: None,

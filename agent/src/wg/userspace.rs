@@ -112,7 +112,7 @@ impl WgBackend for UserspaceBackend {
 
     async fn ensure(&self, spec: &DeviceSpec) -> Result<(), WgError> {
         let mut devices = self.devices.lock().await;
-        if devices.contains_key(&spec.name) {
+        if devices.contains_key(spec.name.as_ref()) {
             return Ok(());
         }
         match self.link.get(&spec.name).await? {
@@ -126,8 +126,8 @@ impl WgBackend for UserspaceBackend {
             None => {}
         }
         let (device, mtu) = start(spec, &self.endpoints.load(&spec.name), self.offload).await?;
-        devices.insert(spec.name.clone(), device);
-        self.mtus.lock().unwrap_or_else(|e| e.into_inner()).insert(spec.name.clone(), mtu);
+        devices.insert(spec.name.to_string(), device);
+        self.mtus.lock().unwrap_or_else(|e| e.into_inner()).insert(spec.name.to_string(), mtu);
         Ok(())
     }
 
@@ -147,7 +147,7 @@ impl WgBackend for UserspaceBackend {
 
     async fn apply(&self, spec: &DeviceSpec, update: &DeviceUpdate) -> Result<(), WgError> {
         let devices = self.devices.lock().await;
-        let device = devices.get(&spec.name).ok_or_else(|| WgError::NoDevice(spec.name.clone()))?;
+        let device = devices.get(spec.name.as_ref()).ok_or_else(|| WgError::NoDevice(spec.name.to_string()))?;
         let secret = update.set_private_key.then(|| x25519::StaticSecret::from(*spec.private_key.to_bytes()));
         let fwmark_result = device
             .write(async |w| {
