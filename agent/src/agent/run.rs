@@ -356,7 +356,9 @@ impl Agent {
         (self.roles, actions) = role::step(state, observation, now());
         let after = self.roles.role.slot();
         if after != before {
-            tracing::info!(node = %self.election.me, from = ?before, to = ?after, "gateway slot changed");
+            // As numbers: `to=Some(0)` is what operators and the qemu scenario read.
+            let (from, to) = (before.map(Slot::number), after.map(Slot::number));
+            tracing::info!(node = %self.election.me, ?from, ?to, "gateway slot changed");
             self.record_change(before, after);
         }
         self.status.slot_step(self.election.slots, before, after);

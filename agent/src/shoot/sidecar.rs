@@ -264,6 +264,10 @@ impl Sidecar {
             }
             Event::Changed { from: Some(from), to } => {
                 self.metrics.endpoint_changes.get_or_create(&slot_label(slot)).inc();
+                // A handshake under way went to the old address: the next failed probe may restart.
+                let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+                live.slots.entry(slot).or_default().restarted_at = None;
+                drop(live);
                 tracing::info!(slot = slot.number(), endpoint, %from, %to, "gateway endpoint changed; updating that peer only");
             }
             Event::Failed { message, keeping } => {
