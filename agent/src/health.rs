@@ -1,5 +1,6 @@
 //! A small HTTP server for probes and scraping: `/healthz` (the process serves), `/readyz` (the role's
-//! own readiness, given as a closure) and `/metrics` (a prometheus-client registry, OpenMetrics text).
+//! own readiness, given as a closure), `/metrics` (a prometheus-client registry, OpenMetrics text) and,
+//! where the role has one, `/status` (its view of itself as JSON, for `kubelink status --seed`).
 //! Shared by the roles: each passes its readiness check and registry.
 
 use std::convert::Infallible;
@@ -18,10 +19,15 @@ use tokio::net::TcpListener;
 /// The role's readiness: `Ok` when ready, else why not (shown in the `/readyz` body).
 pub type Readiness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
+/// The role's view of itself, as JSON.
+pub type StatusView = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
 #[derive(Clone)]
 pub struct Health {
     pub ready: Readiness,
     pub registry: Arc<Mutex<Registry>>,
+    /// `None`: no `/status` (404).
+    pub status: Option<StatusView>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +75,7 @@ impl Health {
                 Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
             },
             "/metrics" => self.metrics(),
+            "/status" if self.status.is_some() => self.status(),
             _ => text(StatusCode::NOT_FOUND, "not found; try /healthz, /readyz or /metrics\n".into()),
         }
     }
@@ -84,6 +91,17 @@ impl Health {
             hyper::header::CONTENT_TYPE,
             hyper::header::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
         );
+        response
+    }
+}
+
+impl Health {
+    fn status(&self) -> Response<Full<Bytes>> {
+        let Some(view) = &self.status else { return text(StatusCode::NOT_FOUND, "no status here\n".into()) };
+        let mut response = text(StatusCode::OK, view().to_string());
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
         response
     }
 }
@@ -122,13 +140,21 @@ mod tests {
         let health = Health {
             ready: Arc::new(move || if f.load(Ordering::Relaxed) { Ok(()) } else { Err("no gateway".into()) }),
             registry: Arc::new(Mutex::new(registry)),
+            status: Some(Arc::new(|| serde_json::json!({"role": "router"}))),
         };
         let addr = health.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let (healthz, not_ready, metrics, missing) = tokio::task::spawn_blocking(move || {
-            (get(addr, "/healthz"), get(addr, "/readyz"), get(addr, "/metrics"), get(addr, "/nope"))
+        let (healthz, not_ready, metrics, missing, status) = tokio::task::spawn_blocking(move || {
+            (
+                get(addr, "/healthz"),
+                get(addr, "/readyz"),
+                get(addr, "/metrics"),
+                get(addr, "/nope"),
+                get(addr, "/status"),
+            )
         })
         .await
         .unwrap();
+        assert!(status.starts_with("HTTP/1.1 200") && status.ends_with(r#"{"role":"router"}"#), "{status}");
         assert!(healthz.starts_with("HTTP/1.1 200"), "{healthz}");
         assert!(not_ready.starts_with("HTTP/1.1 503") && not_ready.contains("not ready: no gateway"), "{not_ready}");
         assert!(metrics.contains("kubelink_test_events_total 3"), "{metrics}");
@@ -141,7 +167,8 @@ mod tests {
     #[tokio::test]
     async fn a_busy_port_is_an_error_that_says_what_to_do() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let health = Health { ready: Arc::new(|| Ok(())), registry: Arc::new(Mutex::new(Registry::default())) };
+        let health =
+            Health { ready: Arc::new(|| Ok(())), registry: Arc::new(Mutex::new(Registry::default())), status: None };
         let err = health.serve(taken.local_addr().unwrap()).await.unwrap_err().to_string();
         assert!(err.contains("--health-listen"), "{err}");
     }

@@ -96,7 +96,7 @@ impl IpamMetrics {
             None => Err("no pass has completed yet".to_string()),
             Some(result) => result.clone(),
         });
-        Health { ready, registry: Arc::new(Mutex::new(registry)) }.serve(addr).await
+        Health { ready, registry: Arc::new(Mutex::new(registry)), status: None }.serve(addr).await
     }
 
     /// Counts one pass.

@@ -19,6 +19,7 @@ pub mod probe;
 pub mod reconcile;
 pub mod route;
 pub mod routing;
+pub mod seed_view;
 pub mod shoot;
 pub mod standalone;
 pub mod telemetry;

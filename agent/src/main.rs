@@ -28,6 +28,9 @@ enum Command {
     Shoot(Box<cmd::shoot::ShootArgs>),
     /// Show what a kubelink device looks like right now.
     Status(cmd::status::StatusArgs),
+    /// The whole seed at a glance: slot holders, the endpoints shoots dial, each shoot's handshakes
+    /// and traffic on the gateways, the routers' routes.
+    SeedStatus(cmd::seed_status::SeedStatusArgs),
     /// Remove everything kubelink created on this host for a config (device, routes).
     Down(cmd::run::DownArgs),
     /// Tunnel address management for shoots (controller and listing).
@@ -51,6 +54,7 @@ fn main() -> std::process::ExitCode {
             Command::Run(a) => cmd::run::run(a).await,
             Command::Shoot(a) => cmd::shoot::run(*a).await,
             Command::Status(a) => cmd::status::run(a).await,
+            Command::SeedStatus(a) => cmd::seed_status::run(a).await,
             Command::Down(a) => cmd::run::down(a).await,
             Command::Ipam(a) => cmd::ipam::run(a).await,
         }

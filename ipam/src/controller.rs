@@ -29,6 +29,7 @@ use crate::status::{self, Condition};
 use crate::store::{self, StoreError};
 use crate::table::{self, Plan, Table};
 use crate::validate;
+use kube::runtime::events::Recorder;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -70,6 +71,9 @@ pub struct Controller {
     /// Skipped objects already reported by an Event, by (kind, namespace, name), with the
     /// resourceVersion and field reported: an object is reported again only when it changes.
     reported: Arc<Mutex<Reported>>,
+    /// Events on garden objects (Shoots, the Seed) and on seed objects (ShootPeers, ManagedResources).
+    garden_events: Recorder,
+    seed_events: Recorder,
 }
 
 /// Skipped objects reported, by (kind, namespace, name): the state reported.
@@ -144,7 +148,10 @@ struct Snapshot {
 
 impl Controller {
     pub fn new(garden: kube::Client, seed: kube::Client, cfg: Config) -> Self {
-        Self { garden, seed, cfg, states: Arc::default(), reported: Arc::default() }
+        let instance = format!("{}-{}", status::COMPONENT, cfg.seed);
+        let garden_events = status::recorder(garden.clone(), &instance);
+        let seed_events = status::recorder(seed.clone(), &instance);
+        Self { garden, seed, cfg, states: Arc::default(), reported: Arc::default(), garden_events, seed_events }
     }
 
     pub fn config(&self) -> &Config {
@@ -177,7 +184,7 @@ impl Controller {
             }
         };
         report.writes += self.report_skipped(&report.skipped).await?;
-        report.writes += status::set_seed_condition(&self.garden, &seed, &seed_condition).await?;
+        report.writes += status::set_seed_condition(&self.garden, &self.garden_events, &seed, &seed_condition).await?;
         Ok(report)
     }
 
@@ -194,9 +201,10 @@ impl Controller {
         let mut writes = 0;
         for s in fresh {
             // ShootPeers and ManagedResources live on the seed; Shoots and ShootStates in the garden.
-            let client = if s.kind == "Shoot" || s.kind == "ShootState" { &self.garden } else { &self.seed };
+            let events =
+                if s.kind == "Shoot" || s.kind == "ShootState" { &self.garden_events } else { &self.seed_events };
             // An Event is a report, not work: one that cannot be written is logged and the pass goes on.
-            match status::report_skipped(client, s).await {
+            match status::report_skipped(events, s).await {
                 Ok(n) => writes += n,
                 Err(e) => tracing::warn!(kind = %s.kind, name = %s.name, error = %e, "cannot record an Event"),
             }
@@ -519,7 +527,7 @@ impl Controller {
             }
         }
         if let (Some(shoot), Some(condition)) = (shoot, condition) {
-            m.writes += status::set_shoot_condition(&self.garden, shoot, &condition).await?;
+            m.writes += status::set_shoot_condition(&self.garden, &self.garden_events, shoot, &condition).await?;
         }
         Ok(m)
     }

@@ -1,13 +1,15 @@
 //! What users see: a condition on the Shoot (and one on the Seed) and a Kubernetes Event when it changes.
-//! Messages carry addresses, ranges and field names, never key material.
+//! Messages carry addresses, ranges and field names, never key material. Events go through
+//! kube-runtime's recorder (events.k8s.io/v1): a repeat within its window is counted in the first
+//! Event's series (a patch) instead of a new object.
 
 use std::fmt::Debug;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Resource;
 use kube::api::{Api, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -185,7 +187,7 @@ fn now() -> k8s_openapi::jiff::Timestamp {
 /// then records an Event. Returns how many objects were written.
 async fn set_condition<K>(
     api: Api<K>,
-    events: Api<Event>,
+    events: &Recorder,
     object: &K,
     condition: &Condition,
 ) -> Result<usize, StoreError>
@@ -207,7 +209,7 @@ where
             serde_json::from_value(value.clone()).map_err(|e| StoreError::Kube(kube::Error::SerdeError(e)))?;
         match api.replace_status(&name, &PostParams::default(), &next).await {
             Ok(_) => {
-                events.create(&PostParams::default(), &event(object, condition)).await?;
+                events.publish(&condition.event(), &object.object_ref(&())).await?;
                 return Ok(2);
             }
             Err(e) if is_conflict(&e) => continue,
@@ -219,6 +221,7 @@ where
 
 pub async fn set_shoot_condition(
     client: &kube::Client,
+    events: &Recorder,
     shoot: &Shoot,
     condition: &Condition,
 ) -> Result<usize, StoreError> {
@@ -228,28 +231,30 @@ pub async fn set_shoot_condition(
         return Ok(0);
     }
     let api = Api::<Shoot>::namespaced(client.clone(), &ns);
-    set_condition(api, Api::namespaced(client.clone(), &ns), shoot, condition).await
+    set_condition(api, events, shoot, condition).await
 }
 
 /// The Seed is written as it was read ([`Raw`]): one whose fields do not decode still gets its condition.
+/// Its Events go to the `default` namespace (the recorder's place for cluster-scoped objects).
 pub async fn set_seed_condition(
     client: &kube::Client,
+    events: &Recorder,
     seed: &Raw<Seed>,
     condition: &Condition,
 ) -> Result<usize, StoreError> {
-    // Events about cluster-scoped objects go to the `default` namespace, as the real components do.
     let api = Api::<Raw<Seed>>::all(client.clone());
-    set_condition(api, Api::namespaced(client.clone(), "default"), seed, condition).await
+    set_condition(api, events, seed, condition).await
+}
+
+/// The IPAM's recorder on one cluster: the garden (Shoots, the Seed) or the seed (ShootPeers,
+/// ManagedResources). `instance` names this controller (one per seed).
+pub fn recorder(client: kube::Client, instance: &str) -> Recorder {
+    Recorder::new(client, Reporter { controller: COMPONENT.into(), instance: Some(instance.into()) })
 }
 
 /// A Warning Event on an object that was skipped because it does not decode, naming the field.
-pub async fn report_skipped(client: &kube::Client, skipped: &Skipped) -> Result<usize, StoreError> {
-    let namespace = skipped.namespace.clone().unwrap_or_else(|| "default".into());
-    let time = now();
-    let mut e = Event::default();
-    e.metadata.generate_name = Some(format!("{}.", skipped.name));
-    e.metadata.namespace = Some(namespace.clone());
-    e.involved_object = ObjectReference {
+pub async fn report_skipped(events: &Recorder, skipped: &Skipped) -> Result<usize, StoreError> {
+    let reference = ObjectReference {
         api_version: Some(skipped.api_version.clone()),
         kind: Some(skipped.kind.clone()),
         name: Some(skipped.name.clone()),
@@ -258,45 +263,33 @@ pub async fn report_skipped(client: &kube::Client, skipped: &Skipped) -> Result<
         resource_version: skipped.resource_version.clone(),
         ..Default::default()
     };
-    e.reason = Some(SKIPPED_REASON.into());
-    e.message = Some(format!("{}: {}; kubelink skips this object until it is fixed", skipped.field, skipped.reason));
-    e.type_ = Some("Warning".into());
-    e.source = Some(EventSource { component: Some(COMPONENT.into()), host: None });
-    e.reporting_component = Some(COMPONENT.into());
-    e.first_timestamp = Some(Time(time));
-    e.last_timestamp = Some(Time(time));
-    e.count = Some(1);
-    Api::<Event>::namespaced(client.clone(), &namespace).create(&PostParams::default(), &e).await?;
+    events.publish(&skipped_event(skipped), &reference).await?;
     Ok(1)
 }
 
-/// Events are legacy-style core/v1 (first/last timestamp, no eventTime), which the API server accepts
-/// without the reporting-instance fields the new style requires.
-fn event<K: Resource<DynamicType = ()>>(object: &K, condition: &Condition) -> Event {
-    let meta = object.meta();
-    let time = now();
-    let mut e = Event::default();
-    e.metadata.generate_name = Some(format!("{}.", meta.name.clone().unwrap_or_default()));
-    e.metadata.namespace = Some(meta.namespace.clone().unwrap_or_else(|| "default".into()));
-    e.involved_object = ObjectReference {
-        api_version: Some(K::api_version(&()).into()),
-        kind: Some(K::kind(&()).into()),
-        name: meta.name.clone(),
-        namespace: meta.namespace.clone(),
-        uid: meta.uid.clone(),
-        ..Default::default()
-    };
-    e.reason = Some(condition.reason.clone());
-    e.message = Some(condition.message.clone());
-    // A shoot that had to move is served, but someone must look at how its address got claimed twice.
-    let warning = !condition.ok || condition.reason == CONFLICT_REASON;
-    e.type_ = Some(if warning { "Warning" } else { "Normal" }.into());
-    e.source = Some(EventSource { component: Some(COMPONENT.into()), host: None });
-    e.reporting_component = Some(COMPONENT.into());
-    e.first_timestamp = Some(Time(time));
-    e.last_timestamp = Some(Time(time));
-    e.count = Some(1);
-    e
+fn skipped_event(skipped: &Skipped) -> Event {
+    Event {
+        type_: EventType::Warning,
+        reason: SKIPPED_REASON.into(),
+        note: Some(format!("{}: {}; kubelink skips this object until it is fixed", skipped.field, skipped.reason)),
+        action: "Skip".into(),
+        secondary: None,
+    }
+}
+
+impl Condition {
+    /// The Event recorded when this condition is set.
+    fn event(&self) -> Event {
+        // A shoot that had to move is served, but someone must look at how its address got claimed twice.
+        let warning = !self.ok || self.reason == CONFLICT_REASON;
+        Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: self.reason.clone(),
+            note: Some(self.message.clone()),
+            action: "Allocate".into(),
+            secondary: None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use kubelink_tests::landscape::seed::{POD_IP, SeedLandscape};
+use kubelink_tests::landscape::seed::{POD_IP, SeedLandscape, lb_ip};
 use kubelink_tests::landscape::{self, Started, node_of};
 
 fn pod_ping(l: &SeedLandscape, shoot: usize, count: u32, interval: &str) -> (u32, u32) {
@@ -28,6 +28,16 @@ fn three_nodes_two_slots_four_shoots_and_slot_failover() {
         dir.display()
     );
 
+    // No `agent.slotEndpoints`: each gateway published its Service's load-balancer address, which
+    // every shoot dials.
+    for shoot in &l.shoots {
+        for slot in 0..2 {
+            let file = shoot.config_dir.join(format!("gateway-{slot}-endpoint"));
+            let dialed = std::fs::read_to_string(&file).unwrap_or_default();
+            assert_eq!(dialed, format!("{}:51820", lb_ip(slot)), "{}", file.display());
+        }
+    }
+    seed_status_shows_the_landscape(&l);
     // Every shoot answers the pod on the non-gateway node, through the gateway its address prefers.
     for i in 0..4 {
         assert_eq!(pod_ping(&l, i, 10, "0.05"), (10, 10), "shoot {i}");
@@ -101,4 +111,49 @@ fn tcp_transfer(l: &SeedLandscape, shoot: usize) {
     let sent = v["end"]["sum_sent"]["bytes"].as_u64().unwrap_or(0);
     println!("TCP transfer pod -> shoot {shoot}: {sent} bytes");
     assert!(sent >= 10 * 1024 * 1024);
+}
+
+/// `kubelink seed-status`, run in the router's agent Pod: both holders with the endpoints they
+/// publish and all four shoots, a handshake of every shoot with both gateways, the router's four
+/// routes; the same in JSON and YAML.
+fn seed_status_shows_the_landscape(l: &SeedLandscape) {
+    // The sidecars dial both gateways at once, but the second handshake may still be under way, and
+    // an agent reads its device once per retry period: ask until every shoot has a session with both.
+    let both =
+        |json: &serde_json::Value| json["slots"].as_array().is_some_and(|s| s.iter().all(|r| r["connected"] == 4));
+    let started = Instant::now();
+    let mut json = serde_json::Value::Null;
+    while started.elapsed() < Duration::from_secs(20) {
+        json = serde_json::from_str(&l.seed_status(2, "json").unwrap()).unwrap();
+        if both(&json) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    println!("every shoot connected to both gateways after {:.1} s", started.elapsed().as_secs_f64());
+    let text = l.seed_status(2, "text").unwrap();
+    println!("kubelink seed-status:\n{text}");
+    let yaml: serde_json::Value = serde_yaml_ng::from_str(&l.seed_status(2, "yaml").unwrap()).unwrap();
+    assert_eq!(json["slots"], yaml["slots"], "JSON and YAML carry the same slots");
+    for slot in 0..2 {
+        let row = &json["slots"][slot];
+        assert_eq!(row["endpoint"], format!("{}:51820", lb_ip(slot)), "{row}");
+        assert_eq!(
+            (row["peers"].as_u64(), row["connected"].as_u64(), row["ready"].as_bool()),
+            (Some(4), Some(4), Some(true)),
+            "{row}"
+        );
+    }
+    let shoots = json["shoots"].as_array().unwrap();
+    assert_eq!(shoots.len(), 4, "{json}");
+    for s in shoots {
+        let gateways = s["gateways"].as_array().unwrap();
+        assert!(
+            gateways.len() == 2 && gateways.iter().all(|g| g["handshakeAgeSeconds"].as_u64().is_some_and(|a| a < 180)),
+            "{s}"
+        );
+    }
+    let router = json["nodes"].as_array().unwrap().iter().find(|n| n["role"] == "router").expect("a router");
+    assert_eq!(router["routes"].as_array().map(Vec::len), Some(4), "{router}");
+    assert!(text.contains(&format!("{}:51820", lb_ip(0))) && text.contains("4 (2 via"), "{text}");
 }

@@ -431,6 +431,7 @@ async fn rbac_is_the_contract_and_the_agent_has_nothing_cluster_wide() {
         ("coordination.k8s.io", &["leases"], &["create"], "*"),
         ("coordination.k8s.io", &["leases"], &["get", "update"], slots),
         ("", &["secrets"], &["get", "patch"], slots),
+        ("", &["services"], &["get"], slots),
         ("", &["pods"], &["list", "patch"], "*"),
         ("kubelink.gardener.cloud", &["seedtunnels"], &["list", "watch"], SEED),
         ("kubelink.gardener.cloud", &["shootpeers"], &["list", "watch"], "*"),
@@ -450,7 +451,7 @@ async fn rbac_is_the_contract_and_the_agent_has_nothing_cluster_wide() {
         ("", &["secrets"], &["get", "update", "delete"], "kubelink-shoot,managedresource-kubelink-shoot"),
         ("resources.gardener.cloud", &["managedresources"], &["list", "create"], "*"),
         ("resources.gardener.cloud", &["managedresources"], &["update", "delete"], "kubelink-shoot"),
-        ("", &["events"], &["create"], "*"),
+        ("events.k8s.io", &["events"], &["create", "patch"], "*"),
     ]);
     assert_eq!(rules(find(&objects, "ClusterRole", &cluster_role_name)), ipam_cluster, "the IPAM's ClusterRole");
 
@@ -514,7 +515,7 @@ async fn the_garden_chart_grants_the_ipam_identity_the_contract() {
         ("core.gardener.cloud", &["shoots"], &["get", "list", "watch"], "*"),
         ("core.gardener.cloud", &["shoots/status"], &["update"], "*"),
         ("core.gardener.cloud", &["shootstates"], &["get", "create", "update"], "*"),
-        ("", &["events"], &["create"], "*"),
+        ("events.k8s.io", &["events"], &["create", "patch"], "*"),
     ]);
     assert_eq!(rules(find(&objects, "ClusterRole", &role_name)), want);
     let binding = find(&objects, "ClusterRoleBinding", &role_name);

@@ -5,7 +5,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Event, Secret};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kubelink_ipam::contract::{labels, names};
 use kubelink_ipam::controller::{Config, Controller, PassReport};
@@ -234,7 +235,7 @@ async fn a_full_pool_reports_exhausted_and_keeps_going() {
     assert!(cond["message"].as_str().unwrap().contains("spec.wireguard.cidr 192.168.128.0/29 is exhausted"), "{cond}");
     assert_eq!(seed_condition(&client).await["reason"], "Exhausted");
     let events = Api::<Event>::namespaced(client.clone(), PROJECT_NS).list(&ListParams::default()).await.unwrap().items;
-    let warning = events.iter().find(|e| e.involved_object.name.as_deref() == Some(&shoot_name(5)[..])).unwrap();
+    let warning = events.iter().find(|e| regarding(e) == Some(&shoot_name(5)[..])).unwrap();
     assert_eq!((warning.type_.as_deref(), warning.reason.as_deref()), (Some("Warning"), Some("Exhausted")));
 
     // Freeing one address lets a waiting shoot in on the next pass.
@@ -599,9 +600,14 @@ fn plant(server: &ApiServer, kind: usize, namespace: &str, object: Value) {
     server.store().plant(kind, namespace, object).unwrap();
 }
 
+/// The name of the object an Event is about.
+fn regarding(e: &Event) -> Option<&str> {
+    e.regarding.as_ref()?.name.as_deref()
+}
+
 async fn events_about(client: &kube::Client, namespace: &str, name: &str) -> Vec<Event> {
     let events = Api::<Event>::namespaced(client.clone(), namespace).list(&ListParams::default()).await.unwrap();
-    events.items.into_iter().filter(|e| e.involved_object.name.as_deref() == Some(name)).collect()
+    events.items.into_iter().filter(|e| regarding(e) == Some(name)).collect()
 }
 
 #[tokio::test]
@@ -677,7 +683,7 @@ async fn one_malformed_object_of_each_kind_is_reported_and_skipped_while_the_oth
         let reported = events.iter().find(|e| e.reason.as_deref() == Some("InvalidObject")).unwrap_or_else(|| {
             panic!("no InvalidObject Event on {name}: {events:?}");
         });
-        assert!(reported.message.as_deref().unwrap().starts_with(field), "{reported:?}");
+        assert!(reported.note.as_deref().unwrap().starts_with(field), "{reported:?}");
         assert_eq!(reported.type_.as_deref(), Some("Warning"));
     }
     // The Seed's condition does not say all is well, and names them.

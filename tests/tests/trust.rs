@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Event, Pod, Secret};
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::events::v1::Event as EventV1;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -390,6 +390,8 @@ async fn each_component_needs_exactly_what_its_chart_grants_and_the_agent_nothin
     );
     // Objects that do not decode (planted past the API's validation, as an older schema may have
     // written them) are replaced, with a Warning Event on each: the IPAM may write those on the seed.
+    // Planted twice: the second report of the same problem counts in the first Event's series (the
+    // recorder's patch). A Shoot that does not decode is the garden's: reported there, never replaced.
     let planted = [
         (
             ("kubelink.gardener.cloud", "v1alpha1", "shootpeers"),
@@ -402,19 +404,37 @@ async fn each_component_needs_exactly_what_its_chart_grants_and_the_agent_nothin
             names::MANAGED_RESOURCE.to_string(),
         ),
     ];
-    for ((group, version, plural), namespace, name) in &planted {
-        let kind = ResourceKind::find(group, version, plural).unwrap();
-        let mut object = l.seed.store().get(kind, namespace, name).unwrap();
-        object["spec"] = json!({"address": 5, "class": 5});
-        l.seed.store().delete(kind, namespace, name, None).unwrap();
-        l.seed.store().plant(kind, namespace, object).unwrap();
+    let shoots = ResourceKind::find("core.gardener.cloud", "v1beta1", "shoots").unwrap();
+    let bad_shoot = fixtures::shoot_name(4);
+    let good_shoot = l.garden.store().get(shoots, fixtures::PROJECT_NS, &bad_shoot).unwrap();
+    for _ in 0..2 {
+        for ((group, version, plural), namespace, name) in &planted {
+            let kind = ResourceKind::find(group, version, plural).unwrap();
+            let mut object = l.seed.store().get(kind, namespace, name).unwrap();
+            object["spec"] = json!({"address": 5, "class": 5});
+            l.seed.store().delete(kind, namespace, name, None).unwrap();
+            l.seed.store().plant(kind, namespace, object).unwrap();
+        }
+        let mut shoot = good_shoot.clone();
+        shoot["spec"]["networking"]["pods"] = json!(5);
+        l.garden.store().delete(shoots, fixtures::PROJECT_NS, &bad_shoot, None).unwrap();
+        l.garden.store().plant(shoots, fixtures::PROJECT_NS, shoot).unwrap();
+        ipam.reconcile().await.unwrap();
     }
-    ipam.reconcile().await.unwrap();
-    for (_, namespace, name) in &planted {
-        let events = Api::<Event>::namespaced(l.seed.client(), namespace).list(&ListParams::default()).await.unwrap();
-        let about: Vec<_> = events.items.iter().filter(|e| e.involved_object.name.as_deref() == Some(name)).collect();
-        assert!(about.iter().any(|e| e.reason.as_deref() == Some("InvalidObject")), "no Event on {namespace}/{name}");
+    let garden_planted = (fixtures::PROJECT_NS.to_string(), bad_shoot.clone());
+    for (server, namespace, name) in planted.iter().map(|(_, ns, name)| (&l.seed, ns, name)).chain([(
+        &l.garden,
+        &garden_planted.0,
+        &garden_planted.1,
+    )]) {
+        let events = Api::<EventV1>::namespaced(server.client(), namespace).list(&ListParams::default()).await.unwrap();
+        let regarding = |e: &&EventV1| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name);
+        let reported = events.items.iter().filter(regarding).find(|e| e.reason.as_deref() == Some("InvalidObject"));
+        let count = reported.map(|e| e.series.as_ref().map_or(1, |s| s.count));
+        assert_eq!(count, Some(2), "the InvalidObject Event on {namespace}/{name}, reported twice: {events:?}");
     }
+    l.garden.store().delete(shoots, fixtures::PROJECT_NS, &bad_shoot, None).unwrap();
+    l.garden.store().plant(shoots, fixtures::PROJECT_NS, good_shoot).unwrap();
     let running = tokio::spawn(l.ipam().run());
 
     // The agent's pieces, as two nodes run them.
@@ -434,6 +454,16 @@ async fn each_component_needs_exactly_what_its_chart_grants_and_the_agent_nothin
     let key = cluster.slot_key(slot, "gw-a.example:51820").await.unwrap();
     let again = cluster.slot_key(slot, "gw-a.example:51820").await.unwrap();
     assert_eq!(key.public_key(), again.public_key());
+    // Without --slot-endpoints the holder publishes its Service's load-balancer address, once the cloud
+    // has written one into the Service's status.
+    let service = cluster.slot_service(slot).await.unwrap().expect("the chart's slot Service");
+    assert_eq!(kubelink::agent::publish::lb_endpoint(&service), None, "no address assigned yet");
+    let status = json!({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.9"}]}}});
+    let services = Api::<k8s_openapi::api::core::v1::Service>::namespaced(l.seed.client(), NS);
+    services.patch_status(&names::gateway(slot), &PatchParams::default(), &merge(status)).await.unwrap();
+    let service = cluster.slot_service(slot).await.unwrap().expect("the chart's slot Service");
+    let published = kubelink::agent::publish::lb_endpoint(&service).map(|e| e.to_string());
+    assert_eq!(published.as_deref(), Some("203.0.113.9:51820"));
     cluster.label_pod(Some(slot)).await.unwrap();
     let pods: Api<Pod> = Api::namespaced(l.seed.client(), NS);
     let labelled =

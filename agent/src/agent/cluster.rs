@@ -1,14 +1,15 @@
 //! What the agent reads from and writes to the seed cluster: the seed-local projection the IPAM
 //! controller writes (its Seed's SeedTunnel and the ShootPeers, through reflectors that wake the loop on
 //! every change), its slot's Secret (the stable gateway key), and the label on its own Pod that the
-//! slot's LoadBalancer Service selects. The agent never talks to the garden.
+//! slot's LoadBalancer Service selects, and that Service's load-balancer address. The agent never
+//! talks to the garden.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -161,6 +162,12 @@ impl Cluster {
             api.patch(&name, &PatchParams::default(), &Patch::Merge(&data)).await?;
         }
         Ok(key)
+    }
+
+    /// The slot's LoadBalancer Service (`kubelink-gateway-<slot>`, the chart's), if there is one.
+    pub async fn slot_service(&self, slot: Slot) -> Result<Option<Service>, ClusterError> {
+        let api: Api<Service> = Api::namespaced(self.client.clone(), &self.namespace);
+        Ok(api.get_opt(&names::gateway(slot)).await?)
     }
 
     /// Sets (or with `None` removes) the slot label on our own Pod. Taking a slot also strips its label

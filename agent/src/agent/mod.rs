@@ -8,8 +8,10 @@
 pub mod cluster;
 pub mod datapath;
 pub mod events;
+pub mod publish;
 pub mod role;
 pub mod run;
+pub mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;

@@ -20,10 +20,13 @@ use tokio::sync::{Notify, mpsc};
 use super::cluster::{Cluster, ClusterError};
 use super::datapath::{self, Check, Fault, Heard};
 use super::events::SlotEvent;
+use super::publish::{self, HeldSlot};
 use super::role::{self, Action, Delays, NotReady, Now, Observation, RoleState, Setup};
+use super::view::{self, NodeView};
 use super::{Settings, gateway_desired};
 use crate::driver::{self, Backoff, Due, Role, Schedule};
 use crate::election::kube::LeaseElection;
+use crate::endpoint::Endpoint;
 use crate::firewall::ForwardCounters;
 use crate::metrics::{Labels, PeerSample, PeerTraffic};
 use crate::reconcile::{ReconcileError, Reconciler};
@@ -32,7 +35,8 @@ use crate::routing::router_routes;
 /// What the node applied, kept between passes; the role logic's state is [`RoleState`].
 #[derive(Debug, Default)]
 struct DataPath {
-    slot_key: Option<(Slot, PrivateKey)>,
+    /// The slot held, its key and published endpoint, read again every [`publish::RECHECK`].
+    held: Option<HeldSlot>,
     /// What the last pass applied, re-applied between passes without asking the API server.
     applied: Option<Applied>,
     /// The way this node forwards tunnel traffic changed (role, warm-up routes): flows towards the
@@ -44,6 +48,8 @@ struct DataPath {
     forward: Option<ForwardCounters>,
     /// The shoot (`namespace/name`) of each peer key, for the per-peer metrics.
     shoots: BTreeMap<PublicKey, String>,
+    /// The gateway device as the last data-path check read it.
+    observed: Option<crate::wg::ObservedDevice>,
 }
 
 /// How long one probe through the gateway device waits for its answer.
@@ -81,6 +87,8 @@ pub struct Status {
     pub drift_repairs: Counter,
     /// Each shoot's handshake and traffic on this gateway.
     pub peer_traffic: PeerTraffic,
+    /// What `/status` shows, as of the last pass or election round.
+    pub view: Arc<Mutex<NodeView>>,
 }
 
 impl Default for Status {
@@ -97,6 +105,7 @@ impl Default for Status {
             pass_duration: crate::metrics::pass_histogram(),
             drift_repairs: Counter::default(),
             peer_traffic: PeerTraffic::new("kubelink_gateway_peer", "the shoot"),
+            view: Arc::default(),
         }
     }
 }
@@ -162,6 +171,15 @@ impl Status {
         }
     }
 
+    /// `/status`: the last pass's view with the readiness of now.
+    pub fn node_view(&self) -> NodeView {
+        let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let ready = self.ready();
+        view.ready = ready.is_ok();
+        view.not_ready = ready.err();
+        view
+    }
+
     fn record(&self, readiness: Result<(), NotReady>) {
         self.ready.set(readiness.is_ok() as i64);
         *self.readiness.lock().unwrap_or_else(|e| e.into_inner()) = Some((readiness, Instant::now()));
@@ -201,7 +219,7 @@ pub struct Agent {
     pub rec: Reconciler,
     pub settings: Settings,
     /// What shoots dial for each slot (`host:port`, the slot's load balancer); a slot without one
-    /// publishes NODE_IP:LISTEN_PORT.
+    /// publishes its Service's load-balancer address, or NODE_IP:LISTEN_PORT.
     pub endpoints: Vec<String>,
     pub status: Status,
     /// Kubernetes Events on the slot Leases; `None`: none are recorded.
@@ -242,11 +260,26 @@ impl Agent {
         }
     }
 
-    fn endpoint(&self, slot: Slot) -> String {
-        self.endpoints
-            .get(slot.index())
-            .cloned()
-            .unwrap_or_else(|| format!("{}:{}", self.election.node_ip, self.settings.listen_port))
+    /// What shoots dial for `slot` ([`publish::choose_endpoint`]). When the Service cannot be read,
+    /// what was published stays.
+    async fn endpoint(&self, slot: Slot, published: Option<&str>) -> String {
+        let configured = self.endpoints.get(slot.index()).map(String::as_str);
+        let node = |lb: Option<&Endpoint>| {
+            publish::choose_endpoint(configured, lb, &self.election.node_ip, self.settings.listen_port)
+        };
+        if configured.is_some() {
+            return node(None);
+        }
+        match self.cluster.slot_service(slot).await {
+            Ok(svc) => node(svc.as_ref().and_then(publish::lb_endpoint).as_ref()),
+            Err(e) => {
+                tracing::warn!(
+                    slot = slot.number(),
+                    "cannot read the slot's Service for its load-balancer address: {e}"
+                );
+                published.map(String::from).unwrap_or_else(|| node(None))
+            }
+        }
     }
 
     /// Runs until SIGTERM or SIGINT: an election round and a pass every retry period, a pass on every
@@ -318,7 +351,29 @@ impl Agent {
         let started = Instant::now();
         let result = self.data_pass().await;
         self.status.pass_done(result.is_ok(), started.elapsed());
+        self.refresh_view();
         result
+    }
+
+    /// What `/status` shows: the role held and the node-local state of the last pass.
+    fn refresh_view(&self) {
+        let slot = self.roles.role.slot();
+        let mut view = NodeView {
+            node: self.election.me.clone(),
+            role: if slot.is_some() { "gateway" } else { "router" }.into(),
+            slot: slot.map(|s| s.number()),
+            ..NodeView::default()
+        };
+        match &self.data.applied {
+            Some(Applied::Gateway(desired)) => {
+                view.peers = view::gateway_peers(&desired.device.peers, &self.data.shoots, self.data.observed.as_ref());
+                view.public_key = Some(desired.device.private_key.public_key().to_string());
+            }
+            Some(Applied::Router(routes)) => view.routes = view::routes(routes),
+            None => {}
+        }
+        view.endpoint = self.data.held.as_ref().filter(|h| Some(h.slot) == slot).map(|h| h.endpoint.clone());
+        *self.status.view.lock().unwrap_or_else(|e| e.into_inner()) = view;
     }
 
     /// One data-plane pass: the role's desired state, from what the watches and the last round show.
@@ -512,6 +567,7 @@ impl Agent {
         if let Ok(Some(observed)) = &read {
             self.status.peer_traffic.set(peer_samples(slot, &self.data.shoots, observed));
         }
+        self.data.observed = read.as_ref().ok().cloned().flatten();
         if !forwarding_on(source) {
             return Check::Fault(Fault::ForwardingOff);
         }
@@ -538,15 +594,30 @@ impl Agent {
         datapath::verdict(&asked, &answers)
     }
 
-    /// The slot's key, read (and the slot's endpoint published) once per slot taken.
+    /// The slot's key, read (and the slot's endpoint published) when the slot is taken and again every
+    /// [`publish::RECHECK`]. A failed re-read keeps the key in use: the Secret may be between a
+    /// deletion and the IPAM's new one.
     async fn slot_key(&mut self, slot: Slot) -> Result<PrivateKey, PassError> {
-        if let Some((s, key)) = &self.data.slot_key
-            && *s == slot
-        {
-            return Ok(key.clone());
+        let now = Instant::now();
+        if let Some(held) = self.data.held.as_ref().filter(|h| h.fresh_for(slot, now)) {
+            return Ok(held.key.clone());
         }
-        let key = self.cluster.slot_key(slot, &self.endpoint(slot)).await?;
-        self.data.slot_key = Some((slot, key.clone()));
+        let previous = self.data.held.take().filter(|h| h.slot == slot);
+        let endpoint = self.endpoint(slot, previous.as_ref().map(|h| h.endpoint.as_str())).await;
+        let key = match (self.cluster.slot_key(slot, &endpoint).await, previous) {
+            (Ok(key), previous) => {
+                log_published(slot, &key, &endpoint, previous.as_ref());
+                key
+            }
+            (Err(e), Some(previous)) => {
+                tracing::warn!(slot = slot.number(), "cannot read the slot Secret again: {e}; keeping the key in use");
+                let key = previous.key.clone();
+                self.data.held = Some(HeldSlot { checked: now, ..previous });
+                return Ok(key);
+            }
+            (Err(e), None) => return Err(e.into()),
+        };
+        self.data.held = Some(HeldSlot { slot, key: key.clone(), endpoint, checked: now });
         Ok(key)
     }
 
@@ -579,11 +650,23 @@ impl Agent {
             complete = false;
             tracing::warn!("removing the nftables table: {e}");
         }
-        self.data.slot_key = None;
+        self.data.held = None;
         if complete {
             tracing::info!(device = %self.settings.device, "no gateway here: device and nftables table removed (if any)");
         }
         Observation::GatewayRemoved { complete }
+    }
+}
+
+/// Logs what changed since the slot was last read: a new key (a rotation) or a new endpoint (the
+/// load balancer got its address). Public keys only.
+fn log_published(slot: Slot, key: &PrivateKey, endpoint: &str, previous: Option<&HeldSlot>) {
+    let Some(previous) = previous else { return };
+    if previous.key.public_key() != key.public_key() {
+        tracing::info!(slot = slot.number(), public_key = %key.public_key(), "the slot's key changed: the device takes it now");
+    }
+    if previous.endpoint != endpoint {
+        tracing::info!(slot = slot.number(), from = %previous.endpoint, to = %endpoint, "the slot's endpoint changed; published");
     }
 }
 
@@ -609,6 +692,7 @@ impl Role for Agent {
     async fn tick(&mut self) -> Due {
         self.elect().await;
         self.drive_logged(Observation::DataPathDue).await;
+        self.refresh_view();
         Due::Pass
     }
 }

@@ -32,7 +32,9 @@ pub struct AgentArgs {
     #[arg(long, env = "KUBELINK_POD_NAME")]
     pub pod_name: Option<String>,
     /// What shoots dial for each slot, in slot order (`host:port` of the slot's load balancer,
-    /// comma-separated); a slot without one publishes NODE_IP:LISTEN_PORT.
+    /// comma-separated). A slot without one publishes its Service's load-balancer address
+    /// (`status.loadBalancer.ingress` of Service `kubelink-gateway-<slot>`, read again every 15 s),
+    /// else NODE_IP:LISTEN_PORT.
     #[arg(long, env = "KUBELINK_SLOT_ENDPOINTS", value_delimiter = ',', value_parser = parse_slot_endpoint)]
     pub slot_endpoints: Vec<Endpoint>,
     /// How long a new slot holder gets no router traffic while the shoots re-handshake with it (used
@@ -128,7 +130,12 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let mut registry = prometheus_client::registry::Registry::default();
     agent.status.register(&mut registry);
     let status = agent.status.clone();
-    let health = Health { ready: Arc::new(move || status.ready()), registry: Arc::new(Mutex::new(registry)) };
+    let view = agent.status.clone();
+    let health = Health {
+        ready: Arc::new(move || status.ready()),
+        registry: Arc::new(Mutex::new(registry)),
+        status: Some(Arc::new(move || serde_json::to_value(view.node_view()).unwrap_or_default())),
+    };
     let bound = health.serve(args.health_listen).await?;
     tracing::info!(node = %args.node_name, seed = %args.seed.seed, health = %bound, "agent started");
     let signals = crate::driver::os_signals().context("installing the signal handlers")?;

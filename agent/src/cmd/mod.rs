@@ -4,6 +4,7 @@ pub mod agent;
 pub mod ipam;
 pub mod keys;
 pub mod run;
+pub mod seed_status;
 pub mod shoot;
 pub mod status;
 
@@ -121,6 +122,7 @@ mod tests {
             super::run::DownArgs::augment_args(Command::new("down")),
             super::shoot::ShootArgs::augment_args(Command::new("shoot")),
             super::status::StatusArgs::augment_args(Command::new("status")),
+            super::seed_status::SeedStatusArgs::augment_args(Command::new("seed-status")),
         ];
         out.extend(ipam.get_subcommands().cloned());
         out

@@ -199,7 +199,7 @@ impl Sidecar {
         self.metrics.register(&mut registry);
         let live = self.live.clone();
         let ready = Arc::new(move || live.lock().unwrap_or_else(|e| e.into_inner()).ready(Instant::now()));
-        Health { ready, registry: Arc::new(Mutex::new(registry)) }.serve(self.opts.health_listen).await
+        Health { ready, registry: Arc::new(Mutex::new(registry)), status: None }.serve(self.opts.health_listen).await
     }
 
     /// Re-reads the inputs; applies a valid change. Returns whether anything changed.

@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Api;
+use kube::api::{Patch, PatchParams};
 
 use crate::netns::{Netns, run};
 use kubelink_ipam::contract::labels::GATEWAY_SLOT as SLOT_LABEL;
@@ -81,6 +82,20 @@ pub fn program(ns: &Netns, port: u16, target: Option<&str>) -> Result<(), String
     // No conntrack tool: nothing to flush (fresh flows only).
     let _ = ns.command("conntrack").arg("-F").output();
     Ok(())
+}
+
+/// What a cloud's service controller does once a slot's load balancer exists: writes its address into
+/// the status of Service `kubelink-gateway-<slot>` (`status.loadBalancer.ingress`), where the slot
+/// holders read the endpoint they publish to shoots.
+pub async fn assign_address(client: &kube::Client, namespace: &str, slot: usize, ip: &str) -> Result<(), String> {
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let name = format!("kubelink-gateway-{slot}");
+    let status = serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}});
+    services
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("Service {name}: writing its load-balancer address: {e}"))
 }
 
 /// The node IP behind each slot: the Pod with the slot label, mapped to its node by `node_ip_of_pod`.

@@ -18,7 +18,7 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
-use kube::api::PostParams;
+use kube::api::{Patch, PatchParams, PostParams};
 use kubelink_apiserver::{ApiServer, Options, fixtures, helm};
 use kubelink_ipam::contract::{Slot, names};
 use kubelink_ipam::controller::{Config, Controller};
@@ -151,9 +151,9 @@ impl SeedLandscape {
         let api_ns = Netns::new("api")?;
         lan.attach(&api_ns, "eth0", &format!("{API_IP}/24"))?;
         let ([server, garden], [api_url, garden_url], tasks) = api_servers(&api_ns).await?;
-        let endpoints: Vec<String> = (0..slots).map(|s| format!("{}:{PORT}", lb_ip(s))).collect();
+        // No `agent.slotEndpoints`: the gateways publish their Services' load-balancer addresses.
         let values = json!({"seedName": SEED, "slots": slots, "gardenKubeconfigSecret": chart::GARDEN_SECRET,
-                            "agent": {"warmup": AGENT_WARMUP, "slotEndpoints": endpoints}});
+                            "agent": {"warmup": AGENT_WARMUP}});
         let workloads = chart::install(&garden, &server, dir, AGENT_NS, values, &garden_url).await?;
         let nodes = (0..NODES).map(|_| Netns::new("node")).collect::<Result<Vec<_>, _>>()?;
         for (i, n) in nodes.iter().enumerate() {
@@ -207,6 +207,9 @@ impl SeedLandscape {
         for i in 0..NODES {
             let pod = chart::agent_pod(&self.workloads.agent, &pod_name(i), &node_name(i));
             pods.create(&PostParams::default(), &serde_json::from_value(pod).map_err(kube::Error::SerdeError)?).await?;
+            // The kubelet's part: a host-network Pod runs on its node's IP.
+            let status = json!({"status": {"phase": "Running", "hostIP": node_ip(i), "podIP": node_ip(i)}});
+            pods.patch_status(&pod_name(i), &PatchParams::default(), &Patch::Merge(&status)).await?;
         }
         Ok(())
     }
@@ -214,6 +217,10 @@ impl SeedLandscape {
     /// Starts the IPAM controller, the agents and the load balancers. The node with the pod starts last,
     /// once the slots are taken, so that the pod's traffic is routed to the gateways.
     pub async fn start(&mut self) -> Result<(), String> {
+        // The cloud's part: each slot's load balancer has its address before the agents come up.
+        for slot in 0..self.slots {
+            lb::assign_address(&self.server.client(), AGENT_NS, slot, &lb_ip(slot)).await?;
+        }
         // The IPAM first: it writes the SeedTunnel (the slot count) and the slot Secrets the agents
         // wait for.
         self.ipam = Some(self.start_ipam().await?);
@@ -323,6 +330,17 @@ impl SeedLandscape {
             }
         }
         out
+    }
+
+    /// `kubelink seed-status -o <output>` as an operator runs it in node `i`'s agent Pod: with the
+    /// agent's ServiceAccount, on the node's network.
+    pub fn seed_status(&self, i: usize, output: &str) -> Result<String, String> {
+        let kubeconfig = self.dir.join(format!("agent-n{i}.kubeconfig"));
+        let kubeconfig = kubeconfig.to_string_lossy();
+        let args =
+            ["seed-status", "--seed", SEED, "--namespace", AGENT_NS, "--seed-kubeconfig", &kubeconfig, "-o", output];
+        let out = crate::netns::run(self.nodes[i].command(&self.bin).args(args))?;
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
     }
 
     /// Slot -> holder node, from the Leases.
