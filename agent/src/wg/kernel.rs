@@ -123,7 +123,7 @@ impl WgBackend for KernelBackend {
             removed = update.remove_peers.len(),
             device_attrs = update.set_private_key || update.listen_port.is_some() || update.fwmark.is_some(),
             messages = count,
-            elapsed_ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
+            elapsed_ms = (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0,
             "kernel device updated"
         );
         Ok(())
