@@ -243,14 +243,14 @@ mod tests {
     /// Like the qemu scenario: every 10th peer has an IPv6 address too, every 3rd a keepalive.
     fn peer(i: u32) -> PeerSpec {
         let mut allowed: BTreeSet<IpNet> = [format!("10.200.{}.{}/32", i >> 8, i & 255).parse().unwrap()].into();
-        if i % 10 == 0 {
+        if i.is_multiple_of(10) {
             allowed.insert(format!("fd00:200::{:x}/128", i + 1).parse().unwrap());
         }
         PeerSpec {
             public_key: key(i),
             endpoint: Some(format!("10.1.{}.{}:{}", i >> 8, i & 255, 20000 + i).parse().unwrap()),
             allowed_ips: allowed,
-            persistent_keepalive: (i % 3 == 0).then_some(25),
+            persistent_keepalive: i.is_multiple_of(3).then_some(25),
         }
     }
 
