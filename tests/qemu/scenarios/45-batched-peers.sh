@@ -2,8 +2,9 @@
 # WG_CMD_SET_DEVICE message), one message per peer (KUBELINK_WG_PEERS_PER_MESSAGE=1), batched again;
 # times and message counts are printed, the message counts asserted. Then, on the last device, one more
 # peer is one message naming only that peer, and a listen-port change keeps all peers: a live peer's
-# handshake time and counters survive both (a removed and re-added peer would start from zero). Last,
-# 999 endpoint changes one message each against batched, where messages are most of the cost.
+# handshake time and counters survive both (a removed and re-added peer would start from zero). Then
+# 999 endpoint changes one message each against batched, where messages are most of the cost; last,
+# 101 removals in a few messages.
 . /lib/kubelink-qemu/guest-lib.sh
 
 peers=1000
@@ -165,3 +166,23 @@ log "measured: $((peers - 1)) endpoint changes: batched $(field elapsed_ms "$bat
   "$(field messages "$batched") messages, one per peer $(field elapsed_ms "$per_peer") ms in" \
   "$(field messages "$per_peer") messages: batched" \
   "$(ratio "$(field elapsed_ms "$per_peer")" "$(field elapsed_ms "$batched")")x faster"
+
+# Removals are batched too: 100 generated peers and `extra` leave in a few messages, the rest stay.
+keep=899
+awk -v n="$keep" '/^  - publicKey/ { i++ } i <= n' /tmp/peers.yaml >/tmp/peers-fewer.yaml
+peer_file=/tmp/peers-fewer.yaml
+write_config 51821
+start removed
+[ "$(field removed "$APPLY")" = $((peers - keep)) ] && [ "$(field peers "$APPLY")" = $((peers - keep)) ] ||
+  fail "not $((peers - keep)) removals alone: $APPLY"
+[ "$(field messages "$APPLY")" -le 3 ] || fail "$((peers - keep)) removals took $(field messages "$APPLY") messages"
+{
+  head -n "$keep" /tmp/expected.unsorted
+  grep "^$b_key" /tmp/expected.unsorted
+} | sort >/tmp/expected
+wg_peers a kl0 >/tmp/wg
+same_text "wg show vs config after removals" /tmp/expected /tmp/wg
+survived "removals"
+kl_stop "$KL_PID" /tmp/removed.log
+log "measured: $((peers - keep)) peers removed in $(field messages "$APPLY") messages, $(field elapsed_ms "$APPLY") ms;" \
+  "$((keep + 1)) left, the live peer's session untouched"
