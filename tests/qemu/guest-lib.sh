@@ -139,3 +139,39 @@ size_is() { [ "$(wc -c <"$1")" = "$2" ]; }
 same_text() {
   cmp -s "$2" "$3" || fail "$1 differs:$(echo; diff "$2" "$3" | head -20)"
 }
+
+# gen_peers N YAML ROWS: N peers with random public keys (any 32 bytes work as a peer key), distinct allowed
+# IPs and endpoints; every 10th peer also routes an IPv6 address, every 3rd has a keepalive. Writes the YAML
+# peers (for after device_yaml) to YAML and the expected `wg_peers` rows, unsorted, to ROWS.
+gen_peers() {
+  awk -v n="$1" -v seed="$$" -v yaml="$2" -v rows="$3" '
+  function key(   s, i, b0, b1, b2) {
+    s = ""
+    for (i = 0; i < 30; i += 3) {
+      b0 = int(rand() * 256); b1 = int(rand() * 256); b2 = int(rand() * 256)
+      s = s substr(A, int(b0 / 4) + 1, 1) substr(A, (b0 % 4) * 16 + int(b1 / 16) + 1, 1)
+      s = s substr(A, (b1 % 16) * 4 + int(b2 / 64) + 1, 1) substr(A, b2 % 64 + 1, 1)
+    }
+    b0 = int(rand() * 256); b1 = int(rand() * 256)
+    return s substr(A, int(b0 / 4) + 1, 1) substr(A, (b0 % 4) * 16 + int(b1 / 16) + 1, 1) \
+      substr(A, (b1 % 16) * 4 + 1, 1) "="
+  }
+  BEGIN {
+    A = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    srand(seed)
+    for (i = 0; i < n; i++) {
+      k = key()
+      if (k in seen) { i--; continue }
+      seen[k] = 1
+      ep = sprintf("10.1.%d.%d:%d", int(i / 256), i % 256, 20000 + i)
+      ips = sprintf("10.200.%d.%d/32", int(i / 256), i % 256)
+      if (i % 10 == 0) ips = ips "," sprintf("fd00:200::%x/128", i + 1)
+      ka = (i % 3 == 0) ? 25 : "off"
+      yips = ips
+      gsub(/,/, "\", \"", yips)
+      printf "  - publicKey: \"%s\"\n    endpoint: \"%s\"\n    allowedIPs: [\"%s\"]\n", k, ep, yips > yaml
+      if (ka != "off") printf "    persistentKeepalive: %d\n", ka > yaml
+      printf "%s\t%s\t%s\t%s\n", k, ep, ips, ka > rows
+    }
+  }' || fail "generating peers"
+}

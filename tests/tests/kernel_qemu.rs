@@ -165,6 +165,19 @@ fn assert_scenario(name: &str) {
     );
 }
 
+/// Prints the lines a scenario logged as `measured:` (shown with `--nocapture`), so its numbers land in
+/// the test output and not only in `target/qemu/console.log`.
+fn print_measurements(name: &str) {
+    let Some(boot) = boot() else { return };
+    for line in measured_lines(&scenario_excerpt(&boot.console, name)) {
+        println!("{name}: {line}");
+    }
+}
+
+fn measured_lines(excerpt: &str) -> Vec<&str> {
+    excerpt.lines().filter_map(|l| l.find("measured: ").map(|at| l[at + "measured: ".len()..].trim_end())).collect()
+}
+
 /// Scenario names as the guest derives them: `NN-name.sh` -> `name`.
 fn scenario_files() -> Vec<String> {
     let dir = repo_root().join("tests/qemu/scenarios");
@@ -201,7 +214,18 @@ fn agent_restart_adopts_the_kernel_device() {
 /// 1000 peers applied in one reconcile pass and read back equal by wg and kubelink.
 #[test]
 fn thousand_peers_applied_in_one_pass() {
+    print_measurements("large-peer-set");
     assert_scenario("large-peer-set");
+}
+
+/// 1000 peers applied cold, batched (about 30 messages) against one message per peer (fresh device
+/// each), times and message counts printed; one more peer is one message, and a listen-port change
+/// keeps every peer; a live peer's handshake and counters survive both. Also 999 endpoint changes,
+/// batched against one message each.
+#[test]
+fn thousand_peers_batched_then_one_more_and_a_port_change_keep_the_others() {
+    print_measurements("batched-peers");
+    assert_scenario("batched-peers");
 }
 
 /// Kernel device against kubelink's userspace (gotatun) device: handshake, pings, TCP transfer.
@@ -239,6 +263,12 @@ fn markers_parse_pass_fail_unfinished_and_done() {
     assert_eq!(m.done, None, "no DONE marker: the guest did not finish");
     let done = parse_markers("@@KLQ DONE pass=2 fail=1\n");
     assert_eq!(done.done, Some((2, 1)));
+}
+
+#[test]
+fn measured_lines_are_picked_from_the_console() {
+    let excerpt = "@@KLQ BEGIN a\n[12.3] measured: 1000 peers in 80 ms\r\nnoise\n[13.0] done\n";
+    assert_eq!(measured_lines(excerpt), vec!["1000 peers in 80 ms"]);
 }
 
 #[test]

@@ -1,32 +1,66 @@
-//! Kernel WireGuard over generic netlink (defguard_wireguard_rs), links over rtnetlink.
+//! Kernel WireGuard over generic netlink, links over rtnetlink.
 //!
-//! The device lives in the kernel: it survives the agent, and a new agent adopts it as it is. Peers are
-//! set one message each (a peer with many allowed IPs could overflow a shared message); a key, port or
-//! fwmark change rewrites the whole device (the kernel API replaces peers then, and sessions end anyway
-//! when the key changes).
+//! The device lives in the kernel: it survives the agent, and a new agent adopts it as it is. An update
+//! goes out as few WG_CMD_SET_DEVICE messages as fit it ([`wire`]: many peers per page-sized message,
+//! a peer with very many allowed IPs split across messages), over one socket the backend keeps. A key,
+//! port or fwmark change sets only those attributes: the peers stay (a new key ends their sessions by
+//! the kernel's own rules, but they are not removed and re-added). Reads still go through
+//! defguard_wireguard_rs. `KUBELINK_WG_PEERS_PER_MESSAGE=N` caps the peers per message (1: one message
+//! per peer, the baseline of the benchmark in docs/benchmarks.md).
+
+mod genl;
+mod wire;
 
 use std::net::SocketAddr;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 use defguard_wireguard_rs::host::Host;
-use defguard_wireguard_rs::key::Key;
-use defguard_wireguard_rs::net::IpAddrMask;
 use defguard_wireguard_rs::peer::Peer;
-use defguard_wireguard_rs::{InterfaceConfiguration, Kernel, WGApi, WireguardInterfaceApi};
+use defguard_wireguard_rs::{Kernel, WGApi, WireguardInterfaceApi};
 use ipnet::IpNet;
 use kubelink_ipam::keys::PublicKey;
+use netlink_packet_wireguard::WireguardMessage;
 
+use self::genl::Genl;
+use self::wire::Packing;
 use super::{BackendKind, DeviceSpec, DeviceUpdate, ObservedDevice, ObservedPeer, PeerSpec, WgBackend, WgError};
 use crate::link::Link;
 
+/// Caps the peers per message; 1 is the one-message-per-peer baseline.
+pub const PEERS_PER_MESSAGE_ENV: &str = "KUBELINK_WG_PEERS_PER_MESSAGE";
+
 pub struct KernelBackend {
     link: Link,
+    packing: Packing,
+    /// Opened on first use and kept; dropped after a failure, so the next apply starts clean.
+    socket: Arc<Mutex<Option<Genl>>>,
 }
 
 impl KernelBackend {
+    /// Packing from [`PEERS_PER_MESSAGE_ENV`], else as many peers as fit a message.
     pub fn new(link: Link) -> Self {
-        Self { link }
+        Self::with_packing(link, packing_from_env(std::env::var(PEERS_PER_MESSAGE_ENV).ok().as_deref()))
+    }
+
+    pub fn with_packing(link: Link, packing: Packing) -> Self {
+        Self { link, packing, socket: Arc::new(Mutex::new(None)) }
+    }
+}
+
+/// An unset or unreadable value keeps the default: a typo must not stop the agent.
+fn packing_from_env(value: Option<&str>) -> Packing {
+    let Some(value) = value else { return Packing::default() };
+    match value.trim().parse::<usize>() {
+        Ok(n) if n > 0 => {
+            tracing::info!("{PEERS_PER_MESSAGE_ENV}={n}: at most {n} peers per netlink message");
+            Packing { max_peers: n, ..Packing::default() }
+        }
+        _ => {
+            tracing::warn!("{PEERS_PER_MESSAGE_ENV}={value:?} is not a positive number; ignored");
+            Packing::default()
+        }
     }
 }
 
@@ -73,17 +107,25 @@ impl WgBackend for KernelBackend {
     }
 
     async fn apply(&self, spec: &DeviceSpec, update: &DeviceUpdate) -> Result<(), WgError> {
-        if update.set_private_key || update.listen_port.is_some() || update.fwmark.is_some() {
-            return self.rewrite(spec).await;
+        let messages = wire::set_device_messages(spec, update, self.packing)
+            .map_err(|e| WgError::backend(&spec.name, "encode update", e))?;
+        if messages.is_empty() {
+            return Ok(());
         }
-        for peer in update.add_peers.iter().chain(update.change_peers.iter().filter_map(|(k, _)| spec.peers.get(k))) {
-            let p = to_defguard(peer);
-            blocking(&spec.name, "set peer", move |api| api.configure_peer(&p)).await?;
-        }
-        for key in &update.remove_peers {
-            let k = Key::new(*key.as_bytes());
-            blocking(&spec.name, "remove peer", move |api| api.remove_peer(&k)).await?;
-        }
+        let count = messages.len();
+        let started = Instant::now();
+        self.send(&spec.name, messages).await?;
+        tracing::info!(
+            device = %spec.name,
+            peers = update.add_peers.len() + update.change_peers.len() + update.remove_peers.len(),
+            added = update.add_peers.len(),
+            changed = update.change_peers.len(),
+            removed = update.remove_peers.len(),
+            device_attrs = update.set_private_key || update.listen_port.is_some() || update.fwmark.is_some(),
+            messages = count,
+            elapsed_ms = (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0,
+            "kernel device updated"
+        );
         Ok(())
     }
 
@@ -95,29 +137,34 @@ impl WgBackend for KernelBackend {
 }
 
 impl KernelBackend {
-    /// Key, port or fwmark changed: set the whole device, peers included. Addresses are flushed by
-    /// this call and restored by the link layer in the same reconcile pass.
-    async fn rewrite(&self, spec: &DeviceSpec) -> Result<(), WgError> {
-        let config = InterfaceConfiguration {
-            name: spec.name.to_string(),
-            prvkey: spec.private_key.expose_base64().to_string(),
-            addresses: vec![],
-            port: spec.listen_port.unwrap_or(0),
-            peers: spec.peers.values().map(to_defguard).collect(),
-            mtu: None,
-            fwmark: Some(spec.fwmark.unwrap_or(0)),
-        };
-        blocking(&spec.name, "configure device", move |api| api.configure_interface(&config)).await
+    /// Sends the messages in order over the kept socket, on the blocking pool.
+    async fn send(&self, name: &str, messages: Vec<WireguardMessage>) -> Result<(), WgError> {
+        let socket = self.socket.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut guard = socket.lock().unwrap_or_else(|e| e.into_inner());
+            let sent = send_all(&mut guard, messages);
+            if sent.is_err() {
+                // A socket that saw a failure may still hold a reply: start the next apply afresh.
+                *guard = None;
+            }
+            sent
+        })
+        .await
+        .map_err(|e| WgError::backend(name, "set device", e))?;
+        result.map_err(|(i, e)| WgError::backend(name, "set device", format!("message {}: {e}", i + 1)))
     }
 }
 
-fn to_defguard(p: &PeerSpec) -> Peer {
-    let mut peer = Peer::new(Key::new(*p.public_key.as_bytes()));
-    peer.endpoint = p.endpoint;
-    // Always sent, so that 0 turns a keepalive off.
-    peer.persistent_keepalive_interval = Some(p.persistent_keepalive.unwrap_or(0));
-    peer.allowed_ips = p.allowed_ips.iter().map(|n| IpAddrMask::new(n.addr(), n.prefix_len())).collect();
-    peer
+/// Sends every message; on failure, the index of the message that failed.
+fn send_all(socket: &mut Option<Genl>, messages: Vec<WireguardMessage>) -> Result<(), (usize, genl::GenlError)> {
+    let genl = match socket {
+        Some(genl) => genl,
+        None => socket.insert(Genl::open().map_err(|e| (0, e))?),
+    };
+    for (i, message) in messages.into_iter().enumerate() {
+        genl.set_device(message).map_err(|e| (i, e))?;
+    }
+    Ok(())
 }
 
 pub(crate) fn observed(host: &Host) -> ObservedDevice {
@@ -151,5 +198,21 @@ fn observed_peer(public_key: PublicKey, p: &Peer) -> ObservedPeer {
             .and_then(|t| SystemTime::now().duration_since(t).ok()),
         rx_bytes: p.rx_bytes,
         tx_bytes: p.tx_bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_per_message_from_the_environment() {
+        // rows: the variable's value, the peers per message it gives
+        let batched = Packing::default().max_peers;
+        for (value, want) in
+            [(None, batched), (Some("1"), 1), (Some(" 50 "), 50), (Some("0"), batched), (Some("x"), batched)]
+        {
+            assert_eq!(packing_from_env(value).max_peers, want, "{value:?}");
+        }
     }
 }

@@ -7,38 +7,7 @@ ip netns add a || fail "netns add a"
 ip -n a link set lo up
 wg_keypair a
 
-# Random public keys (any 32 bytes work as a peer key), distinct allowed IPs and endpoints; every 10th
-# peer also routes an IPv6 address, every 3rd has a keepalive. Writes the YAML peers and the expected rows.
-awk -v n="$peers" -v seed="$$" -v yaml=/tmp/peers.yaml -v rows=/tmp/expected.unsorted '
-function key(   s, i, b0, b1, b2) {
-  s = ""
-  for (i = 0; i < 30; i += 3) {
-    b0 = int(rand() * 256); b1 = int(rand() * 256); b2 = int(rand() * 256)
-    s = s substr(A, int(b0 / 4) + 1, 1) substr(A, (b0 % 4) * 16 + int(b1 / 16) + 1, 1)
-    s = s substr(A, (b1 % 16) * 4 + int(b2 / 64) + 1, 1) substr(A, b2 % 64 + 1, 1)
-  }
-  b0 = int(rand() * 256); b1 = int(rand() * 256)
-  return s substr(A, int(b0 / 4) + 1, 1) substr(A, (b0 % 4) * 16 + int(b1 / 16) + 1, 1) \
-    substr(A, (b1 % 16) * 4 + 1, 1) "="
-}
-BEGIN {
-  A = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-  srand(seed)
-  for (i = 0; i < n; i++) {
-    k = key()
-    if (k in seen) { i--; continue }
-    seen[k] = 1
-    ep = sprintf("10.1.%d.%d:%d", int(i / 256), i % 256, 20000 + i)
-    ips = sprintf("10.200.%d.%d/32", int(i / 256), i % 256)
-    if (i % 10 == 0) ips = ips "," sprintf("fd00:200::%x/128", i + 1)
-    ka = (i % 3 == 0) ? 25 : "off"
-    yips = ips
-    gsub(/,/, "\", \"", yips)
-    printf "  - publicKey: \"%s\"\n    endpoint: \"%s\"\n    allowedIPs: [\"%s\"]\n", k, ep, yips > yaml
-    if (ka != "off") printf "    persistentKeepalive: %d\n", ka > yaml
-    printf "%s\t%s\t%s\t%s\n", k, ep, ips, ka > rows
-  }
-}' || fail "generating peers"
+gen_peers "$peers" /tmp/peers.yaml /tmp/expected.unsorted
 sort /tmp/expected.unsorted >/tmp/expected
 {
   device_yaml kl0 a 51820 10.99.0.1/16
@@ -48,7 +17,7 @@ sort /tmp/expected.unsorted >/tmp/expected
 start="$(cut -d' ' -f1 /proc/uptime)"
 kl_start a /tmp/a.yaml /tmp/a.log --wg-backend kernel --log info,kubelink=debug
 wait_peers a kl0 "$peers" /tmp/a.log
-log "$peers peers applied $(awk -v s="$start" '{ printf "%.1f", $1 - s }' /proc/uptime) s after start"
+log "measured: $peers peers applied $(awk -v s="$start" '{ printf "%.1f", $1 - s }' /proc/uptime) s after start"
 wait_until 30 grep -q 'in sync' /tmp/a.log || fail "agent never reported in sync:$(echo; tail -5 /tmp/a.log)"
 
 wg_peers a kl0 >/tmp/wg
