@@ -463,7 +463,18 @@ impl Agent {
 
     async fn apply_gateway(&mut self, slot: Slot, sessionless_via: Option<IpAddr>) -> Result<(), PassError> {
         let cidr = self.cluster.cidr()?;
-        let key = self.slot_key(slot).await?;
+        let (key, published) = self.slot_key(slot).await?;
+        // A key the shoots do not have yet (the slot Secret was created afresh): warm up again, so that
+        // shoots without a session with it go via the other gateway until their Secret has the key.
+        let sessionless_via = match sessionless_via {
+            None if published => {
+                let at = now();
+                self.roles.rekeyed = Some(at.wall);
+                tracing::info!(slot = slot.number(), "published the slot's key into a new slot Secret; warming up");
+                super::role::warm_fallback(&self.roles, slot, Some(at.wall), at)
+            }
+            via => via,
+        };
         let shoots = self.cluster.shoots();
         self.data.shoots = shoots.iter().map(|s| (s.public_key, s.shoot.clone())).collect();
         let mut desired =
@@ -539,15 +550,17 @@ impl Agent {
     }
 
     /// The slot's key, read (and the slot's endpoint published) once per slot taken.
-    async fn slot_key(&mut self, slot: Slot) -> Result<PrivateKey, PassError> {
+    /// The slot's private key (read once per slot taken) and whether this read published it into
+    /// the slot Secret (which then did not name this gateway's endpoint yet).
+    async fn slot_key(&mut self, slot: Slot) -> Result<(PrivateKey, bool), PassError> {
         if let Some((s, key)) = &self.data.slot_key
             && *s == slot
         {
-            return Ok(key.clone());
+            return Ok((key.clone(), false));
         }
-        let key = self.cluster.slot_key(slot, &self.endpoint(slot)).await?;
+        let (key, published) = self.cluster.slot_key(slot, &self.endpoint(slot)).await?;
         self.data.slot_key = Some((slot, key.clone()));
-        Ok(key)
+        Ok((key, published))
     }
 
     async fn apply_router(&mut self, gateways: &[(usize, IpAddr)]) -> Result<(), PassError> {
