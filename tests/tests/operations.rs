@@ -149,7 +149,7 @@ fn jiff_now() -> u64 {
 }
 
 #[test]
-fn two_slots_key_rotation_loses_no_ping_and_metrics_match() {
+fn two_slots_key_rotation_keeps_every_tunnel_and_metrics_match() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
     let Some(Started { rt, mut l, dir }) = landscape::start("ops-two-slots", &TOOLS, 4, 2) else { return };
@@ -260,7 +260,7 @@ fn scrape_ipam_and_sidecar(l: &SeedLandscape) {
 }
 
 #[test]
-fn one_slot_key_rotation_gap_is_bounded_then_two_slots_lose_no_ping() {
+fn one_slot_key_rotation_gap_is_bounded_then_two_slots_lose_only_restarts() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
     let Some(Started { rt, mut l, dir }) = landscape::start("ops-one-slot", &TOOLS, 3, 1) else { return };
