@@ -196,7 +196,11 @@ impl SeedLandscape {
         let objects = render(&self.dir, chart_values(slots)).await?;
         let client = self.server.client();
         for object in &objects {
-            let name = format!("{}/{}", object["kind"].as_str().unwrap_or("?"), object["metadata"]["name"]);
+            let name = format!(
+                "{}/{}",
+                object["kind"].as_str().unwrap_or("?"),
+                object["metadata"]["name"].as_str().unwrap_or("?")
+            );
             match apply(&client, object).await? {
                 Applied::Created => done.created.push(name),
                 Applied::Changed => done.changed.push(name),
