@@ -431,9 +431,10 @@ async fn each_component_needs_exactly_what_its_chart_grants_and_the_agent_nothin
     assert_ne!(slot_a, slot_b);
     assert_eq!(a.round().await.unwrap().holding, Some(slot_a), "node-a renews its slot");
     let slot = kubelink_ipam::contract::Slot::try_from(slot_a).expect("a slot the election hands out");
-    let key = cluster.slot_key(slot, "gw-a.example:51820").await.unwrap();
-    let again = cluster.slot_key(slot, "gw-a.example:51820").await.unwrap();
+    let (key, published) = cluster.slot_key(slot, "gw-a.example:51820").await.unwrap();
+    let (again, published_again) = cluster.slot_key(slot, "gw-a.example:51820").await.unwrap();
     assert_eq!(key.public_key(), again.public_key());
+    assert_eq!((published, published_again), (true, false), "the endpoint is published once");
     cluster.label_pod(Some(slot)).await.unwrap();
     let pods: Api<Pod> = Api::namespaced(l.seed.client(), NS);
     let labelled =
