@@ -451,9 +451,10 @@ async fn each_component_needs_exactly_what_its_chart_grants_and_the_agent_nothin
     assert_ne!(slot_a, slot_b);
     assert_eq!(a.round().await.unwrap().holding, Some(slot_a), "node-a renews its slot");
     let slot = kubelink_ipam::contract::Slot::try_from(slot_a).expect("a slot the election hands out");
-    let key = cluster.slot_key(slot, "gw-a.example:51820").await.unwrap();
-    let again = cluster.slot_key(slot, "gw-a.example:51820").await.unwrap();
+    let (key, published) = cluster.slot_key(slot, "gw-a.example:51820").await.unwrap();
+    let (again, published_again) = cluster.slot_key(slot, "gw-a.example:51820").await.unwrap();
     assert_eq!(key.public_key(), again.public_key());
+    assert_eq!((published, published_again), (true, false), "the endpoint is published once");
     // Without --slot-endpoints the holder publishes its Service's load-balancer address, once the cloud
     // has written one into the Service's status.
     let service = cluster.slot_service(slot).await.unwrap().expect("the chart's slot Service");
@@ -462,8 +463,8 @@ async fn each_component_needs_exactly_what_its_chart_grants_and_the_agent_nothin
     let services = Api::<k8s_openapi::api::core::v1::Service>::namespaced(l.seed.client(), NS);
     services.patch_status(&names::gateway(slot), &PatchParams::default(), &merge(status)).await.unwrap();
     let service = cluster.slot_service(slot).await.unwrap().expect("the chart's slot Service");
-    let published = kubelink::agent::publish::lb_endpoint(&service).map(|e| e.to_string());
-    assert_eq!(published.as_deref(), Some("203.0.113.9:51820"));
+    let lb = kubelink::agent::publish::lb_endpoint(&service).map(|e| e.to_string());
+    assert_eq!(lb.as_deref(), Some("203.0.113.9:51820"));
     cluster.label_pod(Some(slot)).await.unwrap();
     let pods: Api<Pod> = Api::namespaced(l.seed.client(), NS);
     let labelled =

@@ -146,8 +146,9 @@ impl Cluster {
     }
 
     /// The slot's private key from Secret `kubelink-gateway-<slot>` (the IPAM controller creates it).
-    /// Keeps `endpoint` up to date there, where the IPAM reads it for the shoots.
-    pub async fn slot_key(&self, slot: Slot, endpoint: &str) -> Result<PrivateKey, ClusterError> {
+    /// Keeps `endpoint` up to date there, where the IPAM reads it for the shoots; `true` with the key
+    /// when this call wrote it (the Secret named another endpoint or none: created afresh).
+    pub async fn slot_key(&self, slot: Slot, endpoint: &str) -> Result<(PrivateKey, bool), ClusterError> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
         let name = names::gateway(slot);
         let secret = api.get_opt(&name).await?.ok_or_else(|| ClusterError::Secret {
@@ -161,7 +162,7 @@ impl Cluster {
             let data = serde_json::json!({"data": published_gateway_data(&key.public_key(), endpoint)});
             api.patch(&name, &PatchParams::default(), &Patch::Merge(&data)).await?;
         }
-        Ok(key)
+        Ok((key, !published))
     }
 
     /// The slot's LoadBalancer Service (`kubelink-gateway-<slot>`, the chart's), if there is one.

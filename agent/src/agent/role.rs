@@ -125,6 +125,10 @@ pub struct RoleState {
     pub in_place: bool,
     pub label: PodLabel,
     pub leftovers: Leftovers,
+    /// When this gateway published its slot's key into a slot Secret that did not name it yet (the
+    /// Secret was created afresh: a key rotation): no shoot has a session with that key, as with a
+    /// new holder, so its sessionless shoots are routed via a warm gateway for a warm-up from then.
+    pub rekeyed: Option<Timestamp>,
 }
 
 impl RoleState {
@@ -142,6 +146,7 @@ impl RoleState {
             in_place: false,
             label: PodLabel::Unknown,
             leftovers: Leftovers::Possible,
+            rekeyed: None,
         }
     }
 }
@@ -276,6 +281,7 @@ fn elected(mut state: RoleState, round: &Round, now: Now) -> (RoleState, Vec<Act
         state.health = GatewayHealth::Serving;
         state.forwarding = Forwarding::Serving;
         state.in_place = false;
+        state.rekeyed = None;
     }
     state.role = role;
     (state, actions)
@@ -303,7 +309,8 @@ fn pass_due(mut state: RoleState, now: Now) -> (RoleState, Vec<Action>) {
     match state.role {
         Role::Gateway { slot, acquired } => {
             state.leftovers = Leftovers::Possible;
-            let sessionless_via = warm_fallback(&state, slot, acquired, now);
+            let since = acquired.max(state.rekeyed);
+            let sessionless_via = warm_fallback(&state, slot, since, now);
             (state, vec![Action::ApplyGateway { slot, sessionless_via }])
         }
         Role::Router => {
@@ -317,10 +324,10 @@ fn pass_due(mut state: RoleState, now: Now) -> (RoleState, Vec<Action>) {
     }
 }
 
-/// While this gateway warms up (the shoots have no sessions with it yet), the node IP of another
-/// gateway that has warmed up itself. Only warm gateways take traffic away, so two gateways cannot
-/// bounce a packet between them.
-fn warm_fallback(state: &RoleState, slot: Slot, acquired: Option<Timestamp>, now: Now) -> Option<IpAddr> {
+/// While this gateway warms up (the shoots have no sessions with it yet: it took the slot, or began
+/// using a new key, at `since`), the node IP of another gateway that has warmed up itself. Only warm
+/// gateways take traffic away, so two gateways cannot bounce a packet between them.
+pub fn warm_fallback(state: &RoleState, slot: Slot, acquired: Option<Timestamp>, now: Now) -> Option<IpAddr> {
     let warmup = state.delays.warmup;
     let warming = acquired.is_some_and(|a| !warmed_up(a, warmup, now.wall));
     if !warming {

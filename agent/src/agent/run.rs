@@ -518,14 +518,26 @@ impl Agent {
 
     async fn apply_gateway(&mut self, slot: Slot, sessionless_via: Option<IpAddr>) -> Result<(), PassError> {
         let cidr = self.cluster.cidr()?;
-        let key = self.slot_key(slot).await?;
+        let (key, new_key) = self.slot_key(slot).await?;
+        // A key the shoots do not have yet (rotated, or the slot Secret created afresh): warm up again,
+        // so that shoots without a session with it go via the other gateway until their Secret has
+        // the key. Sessions from before the new key do not count.
+        let sessionless_via = if new_key {
+            let at = now();
+            self.roles.rekeyed = Some(at.wall);
+            tracing::info!(slot = slot.number(), "the shoots do not have the slot's key yet; warming up");
+            sessionless_via.or_else(|| super::role::warm_fallback(&self.roles, slot, Some(at.wall), at))
+        } else {
+            sessionless_via
+        };
         let shoots = self.cluster.shoots();
         self.data.shoots = shoots.iter().map(|s| (s.public_key, s.shoot.clone())).collect();
         let mut desired =
             gateway_desired(&self.settings, cidr, slot, &key, &shoots).ok_or(PassError::NoSlotAddress(cidr, slot))?;
         if let Some(warm) = sessionless_via {
             let observed = self.rec.wg.read(&desired.device.name).await.ok().flatten().unwrap_or_default();
-            desired.routes = sessionless(&desired, &observed, warm);
+            let keyed = self.roles.rekeyed.map(|t| now().wall.duration_since(t).unsigned_abs());
+            desired.routes = sessionless(&desired, &observed, warm, keyed);
         }
         // Forwarding is turned on when the node takes the slot; found off later, something on the node
         // turned it off, and the data-path check counts that against this node instead of fighting it.
@@ -595,30 +607,36 @@ impl Agent {
     }
 
     /// The slot's key, read (and the slot's endpoint published) when the slot is taken and again every
-    /// [`publish::RECHECK`]. A failed re-read keeps the key in use: the Secret may be between a
-    /// deletion and the IPAM's new one.
-    async fn slot_key(&mut self, slot: Slot) -> Result<PrivateKey, PassError> {
+    /// [`publish::RECHECK`], and whether it is new to the shoots: it replaced the key in use (a
+    /// rotation), or this read published it into a slot Secret that did not name this gateway yet
+    /// (created afresh). A failed re-read keeps the key in use: the Secret may be between a deletion
+    /// and the IPAM's new one.
+    async fn slot_key(&mut self, slot: Slot) -> Result<(PrivateKey, bool), PassError> {
         let now = Instant::now();
         if let Some(held) = self.data.held.as_ref().filter(|h| h.fresh_for(slot, now)) {
-            return Ok(held.key.clone());
+            return Ok((held.key.clone(), false));
         }
         let previous = self.data.held.take().filter(|h| h.slot == slot);
         let endpoint = self.endpoint(slot, previous.as_ref().map(|h| h.endpoint.as_str())).await;
-        let key = match (self.cluster.slot_key(slot, &endpoint).await, previous) {
-            (Ok(key), previous) => {
+        let (key, new) = match (self.cluster.slot_key(slot, &endpoint).await, previous) {
+            (Ok((key, published)), previous) => {
                 log_published(slot, &key, &endpoint, previous.as_ref());
-                key
+                let new = match &previous {
+                    Some(p) => p.key.public_key() != key.public_key(),
+                    None => published,
+                };
+                (key, new)
             }
             (Err(e), Some(previous)) => {
                 tracing::warn!(slot = slot.number(), "cannot read the slot Secret again: {e}; keeping the key in use");
                 let key = previous.key.clone();
                 self.data.held = Some(HeldSlot { checked: now, ..previous });
-                return Ok(key);
+                return Ok((key, false));
             }
             (Err(e), None) => return Err(e.into()),
         };
         self.data.held = Some(HeldSlot { slot, key: key.clone(), endpoint, checked: now });
-        Ok(key)
+        Ok((key, new))
     }
 
     async fn apply_router(&mut self, gateways: &[(usize, IpAddr)]) -> Result<(), PassError> {
@@ -749,14 +767,16 @@ fn enable_forwarding(cidr: IpNet) {
     }
 }
 
-/// /32 routes via `warm` for the desired peers that have no live session on the device.
+/// /32 routes via `warm` for the desired peers that have no live session on the device. With the key
+/// in use for `keyed`, a handshake older than that was made with the previous key and does not count.
 fn sessionless(
     desired: &crate::config::Desired,
     observed: &crate::wg::ObservedDevice,
     warm: IpAddr,
+    keyed: Option<Duration>,
 ) -> Vec<crate::config::RouteSpec> {
-    let live =
-        |k| observed.peers.get(k).and_then(|p| p.last_handshake).is_some_and(|age| age < crate::wg::STALE_HANDSHAKE);
+    let fresh = |age: Duration| age < crate::wg::STALE_HANDSHAKE && keyed.is_none_or(|k| age < k);
+    let live = |k| observed.peers.get(k).and_then(|p| p.last_handshake).is_some_and(fresh);
     desired
         .device
         .peers

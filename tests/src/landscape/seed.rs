@@ -28,6 +28,8 @@ use super::chart::{self, Workloads};
 use super::lb;
 use crate::netns::{Netns, Proc, Segment, unique};
 
+pub mod ops;
+
 /// The release namespace: the agents' Leases, slot Secrets and Pods, the IPAM's seed objects.
 pub const AGENT_NS: &str = "kubelink";
 pub const SEED: &str = "local";
@@ -151,10 +153,7 @@ impl SeedLandscape {
         let api_ns = Netns::new("api")?;
         lan.attach(&api_ns, "eth0", &format!("{API_IP}/24"))?;
         let ([server, garden], [api_url, garden_url], tasks) = api_servers(&api_ns).await?;
-        // No `agent.slotEndpoints`: the gateways publish their Services' load-balancer addresses.
-        let values = json!({"seedName": SEED, "slots": slots, "gardenKubeconfigSecret": chart::GARDEN_SECRET,
-                            "agent": {"warmup": AGENT_WARMUP}});
-        let workloads = chart::install(&garden, &server, dir, AGENT_NS, values, &garden_url).await?;
+        let workloads = chart::install(&garden, &server, dir, AGENT_NS, chart_values(slots), &garden_url).await?;
         let nodes = (0..NODES).map(|_| Netns::new("node")).collect::<Result<Vec<_>, _>>()?;
         for (i, n) in nodes.iter().enumerate() {
             lan.attach(n, "eth0", &format!("{}/24", node_ip(i)))?;
@@ -234,12 +233,17 @@ impl SeedLandscape {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         self.start_agent(NODES - 1)?;
+        self.follow_load_balancers();
+        Ok(())
+    }
+
+    /// Points each slot's load balancer at its labelled, ready node until `stop` is set.
+    fn follow_load_balancers(&self) {
         let ip_of: lb::NodeIpOf =
             Box::new(|pod: &str| Some(node_ip(pod.strip_prefix("kubelink-agent-n")?.parse().ok()?)));
         let runtime = tokio::runtime::Handle::current();
         let (lbs, backends) = (self.lbs.clone(), self.backends.clone());
         lb::follow(self.server.client(), runtime, AGENT_NS.into(), lbs, PORT, ip_of, backends, self.stop.clone());
-        Ok(())
     }
 
     /// The IPAM controller as the rendered Deployment runs it, in the API servers' namespace.
@@ -473,6 +477,14 @@ impl Drop for SeedLandscape {
             t.abort();
         }
     }
+}
+
+/// The seed chart's values for `slots` gateway slots, a load balancer endpoint per slot: what
+/// `build` installs and [`SeedLandscape::upgrade_slots`] upgrades to.
+/// No `agent.slotEndpoints`: the gateways publish their Services' load-balancer addresses.
+fn chart_values(slots: usize) -> serde_json::Value {
+    json!({"seedName": SEED, "slots": slots, "gardenKubeconfigSecret": chart::GARDEN_SECRET,
+           "agent": {"warmup": AGENT_WARMUP}})
 }
 
 /// The name of node `i` (its Lease holder identity).

@@ -206,6 +206,16 @@ table! {
         with_live(gateway(S0, 100), vec![live(0, Some(MY_IP), 100), live(1, Some(OTHER_IP), 0)]), Observation::PassDue, at 130
         => [Action::ApplyGateway { slot: S0, sessionless_via: None }],
         then |s| is_gateway(s, S0);
+    rekeyed_holder_warms_up_again_from_its_new_key:
+        RoleState { rekeyed: Some(wall(120)), ..with_live(gateway(S0, 0), vec![live(0, Some(MY_IP), 0), live(1, Some(OTHER_IP), 0)]) },
+        Observation::PassDue, at 130
+        => [Action::ApplyGateway { slot: S0, sessionless_via: Some(ip(OTHER_IP)) }],
+        then |s| is_gateway(s, S0);
+    rekeyed_holder_is_warm_a_warm_up_after_its_new_key:
+        RoleState { rekeyed: Some(wall(120)), ..with_live(gateway(S0, 0), vec![live(0, Some(MY_IP), 0), live(1, Some(OTHER_IP), 0)]) },
+        Observation::PassDue, at 150
+        => [Action::ApplyGateway { slot: S0, sessionless_via: None }],
+        then |s| is_gateway(s, S0);
     fresh_holder_keeps_every_shoot_when_no_other_gateway_is_warm:
         with_live(gateway(S0, 100), vec![live(0, Some(MY_IP), 100), live(1, Some(OTHER_IP), 105)]), Observation::PassDue, at 110
         => [Action::ApplyGateway { slot: S0, sessionless_via: None }],
