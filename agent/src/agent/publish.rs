@@ -17,6 +17,8 @@ use crate::endpoint::Endpoint;
 
 /// How often a holder reads its slot Secret and Service again.
 pub const RECHECK: Duration = Duration::from_secs(15);
+/// How long such a re-read may take before the key in use is kept until the next one.
+pub const RECHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The slot this node holds, its key and the endpoint published for it.
 /// `Debug` shows the key as its redacted form ([`PrivateKey`]'s own).

@@ -522,7 +522,14 @@ impl Agent {
         // A key the shoots do not have yet (rotated, or the slot Secret created afresh): warm up again,
         // so that shoots without a session with it go via the other gateway until their Secret has
         // the key. Sessions from before the new key do not count.
-        let sessionless_via = if new_key {
+        // A node that has just taken the slot warms up from that anyway.
+        let taking_over = match self.roles.role {
+            super::role::Role::Gateway { acquired: Some(a), .. } => {
+                now().wall.duration_since(a).unsigned_abs() < self.settings.warmup
+            }
+            _ => false,
+        };
+        let sessionless_via = if new_key && !taking_over {
             let at = now();
             self.roles.rekeyed = Some(at.wall);
             tracing::info!(slot = slot.number(), "the shoots do not have the slot's key yet; warming up");
@@ -600,10 +607,21 @@ impl Agent {
         };
         let now = Instant::now();
         self.data.heard = datapath::heard_from(&self.data.heard, &observed, now);
+        if self.rekey_warming() {
+            // Shoots that have not got the new key yet cannot answer through it: no verdict until
+            // they have had the warm-up to switch.
+            return Check::Unprobed;
+        }
         let asked = datapath::targets(&self.data.heard, &addresses, now);
         let answers = probe_all(&asked, source).await;
         datapath::record(&mut self.data.heard, &asked, &answers);
         datapath::verdict(&asked, &answers)
+    }
+
+    /// Whether the slot's key is newer than the warm-up: shoots may still be on the old one.
+    fn rekey_warming(&self) -> bool {
+        let since = |t: k8s_openapi::jiff::Timestamp| now().wall.duration_since(t).unsigned_abs();
+        self.roles.rekeyed.is_some_and(|t| since(t) < self.settings.warmup)
     }
 
     /// The slot's key, read (and the slot's endpoint published) when the slot is taken and again every
@@ -617,26 +635,41 @@ impl Agent {
             return Ok((held.key.clone(), false));
         }
         let previous = self.data.held.take().filter(|h| h.slot == slot);
-        let endpoint = self.endpoint(slot, previous.as_ref().map(|h| h.endpoint.as_str())).await;
-        let (key, new) = match (self.cluster.slot_key(slot, &endpoint).await, previous) {
-            (Ok((key, published)), previous) => {
-                log_published(slot, &key, &endpoint, previous.as_ref());
-                let new = match &previous {
-                    Some(p) => p.key.public_key() != key.public_key(),
-                    None => published,
-                };
-                (key, new)
-            }
-            (Err(e), Some(previous)) => {
-                tracing::warn!(slot = slot.number(), "cannot read the slot Secret again: {e}; keeping the key in use");
-                let key = previous.key.clone();
-                self.data.held = Some(HeldSlot { checked: now, ..previous });
-                return Ok((key, false));
-            }
-            (Err(e), None) => return Err(e.into()),
+        let published = previous.as_ref().map(|h| h.endpoint.clone());
+        let read = async {
+            let endpoint = self.endpoint(slot, published.as_deref()).await;
+            (self.cluster.slot_key(slot, &endpoint).await, endpoint)
         };
+        let Some(previous) = previous else {
+            let (result, endpoint) = read.await;
+            let (key, published) = result?;
+            self.data.held = Some(HeldSlot { slot, key: key.clone(), endpoint, checked: now });
+            return Ok((key, published));
+        };
+        // A re-read must not hold the pass up: the API server may not answer (the election says so
+        // on its own), and the key in use stays meanwhile.
+        let (key, endpoint) = match tokio::time::timeout(publish::RECHECK_TIMEOUT, read).await {
+            Ok((Ok((key, _)), endpoint)) => (key, endpoint),
+            Ok((Err(e), _)) => {
+                tracing::warn!(slot = slot.number(), "cannot read the slot Secret again: {e}; keeping the key in use");
+                return Ok(self.keep(previous, now));
+            }
+            Err(_) => {
+                tracing::warn!(slot = slot.number(), "no answer reading the slot Secret again; keeping the key in use");
+                return Ok(self.keep(previous, now));
+            }
+        };
+        log_published(slot, &key, &endpoint, &previous);
+        let new = previous.key.public_key() != key.public_key();
         self.data.held = Some(HeldSlot { slot, key: key.clone(), endpoint, checked: now });
         Ok((key, new))
+    }
+
+    /// Keeps the slot key in use until the next re-read.
+    fn keep(&mut self, previous: HeldSlot, now: Instant) -> (PrivateKey, bool) {
+        let key = previous.key.clone();
+        self.data.held = Some(HeldSlot { checked: now, ..previous });
+        (key, false)
     }
 
     async fn apply_router(&mut self, gateways: &[(usize, IpAddr)]) -> Result<(), PassError> {
@@ -678,8 +711,7 @@ impl Agent {
 
 /// Logs what changed since the slot was last read: a new key (a rotation) or a new endpoint (the
 /// load balancer got its address). Public keys only.
-fn log_published(slot: Slot, key: &PrivateKey, endpoint: &str, previous: Option<&HeldSlot>) {
-    let Some(previous) = previous else { return };
+fn log_published(slot: Slot, key: &PrivateKey, endpoint: &str, previous: &HeldSlot) {
     if previous.key.public_key() != key.public_key() {
         tracing::info!(slot = slot.number(), public_key = %key.public_key(), "the slot's key changed: the device takes it now");
     }

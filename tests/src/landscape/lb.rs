@@ -74,8 +74,14 @@ pub fn lb_script(port: u16, target: Option<&str>) -> String {
     )
 }
 
-/// Points the load balancer in `ns` at `target` and forgets flows to the old one.
+/// Points the load balancer in `ns` at `target` and forgets flows to the old one. A load balancer that
+/// already points there is left alone (a restarted follower must not cut the flows it carries, as a
+/// cloud's does not when another load balancer is added).
 pub fn program(ns: &Netns, port: u16, target: Option<&str>) -> Result<(), String> {
+    let rule = target.map(|t| format!("dnat to {t}:{port}")).unwrap_or_else(|| format!("udp dport {port} drop"));
+    if ns.sh(&["nft", "list", "table", "ip", "lb"]).is_ok_and(|current| current.contains(&rule)) {
+        return Ok(());
+    }
     let path = std::env::temp_dir().join(format!("{}.nft", ns.name));
     std::fs::write(&path, lb_script(port, target)).map_err(|e| format!("{}: {e}", path.display()))?;
     run(ns.command("nft").arg("-f").arg(&path))?;
