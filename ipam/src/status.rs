@@ -209,7 +209,11 @@ where
             serde_json::from_value(value.clone()).map_err(|e| StoreError::Kube(kube::Error::SerdeError(e)))?;
         match api.replace_status(&name, &PostParams::default(), &next).await {
             Ok(_) => {
-                events.publish(&condition.event(), &object.object_ref(&())).await?;
+                // An Event is a report, not work: the condition is written; a failed Event is logged.
+                if let Err(e) = events.publish(&condition.event(), &object.object_ref(&())).await {
+                    tracing::warn!(name = %name, reason = %condition.reason, "cannot record an Event: {e}");
+                    return Ok(1);
+                }
                 return Ok(2);
             }
             Err(e) if is_conflict(&e) => continue,

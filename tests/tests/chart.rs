@@ -451,7 +451,7 @@ async fn rbac_is_the_contract_and_the_agent_has_nothing_cluster_wide() {
         ("", &["secrets"], &["get", "update", "delete"], "kubelink-shoot,managedresource-kubelink-shoot"),
         ("resources.gardener.cloud", &["managedresources"], &["list", "create"], "*"),
         ("resources.gardener.cloud", &["managedresources"], &["update", "delete"], "kubelink-shoot"),
-        ("events.k8s.io", &["events"], &["create", "patch"], "*"),
+        ("events.k8s.io", &["events"], &["create"], "*"),
     ]);
     assert_eq!(rules(find(&objects, "ClusterRole", &cluster_role_name)), ipam_cluster, "the IPAM's ClusterRole");
 
@@ -515,7 +515,7 @@ async fn the_garden_chart_grants_the_ipam_identity_the_contract() {
         ("core.gardener.cloud", &["shoots"], &["get", "list", "watch"], "*"),
         ("core.gardener.cloud", &["shoots/status"], &["update"], "*"),
         ("core.gardener.cloud", &["shootstates"], &["get", "create", "update"], "*"),
-        ("events.k8s.io", &["events"], &["create", "patch"], "*"),
+        ("events.k8s.io", &["events"], &["create"], "*"),
     ]);
     assert_eq!(rules(find(&objects, "ClusterRole", &role_name)), want);
     let binding = find(&objects, "ClusterRoleBinding", &role_name);

