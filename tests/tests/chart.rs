@@ -515,7 +515,7 @@ async fn the_garden_chart_grants_the_ipam_identity_the_contract() {
         ("core.gardener.cloud", &["shoots"], &["get", "list", "watch"], "*"),
         ("core.gardener.cloud", &["shoots/status"], &["update"], "*"),
         ("core.gardener.cloud", &["shootstates"], &["get", "create", "update"], "*"),
-        ("events.k8s.io", &["events"], &["create"], "*"),
+        ("events.k8s.io", &["events"], &["create", "patch"], "*"),
     ]);
     assert_eq!(rules(find(&objects, "ClusterRole", &role_name)), want);
     let binding = find(&objects, "ClusterRoleBinding", &role_name);
