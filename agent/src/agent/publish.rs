@@ -53,11 +53,7 @@ pub fn lb_endpoint(svc: &Service) -> Option<Endpoint> {
     let port = service_port(svc)?;
     ingress.iter().find_map(|i| {
         let host = i.ip.as_deref().filter(|s| !s.is_empty()).or(i.hostname.as_deref().filter(|s| !s.is_empty()))?;
-        let text = match host.parse::<IpAddr>() {
-            Ok(IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
-            _ => format!("{host}:{port}"),
-        };
-        text.parse().ok()
+        host_port(host, port).parse().ok()
     })
 }
 
@@ -70,9 +66,14 @@ pub fn choose_endpoint(configured: Option<&str>, load_balancer: Option<&Endpoint
     if let Some(lb) = load_balancer {
         return lb.to_string();
     }
-    match node.parse::<IpAddr>() {
-        Ok(IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
-        _ => format!("{node}:{port}"),
+    host_port(node, port)
+}
+
+/// `host:port`, with an IPv6 literal in brackets, as [`Endpoint`] parses it.
+fn host_port(host: &str, port: u16) -> String {
+    match host.parse::<IpAddr>() {
+        Ok(ip) => std::net::SocketAddr::new(ip, port).to_string(),
+        Err(_) => format!("{host}:{port}"),
     }
 }
 

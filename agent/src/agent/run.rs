@@ -521,8 +521,8 @@ impl Agent {
         let (key, new_key) = self.slot_key(slot).await?;
         // A key the shoots do not have yet (rotated, or the slot Secret created afresh): warm up again,
         // so that shoots without a session with it go via the other gateway until their Secret has
-        // the key. Sessions from before the new key do not count.
-        // A node that has just taken the slot warms up from that anyway.
+        // the key; sessions from before the new key do not count. A node that has just taken the
+        // slot is warming up from that anyway.
         let taking_over = match self.roles.role {
             super::role::Role::Gateway { acquired: Some(a), .. } => {
                 now().wall.duration_since(a).unsigned_abs() < self.settings.warmup
