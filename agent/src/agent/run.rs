@@ -518,18 +518,14 @@ impl Agent {
 
     async fn apply_gateway(&mut self, slot: Slot, sessionless_via: Option<IpAddr>) -> Result<(), PassError> {
         let cidr = self.cluster.cidr()?;
-        let (key, new_key) = self.slot_key(slot).await?;
-        // A key the shoots do not have yet (rotated, or the slot Secret created afresh): warm up again,
-        // so that shoots without a session with it go via the other gateway until their Secret has
-        // the key; sessions from before the new key do not count. A node that has just taken the
-        // slot is warming up from that anyway.
+        let (key, news) = self.slot_key(slot).await?;
         let taking_over = match self.roles.role {
             super::role::Role::Gateway { acquired: Some(a), .. } => {
                 now().wall.duration_since(a).unsigned_abs() < self.settings.warmup
             }
             _ => false,
         };
-        let sessionless_via = if new_key && !taking_over {
+        let sessionless_via = if news.warms_up_again(taking_over) {
             let at = now();
             self.roles.rekeyed = Some(at.wall);
             tracing::info!(slot = slot.number(), "the shoots do not have the slot's key yet; warming up");
@@ -629,10 +625,10 @@ impl Agent {
     /// rotation), or this read published it into a slot Secret that did not name this gateway yet
     /// (created afresh). A failed re-read keeps the key in use: the Secret may be between a deletion
     /// and the IPAM's new one.
-    async fn slot_key(&mut self, slot: Slot) -> Result<(PrivateKey, bool), PassError> {
+    async fn slot_key(&mut self, slot: Slot) -> Result<(PrivateKey, KeyNews), PassError> {
         let now = Instant::now();
         if let Some(held) = self.data.held.as_ref().filter(|h| h.fresh_for(slot, now)) {
-            return Ok((held.key.clone(), false));
+            return Ok((held.key.clone(), KeyNews::Known));
         }
         let previous = self.data.held.take().filter(|h| h.slot == slot);
         let published = previous.as_ref().map(|h| h.endpoint.clone());
@@ -644,7 +640,7 @@ impl Agent {
             let (result, endpoint) = read.await;
             let (key, published) = result?;
             self.data.held = Some(HeldSlot { slot, key: key.clone(), endpoint, checked: now });
-            return Ok((key, published));
+            return Ok((key, if published { KeyNews::Published } else { KeyNews::Known }));
         };
         // A re-read must not hold the pass up: the API server may not answer (the election says so
         // on its own), and the key in use stays meanwhile.
@@ -660,16 +656,16 @@ impl Agent {
             }
         };
         log_published(slot, &key, &endpoint, &previous);
-        let new = previous.key.public_key() != key.public_key();
+        let news = if previous.key.public_key() != key.public_key() { KeyNews::Rotated } else { KeyNews::Known };
         self.data.held = Some(HeldSlot { slot, key: key.clone(), endpoint, checked: now });
-        Ok((key, new))
+        Ok((key, news))
     }
 
     /// Keeps the slot key in use until the next re-read.
-    fn keep(&mut self, previous: HeldSlot, now: Instant) -> (PrivateKey, bool) {
+    fn keep(&mut self, previous: HeldSlot, now: Instant) -> (PrivateKey, KeyNews) {
         let key = previous.key.clone();
         self.data.held = Some(HeldSlot { checked: now, ..previous });
-        (key, false)
+        (key, KeyNews::Known)
     }
 
     async fn apply_router(&mut self, gateways: &[(usize, IpAddr)]) -> Result<(), PassError> {
@@ -711,6 +707,32 @@ impl Agent {
 
 /// Logs what changed since the slot was last read: a new key (a rotation) or a new endpoint (the
 /// load balancer got its address). Public keys only.
+/// What a read of the slot Secret says about the key the shoots have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyNews {
+    /// The key in use, published before.
+    Known,
+    /// This read published the key into a slot Secret that did not name this gateway yet (taken
+    /// over, restarted, or the Secret created afresh).
+    Published,
+    /// The key replaced the one in use: a rotation.
+    Rotated,
+}
+
+impl KeyNews {
+    /// Whether the gateway warms up again from now: the shoots do not have the key yet, so shoots
+    /// without a session with it go via the other gateway until their Secret has it, and sessions
+    /// from before do not count. A node that has just taken the slot is warming up from that
+    /// anyway, unless the key changes under it: shoots that were answering with the old key stop.
+    fn warms_up_again(self, taking_over: bool) -> bool {
+        match self {
+            KeyNews::Known => false,
+            KeyNews::Published => !taking_over,
+            KeyNews::Rotated => true,
+        }
+    }
+}
+
 fn log_published(slot: Slot, key: &PrivateKey, endpoint: &str, previous: &HeldSlot) {
     if previous.key.public_key() != key.public_key() {
         tracing::info!(slot = slot.number(), public_key = %key.public_key(), "the slot's key changed: the device takes it now");
@@ -834,6 +856,18 @@ mod tests {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
         out.lines().map(String::from).collect()
+    }
+
+    #[test]
+    fn a_rotated_key_warms_up_again_even_while_taking_over() {
+        // A rotation right after a take-over: the shoots that answered with the old key stop
+        // answering, and without a new warm-up the probe verdict would give the slot up.
+        assert!(KeyNews::Rotated.warms_up_again(true));
+        assert!(KeyNews::Rotated.warms_up_again(false));
+        // Publishing on take-over is the take-over's own warm-up; on a restart it is a new one.
+        assert!(!KeyNews::Published.warms_up_again(true));
+        assert!(KeyNews::Published.warms_up_again(false));
+        assert!(!KeyNews::Known.warms_up_again(false));
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //! (one handshake). Operators reach the device with `wg show`/`wg set` over the standard UAPI socket.
 //! The tun transport under gotatun is kubelink's own ([`super::tun`]): with offload, the fast path.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use gotatun::device::uapi::UapiServer;
@@ -35,6 +36,9 @@ pub struct UserspaceBackend {
     mtus: std::sync::Mutex<HashMap<String, MtuHandle>>,
     endpoints: EndpointMemory,
     offload: Offload,
+    /// Devices configured but left without their UDP socket by a failed rebind ([`reconnect`]):
+    /// the next apply brings them up first.
+    disconnected: std::sync::Mutex<HashSet<String>>,
 }
 
 impl UserspaceBackend {
@@ -45,7 +49,48 @@ impl UserspaceBackend {
 
     pub fn with_offload(link: Link, offload: Offload) -> Self {
         let endpoints = EndpointMemory::new(state_dir());
-        Self { link, devices: Mutex::new(HashMap::new()), mtus: Default::default(), endpoints, offload }
+        let devices = Mutex::new(HashMap::new());
+        Self { link, devices, mtus: Default::default(), endpoints, offload, disconnected: Default::default() }
+    }
+}
+
+impl UserspaceBackend {
+    /// Makes sure `device` has its UDP socket: brings it up again when the last rebind failed
+    /// (`failed`, or remembered from an earlier apply).
+    async fn connected(&self, name: &str, device: &GtDevice, failed: Option<std::io::Error>) -> Result<(), WgError> {
+        {
+            let mut down = self.disconnected.lock().unwrap_or_else(|e| e.into_inner());
+            if failed.is_none() && !down.contains(name) {
+                return Ok(());
+            }
+            down.insert(name.to_string());
+        }
+        if let Some(e) = failed {
+            tracing::info!(device = name, "rebinding the UDP socket failed ({e}); bringing the device up again");
+        }
+        reconnect(device).await.map_err(|e| WgError::backend(name, "bring the UDP socket up again", e))?;
+        self.disconnected.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+        Ok(())
+    }
+}
+
+/// gotatun rebinds its UDP socket on a key or port change. The old socket is closed by tasks that
+/// are aborted, not awaited, so it may still be open at the rebind: "address in use", and the
+/// device is left configured but without a connection (no handshakes, no traffic) until something
+/// rebinds it. Brings it up again once the old socket is gone (within about 1.3 s).
+async fn reconnect(device: &GtDevice) -> Result<(), gotatun::device::Error> {
+    let mut delay = Duration::from_millis(5);
+    loop {
+        tokio::time::sleep(delay).await;
+        device.suspend().await;
+        match device.resume().await {
+            Err(gotatun::device::Error::Bind(e, _))
+                if e.kind() == std::io::ErrorKind::AddrInUse && delay < Duration::from_secs(1) =>
+            {
+                delay *= 2;
+            }
+            result => return result,
+        }
     }
 }
 
@@ -148,6 +193,7 @@ impl WgBackend for UserspaceBackend {
     async fn apply(&self, spec: &DeviceSpec, update: &DeviceUpdate) -> Result<(), WgError> {
         let devices = self.devices.lock().await;
         let device = devices.get(spec.name.as_ref()).ok_or_else(|| WgError::NoDevice(spec.name.to_string()))?;
+        self.connected(&spec.name, device, None).await?;
         let secret = update.set_private_key.then(|| x25519::StaticSecret::from(*spec.private_key.to_bytes()));
         let fwmark_result = device
             .write(async |w| {
@@ -168,8 +214,15 @@ impl WgBackend for UserspaceBackend {
                 }
                 update.fwmark.map(|m| w.set_fwmark(m))
             })
-            .await
-            .map_err(|e| WgError::backend(&spec.name, "configure", e))?;
+            .await;
+        let fwmark_result = match fwmark_result {
+            Err(gotatun::device::Error::Bind(e, _)) => {
+                // The configuration is in; only the new socket is missing.
+                self.connected(&spec.name, device, Some(e)).await?;
+                None
+            }
+            other => other.map_err(|e| WgError::backend(&spec.name, "configure", e))?,
+        };
         match fwmark_result {
             Some(Err(e)) => Err(WgError::backend(&spec.name, "set fwmark", e)),
             _ => Ok(()),
@@ -303,5 +356,71 @@ fn observed(
                 (key, seen)
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::PrivateKey;
+
+    const PORT: u16 = 51999;
+
+    fn spec(key: &PrivateKey) -> DeviceSpec {
+        let peer = PeerSpec::new(PrivateKey::generate().public_key());
+        DeviceSpec {
+            name: "klrekey0".parse().expect("a valid interface name"),
+            private_key: key.clone(),
+            listen_port: Some(PORT),
+            fwmark: None,
+            peers: [(peer.public_key, peer)].into(),
+        }
+    }
+
+    /// Whether something in this namespace holds the UDP port (IPv4 or dual-stack).
+    fn port_held() -> bool {
+        std::net::UdpSocket::bind(("0.0.0.0", PORT)).is_err()
+    }
+
+    /// Twenty key changes in a row: after each, the device has its UDP socket again. gotatun's
+    /// rebind raced the old socket's close ("address in use") and left the device deaf.
+    async fn rekeys(state: PathBuf) -> Result<(), String> {
+        let link = Link::open().map_err(|e| e.to_string())?;
+        let backend = UserspaceBackend {
+            endpoints: EndpointMemory::new(state),
+            ..UserspaceBackend::with_offload(link, Offload::Off)
+        };
+        let mut want = spec(&PrivateKey::generate());
+        backend.ensure(&want).await.map_err(|e| e.to_string())?;
+        assert!(port_held(), "the new device listens on {PORT}");
+        for round in 0..20 {
+            want.private_key = PrivateKey::generate();
+            let update = DeviceUpdate { set_private_key: true, ..DeviceUpdate::default() };
+            backend.apply(&want, &update).await.map_err(|e| format!("round {round}: {e}"))?;
+            assert!(port_held(), "round {round}: the device lost its UDP socket");
+            let seen = backend.read(&want.name).await.map_err(|e| e.to_string())?.expect("the device");
+            assert_eq!(seen.public_key, Some(want.private_key.public_key()), "round {round}");
+        }
+        backend.remove(&want.name).await.map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn key_changes_leave_the_device_listening() {
+        let state = std::env::temp_dir().join(format!("kubelink-rekey-{}", std::process::id()));
+        let run = std::thread::spawn(move || {
+            // SAFETY: a plain syscall; it moves this thread (and the runtime's threads it starts)
+            // into a network namespace of its own.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                return Err(format!("unshare: {}", std::io::Error::last_os_error()));
+            }
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
+            rt.map_err(|e| e.to_string())?.block_on(rekeys(state))
+        });
+        match run.join().expect("the test thread") {
+            Err(e) if e.starts_with("unshare") && std::env::var("CI").as_deref() != Ok("true") => {
+                eprintln!("SKIPPED userspace key changes (needs root): {e}")
+            }
+            other => assert_eq!(other, Ok(())),
+        }
     }
 }
