@@ -5,6 +5,7 @@ pub mod fake;
 mod kernel;
 pub mod plan;
 mod tun;
+mod udp;
 mod userspace;
 
 use std::collections::{BTreeMap, BTreeSet};

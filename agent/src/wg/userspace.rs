@@ -13,7 +13,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use gotatun::device::uapi::UapiServer;
 use gotatun::device::{Device, DeviceBuilder, Peer};
-use gotatun::udp::socket::UdpSocketFactory;
 use gotatun::x25519;
 use ipnet::IpNet;
 use ipnetwork::IpNetwork;
@@ -21,13 +20,14 @@ use kubelink_ipam::keys::PublicKey;
 use tokio::sync::Mutex;
 
 use super::tun::{MtuHandle, TunRx, TunTx};
+use super::udp::UdpFactory;
 use super::{
     BackendKind, DeviceSpec, DeviceUpdate, ObservedDevice, ObservedPeer, Offload, PeerChange, PeerSpec, WgBackend,
     WgError,
 };
 use crate::link::Link;
 
-type GtDevice = Device<(UdpSocketFactory, TunTx, TunRx)>;
+type GtDevice = Device<(UdpFactory, TunTx, TunRx)>;
 
 pub struct UserspaceBackend {
     link: Link,
@@ -267,7 +267,7 @@ async fn start(
     let uapi = UapiServer::default_unix_socket(&spec.name, None, None).map_err(|e| err("UAPI socket")(&e))?;
     let secret = x25519::StaticSecret::from(*spec.private_key.to_bytes());
     let builder = DeviceBuilder::new()
-        .with_default_udp()
+        .with_udp(UdpFactory::new(offload == Offload::On))
         .with_ip_pair(tun_tx, tun_rx)
         .with_uapi(uapi)
         .with_private_key(secret)
