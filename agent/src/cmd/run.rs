@@ -38,8 +38,9 @@ pub struct Common {
     #[arg(long, value_enum, default_value = "auto", env = "KUBELINK_WG_BACKEND")]
     pub wg_backend: BackendChoice,
     /// The userspace engine's fast path: tun offload (64 KB reads split into packets, decrypted
-    /// packets merged into large writes). Falls back by itself where the kernel refuses offload.
-    #[arg(long, value_enum, default_value = "off", env = "KUBELINK_WG_OFFLOAD")]
+    /// packets merged into large writes) and UDP GSO (one peer's packets sent as one datagram the
+    /// kernel cuts). Falls back by itself where the kernel refuses either.
+    #[arg(long, value_enum, default_value = "on", env = "KUBELINK_WG_OFFLOAD")]
     pub wg_offload: Offload,
     /// Route protocol number that marks kubelink's routes.
     #[arg(long, env = "KUBELINK_ROUTE_PROTOCOL", default_value_t = route::DEFAULT_PROTOCOL)]

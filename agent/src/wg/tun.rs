@@ -38,7 +38,7 @@ pub fn open(name: &str, offload: bool) -> io::Result<(TunTx, TunRx, MtuHandle)> 
     dev.persist()?;
     let dev = Arc::new(dev);
     let batched = dev.tcp_gso();
-    tracing::info!(device = name, offload = batched, udp_gso = dev.udp_gso(), "tun transport ready");
+    tracing::info!(device = name, offload = batched, tun_udp_offload = dev.udp_gso(), "tun transport ready");
     let mtu = MtuPoll::start(&dev)?;
     let handle = MtuHandle { dev: Arc::downgrade(&dev), tx: mtu.tx.clone() };
     let tx = if batched { TunTx::batched(dev.clone()) } else { TunTx::Direct(dev.clone()) };

@@ -54,6 +54,7 @@ impl UdpTransportFactory for UdpFactory {
         if self.gso && !gso {
             tracing::warn!("UDP GSO unavailable (no UDP_SEGMENT); sending one packet per datagram");
         }
+        tracing::info!(port = params.port, gso, "UDP socket bound");
         Ok((UdpTx { socket: tx, gso: Arc::new(AtomicBool::new(gso)) }, rx))
     }
 }
@@ -71,8 +72,8 @@ pub struct UdpTx {
     gso: Arc<AtomicBool>,
 }
 
-/// Reused between batches (create with `Default`): the plain path's buffer, the packets sent on their own (in order) and
-/// the run being sent.
+/// Reused between batches (create with `Default`): the plain path's buffer, the packets sent on
+/// their own (in order) and the run being sent.
 #[derive(Default)]
 pub struct SendBuf {
     plain: <UdpSocket as UdpSend>::SendManyBuf,
@@ -124,13 +125,12 @@ impl UdpSend for UdpTx {
 impl UdpTx {
     /// Sends the packets collected to go on their own: one `sendmmsg` for all.
     async fn flush(&self, buf: &mut SendBuf) -> io::Result<()> {
-        match buf.singles.len() {
-            0 => Ok(()),
-            1 => {
-                let (packet, destination) = buf.singles.pop().expect("one packet");
-                self.socket.send_to(packet, destination).await
-            }
-            _ => self.socket.send_many_to(&mut buf.plain, &mut buf.singles).await,
+        if buf.singles.len() > 1 {
+            return self.socket.send_many_to(&mut buf.plain, &mut buf.singles).await;
+        }
+        match buf.singles.pop() {
+            Some((packet, destination)) => self.socket.send_to(packet, destination).await,
+            None => Ok(()),
         }
     }
 

@@ -28,6 +28,11 @@ struct Args {
     /// Where configs and daemon logs go (kept after the run).
     #[arg(long, default_value = "target/bench")]
     dir: PathBuf,
+    /// Instead of the data path: agent memory on a one-slot seed landscape that goes from one
+    /// shoot to this many (the gateway's peers, the routers' routes), each agent's peak RSS before
+    /// and after.
+    #[arg(long)]
+    agents: Option<usize>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -41,6 +46,9 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: Args) -> Result<(), String> {
+    if let Some(shoots) = args.agents {
+        return agents(shoots.max(2));
+    }
     if !netns::require("kubelink-bench", bench::TOOLS) {
         return Err("missing root or tools (see above)".into());
     }
@@ -70,5 +78,21 @@ fn run(args: Args) -> Result<(), String> {
     print!("{}", bench::table(&samples));
     println!();
     print!("{}", bench::ratios(&samples));
+    Ok(())
+}
+
+/// `--agents N`: the agents' memory on a seed landscape going from one shoot to `shoots`.
+fn agents(shoots: usize) -> Result<(), String> {
+    const TOOLS: [&str; 5] = ["ip", "ping", "nft", "conntrack", "wg"];
+    let Some(mut started) = kubelink_tests::landscape::start("kubelink-bench-agents", &TOOLS, 1, 1) else {
+        return Err("missing root, tools or Helm (see above)".into());
+    };
+    let rt = &started.rt;
+    if !rt.block_on(started.l.wait_for_shoots(Duration::from_secs(60))) {
+        return Err(format!("the shoot is unreachable; logs in {}", started.dir.display()));
+    }
+    let report = rt.block_on(started.l.measure_agent_memory(shoots));
+    started.l.stop();
+    print!("{}", report?);
     Ok(())
 }

@@ -28,6 +28,7 @@ use super::chart::{self, Workloads};
 use super::lb;
 use crate::netns::{Netns, Proc, Segment, unique};
 
+mod memory;
 pub mod ops;
 
 /// The release namespace: the agents' Leases, slot Secrets and Pods, the IPAM's seed objects.

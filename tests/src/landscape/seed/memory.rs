@@ -1,0 +1,66 @@
+//! Agent memory with many shoots (`kubelink-bench --agents N`): a one-slot seed landscape with one
+//! live shoot, then `N - 1` more Shoot objects in the garden. The IPAM allocates them; the gateway's
+//! device gets a peer for each and every router a route for each. Prints each agent's peak RSS
+//! before (one shoot: the baseline, measured in the same run) and after, and how long the agents
+//! took from the objects' creation to all peers and all routes.
+
+use std::fmt::Write;
+use std::time::{Duration, Instant};
+
+use kubelink_apiserver::fixtures;
+
+use super::{NODES, SEED, SeedLandscape};
+
+/// Peak resident set (VmHWM) of a process, MiB.
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("VmHWM:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1024.0)
+}
+
+impl SeedLandscape {
+    /// Each node's agent: (node, its role, its peak RSS in MiB).
+    async fn agent_memory(&self) -> Vec<(usize, &'static str, Option<f64>)> {
+        let holders = self.holders().await;
+        (0..NODES)
+            .map(|i| {
+                let role = if holders.values().any(|h| *h == super::node_name(i)) { "gateway" } else { "router" };
+                (i, role, self.agents[i].as_ref().and_then(|p| peak_rss_mib(p.pid())))
+            })
+            .collect()
+    }
+
+    /// Adds Shoot objects `from..to` (no sidecars), waits until the gateway has a peer and every
+    /// router a route for each of the `to` shoots, and reports (see the module's comment).
+    pub async fn measure_agent_memory(&mut self, to: usize) -> Result<String, String> {
+        let from = self.shoots.len();
+        let before = self.agent_memory().await;
+        let start = Instant::now();
+        fixtures::create_shoots(&self.garden.client(), SEED, from..to).await.map_err(|e| e.to_string())?;
+        let mut done: Vec<Option<Duration>> = vec![None; NODES];
+        while done.iter().any(Option::is_none) && start.elapsed() < Duration::from_secs(600) {
+            for (i, role, _) in &before {
+                let have = if *role == "gateway" { self.gateway_peers(*i).len() } else { self.routes(*i).len() };
+                if done[*i].is_none() && have >= to {
+                    done[*i] = Some(start.elapsed());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        // A few more passes with everything in place, so the peaks include steady state.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let after = self.agent_memory().await;
+        let mut out = format!("agent peak RSS, {from} shoot(s) then {to} (VmHWM, MiB)\n\n");
+        out += &format!(
+            "| node | role | with {from} | with {to} | ratio | all {to} in place after |\n|---|---|---|---|---|---|\n"
+        );
+        for ((i, role, b), (_, _, a)) in before.iter().zip(&after) {
+            let ratio = a.zip(*b).map_or("–".into(), |(a, b)| format!("{:.2}x", a / b));
+            let mib = |v: &Option<f64>| v.map_or("–".into(), |v| format!("{v:.1}"));
+            let took = done[*i].map_or("not within 600 s".into(), |d| format!("{d:.1?}"));
+            writeln!(out, "| {i} | {role} | {} | {} | {ratio} | {took} |", mib(b), mib(a))
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(out)
+    }
+}
