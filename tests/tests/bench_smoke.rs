@@ -39,3 +39,21 @@ fn benchmark_measures_every_engine() {
     assert!(bench::crypto_ceiling(Duration::from_millis(100)) > 0.1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A short run of `kubelink-bench --agents N`: on a one-slot seed landscape going from one shoot to
+/// 30, the gateway gets every peer and every agent reports a peak RSS before and after.
+#[test]
+fn agent_memory_run_reports_every_agent() {
+    const TOOLS: [&str; 5] = ["ip", "ping", "nft", "conntrack", "wg"];
+    let Some(mut started) = kubelink_tests::landscape::start("bench_smoke_agents", &TOOLS, 1, 1) else { return };
+    let rt = &started.rt;
+    assert!(rt.block_on(started.l.wait_for_shoots(Duration::from_secs(60))), "logs in {}", started.dir.display());
+    let report = rt.block_on(started.l.measure_agent_memory(30));
+    started.l.stop();
+    let report = report.unwrap_or_else(|e| panic!("{e}; logs in {}", started.dir.display()));
+    println!("{report}");
+    assert!(report.contains("the gateway had all 30 peers") && !report.contains("not within"), "{report}");
+    let rows: Vec<&str> = report.lines().filter(|l| l.contains("| gateway |") || l.contains("| router |")).collect();
+    assert_eq!(rows.len(), 3, "one row per node: {report}");
+    assert!(rows.iter().all(|r| r.ends_with("x |")), "every agent has both peaks and a ratio: {report}");
+}
