@@ -564,6 +564,7 @@ async fn wrong_values_are_refused_with_a_message_naming_them() {
     assert_refused("kubelink", with(json!({"slots": "two"})), &["slots"]).await;
     assert_refused("kubelink", with(json!({"slots": 5})), &["slots"]).await;
     assert_refused("kubelink", with(json!({"agent": {"wgBackend": "kernal"}})), &["wgBackend"]).await;
+    assert_refused("kubelink", with(json!({"agent": {"wgOffload": true}})), &["wgOffload"]).await;
     assert_refused("kubelink", with(json!({"seedname": "x"})), &["seedname"]).await;
     assert_refused("kubelink", with(json!({"agent": {"warmup": "45 seconds"}})), &["warmup"]).await;
     assert_refused("kubelink", with(json!({"agent": {"listenPort": 70000}})), &["listenPort"]).await;
