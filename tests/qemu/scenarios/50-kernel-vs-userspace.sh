@@ -32,25 +32,24 @@ on b ping -c 3 -W 5 10.99.0.1 || fail "no ping userspace -> kernel"
 handshake_done a kla || fail "kernel side recorded no handshake"
 [ "$(kl_field b klb '.peers[0].lastHandshakeSecs')" != null ] || fail "userspace side recorded no handshake"
 
+# transfer FROM TO ADDR PORT: /tmp/payload over TCP from namespace FROM to TO (at ADDR), intact.
+transfer() {
+  out="/tmp/received-$4"
+  on "$2" nc -l -p "$4" >"$out" &
+  nc_pid=$!
+  sleep 0.5
+  on "$1" nc "$3" "$4" -e cat /tmp/payload || fail "nc send $1 -> $2 failed"
+  wait_until 30 size_is "$out" 2097152 || fail "$2 received $(wc -c <"$out") of 2097152 bytes"
+  wait "$nc_pid" 2>/dev/null
+  [ "$(sha256sum </tmp/payload)" = "$(sha256sum <"$out")" ] || fail "payload corrupted ($1 -> $2)"
+}
+
 head -c 2097152 /dev/urandom >/tmp/payload
-on b nc -l -p 5001 >/tmp/received &
-nc_pid=$!
-sleep 0.5
-on a nc 10.99.0.2 5001 -e cat /tmp/payload || fail "nc send failed"
-wait_until 30 size_is /tmp/received 2097152 || fail "received $(wc -c </tmp/received) of 2097152 bytes"
-wait "$nc_pid" 2>/dev/null
-[ "$(sha256sum </tmp/payload)" = "$(sha256sum </tmp/received)" ] || fail "payload corrupted"
+transfer a b 10.99.0.2 5001
 rx="$(kl_field b klb '.peers[0].rxBytes')"
 [ "$rx" -gt 2097152 ] || fail "userspace rx counter $rx does not account for the transfer"
-
 # The other way: the userspace side sends the bulk (large tun reads, GSO runs to the kernel peer).
-on a nc -l -p 5002 >/tmp/received2 &
-nc_pid=$!
-sleep 0.5
-on b nc 10.99.0.1 5002 -e cat /tmp/payload || fail "nc send (userspace -> kernel) failed"
-wait_until 30 size_is /tmp/received2 2097152 || fail "kernel side received $(wc -c </tmp/received2) of 2097152 bytes"
-wait "$nc_pid" 2>/dev/null
-[ "$(sha256sum </tmp/payload)" = "$(sha256sum </tmp/received2)" ] || fail "payload corrupted (userspace -> kernel)"
+transfer b a 10.99.0.1 5002
 
 kl_stop "$pid_a" /tmp/a.log
 kl_stop "$pid_b" /tmp/b.log
