@@ -157,8 +157,9 @@ impl WgBackend for UserspaceBackend {
 
     async fn ensure(&self, spec: &DeviceSpec) -> Result<(), WgError> {
         let mut devices = self.devices.lock().await;
-        if devices.contains_key(spec.name.as_ref()) {
-            return Ok(());
+        if let Some(device) = devices.get(spec.name.as_ref()) {
+            // Every pass: a device a failed rebind left without its socket may need no update.
+            return self.connected(&spec.name, device, None).await;
         }
         match self.link.get(&spec.name).await? {
             Some(l) if l.kind.as_deref() == Some("tun") => {
@@ -404,23 +405,67 @@ mod tests {
         backend.remove(&want.name).await.map_err(|e| e.to_string())
     }
 
-    #[test]
-    fn key_changes_leave_the_device_listening() {
-        let state = std::env::temp_dir().join(format!("kubelink-rekey-{}", std::process::id()));
-        let run = std::thread::spawn(move || {
-            // SAFETY: a plain syscall; it moves this thread (and the runtime's threads it starts)
-            // into a network namespace of its own.
-            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-                return Err(format!("unshare: {}", std::io::Error::last_os_error()));
-            }
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
-            rt.map_err(|e| e.to_string())?.block_on(rekeys(state))
+    /// A rebind that keeps failing (the new port is taken for longer than the retries) fails the
+    /// apply and leaves the device without a socket; once the port is free, the next pass's
+    /// `ensure` brings it up, although the device needs no update any more.
+    async fn a_device_left_down_is_brought_up_by_the_next_pass(state: PathBuf) -> Result<(), String> {
+        let link = Link::open().map_err(|e| e.to_string())?;
+        let backend = UserspaceBackend {
+            endpoints: EndpointMemory::new(state),
+            ..UserspaceBackend::with_offload(link, Offload::Off)
+        };
+        let mut want = spec(&PrivateKey::generate());
+        backend.ensure(&want).await.map_err(|e| e.to_string())?;
+        let taken = std::net::UdpSocket::bind(("::", PORT + 1)).map_err(|e| e.to_string())?;
+        want.listen_port = Some(PORT + 1);
+        let update = DeviceUpdate { listen_port: Some(PORT + 1), ..DeviceUpdate::default() };
+        let failed = backend.apply(&want, &update).await;
+        assert!(failed.is_err(), "the port is taken: {failed:?}");
+        drop(taken);
+        let seen = backend.read(&want.name).await.map_err(|e| e.to_string())?.expect("the device");
+        assert!(super::super::plan(&want, &seen).is_empty(), "the configuration is in: no update to apply");
+        backend.ensure(&want).await.map_err(|e| e.to_string())?;
+        let free = std::net::UdpSocket::bind(("::", PORT + 1));
+        assert!(free.is_err(), "the next pass's ensure did not bring the device's socket up");
+        backend.remove(&want.name).await.map_err(|e| e.to_string())
+    }
+
+    /// Runs `test` on a thread in a network namespace of its own, with a runtime of two workers
+    /// (the rebind race needs another thread to drop the old socket on). Skips without root,
+    /// except under CI.
+    fn in_private_namespace<F>(what: &str, test: fn(PathBuf) -> F)
+    where
+        F: std::future::Future<Output = Result<(), String>>,
+    {
+        let state = std::env::temp_dir().join(format!("kubelink-{what}-{}", std::process::id()));
+        let run = std::thread::scope(|s| {
+            s.spawn(move || {
+                // SAFETY: a plain syscall; it moves this thread (and the runtime's threads it
+                // starts) into a network namespace of its own.
+                if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                    return Err(format!("unshare: {}", std::io::Error::last_os_error()));
+                }
+                let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
+                rt.map_err(|e| e.to_string())?.block_on(test(state))
+            })
+            .join()
+            .expect("the test thread")
         });
-        match run.join().expect("the test thread") {
+        match run {
             Err(e) if e.starts_with("unshare") && std::env::var("CI").as_deref() != Ok("true") => {
-                eprintln!("SKIPPED userspace key changes (needs root): {e}")
+                eprintln!("SKIPPED {what} (needs root): {e}")
             }
             other => assert_eq!(other, Ok(())),
         }
+    }
+
+    #[test]
+    fn a_device_left_down_comes_up_on_the_next_pass() {
+        in_private_namespace("userspace-left-down", a_device_left_down_is_brought_up_by_the_next_pass);
+    }
+
+    #[test]
+    fn key_changes_leave_the_device_listening() {
+        in_private_namespace("userspace-key-changes", rekeys);
     }
 }
