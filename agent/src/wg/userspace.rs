@@ -367,10 +367,11 @@ mod tests {
 
     const PORT: u16 = 51999;
 
-    fn spec(key: &PrivateKey) -> DeviceSpec {
+    /// Device `name`: one per test, because the UAPI socket directory is shared by all namespaces.
+    fn spec(name: &str, key: &PrivateKey) -> DeviceSpec {
         let peer = PeerSpec::new(PrivateKey::generate().public_key());
         DeviceSpec {
-            name: "klrekey0".parse().expect("a valid interface name"),
+            name: name.parse().expect("a valid interface name"),
             private_key: key.clone(),
             listen_port: Some(PORT),
             fwmark: None,
@@ -383,16 +384,22 @@ mod tests {
         std::net::UdpSocket::bind(("0.0.0.0", PORT)).is_err()
     }
 
-    /// Twenty key changes in a row: after each, the device has its UDP socket again. gotatun's
-    /// rebind raced the old socket's close ("address in use") and left the device deaf.
-    async fn rekeys(state: PathBuf) -> Result<(), String> {
+    /// A backend (plain path, endpoints kept under `state`) with device `name` of [`spec`] started.
+    async fn started(state: PathBuf, name: &str) -> Result<(UserspaceBackend, DeviceSpec), String> {
         let link = Link::open().map_err(|e| e.to_string())?;
         let backend = UserspaceBackend {
             endpoints: EndpointMemory::new(state),
             ..UserspaceBackend::with_offload(link, Offload::Off)
         };
-        let mut want = spec(&PrivateKey::generate());
+        let want = spec(name, &PrivateKey::generate());
         backend.ensure(&want).await.map_err(|e| e.to_string())?;
+        Ok((backend, want))
+    }
+
+    /// Twenty key changes in a row: after each, the device has its UDP socket again. gotatun's
+    /// rebind raced the old socket's close ("address in use") and left the device deaf.
+    async fn rekeys(state: PathBuf) -> Result<(), String> {
+        let (backend, mut want) = started(state, "klrekey0").await?;
         assert!(port_held(), "the new device listens on {PORT}");
         for round in 0..20 {
             want.private_key = PrivateKey::generate();
@@ -409,13 +416,7 @@ mod tests {
     /// apply and leaves the device without a socket; once the port is free, the next pass's
     /// `ensure` brings it up, although the device needs no update any more.
     async fn a_device_left_down_is_brought_up_by_the_next_pass(state: PathBuf) -> Result<(), String> {
-        let link = Link::open().map_err(|e| e.to_string())?;
-        let backend = UserspaceBackend {
-            endpoints: EndpointMemory::new(state),
-            ..UserspaceBackend::with_offload(link, Offload::Off)
-        };
-        let mut want = spec(&PrivateKey::generate());
-        backend.ensure(&want).await.map_err(|e| e.to_string())?;
+        let (backend, mut want) = started(state, "kldown0").await?;
         let taken = std::net::UdpSocket::bind(("::", PORT + 1)).map_err(|e| e.to_string())?;
         want.listen_port = Some(PORT + 1);
         let update = DeviceUpdate { listen_port: Some(PORT + 1), ..DeviceUpdate::default() };
