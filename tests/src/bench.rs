@@ -252,7 +252,7 @@ fn start_wireguard_go(
 }
 
 /// VmHWM (peak resident set) of a process, KiB.
-fn vm_hwm_kib(pid: u32) -> Option<u64> {
+pub fn vm_hwm_kib(pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = text.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()

@@ -10,13 +10,7 @@ use std::time::{Duration, Instant};
 use kubelink_apiserver::fixtures;
 
 use super::{NODES, SEED, SeedLandscape};
-
-/// Peak resident set (VmHWM) of a process, MiB.
-fn peak_rss_mib(pid: u32) -> Option<f64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = text.lines().find(|l| l.starts_with("VmHWM:"))?;
-    Some(line.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1024.0)
-}
+use crate::bench::vm_hwm_kib;
 
 impl SeedLandscape {
     /// Each node's agent: (node, its role, its peak RSS in MiB).
@@ -25,7 +19,7 @@ impl SeedLandscape {
         (0..NODES)
             .map(|i| {
                 let role = if holders.values().any(|h| *h == super::node_name(i)) { "gateway" } else { "router" };
-                (i, role, self.agents[i].as_ref().and_then(|p| peak_rss_mib(p.pid())))
+                (i, role, self.agents[i].as_ref().and_then(|p| vm_hwm_kib(p.pid())).map(|kib| kib as f64 / 1024.0))
             })
             .collect()
     }
