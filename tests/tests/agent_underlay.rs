@@ -170,13 +170,18 @@ fn failover_over_a_lossy_underlay(l: &SeedLandscape, gateways: &BTreeMap<usize, 
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         l.nodes[dead].ip(&["link", "del", &l.devices[dead]]).unwrap();
     };
+    let killed = std::time::SystemTime::now();
     let result = gaps_while(l, From::Pod, &[via0, via1], 25, kill);
     for ((what, (got, run)), shoot) in ["via slot 0 (killed)", "via slot 1"].iter().zip(&result).zip([via0, via1]) {
         let gap = Duration::from_secs_f64(f64::from(*run) * INTERVAL);
         println!(
             "lossy underlay, slot 0's gateway killed: shoot {shoot} {what}: {got} of 250 answered, longest gap {gap:.1?}"
         );
-        assert!(gap <= FAILOVER_BOUND, "shoot {shoot} {what}: gap {gap:.1?} over the bound {FAILOVER_BOUND:?}");
+        assert!(
+            gap <= FAILOVER_BOUND,
+            "shoot {shoot} {what}: gap {gap:.1?} over the bound {FAILOVER_BOUND:?}; what happened:\n{}",
+            l.timeline(killed)
+        );
     }
 }
 

@@ -65,8 +65,29 @@ struct SlotLive {
     probe_ok_at: Option<Instant>,
     /// Probes unanswered in a row.
     probe_failures: u32,
+    /// When the first of them was sent.
+    failing_since: Option<Instant>,
     /// When the session with this gateway was last restarted.
     restarted_at: Option<Instant>,
+}
+
+impl SlotLive {
+    /// Records the result of a probe `sent` then; returns the unanswered probes in a row, how long
+    /// ago the session was last restarted, and how long ago a handshake made since the first of those
+    /// probes was (as last observed): a session newer than the failures.
+    fn probed(&mut self, answered: bool, sent: Instant, now: Instant) -> (u32, Option<Duration>, Option<Duration>) {
+        if answered {
+            self.probe_ok_at = Some(now);
+            self.probe_failures = 0;
+            self.failing_since = None;
+        } else {
+            self.probe_failures = self.probe_failures.saturating_add(1);
+            self.failing_since = self.failing_since.or(Some(sent));
+        }
+        let new_session = self.handshake_at.filter(|h| self.failing_since.is_some_and(|f| *h > f));
+        let ago = |t: Instant| now.saturating_duration_since(t);
+        (self.probe_failures, self.restarted_at.map(ago), new_session.map(ago))
+    }
 }
 
 /// WireGuard's REKEY_TIMEOUT: a handshake initiation unanswered for this long is sent again. A
@@ -75,13 +96,17 @@ struct SlotLive {
 const RESTART_SPACING: Duration = Duration::from_secs(5);
 
 /// Whether to restart the session with a gateway after `failures` unanswered probes in a row, the
-/// last restart `since_restart` ago: from the second failure on, once per [`RESTART_SPACING`] for a
-/// while (a failover completes within seconds), then only on every fifth failure (a gateway that
-/// stays away costs one handshake initiation per five probes).
-fn restart_due(failures: u32, since_restart: Option<Duration>) -> bool {
+/// last restart `since_restart` ago, and `new_session` ago a handshake made while the probes were
+/// failing: from the second failure on, once per [`RESTART_SPACING`] for a while (a failover
+/// completes within seconds), then only on every fifth failure (a gateway that stays away costs one
+/// handshake initiation per five probes). Not within [`RESTART_SPACING`] of such a handshake: the
+/// failed probes were sent before that session came up, and the gateway routes into the session it
+/// has just made; throwing it away cuts that traffic off until the next handshake gets through.
+fn restart_due(failures: u32, since_restart: Option<Duration>, new_session: Option<Duration>) -> bool {
     failures >= 2
         && (failures <= 10 || failures.is_multiple_of(5))
         && since_restart.is_none_or(|d| d >= RESTART_SPACING)
+        && new_session.is_none_or(|d| d >= RESTART_SPACING)
 }
 
 impl Liveness {
@@ -309,6 +334,7 @@ impl Sidecar {
     async fn probe(&self) {
         for (g, source) in self.config.gateways.iter().zip(probe_sources(&self.config)) {
             let dst = g.address;
+            let sent = Instant::now();
             let ping = tokio::task::spawn_blocking(move || {
                 crate::probe::ping_burst(dst, source, crate::probe::BURST, Duration::from_secs(1))
             });
@@ -323,8 +349,8 @@ impl Sidecar {
                     false
                 }
             };
-            let (failures, since_restart) = self.record_probe(g.slot, answered);
-            if restart_due(failures, since_restart) {
+            let (failures, since_restart, new_session) = self.record_probe(g.slot, answered, sent);
+            if restart_due(failures, since_restart, new_session) {
                 self.record_restart(g.slot);
                 tracing::info!(
                     slot = g.slot.number(),
@@ -339,18 +365,10 @@ impl Sidecar {
         }
     }
 
-    /// Records a probe result; returns the unanswered probes in a row and how long ago the session
-    /// was last restarted.
-    fn record_probe(&self, slot: Slot, answered: bool) -> (u32, Option<Duration>) {
+    /// Records the result of a probe `sent` then (see [`SlotLive::probed`]).
+    fn record_probe(&self, slot: Slot, answered: bool, sent: Instant) -> (u32, Option<Duration>, Option<Duration>) {
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        let s = live.slots.entry(slot).or_default();
-        if answered {
-            s.probe_ok_at = Some(Instant::now());
-            s.probe_failures = 0;
-        } else {
-            s.probe_failures = s.probe_failures.saturating_add(1);
-        }
-        (s.probe_failures, s.restarted_at.map(|t| t.elapsed()))
+        live.slots.entry(slot).or_default().probed(answered, sent, Instant::now())
     }
 
     fn record_restart(&self, slot: Slot) {
@@ -446,17 +464,42 @@ mod tests {
 
     #[test]
     fn sessions_restart_from_the_second_failed_probe_then_back_off() {
-        let due: Vec<u32> = (0..=30).filter(|f| restart_due(*f, None)).collect();
+        let due: Vec<u32> = (0..=30).filter(|f| restart_due(*f, None, None)).collect();
         assert_eq!(due, [2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20, 25, 30]);
     }
 
     #[test]
     fn a_restart_waits_for_the_handshake_of_the_last_one() {
         let ago = Duration::from_secs;
-        assert!(!restart_due(3, Some(ago(2))), "the last restart's handshake may still be under way");
-        assert!(restart_due(3, Some(RESTART_SPACING)), "one REKEY_TIMEOUT later it is retried");
-        assert!(!restart_due(11, Some(ago(60))), "past the tenth failure only every fifth");
-        assert!(!restart_due(1, None), "one lost probe is no evidence");
+        assert!(!restart_due(3, Some(ago(2)), None), "the last restart's handshake may still be under way");
+        assert!(restart_due(3, Some(RESTART_SPACING), None), "one REKEY_TIMEOUT later it is retried");
+        assert!(!restart_due(11, Some(ago(60)), None), "past the tenth failure only every fifth");
+        assert!(!restart_due(1, None, None), "one lost probe is no evidence");
+    }
+
+    #[test]
+    fn a_session_just_made_is_not_thrown_away_for_probes_sent_before_it() {
+        // After a failover: the successor answered a handshake a moment ago and routes into that
+        // session; the failures counted were probes sent while it was not up yet.
+        let ago = Duration::from_secs;
+        assert!(!restart_due(5, Some(ago(6)), Some(ago(1))), "a session made 1 s ago is new");
+        assert!(restart_due(5, Some(ago(6)), Some(RESTART_SPACING)), "one that answers no probe is restarted later");
+        assert!(restart_due(2, None, None), "a session older than the failures does not delay a restart");
+    }
+
+    #[test]
+    fn only_a_handshake_made_while_probes_fail_is_a_new_session() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        // The last handshake with the gateway that then died: older than the failures.
+        let mut slot = SlotLive { handshake_at: Some(at(0)), ..SlotLive::default() };
+        assert_eq!(slot.probed(false, at(10), at(11)), (1, None, None));
+        assert_eq!(slot.probed(false, at(12), at(13)), (2, None, None));
+        // Its successor answers a handshake while the probes still fail.
+        slot.handshake_at = Some(at(14));
+        assert_eq!(slot.probed(false, at(14), at(15)), (3, None, Some(Duration::from_secs(1))));
+        // An answer ends the run.
+        assert_eq!(slot.probed(true, at(16), at(16)), (0, None, None));
     }
 
     /// (slot, handshake seconds ago, probe answered seconds ago)
@@ -472,7 +515,7 @@ mod tests {
             slots: slots
                 .iter()
                 .map(|(n, h, p)| {
-                    (*n, SlotLive { handshake_at: at(*h), probe_ok_at: at(*p), probe_failures: 0, restarted_at: None })
+                    (*n, SlotLive { handshake_at: at(*h), probe_ok_at: at(*p), ..SlotLive::default() })
                 })
                 .collect(),
             handshake_window: 180 * S,

@@ -423,3 +423,29 @@ impl Drop for Pinger {
         let _ = self.child.wait();
     }
 }
+
+impl SeedLandscape {
+    /// What the agents, the IPAM and the sidecars logged (info and above) from `since` on, merged in
+    /// time order, each line prefixed with its log's name: the story of a failed test, in its message.
+    pub fn timeline(&self, since: SystemTime) -> String {
+        // Whole seconds: log lines carry microseconds, and a line of the same second is kept.
+        let since = jiff::Timestamp::try_from(since).map(|t| t.strftime("%Y-%m-%dT%H:%M:%S").to_string());
+        let since = since.unwrap_or_default();
+        let mut lines = vec![];
+        let logs = std::fs::read_dir(&self.dir).into_iter().flatten().flatten().map(|e| e.path());
+        for path in logs.filter(|p| is_daemon_log(p)) {
+            let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let story = text.lines().filter(|l| !l.contains(" DEBUG ") && !l.contains(" TRACE "));
+            lines.extend(story.filter(|l| *l >= since.as_str()).map(|l| (l.to_string(), name.clone())));
+        }
+        lines.sort();
+        lines.into_iter().map(|(line, name)| format!("{name:<11} {line}")).collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// The logs of kubelink's own processes in a landscape directory (not iperf's or ping's).
+fn is_daemon_log(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    name.ends_with(".log") && ["agent-", "ipam", "shoot-"].iter().any(|p| name.starts_with(p))
+}
