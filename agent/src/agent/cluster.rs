@@ -19,7 +19,6 @@ use kubelink_ipam::decode::{self, Raw};
 use kubelink_ipam::keys::PrivateKey;
 use kubelink_ipam::projection::{SeedTunnel, ShootPeer as PeerObject};
 use kubelink_ipam::secret::text;
-use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
 use super::ShootPeer;
@@ -60,14 +59,19 @@ pub enum ClusterError {
     Api(#[from] kube::Error),
 }
 
-/// Starts a reflector for `api` that wakes `wake` on every change.
-fn reflect<K>(api: Api<K>, config: watcher::Config, wake: Arc<Notify>) -> (Store<K>, tokio::task::JoinHandle<()>)
+/// Starts a reflector for `api` that wakes `wake` on every change. The store keeps only what the
+/// agent reads ([`Raw::keep_spec`]): one object per shoot on every node.
+fn reflect<K>(
+    api: Api<Raw<K>>,
+    config: watcher::Config,
+    wake: Arc<Notify>,
+) -> (Store<Raw<K>>, tokio::task::JoinHandle<()>)
 where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone + Default,
+    K: Resource<DynamicType = ()> + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+    let compact = watcher(api, config).modify(Raw::keep_spec);
+    let stream = reflector::reflector(writer, compact).default_backoff();
     let task = tokio::spawn(async move {
         stream
             .for_each(|event| {
@@ -137,7 +141,7 @@ impl Cluster {
 
     /// Every shoot with a ShootPeer (see [`peers_of`]); what is skipped is logged.
     pub fn shoots(&self) -> BTreeSet<ShootPeer> {
-        let (objects, skipped) = decode::split(self.peers.state().iter().map(|o| o.as_ref().clone()));
+        let (objects, skipped) = decode::split(self.peers.state());
         let (shoots, problems) = peers_of(&objects);
         for p in skipped.iter().map(ToString::to_string).chain(problems) {
             tracing::warn!("{p}");
