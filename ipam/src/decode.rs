@@ -47,21 +47,6 @@ impl<K> Raw<K> {
     pub fn name(&self) -> &str {
         self.metadata.name.as_deref().unwrap_or_default()
     }
-
-    /// Keeps what a cache that reads only `spec` needs: `apiVersion`, `kind`, `spec`, and of the
-    /// metadata the name and namespace (plus uid and resourceVersion for reports). An API server's
-    /// managedFields, labels and annotations are most of an object, and an agent on every node holds
-    /// one object per shoot.
-    pub fn keep_spec(&mut self) {
-        let m = std::mem::take(&mut self.metadata);
-        let (name, namespace) = (m.name, m.namespace);
-        if let Value::Object(fields) = &mut self.value {
-            fields.retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "spec"));
-            let meta = serde_json::json!({"name": name, "namespace": namespace});
-            fields.insert("metadata".into(), meta);
-        }
-        self.metadata = ObjectMeta { name, namespace, uid: m.uid, resource_version: m.resource_version, ..Default::default() };
-    }
 }
 
 impl<K> Clone for Raw<K> {
@@ -207,29 +192,6 @@ mod tests {
         assert_eq!(skipped[0].uid.as_deref(), Some("u1"));
         assert!(skipped[0].to_string().contains("expected a string"), "{}", skipped[0]);
         assert_eq!((skipped[1].name.as_str(), skipped[1].field.as_str()), ("broken-meta", "metadata.labels.x"));
-    }
-
-    #[test]
-    fn keep_spec_drops_all_but_spec_and_the_object_still_decodes() {
-        use crate::projection::ShootPeer;
-        let object = json!({
-            "apiVersion": "kubelink.gardener.cloud/v1alpha1", "kind": "ShootPeer",
-            "metadata": {"name": "shoot--dev--a", "namespace": "kubelink", "uid": "u1", "resourceVersion": "7",
-                "annotations": {"a": "x".repeat(2000)},
-                "managedFields": [{"manager": "kubelink-ipam", "fieldsV1": {"f:spec": {}}}]},
-            "spec": {"shoot": "garden-dev/a", "address": "192.168.128.10", "publicKey": "k"},
-            "status": {"note": "unread"},
-        });
-        let mut raw: Raw<ShootPeer> = serde_json::from_value(object.clone()).unwrap();
-        let before = typed(&raw).unwrap();
-        raw.keep_spec();
-        let after = typed(&raw).unwrap();
-        assert_eq!(after.spec, before.spec);
-        assert_eq!((after.metadata.name, after.metadata.namespace), (before.metadata.name, before.metadata.namespace));
-        assert_eq!((raw.metadata.uid.as_deref(), raw.metadata.resource_version.as_deref()), (Some("u1"), Some("7")));
-        let kept = serde_json::to_string(&raw).unwrap();
-        assert!(kept.len() < 250 && !kept.contains("managedFields") && !kept.contains("status"), "{kept}");
-        assert!(raw.metadata.annotations.is_none() && raw.metadata.managed_fields.is_none());
     }
 
     #[test]

@@ -4,12 +4,14 @@
 //! slot's LoadBalancer Service selects, and that Service's load-balancer address. The agent never
 //! talks to the garden.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -17,8 +19,10 @@ use kube::{Api, Client, Resource};
 use kubelink_ipam::contract::{Slot, SlotError, gateway_secret, labels, names, published_gateway_data};
 use kubelink_ipam::decode::{self, Raw};
 use kubelink_ipam::keys::PrivateKey;
-use kubelink_ipam::projection::{SeedTunnel, ShootPeer as PeerObject};
+use kubelink_ipam::projection::{Peer, SeedTunnel, ShootPeer as PeerObject};
 use kubelink_ipam::secret::text;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
 use super::ShootPeer;
@@ -31,7 +35,8 @@ pub struct Cluster {
     pod: Option<String>,
     /// Read as [`Raw`] JSON and decoded item by item: one object that does not decode stops nothing.
     tunnels: Store<Raw<SeedTunnel>>,
-    peers: Store<Raw<PeerObject>>,
+    /// Parsed as they arrive ([`PeerEntry`]): a few dozen bytes per shoot on every node.
+    peers: Store<PeerEntry>,
     watches: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -59,19 +64,14 @@ pub enum ClusterError {
     Api(#[from] kube::Error),
 }
 
-/// Starts a reflector for `api` that wakes `wake` on every change. The store keeps only what the
-/// agent reads ([`Raw::keep_spec`]): one object per shoot on every node.
-fn reflect<K>(
-    api: Api<Raw<K>>,
-    config: watcher::Config,
-    wake: Arc<Notify>,
-) -> (Store<Raw<K>>, tokio::task::JoinHandle<()>)
+/// Starts a reflector for `api` that wakes `wake` on every change.
+fn reflect<K>(api: Api<K>, config: watcher::Config, wake: Arc<Notify>) -> (Store<K>, tokio::task::JoinHandle<()>)
 where
-    K: Resource<DynamicType = ()> + 'static,
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Default,
 {
     let (reader, writer) = reflector::store();
-    let compact = watcher(api, config).modify(Raw::keep_spec);
-    let stream = reflector::reflector(writer, compact).default_backoff();
+    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
     let task = tokio::spawn(async move {
         stream
             .for_each(|event| {
@@ -86,7 +86,7 @@ where
     (reader, task)
 }
 
-type Watches = (Store<Raw<SeedTunnel>>, Store<Raw<PeerObject>>, Vec<tokio::task::JoinHandle<()>>);
+type Watches = (Store<Raw<SeedTunnel>>, Store<PeerEntry>, Vec<tokio::task::JoinHandle<()>>);
 
 /// Reflectors for this seed's SeedTunnel (by name) and the ShootPeers, both in kubelink's namespace.
 fn watch_projection(client: &Client, namespace: &str, seed: &str, wake: &Arc<Notify>) -> Watches {
@@ -141,9 +141,9 @@ impl Cluster {
 
     /// Every shoot with a ShootPeer (see [`peers_of`]); what is skipped is logged.
     pub fn shoots(&self) -> BTreeSet<ShootPeer> {
-        let (objects, skipped) = decode::split(self.peers.state());
-        let (shoots, problems) = peers_of(&objects);
-        for p in skipped.iter().map(ToString::to_string).chain(problems) {
+        let entries = self.peers.state();
+        let (shoots, problems) = peers_of(entries.iter().map(|e| e.as_ref()));
+        for p in problems {
             tracing::warn!("{p}");
         }
         shoots
@@ -200,23 +200,74 @@ impl Cluster {
     }
 }
 
+/// A ShootPeer as the agent keeps it: parsed when it arrives, so that the watch cache holds the
+/// name and the parsed peer (or why the object is skipped), not the object's JSON.
+#[derive(Debug, Clone)]
+pub struct PeerEntry {
+    metadata: ObjectMeta,
+    peer: Result<Peer, String>,
+}
+
+impl PeerEntry {
+    fn name(&self) -> &str {
+        self.metadata.name.as_deref().unwrap_or_default()
+    }
+}
+
+/// Never fails on an object's content: a ShootPeer that does not decode or parse becomes an entry
+/// that says why, and is skipped (and logged) on every pass until it is fixed.
+impl<'de> Deserialize<'de> for PeerEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = Raw::<PeerObject>::deserialize(deserializer)?;
+        let peer = match decode::typed(&raw) {
+            Ok(object) => object.parse().map_err(|e| format!("{e}; skipped")),
+            Err(skipped) => Err(skipped.to_string()),
+        };
+        let m = raw.metadata;
+        Ok(PeerEntry { metadata: ObjectMeta { name: m.name, namespace: m.namespace, ..ObjectMeta::default() }, peer })
+    }
+}
+
+impl Resource for PeerEntry {
+    type DynamicType = ();
+    type Scope = <PeerObject as Resource>::Scope;
+    fn kind(_: &()) -> Cow<'_, str> {
+        PeerObject::kind(&())
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        PeerObject::group(&())
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        PeerObject::version(&())
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        PeerObject::plural(&())
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
 /// The peers the ShootPeers give, in name order. A peer that does not parse, or that claims an address or
 /// a public key an earlier peer already has, is described and skipped; the others are not held up.
 /// WireGuard would resolve either contradiction silently: an allowed IP stays on one peer only, and
 /// one key is one peer.
-pub fn peers_of<'a>(objects: impl IntoIterator<Item = &'a PeerObject>) -> (BTreeSet<ShootPeer>, Vec<String>) {
-    let mut objects: Vec<&PeerObject> = objects.into_iter().collect();
-    objects.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+pub fn peers_of<'a>(entries: impl IntoIterator<Item = &'a PeerEntry>) -> (BTreeSet<ShootPeer>, Vec<String>) {
+    let mut entries: Vec<&PeerEntry> = entries.into_iter().collect();
+    entries.sort_by(|a, b| a.name().cmp(b.name()));
     let mut addresses = BTreeMap::new();
     let mut keys = BTreeMap::new();
     let mut out = BTreeSet::new();
     let mut problems = Vec::new();
-    for object in objects {
-        let name = object.metadata.name.clone().unwrap_or_default();
-        let p = match object.parse() {
+    for entry in entries {
+        let name = entry.name();
+        let p = match &entry.peer {
             Ok(p) => p,
             Err(e) => {
-                problems.push(format!("{e}; skipped"));
+                problems.push(e.clone());
                 continue;
             }
         };
@@ -230,7 +281,7 @@ pub fn peers_of<'a>(objects: impl IntoIterator<Item = &'a PeerObject>) -> (BTree
                 "ShootPeer {name} spec.publicKey: already the key of ShootPeer {first} (one key is one peer); skipped"
             ));
         } else {
-            addresses.insert(p.address, name.clone());
+            addresses.insert(p.address, name);
             keys.insert(p.public_key, name);
             out.insert(ShootPeer { public_key: p.public_key, address: p.address, shoot: p.shoot.to_string() });
         }
@@ -271,7 +322,9 @@ mod tests {
             garbage,
             object("e", "192.168.128.14", 5),
         ];
-        let (peers, problems) = peers_of(&objects);
+        let entries: Vec<PeerEntry> =
+            objects.iter().map(|o| serde_json::from_value(serde_json::json!(o)).unwrap()).collect();
+        let (peers, problems) = peers_of(&entries);
         let addresses: Vec<String> = peers.iter().map(|p| p.address.to_string()).collect();
         assert_eq!(addresses, ["192.168.128.10", "192.168.128.14"]);
         assert_eq!(problems.len(), 3, "{problems:?}");

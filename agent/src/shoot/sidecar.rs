@@ -514,9 +514,7 @@ mod tests {
         Liveness {
             slots: slots
                 .iter()
-                .map(|(n, h, p)| {
-                    (*n, SlotLive { handshake_at: at(*h), probe_ok_at: at(*p), ..SlotLive::default() })
-                })
+                .map(|(n, h, p)| (*n, SlotLive { handshake_at: at(*h), probe_ok_at: at(*p), ..SlotLive::default() }))
                 .collect(),
             handshake_window: 180 * S,
             probe_grace: probe.then_some(3 * S),
