@@ -13,6 +13,14 @@ use super::{NODES, SEED, SeedLandscape};
 use crate::bench::vm_hwm_kib;
 
 impl SeedLandscape {
+    /// The kubelink binary the agents run, by its profile directory and size (`release`, or `dist` as
+    /// shipped; its resident code is a large part of an agent's RSS).
+    fn binary(&self) -> String {
+        let profile = self.bin.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned());
+        let size = std::fs::metadata(&self.bin).map(|m| m.len() as f64 / 1e6).unwrap_or(0.0);
+        format!("{}/kubelink ({size:.1} MB)", profile.unwrap_or_default())
+    }
+
     /// Each node's agent: (node, its role, its peak RSS in MiB).
     async fn agent_memory(&self) -> Vec<(usize, &'static str, Option<f64>)> {
         let holders = self.holders().await;
@@ -47,8 +55,10 @@ impl SeedLandscape {
         let after = self.agent_memory().await;
         let took = took.map_or("not within 600 s".into(), |d| format!("{d:.1?}"));
         let mut out = format!(
-            "agent peak RSS (VmHWM, MiB), {from} shoot(s) then {to}; the gateway had all {to} peers {took} \
-             after the Shoots were created\n\n| node | role | with {from} | with {to} | ratio |\n|---|---|---|---|---|\n"
+            "agent peak RSS (VmHWM, MiB) of {}, {from} shoot(s) then {to}; the gateway had all {to} peers \
+             {took} after the Shoots were created\n\n| node | role | with {from} | with {to} | ratio |\n\
+             |---|---|---|---|---|\n",
+            self.binary()
         );
         for ((i, role, b), (_, _, a)) in before.iter().zip(&after) {
             let ratio = a.zip(*b).map_or("–".into(), |(a, b)| format!("{:.2}x", a / b));
