@@ -35,7 +35,7 @@ pub struct Cluster {
     pod: Option<String>,
     /// Read as [`Raw`] JSON and decoded item by item: one object that does not decode stops nothing.
     tunnels: Store<Raw<SeedTunnel>>,
-    /// Parsed as they arrive ([`PeerEntry`]): a few dozen bytes per shoot on every node.
+    /// Parsed as they arrive ([`PeerEntry`]): the name and the peer, not the JSON, on every node.
     peers: Store<PeerEntry>,
     watches: Vec<tokio::task::JoinHandle<()>>,
 }
