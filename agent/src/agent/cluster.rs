@@ -223,8 +223,16 @@ impl<'de> Deserialize<'de> for PeerEntry {
             Ok(object) => object.parse().map_err(|e| format!("{e}; skipped")),
             Err(skipped) => Err(skipped.to_string()),
         };
+        // The watcher resumes from the last object's resourceVersion: without it, every event
+        // would be followed by a new list.
         let m = raw.metadata;
-        Ok(PeerEntry { metadata: ObjectMeta { name: m.name, namespace: m.namespace, ..ObjectMeta::default() }, peer })
+        let metadata = ObjectMeta {
+            name: m.name,
+            namespace: m.namespace,
+            resource_version: m.resource_version,
+            ..ObjectMeta::default()
+        };
+        Ok(PeerEntry { metadata, peer })
     }
 }
 
@@ -309,6 +317,17 @@ mod tests {
         let shoot = ShootKey::new("garden-dev", name);
         let rec = Recorded { address: address.parse().unwrap(), public_key: PublicKey::from_bytes([key; 32]) };
         PeerObject::of("kubelink", &format!("shoot--dev--{name}"), &shoot, &rec)
+    }
+
+    #[test]
+    fn an_entry_keeps_the_resource_version_the_watch_resumes_from() {
+        let mut object = serde_json::json!(object("a", "192.168.128.10", 1));
+        object["metadata"]["resourceVersion"] = "42".into();
+        object["metadata"]["annotations"] = serde_json::json!({"big": "x".repeat(1000)});
+        let entry: PeerEntry = serde_json::from_value(object).unwrap();
+        assert_eq!(entry.meta().resource_version.as_deref(), Some("42"));
+        assert!(entry.meta().annotations.is_none(), "only what the agent reads is kept");
+        assert_eq!(entry.peer.map(|p| p.address.to_string()), Ok("192.168.128.10".to_string()));
     }
 
     #[test]
