@@ -258,12 +258,14 @@ pub fn vm_hwm_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// [`iperf_once`], again while the server is still closing the previous test.
+/// [`iperf_once`], again while the server is still closing the previous test (it says it is busy,
+/// or resets the new test's control connection).
 fn iperf(pair: &Pair, dst: &str, streams: u32, reverse: bool, seconds: u32) -> Result<f64, String> {
+    let closing = |e: &str| e.contains("server is busy") || e.contains("unable to receive control message");
     let mut tries = 0;
     loop {
         match iperf_once(pair, dst, streams, reverse, seconds) {
-            Err(e) if e.contains("server is busy") && tries < 20 => {
+            Err(e) if closing(&e) && tries < 20 => {
                 tries += 1;
                 std::thread::sleep(Duration::from_millis(250));
             }
