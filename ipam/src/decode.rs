@@ -3,7 +3,7 @@
 //! decode becomes a [`Skipped`] that names the object and the field, and is reported on the object (an
 //! Event), in the log, and on the Seed's condition; the others go on.
 
-use std::borrow::{Borrow, Cow};
+use std::borrow::Cow;
 use std::marker::PhantomData;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -151,15 +151,14 @@ pub fn typed<K: Resource<DynamicType = ()> + DeserializeOwned>(raw: &Raw<K>) -> 
     })
 }
 
-/// Every item decoded on its own: the good ones, and the skipped ones. Items may be borrowed (a
-/// reflector's store), so that nothing is copied before it is decoded.
+/// Every item decoded on its own: the good ones, and the skipped ones.
 pub fn split<K: Resource<DynamicType = ()> + DeserializeOwned>(
-    items: impl IntoIterator<Item = impl Borrow<Raw<K>>>,
+    items: impl IntoIterator<Item = Raw<K>>,
 ) -> (Vec<K>, Vec<Skipped>) {
     let mut good = Vec::new();
     let mut skipped = Vec::new();
     for raw in items {
-        match typed(raw.borrow()) {
+        match typed(&raw) {
             Ok(k) => good.push(k),
             Err(s) => skipped.push(*s),
         }
