@@ -5,6 +5,7 @@
 pub use kubelink_apiserver as apiserver;
 pub mod bench;
 pub mod helm;
+pub mod k8s;
 pub mod landscape;
 pub mod netns;
 pub mod skip;
