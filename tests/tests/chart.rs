@@ -1,6 +1,6 @@
 //! The Helm charts (`charts/kubelink` on the seed, `charts/kubelink-garden` in the garden) rendered
-//! and installed by real Helm (Helm 4's library through `tests/helm/helm.py`) into the API test
-//! server, and checked on what Helm rendered and created:
+//! (`helm template`) and installed (`helm install`) by the real `helm` CLI into the real kube-apiserver
+//! (which validates every object it is given), and checked on what Helm rendered and created:
 //!
 //! - every flag and variable the chart passes is one of that `kubelink` subcommand (its `--help`);
 //! - each slot's Service selects the agent Pod that holds the slot;
@@ -11,25 +11,27 @@
 //!   unprivileged agent and the PodMonitor render into the fields Kubernetes reads;
 //! - `values.schema.json` rejects wrong values with a message that names them; `helm lint` passes.
 //!
-//! Without the virtualenv (`scripts/deps` creates it) the tests print SKIPPED and pass, and fail when
-//! `CI=true`.
+//! Without the binaries (`scripts/k8s-tools`, which `scripts/deps` runs) the tests print SKIPPED and
+//! pass, and fail when `CI=true`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use kubelink_apiserver::ApiServer;
-use kubelink_apiserver::helm::{self, Downward, HelmError};
-use kubelink_apiserver::kinds::ResourceKind;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
+use kube::api::DynamicObject;
+use kube::core::GroupVersionKind;
 use kubelink_ipam::contract::{Slot, labels, names};
-use kubelink_tests::netns;
+use kubelink_tests::helm::{self, Downward, HelmError, chart, helm_ready};
+use kubelink_tests::{k8s, netns};
 use serde_json::{Value, json};
 
+/// The namespace `helm template` renders into; installs go into namespaces of their own.
 const NS: &str = "kubelink";
 const SEED: &str = "local";
 const GARDEN_SECRET: &str = "kubelink-garden-kubeconfig";
-
-use kubelink_tests::helm::{chart, helm_ready};
 
 /// A fresh directory under the system temp dir.
 fn scratch(what: &str) -> PathBuf {
@@ -43,12 +45,26 @@ fn scratch(what: &str) -> PathBuf {
     dir
 }
 
-/// An API test server and a kubeconfig file for it (any bearer token).
-async fn cluster() -> (ApiServer, PathBuf) {
-    let server = kubelink_apiserver::start().await;
-    let path = scratch("kubeconfig").join("kubeconfig");
-    std::fs::write(&path, helm::kubeconfig(server.url(), "test-token")).unwrap();
-    (server, path)
+/// `helm template` of `chart` into [`NS`]: what an install would create.
+async fn render(chart_dir: &Path, values: Value) -> Result<Vec<Value>, HelmError> {
+    helm::template(chart_dir, NS, "kubelink", values).await
+}
+
+/// A release `helm install`ed into the shared real cluster, in a fresh namespace.
+struct Installed {
+    ns: String,
+    objects: Vec<Value>,
+}
+
+/// Installs `chart` with `values` into a fresh namespace `<prefix>-<n>` of the shared cluster.
+async fn install(chart_dir: &Path, prefix: &str, values: Value) -> Result<Installed, HelmError> {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let cluster = k8s::shared().await.map_err(HelmError::Unavailable)?;
+    let ns = format!("{prefix}-{}", N.fetch_add(1, Ordering::Relaxed));
+    cluster.ensure_namespace(&ns).await.map_err(HelmError::Unavailable)?;
+    let kubeconfig = cluster.admin_kubeconfig_file().map_err(HelmError::Unavailable)?;
+    let objects = helm::install(chart_dir, &kubeconfig, &ns, "kubelink", values).await?;
+    Ok(Installed { ns, objects })
 }
 
 /// The seed chart's values for the tests: the required ones and two load balancer endpoints.
@@ -58,13 +74,6 @@ fn seed_values() -> Value {
         "gardenKubeconfigSecret": GARDEN_SECRET,
         "agent": {"slotEndpoints": ["gw-0.example:51820", "gw-1.example:51820"]},
     })
-}
-
-/// Installs `chart` with `values` into a fresh API test server: the server and the rendered objects.
-async fn install(chart_dir: &Path, namespace: &str, values: Value) -> Result<(ApiServer, Vec<Value>), HelmError> {
-    let (server, kubeconfig) = cluster().await;
-    let objects = helm::install(chart_dir, &kubeconfig, namespace, "kubelink", values).await?;
-    Ok((server, objects))
 }
 
 fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
@@ -82,33 +91,41 @@ fn summary(objects: &[Value]) -> Vec<String> {
     objects.iter().map(|o| format!("{} {}", o["kind"].as_str().unwrap_or("?"), o["metadata"]["name"])).collect()
 }
 
-/// Asserts that Helm really created every rendered object in the server.
-fn assert_stored(server: &ApiServer, objects: &[Value], namespace: &str) {
+/// Asserts that Helm really created every rendered object in the real cluster (each read back by
+/// its kind, found through discovery).
+async fn assert_stored(objects: &[Value], namespace: &str) {
+    let client = k8s::shared().await.unwrap().client().await.unwrap();
     for o in objects {
         let (group, version) = match o["apiVersion"].as_str().unwrap().split_once('/') {
             Some((g, v)) => (g, v),
             None => ("", o["apiVersion"].as_str().unwrap()),
         };
-        let kind = kubelink_apiserver::kinds::KINDS
-            .iter()
-            .position(|k| k.group == group && k.version == version && k.kind == o["kind"])
-            .unwrap_or_else(|| panic!("the server does not serve {}", o["kind"]));
-        let ns = if kubelink_apiserver::kinds::KINDS[kind].namespaced {
-            o["metadata"]["namespace"].as_str().unwrap_or(namespace)
-        } else {
-            ""
+        let gvk = GroupVersionKind::gvk(group, version, o["kind"].as_str().unwrap());
+        let (resource, caps) = kube::discovery::pinned_kind(&client, &gvk)
+            .await
+            .unwrap_or_else(|e| panic!("the server does not serve {}: {e}", o["kind"]));
+        let api: Api<DynamicObject> = match caps.scope {
+            kube::discovery::Scope::Namespaced => {
+                let ns = o["metadata"]["namespace"].as_str().unwrap_or(namespace);
+                Api::namespaced_with(client.clone(), ns, &resource)
+            }
+            kube::discovery::Scope::Cluster => Api::all_with(client.clone(), &resource),
         };
         let name = o["metadata"]["name"].as_str().unwrap();
-        server.store().get(kind, ns, name).unwrap_or_else(|e| panic!("{} {name} not created: {e:?}", o["kind"]));
+        api.get(name).await.unwrap_or_else(|e| panic!("{} {name} not created: {e}", o["kind"]));
     }
 }
 
 fn downward() -> Downward {
+    downward_in(NS)
+}
+
+fn downward_in(ns: &str) -> Downward {
     Downward {
         node_name: "node-a".into(),
         host_ip: "10.250.0.7".into(),
         pod_name: "kubelink-agent-x1".into(),
-        pod_namespace: NS.into(),
+        pod_namespace: ns.into(),
     }
 }
 
@@ -144,7 +161,7 @@ async fn every_flag_and_variable_the_chart_passes_is_one_of_the_binary() {
     if !helm_ready("every_flag_and_variable_the_chart_passes_is_one_of_the_binary").await {
         return;
     }
-    let (_server, objects) = install(&chart("kubelink"), NS, seed_values()).await.unwrap();
+    let objects = render(&chart("kubelink"), seed_values()).await.unwrap();
     let mut unknown = Vec::new();
     for (kind, name, container) in [("DaemonSet", "kubelink-agent", "agent"), ("Deployment", "kubelink-ipam", "ipam")] {
         let cmd = helm::container_command(find(&objects, kind, name), container, &downward()).unwrap();
@@ -173,14 +190,14 @@ async fn the_agent_runs_with_the_downward_api_and_the_release_namespace() {
     if !helm_ready("the_agent_runs_with_the_downward_api_and_the_release_namespace").await {
         return;
     }
-    let (server, objects) = install(&chart("kubelink"), NS, seed_values()).await.unwrap();
-    assert_stored(&server, &objects, NS);
+    let Installed { ns, objects } = install(&chart("kubelink"), "downward", seed_values()).await.unwrap();
+    assert_stored(&objects, &ns).await;
     let ds = find(&objects, "DaemonSet", "kubelink-agent");
-    let cmd = helm::container_command(ds, "agent", &downward()).unwrap();
+    let cmd = helm::container_command(ds, "agent", &downward_in(&ns)).unwrap();
     assert_eq!(cmd.args[0], "agent");
     for want in [
         format!("--seed={SEED}"),
-        format!("--namespace={NS}"),
+        format!("--namespace={ns}"),
         "--slot-endpoints=gw-0.example:51820,gw-1.example:51820".into(),
     ] {
         assert!(cmd.args.contains(&want), "agent args lack {want}: {:?}", cmd.args);
@@ -193,8 +210,7 @@ async fn the_agent_runs_with_the_downward_api_and_the_release_namespace() {
     assert_eq!(ds["spec"]["template"]["spec"]["hostNetwork"], true, "the agent routes the node: hostNetwork");
 
     // Without slot endpoints the flag is left out (each gateway publishes its node IP).
-    let (_s, objects) =
-        install(&chart("kubelink"), NS, json!({"seedName": SEED, "gardenKubeconfigSecret": "g"})).await.unwrap();
+    let objects = render(&chart("kubelink"), json!({"seedName": SEED, "gardenKubeconfigSecret": "g"})).await.unwrap();
     let cmd = helm::container_command(find(&objects, "DaemonSet", "kubelink-agent"), "agent", &downward()).unwrap();
     assert!(!cmd.args.iter().any(|a| a.starts_with("--slot-endpoints")), "{:?}", cmd.args);
 }
@@ -228,8 +244,8 @@ async fn placement_unprivileged_mode_and_the_pod_monitor_render_as_kubernetes_re
     values["agent"]["privileged"] = json!(false);
     values["ipam"] = placement.clone();
     values["metrics"] = json!({"podMonitor": {"enabled": true, "labels": {"release": "prometheus"}}});
-    let (server, objects) = install(&chart("kubelink"), NS, values).await.unwrap();
-    assert_stored(&server, &objects, NS);
+    let Installed { ns, objects } = install(&chart("kubelink"), "placement", values).await.unwrap();
+    assert_stored(&objects, &ns).await;
     for (kind, name, container) in [("DaemonSet", "kubelink-agent", "agent"), ("Deployment", "kubelink-ipam", "ipam")] {
         let template = pod_template(find(&objects, kind, name));
         let spec = template.spec.as_ref().unwrap();
@@ -272,7 +288,7 @@ async fn placement_unprivileged_mode_and_the_pod_monitor_render_as_kubernetes_re
     }
 
     // Defaults: a privileged agent on every node, no PodMonitor, no pull secrets.
-    let (_s, objects) = install(&chart("kubelink"), NS, seed_values()).await.unwrap();
+    let objects = render(&chart("kubelink"), seed_values()).await.unwrap();
     assert!(of_kind(&objects, "PodMonitor").is_empty(), "the PodMonitor is off by default");
     let spec = pod_template(find(&objects, "DaemonSet", "kubelink-agent")).spec.unwrap();
     assert_eq!(spec.containers[0].security_context.as_ref().unwrap().privileged, Some(true));
@@ -292,7 +308,10 @@ async fn each_slot_service_selects_the_slot_holder_among_the_agent_pods() {
         let mut values = seed_values();
         values["slots"] = json!(slots);
         values["agent"]["slotEndpoints"] = json!([]);
-        let (server, objects) = install(&chart("kubelink"), NS, values).await.unwrap();
+        let Installed { ns, objects } = install(&chart("kubelink"), "services", values).await.unwrap();
+        let services: Api<Service> = Api::namespaced(k8s::shared().await.unwrap().client().await.unwrap(), &ns);
+        let stored = services.list(&Default::default()).await.unwrap().items;
+        assert_eq!(stored.len(), slots, "one Service per slot in the cluster");
         let services = of_kind(&objects, "Service");
         assert_eq!(services.len(), slots, "one Service per slot");
         let ds = find(&objects, "DaemonSet", "kubelink-agent");
@@ -315,8 +334,10 @@ async fn each_slot_service_selects_the_slot_holder_among_the_agent_pods() {
             assert_eq!(svc["spec"]["type"], "LoadBalancer");
             assert_eq!(svc["spec"]["ports"][0]["protocol"], "UDP");
             assert_eq!(svc["spec"]["ports"][0]["port"], 51820);
-            let kind = ResourceKind::find("", "v1", "services").unwrap();
-            server.store().get(kind, NS, &names::gateway(slot)).expect("the Service was created");
+            let created = stored.iter().find(|s| s.metadata.name.as_deref() == Some(&names::gateway(slot)));
+            let created = created.expect("the Service was created");
+            let ports = created.spec.as_ref().and_then(|s| s.ports.clone()).unwrap_or_default();
+            assert_eq!((ports[0].protocol.as_deref(), ports[0].port), (Some("UDP"), 51820), "as the server stored it");
         }
     }
 }
@@ -326,7 +347,7 @@ async fn the_agent_gets_nothing_of_the_garden_and_only_the_ipam_mounts_its_kubec
     if !helm_ready("the_agent_gets_nothing_of_the_garden_and_only_the_ipam_mounts_its_kubeconfig").await {
         return;
     }
-    let (_server, objects) = install(&chart("kubelink"), NS, seed_values()).await.unwrap();
+    let objects = render(&chart("kubelink"), seed_values()).await.unwrap();
 
     let ds = find(&objects, "DaemonSet", "kubelink-agent");
     let pod = &ds["spec"]["template"]["spec"];
@@ -381,8 +402,7 @@ async fn the_agent_gets_nothing_of_the_garden_and_only_the_ipam_mounts_its_kubec
     assert_eq!(mount["readOnly"], true);
 
     // With the IPAM disabled there is nothing of it, and no garden Secret is needed.
-    let (_s, objects) =
-        install(&chart("kubelink"), NS, json!({"seedName": SEED, "ipam": {"enabled": false}})).await.unwrap();
+    let objects = render(&chart("kubelink"), json!({"seedName": SEED, "ipam": {"enabled": false}})).await.unwrap();
     assert!(objects.iter().all(|o| !o.to_string().contains("kubelink-ipam")), "{:?}", summary(&objects));
     assert!(of_kind(&objects, "DaemonSet").len() == 1);
 }
@@ -424,8 +444,8 @@ async fn rbac_is_the_contract_and_the_agent_has_nothing_cluster_wide() {
     if !helm_ready("rbac_is_the_contract_and_the_agent_has_nothing_cluster_wide").await {
         return;
     }
-    let (server, objects) = install(&chart("kubelink"), NS, seed_values()).await.unwrap();
-    assert_stored(&server, &objects, NS);
+    let Installed { ns, objects } = install(&chart("kubelink"), "rbac", seed_values()).await.unwrap();
+    assert_stored(&objects, &ns).await;
     let slots = "kubelink-gateway-0,kubelink-gateway-1";
     let agent = expect(&[
         ("coordination.k8s.io", &["leases"], &["create"], "*"),
@@ -445,7 +465,7 @@ async fn rbac_is_the_contract_and_the_agent_has_nothing_cluster_wide() {
         ("kubelink.gardener.cloud", &["shootpeers"], &["list", "watch", "create", "update", "delete"], "*"),
     ]);
     assert_eq!(rules(find(&objects, "Role", "kubelink-ipam")), ipam_role, "the IPAM's Role");
-    let cluster_role_name = format!("kubelink-ipam-{NS}");
+    let cluster_role_name = format!("kubelink-ipam-{ns}");
     let ipam_cluster = expect(&[
         ("", &["secrets"], &["list", "create"], "*"),
         ("", &["secrets"], &["get", "update", "delete"], "kubelink-shoot,managedresource-kubelink-shoot"),
@@ -463,7 +483,9 @@ async fn rbac_is_the_contract_and_the_agent_has_nothing_cluster_wide() {
         objects
             .iter()
             .filter(|o| o["kind"] == "RoleBinding" || o["kind"] == "ClusterRoleBinding")
-            .filter(|b| b["subjects"].as_array().unwrap().iter().any(|s| s["name"] == sa && s["namespace"] == NS))
+            .filter(|b| {
+                b["subjects"].as_array().unwrap().iter().any(|s| s["name"] == sa && s["namespace"] == ns.as_str())
+            })
             .map(|b| format!("{} -> {} {}", b["kind"], b["roleRef"]["kind"], b["roleRef"]["name"]).replace('"', ""))
             .collect()
     };
@@ -485,7 +507,7 @@ async fn rbac_is_the_contract_and_the_agent_has_nothing_cluster_wide() {
     let mut values = seed_values();
     values["slots"] = json!(1);
     values["agent"]["slotEndpoints"] = json!(["gw-0.example:51820"]);
-    let (_s, objects) = install(&chart("kubelink"), NS, values).await.unwrap();
+    let objects = render(&chart("kubelink"), values).await.unwrap();
     let role = rules(find(&objects, "Role", "kubelink-agent"));
     assert!(role.contains(&("".into(), "secrets".into(), "get".into(), "kubelink-gateway-0".into())), "{role:?}");
     assert!(role.iter().all(|r| !r.3.contains("kubelink-gateway-1")), "{role:?}");
@@ -495,15 +517,17 @@ async fn rbac_is_the_contract_and_the_agent_has_nothing_cluster_wide() {
 }
 
 /// The ClusterRole is `kubelink-ipam:<seed>`, as Gardener names its roles; Kubernetes validates RBAC
-/// names as path segments (a colon is fine). The API test server validates every name as an RFC 1123
-/// subdomain and refuses it: this test fails until the server accepts path-segment names for RBAC kinds.
+/// names as path segments (a colon is fine), and the real server takes it.
 #[tokio::test]
 async fn the_garden_chart_grants_the_ipam_identity_the_contract() {
     if !helm_ready("the_garden_chart_grants_the_ipam_identity_the_contract").await {
         return;
     }
-    let (server, objects) = install(&chart("kubelink-garden"), "garden", json!({"seedName": SEED})).await.unwrap();
-    assert_stored(&server, &objects, "garden");
+    let objects = render(&chart("kubelink-garden"), json!({"seedName": SEED})).await.unwrap();
+    // The ServiceAccount goes to the namespace the chart names (`garden`), which must exist.
+    k8s::shared().await.unwrap().ensure_namespace("garden").await.unwrap();
+    let installed = install(&chart("kubelink-garden"), "garden", json!({"seedName": "installed"})).await.unwrap();
+    assert_stored(&installed.objects, &installed.ns).await;
     let sa_name = format!("kubelink-ipam-{SEED}");
     let sa = find(&objects, "ServiceAccount", &sa_name);
     assert_eq!(sa["metadata"]["namespace"], "garden");
@@ -525,15 +549,15 @@ async fn the_garden_chart_grants_the_ipam_identity_the_contract() {
 
     // An operator-chosen identity.
     let values = json!({"seedName": SEED, "ipam": {"serviceAccount": {"name": "ipam-x", "namespace": "garden-x"}}});
-    let (_s, objects) = install(&chart("kubelink-garden"), "garden", values).await.unwrap();
+    let objects = render(&chart("kubelink-garden"), values).await.unwrap();
     assert_eq!(find(&objects, "ServiceAccount", "ipam-x")["metadata"]["namespace"], "garden-x");
     let binding = find(&objects, "ClusterRoleBinding", &role_name);
     assert_eq!(binding["subjects"], json!([{"kind": "ServiceAccount", "name": "ipam-x", "namespace": "garden-x"}]));
 }
 
-/// Installs `values` and expects Helm to refuse with a message that names each of `names`.
+/// Renders `values` and expects Helm to refuse with a message that names each of `names`.
 async fn assert_refused(chart_name: &str, values: Value, names: &[&str]) {
-    match install(&chart(chart_name), NS, values.clone()).await {
+    match render(&chart(chart_name), values.clone()).await {
         Err(HelmError::Refused(msg)) => {
             println!("{chart_name} {values}: {msg}");
             for n in names {
@@ -541,7 +565,7 @@ async fn assert_refused(chart_name: &str, values: Value, names: &[&str]) {
             }
         }
         Err(e) => panic!("{chart_name} {values}: {e}"),
-        Ok((_, objects)) => panic!("{chart_name} {values}: Helm installed {:?}", summary(&objects)),
+        Ok(objects) => panic!("{chart_name} {values}: Helm rendered {:?}", summary(&objects)),
     }
 }
 
@@ -616,32 +640,32 @@ async fn the_chart_installs_with_and_without_a_crds_directory() {
     if !helm_ready("the_chart_installs_with_and_without_a_crds_directory").await {
         return;
     }
-    let crd = ResourceKind::find("apiextensions.k8s.io", "v1", "customresourcedefinitions").unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(k8s::shared().await.unwrap().client().await.unwrap());
     for with_crds in [false, true] {
         let dir = scratch("chart").join("kubelink");
         copy_dir(&chart("kubelink"), &dir);
         let _ = std::fs::remove_dir_all(dir.join("crds"));
         if with_crds {
             std::fs::create_dir(dir.join("crds")).unwrap();
-            std::fs::write(dir.join("crds/seedtunnels.yaml"), CRD).unwrap();
+            std::fs::write(dir.join("crds/probes.yaml"), CRD).unwrap();
         }
-        let (server, objects) =
-            install(&dir, NS, seed_values()).await.unwrap_or_else(|e| panic!("crds {with_crds}: {e}"));
-        assert_eq!(of_kind(&objects, "DaemonSet").len(), 1);
-        let stored = server.store().get(crd, "", "seedtunnels.kubelink.gardener.cloud");
-        assert_eq!(stored.is_ok(), with_crds, "the CRD is created from crds/ exactly when it is there");
+        let installed = install(&dir, "crds", seed_values()).await.unwrap_or_else(|e| panic!("crds {with_crds}: {e}"));
+        assert_eq!(of_kind(&installed.objects, "DaemonSet").len(), 1);
+        let stored = crds.get_opt("probes.chart-test.kubelink.gardener.cloud").await.unwrap();
+        assert_eq!(stored.is_some(), with_crds, "the CRD is created from crds/ exactly when it is there");
         let _ = std::fs::remove_dir_all(dir.parent().unwrap());
     }
 }
 
-/// A stand-in for the generated CRDs: the shape Helm installs from `crds/`.
+/// A CRD of its own group (the shared cluster has kubelink's CRDs already): the shape Helm installs
+/// from `crds/`.
 const CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
 metadata:
-  name: seedtunnels.kubelink.gardener.cloud
+  name: probes.chart-test.kubelink.gardener.cloud
 spec:
-  group: kubelink.gardener.cloud
-  names: {kind: SeedTunnel, listKind: SeedTunnelList, plural: seedtunnels, singular: seedtunnel}
+  group: chart-test.kubelink.gardener.cloud
+  names: {kind: Probe, listKind: ProbeList, plural: probes, singular: probe}
   scope: Namespaced
   versions:
     - name: v1alpha1

@@ -1,13 +1,12 @@
-//! Gateway election against the Kubernetes API test server: Leases, resourceVersion races, failover.
+//! Gateway election against the real kube-apiserver: Leases, resourceVersion races, failover, and an
+//! outage of the API server itself (frozen with SIGSTOP).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use kubelink::election::Timing;
 use kubelink::election::kube::LeaseElection;
-use kubelink_tests::apiserver;
-
-const NS: &str = "garden";
+use kubelink_tests::k8s;
 
 fn timing() -> Timing {
     Timing {
@@ -17,8 +16,14 @@ fn timing() -> Timing {
     }
 }
 
-fn node(client: &kube::Client, name: &str) -> LeaseElection {
-    LeaseElection::new(client.clone(), NS, name, &format!("10.250.0.{}", name.len()), 2, timing())
+fn node(client: &kube::Client, ns: &str, name: &str) -> LeaseElection {
+    LeaseElection::new(client.clone(), ns, name, &format!("10.250.0.{}", name.len()), 2, timing())
+}
+
+/// An admin client of `cluster` and a fresh namespace `ns` in it.
+async fn client_in(cluster: &k8s::Cluster, ns: &str) -> kube::Client {
+    cluster.ensure_namespace(ns).await.unwrap();
+    cluster.client().await.unwrap()
 }
 
 /// Runs rounds for every node concurrently for `for_how_long`; returns each node's last holding.
@@ -43,9 +48,9 @@ async fn run_rounds(nodes: &[&LeaseElection], for_how_long: Duration) -> BTreeMa
 
 #[tokio::test]
 async fn three_nodes_two_slots_distinct_holders_and_failover() {
-    let server = apiserver::start().await;
-    let client = server.client();
-    let (a, b, c) = (node(&client, "node-a"), node(&client, "node-bb"), node(&client, "node-ccc"));
+    let Some(cluster) = k8s::for_test("three_nodes_two_slots_distinct_holders_and_failover").await else { return };
+    let (ns, client) = ("election-three", client_in(cluster, "election-three").await);
+    let (a, b, c) = (node(&client, ns, "node-a"), node(&client, ns, "node-bb"), node(&client, ns, "node-ccc"));
 
     let held = run_rounds(&[&a, &b, &c], Duration::from_millis(800)).await;
     let slots: Vec<usize> = held.values().flatten().copied().collect();
@@ -79,16 +84,16 @@ async fn three_nodes_two_slots_distinct_holders_and_failover() {
 }
 
 /// Nodes a and b competing for one slot.
-fn one_slot_two_nodes(client: &kube::Client) -> (LeaseElection, LeaseElection) {
-    let a = LeaseElection::new(client.clone(), NS, "node-a", "10.0.0.1", 1, timing());
-    let b = LeaseElection::new(client.clone(), NS, "node-b", "10.0.0.2", 1, timing());
+fn one_slot_two_nodes(client: &kube::Client, ns: &str) -> (LeaseElection, LeaseElection) {
+    let a = LeaseElection::new(client.clone(), ns, "node-a", "10.0.0.1", 1, timing());
+    let b = LeaseElection::new(client.clone(), ns, "node-b", "10.0.0.2", 1, timing());
     (a, b)
 }
 
 #[tokio::test]
 async fn a_released_slot_is_taken_at_once() {
-    let server = apiserver::start().await;
-    let (a, b) = one_slot_two_nodes(&server.client());
+    let Some(cluster) = k8s::for_test("a_released_slot_is_taken_at_once").await else { return };
+    let (a, b) = one_slot_two_nodes(&client_in(cluster, "election-release").await, "election-release");
     assert_eq!(a.round().await.unwrap().holding, Some(0));
     assert_eq!(b.round().await.unwrap().holding, None, "slot is live and held by a");
     a.release(0).await.unwrap();
@@ -98,14 +103,23 @@ async fn a_released_slot_is_taken_at_once() {
 
 #[tokio::test]
 async fn after_an_api_outage_the_holder_keeps_its_slot() {
-    let server = apiserver::start().await;
-    let (a, b) = one_slot_two_nodes(&server.client());
+    // This test freezes its API server: a cluster of its own.
+    let Some(cluster) = k8s::own_for_test("after_an_api_outage_the_holder_keeps_its_slot", false).await else { return };
+    let (a, b) = one_slot_two_nodes(&client_in(&cluster, "election-outage").await, "election-outage");
     assert_eq!(a.round().await.unwrap().holding, Some(0));
     assert_eq!(b.round().await.unwrap().holding, None);
-    // Nobody reaches the API server for longer than the lease: the Lease expires unrenewed, and b's
-    // reads fail (a failed read forgets what b had observed, as `forget_observations` does here).
-    tokio::time::sleep(timing().lease_duration + Duration::from_millis(500)).await;
-    b.forget_observations();
+    // The API server stops answering (SIGSTOP) for longer than the lease: the Lease expires
+    // unrenewed, and both nodes' rounds hang until the agent's bound (the renew deadline) cuts them
+    // off; a round cut off forgets what was observed, as the agent's loop does (agent/src/agent/run.rs).
+    cluster.freeze_apiserver(true);
+    let frozen = std::time::Instant::now();
+    for n in [&a, &b] {
+        let round = tokio::time::timeout(timing().renew_deadline, n.round()).await;
+        assert!(round.is_err(), "a round answered while the API server was frozen: {round:?}");
+        n.forget_observations();
+    }
+    tokio::time::sleep((timing().lease_duration + Duration::from_millis(500)).saturating_sub(frozen.elapsed())).await;
+    cluster.freeze_apiserver(false);
     // Back: b may be the first to read, and the Lease's renewTime is long past. b must give a a whole
     // lease duration to renew instead of taking the slot from a working gateway.
     let first = b.round().await.unwrap();

@@ -7,19 +7,10 @@ use kube::Api;
 use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kubelink_tests::k8s::{self, Cluster};
-use kubelink_tests::skip::skip;
 use serde_json::json;
 
-/// The shared cluster, or a SKIPPED line (a failure under CI) when the binaries are not built.
 async fn cluster(test: &str) -> Option<&'static Cluster> {
-    match k8s::shared().await {
-        Ok(c) => Some(c),
-        Err(e) if k8s::tools::tools().is_err() => {
-            skip(test, &e);
-            None
-        }
-        Err(e) => panic!("starting the real control plane: {e}"),
-    }
+    k8s::for_test(test).await
 }
 
 fn api_error(e: kube::Error) -> kube::core::Status {
@@ -48,10 +39,8 @@ async fn kubectl_reports_the_real_server_version() {
     let (client, server) = (&version["clientVersion"]["gitVersion"], &version["serverVersion"]["gitVersion"]);
     println!("kubectl version: client {client}, server {server}");
     eprintln!("real control plane: kube-apiserver {server} (kubectl {client})");
-    // The version the binaries were built at is the one in the cache directory's name, which
-    // scripts/k8s-tools takes from tests/k8s/go.mod.
-    let dir = k8s::tools::tools().unwrap().dir.file_name().unwrap().to_string_lossy().into_owned();
-    let pinned = dir.strip_prefix("k8s-").and_then(|d| d.split("-etcd-").next()).unwrap();
+    // The release the binaries were built at, as scripts/k8s-tools took it from tests/k8s/go.mod.
+    let pinned = k8s::tools::tools().unwrap().version("kubernetes");
     assert_eq!(server.as_str(), Some(pinned), "/version names the release built");
     assert_eq!(client.as_str(), Some(pinned), "kubectl is of the same release");
     assert_eq!(cluster.version().await.unwrap(), pinned);

@@ -444,3 +444,27 @@ fn ignore_exists<T>(result: Result<T, kube::Error>) -> Result<(), String> {
         Err(e) => Err(e.to_string()),
     }
 }
+
+/// The shared cluster for `test`, or `None` after a SKIPPED line (a failure under CI) when the
+/// binaries are not built. Any other failure to start panics: it is a failure of the harness.
+pub async fn for_test(test: &str) -> Option<&'static Cluster> {
+    match shared().await {
+        Ok(c) => Some(c),
+        Err(e) if tools::tools().is_err() => {
+            crate::skip::skip(test, &e);
+            None
+        }
+        Err(e) => panic!("starting the real control plane: {e}"),
+    }
+}
+
+/// A cluster of its own for `test` (one whose API server the test freezes, say), or `None` after a
+/// SKIPPED line as for [`for_test`].
+pub async fn own_for_test(test: &str, crds: bool) -> Option<Cluster> {
+    if let Err(e) = tools::tools() {
+        crate::skip::skip(test, &e);
+        return None;
+    }
+    let name = test.chars().take(24).collect();
+    Some(Cluster::start(Options { name, crds, ..Options::default() }).await.expect("starting the real control plane"))
+}

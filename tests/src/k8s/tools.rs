@@ -13,6 +13,16 @@ pub struct Tools {
     pub kube_apiserver: PathBuf,
     pub etcd: PathBuf,
     pub kubectl: PathBuf,
+    pub helm: PathBuf,
+    /// What each was built at (`kubernetes`, `etcd`, `helm`, `gardener`), from the cache's `versions`.
+    pub versions: std::collections::BTreeMap<String, String>,
+}
+
+impl Tools {
+    /// The version of `name` (`kubernetes`, `etcd`, `helm`, `gardener`).
+    pub fn version(&self, name: &str) -> &str {
+        self.versions.get(name).map(String::as_str).unwrap_or("unknown")
+    }
 }
 
 fn repo_root() -> PathBuf {
@@ -38,13 +48,21 @@ pub fn tools() -> Result<&'static Tools, String> {
     TOOLS
         .get_or_init(|| {
             let dir = script("--print-dir")?;
+            let versions_file = dir.join("versions");
+            let versions = std::fs::read_to_string(&versions_file)
+                .map_err(|e| format!("{}: {e}: run scripts/k8s-tools (scripts/deps does)", versions_file.display()))?
+                .lines()
+                .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+                .collect();
             let tools = Tools {
                 kube_apiserver: dir.join("kube-apiserver"),
                 etcd: dir.join("etcd"),
                 kubectl: dir.join("kubectl"),
+                helm: dir.join("helm"),
+                versions,
                 dir,
             };
-            for bin in [&tools.kube_apiserver, &tools.etcd, &tools.kubectl] {
+            for bin in [&tools.kube_apiserver, &tools.etcd, &tools.kubectl, &tools.helm] {
                 if !bin.is_file() {
                     return Err(format!("{} is missing: run scripts/k8s-tools (scripts/deps does)", bin.display()));
                 }
@@ -61,13 +79,15 @@ pub fn gardener_dir() -> Result<&'static Path, String> {
     DIR.get_or_init(|| script("--gardener-dir")).as_ref().map(PathBuf::as_path).map_err(Clone::clone)
 }
 
-/// Gardener's seed-side CRDs that kubelink uses: Extension, Cluster, ManagedResource.
+/// Gardener's seed-side CRDs that kubelink uses: Extension, Cluster, ManagedResource, and the
+/// PodMonitor every seed has (the chart's optional scrape config).
 pub fn gardener_crds() -> Result<Vec<PathBuf>, String> {
     let dir = gardener_dir()?.join("example/seed-crds");
     let files = [
         "10-crd-extensions.gardener.cloud_extensions.yaml",
         "10-crd-extensions.gardener.cloud_clusters.yaml",
         "10-crd-resources.gardener.cloud_managedresources.yaml",
+        "10-crd-monitoring.coreos.com_podmonitors.yaml",
     ];
     files
         .iter()
