@@ -151,7 +151,7 @@ fn single_slot_gateway_restart_and_node_loss() {
 /// (reason, note) of every Event on the slot 0 Lease.
 async fn lease_events(l: &SeedLandscape) -> Vec<(String, String)> {
     use k8s_openapi::api::events::v1::Event;
-    let api = kube::Api::<Event>::namespaced(l.server.client(), AGENT_NS);
+    let api = kube::Api::<Event>::namespaced(l.client(), AGENT_NS);
     let list = api.list(&Default::default()).await.expect("listing Events");
     list.items
         .into_iter()

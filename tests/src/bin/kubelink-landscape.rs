@@ -1,5 +1,6 @@
 //! `kubelink-landscape`: the local landscape in network namespaces, with live status until Ctrl-C.
-//! A test tool, not part of the product: it embeds the Kubernetes API test server and runs the
+//! A test tool, not part of the product: the seed is a real kube-apiserver and etcd built from their
+//! Go modules (`scripts/k8s-tools`), the garden the Kubernetes API test server (embedded); it runs the
 //! `kubelink` binary built beside it.
 
 use std::time::Duration;
@@ -23,7 +24,7 @@ pub struct LandscapeArgs {
     #[arg(long)]
     pub once: bool,
     /// The small landscape from static configs (`kubelink run`: one gateway, one worker) instead of
-    /// the seed with agents, the IPAM and shoot sidecars against the embedded API server.
+    /// the seed with agents, the IPAM and shoot sidecars against the seed's real kube-apiserver.
     #[arg(long)]
     pub standalone: bool,
     /// WireGuard implementation for the standalone hosts.
@@ -72,13 +73,15 @@ async fn run(args: LandscapeArgs) -> anyhow::Result<()> {
 async fn seed(args: &LandscapeArgs, dir: &std::path::Path, bin: &std::path::Path) -> anyhow::Result<()> {
     let mut l = SeedLandscape::build(args.shoots.into(), dir, bin).await.map_err(anyhow::Error::msg)?;
     l.start().await.map_err(anyhow::Error::msg)?;
-    println!("landscape starting; logs in {}", dir.display());
+    let version = l.seed.version().await.map_err(anyhow::Error::msg)?;
+    println!("landscape starting; the seed runs kube-apiserver {version} with etcd; logs in {}", dir.display());
     l.wait_for_shoots(Duration::from_secs(90)).await;
     let all = report_seed(&l).await;
     // "up" only when every part answered: both slots held, no request refused, every shoot reached.
     if all {
         println!(
-            "landscape up: garden and seed API servers (embedded, RBAC on, both charts installed by Helm), 3 seed nodes \
+            "landscape up: the seed on kube-apiserver {version} (TLS, Node,RBAC, the seed chart installed by helm), \
+             the garden on the embedded API test server (RBAC on, its chart installed by Helm's library), 3 seed nodes \
              with agents (2 gateway slots behind 2 load balancers), the IPAM controller, {} shoot(s) with sidecars",
             args.shoots
         );

@@ -16,7 +16,10 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::PostParams;
-use kubelink_apiserver::{ApiServer, helm};
+use kubelink_apiserver::ApiServer;
+
+use crate::helm;
+use crate::k8s::Cluster;
 use serde_json::{Value, json};
 
 /// The release name of both charts.
@@ -45,12 +48,13 @@ pub fn garden_account(seed: &str) -> String {
     format!("kubelink-ipam-{seed}")
 }
 
-/// Installs both charts as the clusters' admin: the garden chart with `seedName`, the seed chart
-/// into `namespace` with `values`; then creates the garden kubeconfig Secret the seed chart names,
-/// for the IPAM's garden identity reaching the garden at `garden_url` (https).
+/// Installs both charts as the clusters' admin: the garden chart with `seedName` (Helm's library,
+/// [`kubelink_apiserver::helm`], into the garden's API test server), the seed chart into `namespace`
+/// with `values` (the `helm` CLI into the real seed); then creates the garden kubeconfig Secret the
+/// seed chart names, for the IPAM's garden identity reaching the garden at `garden_url` (https).
 pub async fn install(
     garden: &ApiServer,
-    seed: &ApiServer,
+    seed: &Cluster,
     dir: &Path,
     namespace: &str,
     values: Value,
@@ -58,13 +62,17 @@ pub async fn install(
 ) -> Result<Workloads, String> {
     helm::available().await.map_err(|e| e.to_string())?;
     let seed_name = values["seedName"].as_str().ok_or("values without seedName")?.to_string();
-    install_one(garden, dir, "kubelink-garden", GARDEN_NS, json!({"seedName": seed_name})).await?;
-    let objects = install_one(seed, dir, "kubelink", namespace, values).await?;
+    install_garden(garden, dir, json!({"seedName": seed_name})).await?;
+    seed.ensure_namespace(namespace).await?;
+    let kubeconfig = seed.admin_kubeconfig_file()?;
+    let objects = helm::install(&chart_dir("kubelink"), &kubeconfig, namespace, RELEASE, values)
+        .await
+        .map_err(|e| format!("installing kubelink: {e}"))?;
     let token = garden.token_for(GARDEN_NS, &garden_account(&seed_name));
     let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": GARDEN_SECRET},
                         "stringData": {"kubeconfig": garden.kubeconfig_at(garden_url, &token)}});
     let secret: Secret = serde_json::from_value(secret).map_err(|e| e.to_string())?;
-    Api::<Secret>::namespaced(seed.client(), namespace)
+    Api::<Secret>::namespaced(seed.client().await?, namespace)
         .create(&PostParams::default(), &secret)
         .await
         .map_err(|e| format!("creating the garden kubeconfig Secret: {e}"))?;
@@ -74,19 +82,15 @@ pub async fn install(
     })
 }
 
-async fn install_one(
-    server: &ApiServer,
-    dir: &Path,
-    chart: &str,
-    namespace: &str,
-    values: Value,
-) -> Result<Vec<Value>, String> {
-    let token = server.admin_token().ok_or("the API server runs without authentication")?;
-    let kubeconfig = dir.join(format!("{chart}.admin.kubeconfig"));
-    std::fs::write(&kubeconfig, server.kubeconfig(token)).map_err(|e| format!("{}: {e}", kubeconfig.display()))?;
-    helm::install(&chart_dir(chart), &kubeconfig, namespace, RELEASE, values)
+/// The garden chart into the garden's API test server, by Helm's library (the garden is not a real
+/// API server: Gardener's own cannot run here).
+async fn install_garden(garden: &ApiServer, dir: &Path, values: Value) -> Result<Vec<Value>, String> {
+    let token = garden.admin_token().ok_or("the API server runs without authentication")?;
+    let kubeconfig = dir.join("kubelink-garden.admin.kubeconfig");
+    std::fs::write(&kubeconfig, garden.kubeconfig(token)).map_err(|e| format!("{}: {e}", kubeconfig.display()))?;
+    kubelink_apiserver::helm::install(&chart_dir("kubelink-garden"), &kubeconfig, GARDEN_NS, RELEASE, values)
         .await
-        .map_err(|e| format!("installing {chart}: {e}"))
+        .map_err(|e| format!("installing kubelink-garden: {e}"))
 }
 
 fn find(objects: &[Value], kind: &str, name: &str) -> Result<Value, String> {
@@ -143,7 +147,7 @@ pub fn agent_container(
 /// kubelet reads them) into `volumes/<volume>/`, the mount paths rewritten, and `kubeconfig` as its
 /// in-cluster credentials.
 pub async fn ipam_container(
-    seed: &ApiServer,
+    seed: &kube::Client,
     deployment: &Value,
     namespace: &str,
     volumes: &Path,
@@ -189,9 +193,9 @@ fn secret_mounts(workload: &Value, container: &str) -> Result<Vec<(String, Strin
 }
 
 /// Writes every key of Secret `name` as a file in `dir` (mode 0600).
-async fn write_secret(seed: &ApiServer, namespace: &str, name: &str, dir: &Path) -> Result<(), String> {
+async fn write_secret(seed: &kube::Client, namespace: &str, name: &str, dir: &Path) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
-    let secret = Api::<Secret>::namespaced(seed.client(), namespace)
+    let secret = Api::<Secret>::namespaced(seed.clone(), namespace)
         .get(name)
         .await
         .map_err(|e| format!("reading Secret {namespace}/{name} for a volume: {e}"))?;
@@ -210,17 +214,17 @@ fn set_env(c: &mut Container, name: &str, value: &str) {
     c.env.push((name.into(), value.into()));
 }
 
-/// A kubeconfig file with a fresh token of ServiceAccount `namespace/account`, reaching `server`
-/// at `https_url`.
-pub fn write_kubeconfig(
-    server: &ApiServer,
+/// A kubeconfig file with a fresh token of ServiceAccount `namespace/account` (TokenRequest),
+/// reaching `seed` at `https_url`.
+pub async fn write_kubeconfig(
+    seed: &Cluster,
     https_url: &str,
     namespace: &str,
     account: &str,
     path: &Path,
 ) -> Result<(), String> {
-    let token = server.token_for(namespace, account);
-    std::fs::write(path, server.kubeconfig_at(https_url, &token)).map_err(|e| format!("{}: {e}", path.display()))
+    let token = seed.token_for(namespace, account).await?;
+    std::fs::write(path, seed.kubeconfig(Some(https_url), &token)).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 #[cfg(test)]

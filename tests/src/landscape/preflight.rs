@@ -29,13 +29,16 @@ pub async fn check(helm: bool) -> Result<(), String> {
     {
         missing.push(format!("network namespaces ({e})"));
     }
+    if helm && let Err(e) = crate::k8s::tools::tools() {
+        missing.push(format!("kube-apiserver, etcd and helm ({e})"));
+    }
     if helm && let Err(e) = kubelink_apiserver::helm::available().await {
-        missing.push(format!("Helm ({e})"));
+        missing.push(format!("Helm's library for the garden chart ({e})"));
     }
     match missing.is_empty() {
         true => Ok(()),
         false => Err(format!(
-            "cannot start, missing: {}; scripts/landscape installs the tools and Helm (scripts/deps --landscape)",
+            "cannot start, missing: {}; scripts/landscape installs the tools, builds the control plane and Helm (scripts/deps --landscape)",
             missing.join(", ")
         )),
     }

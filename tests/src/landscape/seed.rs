@@ -1,6 +1,7 @@
-//! The full local landscape: two Kubernetes API test servers (embedded) with authentication and
-//! RBAC on, the garden (the Seed, its Shoots and their ShootStates) and the seed; both charts
-//! installed by real Helm ([`super::chart`]); three seed nodes running `kubelink agent` with the
+//! The full local landscape: the seed's real kube-apiserver and etcd ([`crate::k8s`]) in a network
+//! namespace of their own, the garden (the Seed, its Shoots and their ShootStates) on the Kubernetes
+//! API test server (embedded; Gardener's own API cannot run here), both with authentication and RBAC
+//! on; both charts installed by real Helm ([`super::chart`]); three seed nodes running `kubelink agent` with the
 //! args and env of the rendered DaemonSet (two gateway slots, a load balancer per slot) against the
 //! seed only, with the agent's ServiceAccount token; the IPAM controller as the rendered Deployment
 //! runs it (the one part that talks to both, each with its own identity); and shoots running the
@@ -19,13 +20,15 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
-use kubelink_apiserver::{ApiServer, Options, fixtures, helm};
+use kubelink_apiserver::{ApiServer, Options, fixtures};
 use kubelink_ipam::contract::{Slot, names};
 use kubelink_ipam::controller::{Config, Controller};
 use serde_json::json;
 
 use super::chart::{self, Workloads};
 use super::lb;
+use crate::helm;
+use crate::k8s::{self, Cluster};
 use crate::netns::{Netns, Proc, Segment, unique};
 
 mod memory;
@@ -81,8 +84,10 @@ impl ShootHost {
 pub struct SeedLandscape {
     pub dir: PathBuf,
     bin: PathBuf,
-    /// The seed cluster's API server.
-    pub server: ApiServer,
+    /// The seed cluster: the real kube-apiserver and etcd in `api_ns`.
+    pub seed: Cluster,
+    /// The seed's admin client, from this process.
+    client: kube::Client,
     /// The garden's API server: only the IPAM controller talks to it.
     pub garden: ApiServer,
     /// The seed API server's URL as the namespaces reach it (https).
@@ -108,24 +113,26 @@ pub struct SeedLandscape {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Both API servers with authentication on, also listening in `api_ns` on [`API_IP`]; their https
-/// URLs there, and the listeners' tasks.
-async fn api_servers(
-    api_ns: &Netns,
-) -> Result<([ApiServer; 2], [String; 2], Vec<tokio::task::JoinHandle<()>>), String> {
+/// The seed's real control plane in `api_ns`, reached by the nodes on [`API_IP`], with Gardener's
+/// seed CRDs and kubelink's; its https URL there.
+async fn seed_cluster(api_ns: &Netns) -> Result<(Cluster, String), String> {
+    let ip: std::net::IpAddr = API_IP.parse().map_err(|e| format!("{API_IP}: {e}"))?;
+    let options = k8s::Options { name: "seed".into(), netns: Some(api_ns.name.clone()), ips: vec![ip], crds: true };
+    let seed = Cluster::start(options).await?;
+    let url = seed.url_at(ip);
+    Ok((seed, url))
+}
+
+/// The garden's API test server with authentication on, also listening in `api_ns` on [`API_IP`]; its
+/// https URL there, and the listener's task.
+async fn garden_server(api_ns: &Netns) -> Result<(ApiServer, String, tokio::task::JoinHandle<()>), String> {
     let options = Options { auth: true, tls_names: vec![API_IP.into()], ..Options::default() };
     let local = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let seed = kubelink_apiserver::serve_with(local, options.clone()).await.map_err(|e| e.to_string())?;
     let garden = kubelink_apiserver::serve_with(local, options).await.map_err(|e| e.to_string())?;
-    let mut urls = Vec::new();
-    let mut tasks = Vec::new();
-    for server in [&seed, &garden] {
-        let listener = api_ns.run_in(|| std::net::TcpListener::bind((API_IP, 0)))?.map_err(|e| e.to_string())?;
-        urls.push(format!("https://{}", listener.local_addr().map_err(|e| e.to_string())?));
-        tasks.push(server.serve_also(listener).map_err(|e| e.to_string())?);
-    }
-    let [seed_url, garden_url] = <[String; 2]>::try_from(urls).expect("two servers");
-    Ok(([seed, garden], [seed_url, garden_url], tasks))
+    let listener = api_ns.run_in(|| std::net::TcpListener::bind((API_IP, 0)))?.map_err(|e| e.to_string())?;
+    let url = format!("https://{}", listener.local_addr().map_err(|e| e.to_string())?);
+    let task = garden.serve_also(listener).map_err(|e| e.to_string())?;
+    Ok((garden, url, task))
 }
 
 impl SeedLandscape {
@@ -153,8 +160,11 @@ impl SeedLandscape {
         let lan = Segment::new("lan")?;
         let api_ns = Netns::new("api")?;
         lan.attach(&api_ns, "eth0", &format!("{API_IP}/24"))?;
-        let ([server, garden], [api_url, garden_url], tasks) = api_servers(&api_ns).await?;
-        let workloads = chart::install(&garden, &server, dir, AGENT_NS, chart_values(slots), &garden_url).await?;
+        let (seed, api_url) = seed_cluster(&api_ns).await?;
+        let client = seed.client().await?;
+        let (garden, garden_url, garden_task) = garden_server(&api_ns).await?;
+        let tasks = vec![garden_task];
+        let workloads = chart::install(&garden, &seed, dir, AGENT_NS, chart_values(slots), &garden_url).await?;
         let nodes = (0..NODES).map(|_| Netns::new("node")).collect::<Result<Vec<_>, _>>()?;
         for (i, n) in nodes.iter().enumerate() {
             lan.attach(n, "eth0", &format!("{}/24", node_ip(i)))?;
@@ -176,7 +186,8 @@ impl SeedLandscape {
         let landscape = SeedLandscape {
             dir: dir.into(),
             bin: bin.into(),
-            server,
+            seed,
+            client,
             garden,
             api_url,
             workloads,
@@ -198,18 +209,29 @@ impl SeedLandscape {
         Ok(landscape)
     }
 
-    /// The garden's Seed and Shoots; the agents' Pods as the DaemonSet controller creates them.
-    async fn populate(&self) -> Result<(), kube::Error> {
+    /// The seed's admin client (from this process).
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
+    /// The garden's Seed and Shoots, each shoot's control-plane namespace on the seed (gardenlet's
+    /// part); the agents' Pods as the DaemonSet controller creates them.
+    async fn populate(&self) -> Result<(), String> {
         let garden = self.garden.client();
-        fixtures::create_seed(&garden, &fixtures::seed(SEED, CIDR)).await?;
-        fixtures::create_shoots(&garden, SEED, 0..self.shoots.len()).await?;
-        let pods: Api<Pod> = Api::namespaced(self.server.client(), AGENT_NS);
+        let e = |e: kube::Error| e.to_string();
+        fixtures::create_seed(&garden, &fixtures::seed(SEED, CIDR)).await.map_err(e)?;
+        fixtures::create_shoots(&garden, SEED, 0..self.shoots.len()).await.map_err(e)?;
+        for i in 0..self.shoots.len() {
+            self.seed.ensure_namespace(&control_plane_namespace(&fixtures::shoot_name(i))).await?;
+        }
+        let pods: Api<Pod> = Api::namespaced(self.client(), AGENT_NS);
         for i in 0..NODES {
             let pod = chart::agent_pod(&self.workloads.agent, &pod_name(i), &node_name(i));
-            pods.create(&PostParams::default(), &serde_json::from_value(pod).map_err(kube::Error::SerdeError)?).await?;
+            let pod = serde_json::from_value(pod).map_err(|e| e.to_string())?;
+            pods.create(&PostParams::default(), &pod).await.map_err(e)?;
             // The kubelet's part: a host-network Pod runs on its node's IP.
             let status = json!({"status": {"phase": "Running", "hostIP": node_ip(i), "podIP": node_ip(i)}});
-            pods.patch_status(&pod_name(i), &PatchParams::default(), &Patch::Merge(&status)).await?;
+            pods.patch_status(&pod_name(i), &PatchParams::default(), &Patch::Merge(&status)).await.map_err(e)?;
         }
         Ok(())
     }
@@ -219,7 +241,12 @@ impl SeedLandscape {
     pub async fn start(&mut self) -> Result<(), String> {
         // The cloud's part: each slot's load balancer has its address before the agents come up.
         for slot in 0..self.slots {
-            lb::assign_address(&self.server.client(), AGENT_NS, slot, &lb_ip(slot)).await?;
+            lb::assign_address(&self.client(), AGENT_NS, slot, &lb_ip(slot)).await?;
+        }
+        // Each node's credentials, as its kubelet mounts the agent Pod's ServiceAccount token.
+        let account = chart::service_account(&self.workloads.agent)?;
+        for i in 0..NODES {
+            chart::write_kubeconfig(&self.seed, &self.api_url, AGENT_NS, &account, &self.agent_kubeconfig(i)).await?;
         }
         // The IPAM first: it writes the SeedTunnel (the slot count) and the slot Secrets the agents
         // wait for.
@@ -244,16 +271,16 @@ impl SeedLandscape {
             Box::new(|pod: &str| Some(node_ip(pod.strip_prefix("kubelink-agent-n")?.parse().ok()?)));
         let runtime = tokio::runtime::Handle::current();
         let (lbs, backends) = (self.lbs.clone(), self.backends.clone());
-        lb::follow(self.server.client(), runtime, AGENT_NS.into(), lbs, PORT, ip_of, backends, self.stop.clone());
+        lb::follow(self.client(), runtime, AGENT_NS.into(), lbs, PORT, ip_of, backends, self.stop.clone());
     }
 
     /// The IPAM controller as the rendered Deployment runs it, in the API servers' namespace.
     async fn start_ipam(&self) -> Result<Proc, String> {
         let kubeconfig = self.dir.join("ipam.kubeconfig");
         let account = chart::service_account(&self.workloads.ipam)?;
-        chart::write_kubeconfig(&self.server, &self.api_url, AGENT_NS, &account, &kubeconfig)?;
+        chart::write_kubeconfig(&self.seed, &self.api_url, AGENT_NS, &account, &kubeconfig).await?;
         let volumes = self.dir.join("ipam-volumes");
-        let c = chart::ipam_container(&self.server, &self.workloads.ipam, AGENT_NS, &volumes, &kubeconfig).await?;
+        let c = chart::ipam_container(&self.client(), &self.workloads.ipam, AGENT_NS, &volumes, &kubeconfig).await?;
         let args: Vec<&str> = c.args.iter().map(String::as_str).collect();
         self.api_ns.spawn_env(&self.bin, &args, &c.env, &self.dir.join("ipam.log"))
     }
@@ -270,10 +297,13 @@ impl SeedLandscape {
         self.spawn_agent(i, &self.dir.join(format!("agent-n{i}-second.log")))
     }
 
+    /// Node `i`'s agent credentials (written by [`Self::start`]).
+    fn agent_kubeconfig(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("agent-n{i}.kubeconfig"))
+    }
+
     fn spawn_agent(&self, i: usize, log: &Path) -> Result<Proc, String> {
-        let kubeconfig = self.dir.join(format!("agent-n{i}.kubeconfig"));
-        let account = chart::service_account(&self.workloads.agent)?;
-        chart::write_kubeconfig(&self.server, &self.api_url, AGENT_NS, &account, &kubeconfig)?;
+        let kubeconfig = self.agent_kubeconfig(i);
         let downward = helm::Downward {
             node_name: node_name(i),
             host_ip: node_ip(i),
@@ -289,7 +319,7 @@ impl SeedLandscape {
     /// Copies each shoot's Secret into its config directory (as a kubelet would) and starts its sidecar
     /// once the Secret names its address and at least one gateway. Returns how many sidecars run.
     pub async fn sync_shoots(&mut self) -> usize {
-        let client = self.server.client();
+        let client = self.client();
         for i in 0..self.shoots.len() {
             if self.shoots[i].deleted {
                 continue;
@@ -321,17 +351,20 @@ impl SeedLandscape {
 
     /// Every request the API servers refused (401/403), one line each (`server user verb resource
     /// namespace/name`): what a component needed and its chart does not grant. Empty when the charts'
-    /// RBAC covers everything the agents and the IPAM did.
+    /// RBAC covers everything the agents and the IPAM did. The seed's answers come from its audit log.
     pub fn refused(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for (what, server) in [("seed", &self.server), ("garden", &self.garden)] {
-            let store = server.store();
-            for user in store.users() {
-                for r in store.requests_of(&user).into_iter().filter(|r| !r.allowed) {
-                    let a = &r.attributes;
-                    let sub = if a.subresource.is_empty() { String::new() } else { format!("/{}", a.subresource) };
-                    out.push(format!("{what} {user} {} {}{sub} {}/{}", a.verb, a.resource, a.namespace, a.name));
-                }
+        for e in self.seed.audit().into_iter().filter(|e| !e.allowed()) {
+            let o = e.object_ref.clone().unwrap_or_default();
+            let sub = if o.subresource.is_empty() { String::new() } else { format!("/{}", o.subresource) };
+            out.push(format!("seed {} {} {}{sub} {}/{}", e.user.username, e.verb, o.resource, o.namespace, o.name));
+        }
+        let store = self.garden.store();
+        for user in store.users() {
+            for r in store.requests_of(&user).into_iter().filter(|r| !r.allowed) {
+                let a = &r.attributes;
+                let sub = if a.subresource.is_empty() { String::new() } else { format!("/{}", a.subresource) };
+                out.push(format!("garden {user} {} {}{sub} {}/{}", a.verb, a.resource, a.namespace, a.name));
             }
         }
         out
@@ -350,7 +383,7 @@ impl SeedLandscape {
 
     /// Slot -> holder node, from the Leases.
     pub async fn holders(&self) -> BTreeMap<usize, String> {
-        let leases: Api<Lease> = Api::namespaced(self.server.client(), AGENT_NS);
+        let leases: Api<Lease> = Api::namespaced(self.client(), AGENT_NS);
         let mut out = BTreeMap::new();
         for slot in Slot::ALL.into_iter().take(self.slots) {
             let lease = leases.get_opt(&names::gateway(slot)).await.ok().flatten();
@@ -387,6 +420,7 @@ impl SeedLandscape {
     pub async fn add_shoot(&mut self) -> Result<usize, String> {
         let i = self.shoots.len();
         self.shoots.push(ShootHost::new(&self.lan, &self.dir, i, self.wired_shoots)?);
+        self.seed.ensure_namespace(&control_plane_namespace(&fixtures::shoot_name(i))).await?;
         fixtures::create_shoots(&self.garden.client(), SEED, i..i + 1).await.map_err(|e| e.to_string())?;
         Ok(i)
     }
@@ -512,10 +546,15 @@ pub fn spawn_ipam(garden: kube::Client, seed: kube::Client, slots: u8) -> tokio:
     })
 }
 
+/// The control-plane namespace of shoot `name` on the seed (`shoot--<project>--<name>`).
+pub fn control_plane_namespace(name: &str) -> String {
+    format!("shoot--{}--{name}", fixtures::PROJECT_NS.trim_start_matches("garden-"))
+}
+
 /// Shoot `name`'s sidecar Secret as files (key -> text), as gardener-resource-manager would apply it
 /// in the shoot from the ManagedResource's Secret, once the IPAM has written it.
 pub(crate) async fn shoot_secret_files(seed: &kube::Client, name: &str) -> Option<BTreeMap<String, String>> {
-    let ns = format!("shoot--{}--{name}", fixtures::PROJECT_NS.trim_start_matches("garden-"));
+    let ns = control_plane_namespace(name);
     let secrets: Api<Secret> = Api::namespaced(seed.clone(), &ns);
     let delivered = secrets.get_opt(kubelink_ipam::contract::names::MANAGED_RESOURCE_SECRET).await.ok()??;
     let data = kubelink_ipam::managed::shoot_data_of(&delivered)?;

@@ -37,6 +37,10 @@ impl SeedLandscape {
     pub async fn measure_agent_memory(&mut self, to: usize) -> Result<String, String> {
         let from = self.shoots.len();
         let before = self.agent_memory().await;
+        // gardenlet's part: the shoots' control-plane namespaces on the seed (not timed).
+        for i in from..to {
+            self.seed.ensure_namespace(&super::control_plane_namespace(&fixtures::shoot_name(i))).await?;
+        }
         let start = Instant::now();
         fixtures::create_shoots(&self.garden.client(), SEED, from..to).await.map_err(|e| e.to_string())?;
         // The gateway's device gets a peer per shoot; a router's routes do not grow with the shoots

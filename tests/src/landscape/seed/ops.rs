@@ -1,7 +1,7 @@
 //! Day-two operations on a running [`SeedLandscape`], done as docs/operations.md tells an operator:
 //! rotating a slot's key (delete the slot Secret, restart the holder's agent, the kubelet refreshes
-//! the shoots' Secrets) and going from one slot to two (`helm upgrade --set slots=2`: the chart
-//! rendered again by real Helm and what changed applied, the Deployment and DaemonSet rolled out). And
+//! the shoots' Secrets) and going from one slot to two (`helm upgrade` with `slots: 2` by the real
+//! `helm` CLI against the seed, the Deployment and DaemonSet rolled out). And
 //! what the tests read meanwhile: the slot keys, the devices' keys and handshakes, the IPAM's and the
 //! sidecars' `/metrics`, and pings from the pod that run until stopped.
 
@@ -13,10 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
-use kubelink_apiserver::{helm, kinds::KINDS};
 use kubelink_ipam::contract::{Slot, gateway_secret, names};
-use serde_json::Value;
 
 use super::{AGENT_NS, API_IP, NODES, POD_IP, SEED, SeedLandscape, chart_values, lb_ip};
 use crate::landscape::chart;
@@ -59,7 +56,7 @@ pub struct Upgrade {
 impl SeedLandscape {
     /// The public key in slot `slot`'s Secret, once the IPAM has created it.
     pub async fn slot_public_key(&self, slot: usize) -> Option<String> {
-        let secrets: Api<Secret> = Api::namespaced(self.server.client(), AGENT_NS);
+        let secrets: Api<Secret> = Api::namespaced(self.client(), AGENT_NS);
         let secret = secrets.get_opt(&names::gateway(Slot::try_from(slot).ok()?)).await.ok()??;
         let bytes = secret.data?.remove(gateway_secret::PUBLIC_KEY)?.0;
         String::from_utf8(bytes).ok()
@@ -68,7 +65,7 @@ impl SeedLandscape {
     /// `kubectl -n kubelink delete secret kubelink-gateway-<slot>`.
     pub async fn delete_slot_secret(&self, slot: usize) -> Result<(), String> {
         let slot = Slot::try_from(slot).map_err(|e| e.to_string())?;
-        let secrets: Api<Secret> = Api::namespaced(self.server.client(), AGENT_NS);
+        let secrets: Api<Secret> = Api::namespaced(self.client(), AGENT_NS);
         secrets.delete(&names::gateway(slot), &Default::default()).await.map(drop).map_err(|e| e.to_string())
     }
 
@@ -157,7 +154,7 @@ impl SeedLandscape {
     pub async fn wait_gateways_warm(&self, timeout: Duration) -> Result<(), String> {
         use k8s_openapi::api::coordination::v1::Lease;
         let warmup = humantime::parse_duration(super::AGENT_WARMUP).map_err(|e| e.to_string())?;
-        let leases: Api<Lease> = Api::namespaced(self.server.client(), AGENT_NS);
+        let leases: Api<Lease> = Api::namespaced(self.client(), AGENT_NS);
         let start = Instant::now();
         loop {
             let mut latest = None;
@@ -179,13 +176,14 @@ impl SeedLandscape {
 
     /// The slot count the IPAM published in the SeedTunnel.
     pub async fn published_slots(&self) -> Option<u8> {
-        let api: Api<kubelink_ipam::projection::SeedTunnel> = Api::namespaced(self.server.client(), AGENT_NS);
+        let api: Api<kubelink_ipam::projection::SeedTunnel> = Api::namespaced(self.client(), AGENT_NS);
         Some(api.get_opt(SEED).await.ok()??.spec.slots)
     }
 
-    /// `helm upgrade --reuse-values --set slots=<slots>` on the running landscape: the seed chart
-    /// rendered by real Helm with the new values, every rendered object that is new created and every
-    /// one that differs replaced (Services, RBAC, the workloads); a load balancer for each new
+    /// `helm upgrade` of the running release with the values for `slots` slots, by the real `helm`
+    /// CLI: Helm creates every object that is new and patches every one that differs (Services, RBAC,
+    /// the workloads); what it created and changed is read from the manifests before and after; a
+    /// load balancer for each new
     /// Service, as the cloud provider provisions one; the IPAM restarted when its Pod template
     /// changed (the Deployment's rollout; the old Pod stops first, both bind the same port here);
     /// the agents restarted one at a time, each after the one before is Ready, when the DaemonSet's
@@ -193,18 +191,31 @@ impl SeedLandscape {
     pub async fn upgrade_slots(&mut self, slots: usize) -> Result<Upgrade, String> {
         let start = Instant::now();
         let mut done = Upgrade::default();
-        let objects = render(&self.dir, chart_values(slots)).await?;
-        let client = self.server.client();
+        let chart_dir = chart::chart_dir("kubelink");
+        let before = crate::helm::template(&chart_dir, AGENT_NS, chart::RELEASE, chart_values(self.slots))
+            .await
+            .map_err(|e| format!("rendering the installed release: {e}"))?;
+        let kubeconfig = self.seed.admin_kubeconfig_file()?;
+        let objects = crate::helm::upgrade(&chart_dir, &kubeconfig, AGENT_NS, chart::RELEASE, chart_values(slots))
+            .await
+            .map_err(|e| format!("helm upgrade: {e}"))?;
+        let client = self.client();
         for object in &objects {
+            let old = before.iter().find(|o| o["kind"] == object["kind"] && o["metadata"] == object["metadata"]);
+            let old = old.or_else(|| {
+                before
+                    .iter()
+                    .find(|o| o["kind"] == object["kind"] && o["metadata"]["name"] == object["metadata"]["name"])
+            });
             let name = format!(
                 "{}/{}",
                 object["kind"].as_str().unwrap_or("?"),
                 object["metadata"]["name"].as_str().unwrap_or("?")
             );
-            match apply(&client, object).await? {
-                Applied::Created => done.created.push(name),
-                Applied::Changed => done.changed.push(name),
-                Applied::Unchanged => {}
+            match old {
+                None => done.created.push(name),
+                Some(old) if old != object => done.changed.push(name),
+                Some(_) => {}
             }
         }
         let find = |kind: &str, name: &str| {
@@ -258,64 +269,6 @@ impl SeedLandscape {
         done.took = start.elapsed();
         Ok(done)
     }
-}
-
-/// The seed chart rendered by real Helm with `values`: installed into a scratch API test server
-/// (Helm's release records live in the driver's memory, so the landscape's own release cannot be
-/// upgraded in place; what an upgrade applies is what this renders).
-async fn render(dir: &Path, values: Value) -> Result<Vec<Value>, String> {
-    let scratch = kubelink_apiserver::start().await;
-    let kubeconfig = dir.join("render.kubeconfig");
-    std::fs::write(&kubeconfig, helm::kubeconfig(scratch.url(), "render"))
-        .map_err(|e| format!("{}: {e}", kubeconfig.display()))?;
-    helm::install(&chart::chart_dir("kubelink"), &kubeconfig, AGENT_NS, chart::RELEASE, values)
-        .await
-        .map_err(|e| format!("rendering the seed chart: {e}"))
-}
-
-enum Applied {
-    Created,
-    Changed,
-    Unchanged,
-}
-
-/// Creates `object` in the seed, or replaces the live one when the rendered fields differ (labels,
-/// annotations and every top-level field but `metadata` and `status`).
-async fn apply(client: &kube::Client, object: &Value) -> Result<Applied, String> {
-    let api_version = object["apiVersion"].as_str().ok_or("a rendered object without apiVersion")?;
-    let kind = object["kind"].as_str().ok_or("a rendered object without kind")?;
-    let name = object["metadata"]["name"].as_str().ok_or("a rendered object without a name")?;
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    let served = KINDS
-        .iter()
-        .find(|k| k.group == group && k.version == version && k.kind == kind)
-        .ok_or_else(|| format!("{api_version} {kind} is not served by the API test server"))?;
-    let gvk = GroupVersionKind::gvk(group, version, kind);
-    let resource = ApiResource::from_gvk_with_plural(&gvk, served.plural);
-    let api: Api<DynamicObject> = if served.namespaced {
-        let ns = object["metadata"]["namespace"].as_str().unwrap_or(AGENT_NS);
-        Api::namespaced_with(client.clone(), ns, &resource)
-    } else {
-        Api::all_with(client.clone(), &resource)
-    };
-    let mut wanted: DynamicObject =
-        serde_json::from_value(object.clone()).map_err(|e| format!("{kind}/{name}: {e}"))?;
-    let Some(live) = api.get_opt(name).await.map_err(|e| format!("reading {kind}/{name}: {e}"))? else {
-        api.create(&PostParams::default(), &wanted).await.map_err(|e| format!("creating {kind}/{name}: {e}"))?;
-        return Ok(Applied::Created);
-    };
-    let live_json = serde_json::to_value(&live).map_err(|e| e.to_string())?;
-    let differs = object.as_object().into_iter().flatten().any(|(k, v)| match k.as_str() {
-        "metadata" => ["labels", "annotations"].iter().any(|m| v[m] != live_json["metadata"][m]),
-        "status" => false,
-        _ => live_json.get(k) != Some(v),
-    });
-    if !differs {
-        return Ok(Applied::Unchanged);
-    }
-    wanted.metadata.resource_version = live.metadata.resource_version;
-    api.replace(name, &PostParams::default(), &wanted).await.map_err(|e| format!("replacing {kind}/{name}: {e}"))?;
-    Ok(Applied::Changed)
 }
 
 /// `ping` from a namespace, every `interval` seconds until stopped; its output goes to a file.
