@@ -121,3 +121,90 @@ async fn a_token_without_a_grant_gets_kubernetes_own_403() {
     let mine = k8s::audit::of(&events, &user);
     assert!(mine.iter().any(|e| e.verb == "list" && e.code() == 403 && !e.allowed()), "audit: {mine:#?}");
 }
+
+/// The seed chart's admission policy on the real server: an agent's token (bound to its Pod, as the
+/// kubelet's projected token is) may set the gateway-slot label on its own node's Pod and remove it
+/// from another node's Pod, and nothing else: not another node's label, not any Pod's image. RBAC
+/// alone (`pods: patch`, no names) would allow all of it.
+#[tokio::test]
+async fn an_agent_token_cannot_patch_another_nodes_pod() {
+    let test = "an_agent_token_cannot_patch_another_nodes_pod";
+    let Some(cluster) = cluster(test).await else { return };
+    if !kubelink_tests::helm::helm_ready(test).await {
+        return;
+    }
+    let ns = "agent-pods";
+    cluster.ensure_namespace(ns).await.unwrap();
+    let values = json!({"seedName": "s", "gardenKubeconfigSecret": "g"});
+    let kubeconfig = cluster.admin_kubeconfig_file().unwrap();
+    let chart = kubelink_tests::helm::chart("kubelink");
+    kubelink_tests::helm::install(&chart, &kubeconfig, ns, "kubelink", values).await.unwrap();
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(cluster.client().await.unwrap(), ns);
+    for node in ["node-a", "node-b"] {
+        let pod = json!({"metadata": {"name": format!("agent-{node}"), "labels": {"app": "kubelink"}},
+            "spec": {"nodeName": node, "serviceAccountName": "kubelink-agent",
+                     "containers": [{"name": "agent", "image": "kubelink:1"}]}});
+        pods.create(&PostParams::default(), &serde_json::from_value(pod).unwrap()).await.unwrap();
+    }
+    let token = cluster.token_for_pod(ns, "kubelink-agent", "agent-node-a").await.unwrap();
+    let as_a: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(cluster.client_with_token(&token).await.unwrap(), ns);
+    let slot = kubelink_ipam::contract::labels::GATEWAY_SLOT;
+    let label = |v: serde_json::Value| Patch::Merge(json!({"metadata": {"labels": {slot: v}}}));
+    let pp = PatchParams::default();
+
+    // The API server applies a new policy once its informer has it: wait until it refuses.
+    let start = std::time::Instant::now();
+    while as_a.patch("agent-node-b", &pp, &label(json!("9"))).await.is_ok() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "the admission policy never took effect");
+        pods.patch("agent-node-b", &pp, &label(serde_json::Value::Null)).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    println!("the policy took effect {:?} after the install", start.elapsed());
+
+    // Allowed: its own Pod's slot label; removing the label from another node's Pod.
+    as_a.patch("agent-node-a", &pp, &label(json!("0"))).await.expect("node-a labels its own Pod");
+    pods.patch("agent-node-b", &pp, &label(json!("1"))).await.unwrap();
+    as_a.patch("agent-node-b", &pp, &label(serde_json::Value::Null)).await.expect("node-a strips a stale holder");
+
+    // Refused by the policy (RBAC allowed each of them).
+    let refusals = [
+        ("agent-node-b", label(json!("0")), "may only remove the gateway-slot label from a Pod of another node"),
+        (
+            "agent-node-b",
+            Patch::Strategic(json!({"spec": {"containers": [{"name": "agent", "image": "evil:1"}]}})),
+            "may change only the gateway-slot label",
+        ),
+        (
+            "agent-node-a",
+            Patch::Strategic(json!({"spec": {"containers": [{"name": "agent", "image": "evil:1"}]}})),
+            "may change only the gateway-slot label",
+        ),
+        (
+            "agent-node-a",
+            Patch::Merge(json!({"metadata": {"labels": {"app": "other"}}})),
+            "only the gateway-slot label",
+        ),
+    ];
+    for (pod, patch, why) in refusals {
+        let refused = api_error(as_a.patch(pod, &pp, &patch).await.unwrap_err());
+        println!("{pod}: {} {}: {}", refused.code, refused.reason, refused.message);
+        assert_eq!(refused.code, 403, "{}", refused.message);
+        assert!(refused.message.contains(why), "{}", refused.message);
+    }
+    // A token not bound to a Pod (no node) may change no Pod at all.
+    let unbound = cluster.token_for(ns, "kubelink-agent").await.unwrap();
+    let as_unbound: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(cluster.client_with_token(&unbound).await.unwrap(), ns);
+    let refused = api_error(as_unbound.patch("agent-node-a", &pp, &label(json!("1"))).await.unwrap_err());
+    assert!(refused.message.contains("needs a token bound to its Pod"), "{}", refused.message);
+    let images: Vec<String> = pods
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|p| p.spec.as_ref().unwrap().containers[0].image.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(images, ["kubelink:1", "kubelink:1"], "no image changed");
+}

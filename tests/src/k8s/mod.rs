@@ -119,7 +119,7 @@ impl Cluster {
         let apiserver = Daemon::start(&tools.kube_apiserver, &args, netns.as_deref(), &dir.join("kube-apiserver.log"))?;
         let (url, forward) = match &netns {
             Some(ns) => {
-                let f = forward::Forwarder::start(ns, SocketAddr::from(([127, 0, 0, 1], ports.api)))?;
+                let f = forward::Forwarder::start(Some(ns), SocketAddr::from(([127, 0, 0, 1], ports.api)))?;
                 (format!("https://{}", f.local), Some(f))
             }
             None => (format!("https://127.0.0.1:{}", ports.api), None),
@@ -192,6 +192,16 @@ impl Cluster {
         client_from_kubeconfig(&self.kubeconfig(None, token)).await
     }
 
+    /// A client sending bearer `token` through a forwarder of its own, which counts the bytes the
+    /// server sends it ([`forward::Forwarder::received`]).
+    pub async fn counted_client_with_token(&self, token: &str) -> Result<(kube::Client, forward::Forwarder), String> {
+        let netns = self.netns.as_deref();
+        let forwarder = forward::Forwarder::start(netns, SocketAddr::from(([127, 0, 0, 1], self.ports.api)))?;
+        let url = format!("https://{}", forwarder.local);
+        let client = client_from_kubeconfig(&self.kubeconfig(Some(&url), token)).await?;
+        Ok((client, forwarder))
+    }
+
     /// Creates `namespace` when missing, with its `default` ServiceAccount (what
     /// kube-controller-manager would add).
     pub async fn ensure_namespace(&self, namespace: &str) -> Result<(), String> {
@@ -213,13 +223,27 @@ impl Cluster {
     /// A token of ServiceAccount `namespace/name` from the TokenRequest API, valid for a day; the
     /// namespace and the ServiceAccount are created when missing.
     pub async fn token_for(&self, namespace: &str, name: &str) -> Result<String, String> {
+        self.request_token(namespace, name, serde_json::json!({"expirationSeconds": 86400})).await
+    }
+
+    /// A token of ServiceAccount `namespace/name` bound to Pod `namespace/pod`, as the kubelet's
+    /// projected token is: the API server then knows the Pod's node
+    /// (`authentication.kubernetes.io/node-name` in the user's extra), and the token dies with the Pod.
+    pub async fn token_for_pod(&self, namespace: &str, name: &str, pod: &str) -> Result<String, String> {
+        let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(self.client().await?, namespace);
+        let uid = pods.get(pod).await.map_err(|e| format!("Pod {namespace}/{pod}: {e}"))?.metadata.uid;
+        let bound = serde_json::json!({"kind": "Pod", "apiVersion": "v1", "name": pod, "uid": uid});
+        self.request_token(namespace, name, serde_json::json!({"expirationSeconds": 86400, "boundObjectRef": bound}))
+            .await
+    }
+
+    async fn request_token(&self, namespace: &str, name: &str, spec: serde_json::Value) -> Result<String, String> {
         self.ensure_namespace(namespace).await?;
         let client = self.client().await?;
         self.ensure_service_account(&client, namespace, name).await?;
         let api = Api::<ServiceAccount>::namespaced(client, namespace);
         let request = serde_json::json!({
-            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-            "spec": {"expirationSeconds": 86400}
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec
         });
         let answer: serde_json::Value = api
             .create_subresource("token", name, &PostParams::default(), &request)

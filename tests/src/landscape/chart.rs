@@ -214,16 +214,18 @@ fn set_env(c: &mut Container, name: &str, value: &str) {
     c.env.push((name.into(), value.into()));
 }
 
-/// A kubeconfig file with a fresh token of ServiceAccount `namespace/account` (TokenRequest),
-/// reaching `seed` at `https_url`.
+/// A kubeconfig file with a fresh token of ServiceAccount `namespace/account` (TokenRequest), bound
+/// to Pod `pod` when given (as the kubelet's projected token is), reaching `seed` at `https_url`.
 pub async fn write_kubeconfig(
     seed: &Cluster,
     https_url: &str,
-    namespace: &str,
-    account: &str,
+    (namespace, account, pod): (&str, &str, Option<&str>),
     path: &Path,
 ) -> Result<(), String> {
-    let token = seed.token_for(namespace, account).await?;
+    let token = match pod {
+        Some(pod) => seed.token_for_pod(namespace, account, pod).await?,
+        None => seed.token_for(namespace, account).await?,
+    };
     std::fs::write(path, seed.kubeconfig(Some(https_url), &token)).map_err(|e| format!("{}: {e}", path.display()))
 }
 

@@ -243,10 +243,13 @@ impl SeedLandscape {
         for slot in 0..self.slots {
             lb::assign_address(&self.client(), AGENT_NS, slot, &lb_ip(slot)).await?;
         }
-        // Each node's credentials, as its kubelet mounts the agent Pod's ServiceAccount token.
+        // Each node's credentials, as its kubelet mounts the agent Pod's ServiceAccount token: bound
+        // to the Pod, so the API server knows the node (the chart's admission policy checks it).
         let account = chart::service_account(&self.workloads.agent)?;
         for i in 0..NODES {
-            chart::write_kubeconfig(&self.seed, &self.api_url, AGENT_NS, &account, &self.agent_kubeconfig(i)).await?;
+            let who = (AGENT_NS, account.as_str(), Some(pod_name(i)));
+            let who = (who.0, who.1, who.2.as_deref());
+            chart::write_kubeconfig(&self.seed, &self.api_url, who, &self.agent_kubeconfig(i)).await?;
         }
         // The IPAM first: it writes the SeedTunnel (the slot count) and the slot Secrets the agents
         // wait for.
@@ -278,7 +281,7 @@ impl SeedLandscape {
     async fn start_ipam(&self) -> Result<Proc, String> {
         let kubeconfig = self.dir.join("ipam.kubeconfig");
         let account = chart::service_account(&self.workloads.ipam)?;
-        chart::write_kubeconfig(&self.seed, &self.api_url, AGENT_NS, &account, &kubeconfig).await?;
+        chart::write_kubeconfig(&self.seed, &self.api_url, (AGENT_NS, &account, None), &kubeconfig).await?;
         let volumes = self.dir.join("ipam-volumes");
         let c = chart::ipam_container(&self.client(), &self.workloads.ipam, AGENT_NS, &volumes, &kubeconfig).await?;
         let args: Vec<&str> = c.args.iter().map(String::as_str).collect();
