@@ -17,8 +17,17 @@ use crate::contract::labels;
 pub const GROUP: &str = "core.gardener.cloud";
 pub const VERSION: &str = "v1beta1";
 pub const API_VERSION: &str = "core.gardener.cloud/v1beta1";
-/// The OpenVPN range inside the tunnel; the WireGuard CIDR must not overlap it.
-pub const OPENVPN_RANGE: &str = "192.168.123.0/24";
+/// The ranges Gardener reserves (`pkg/apis/core/v1beta1/constants/types_constants.go`, since v1.116):
+/// the VPN's IPv6 transfer network and the kube-apiserver and NAT-mapping ranges. The WireGuard CIDR
+/// must not overlap any of them. (`192.168.123.0/24`, the old OpenVPN range, is no longer reserved.)
+pub const RESERVED_RANGES: [(&str, &str); 6] = [
+    ("fd8f:6d53:b97a:1::/96", "Gardener's reserved VPN transfer range"),
+    ("240.0.0.0/8", "Gardener's reserved range"),
+    ("241.0.0.0/8", "Gardener's reserved range"),
+    ("242.0.0.0/8", "Gardener's reserved range"),
+    ("243.0.0.0/8", "Gardener's reserved range"),
+    ("244.0.0.0/8", "Gardener's reserved range"),
+];
 
 type Extra = Map<String, Value>;
 

@@ -3,7 +3,7 @@
 use ipnet::IpNet;
 
 use crate::error::IpamError;
-use crate::gardener::{OPENVPN_RANGE, Seed, Shoot};
+use crate::gardener::{RESERVED_RANGES, Seed, Shoot};
 
 /// Parses a CIDR, naming the field on failure. Host bits must be zero, as Gardener requires.
 pub fn parse_cidr(field: &str, value: &str) -> Result<IpNet, IpamError> {
@@ -57,8 +57,11 @@ pub fn seed_wireguard_cidr(seed: &Seed, parent: Option<(&str, &str)>) -> Result<
     for (with, other) in seed_ranges(seed)? {
         no_overlap(&field, cidr, &with, other)?;
     }
-    if cidr.addr().is_ipv4() {
-        no_overlap(&field, cidr, "the OpenVPN range", OPENVPN_RANGE.parse().expect("constant CIDR"))?;
+    for (range, what) in RESERVED_RANGES {
+        let reserved: IpNet = range.parse().expect("constant CIDR");
+        if reserved.addr().is_ipv4() == cidr.addr().is_ipv4() {
+            no_overlap(&field, cidr, &format!("{what} {range}"), reserved)?;
+        }
     }
     if let Some((parent_seed, parent_cidr)) = parent {
         let with = format!("the WireGuard CIDR of parent seed {parent_seed}");
@@ -127,12 +130,19 @@ mod tests {
         };
         let ok = seed_wireguard_cidr(&with_wg("192.168.128.0/22"), None).unwrap();
         assert_eq!((ok.0.as_str(), ok.1.to_string().as_str()), ("spec.wireguard.cidr", "192.168.128.0/22"));
+        // 192.168.123.0/24 stopped being reserved in Gardener v1.116; 245/8 never was.
+        for cidr in ["192.168.120.0/21", "245.0.0.0/22", "fd8f:6d53:b97a:2::/112"] {
+            assert!(seed_wireguard_cidr(&with_wg(cidr), None).is_ok(), "{cidr}");
+        }
         for (cidr, with) in [
             ("10.250.128.0/22", "spec.networks.nodes 10.250.0.0/16"),
             ("100.100.0.0/22", "spec.networks.pods 100.96.0.0/11"),
             ("100.64.0.0/22", "spec.networks.services 100.64.0.0/13"),
             ("169.254.169.0/24", "spec.networks.blockCIDRs[0] 169.254.169.254/32"),
-            ("192.168.120.0/21", "the OpenVPN range 192.168.123.0/24"),
+            ("240.0.0.0/22", "Gardener's reserved range 240.0.0.0/8"),
+            ("240.0.0.0/4", "Gardener's reserved range 240.0.0.0/8"),
+            ("244.10.0.0/22", "Gardener's reserved range 244.0.0.0/8"),
+            ("fd8f:6d53:b97a:1::/112", "Gardener's reserved VPN transfer range fd8f:6d53:b97a:1::/96"),
         ] {
             let err = seed_wireguard_cidr(&with_wg(cidr), None).unwrap_err();
             assert_eq!(err.reason(), "Overlap");

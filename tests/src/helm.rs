@@ -100,25 +100,32 @@ pub fn parse_manifest(manifest: &str) -> Result<Vec<Value>, HelmError> {
     Ok(objects)
 }
 
-/// `helm install|upgrade --install RELEASE CHART --namespace NS -f values -o json` into the cluster
-/// `kubeconfig` points at; the objects Helm rendered and created. Helm validates the values against
-/// the chart's `values.schema.json` first and keeps its release record in the cluster, as it does on
-/// a seed.
-async fn release(
-    verb: &[&str],
+/// Which `helm` command [`release`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Install,
+    Upgrade,
+}
+
+/// `helm install|upgrade RELEASE CHART --namespace NS -f values -o json` into the cluster `kubeconfig`
+/// points at; the objects Helm rendered and created or changed. Helm validates the values against the
+/// chart's `values.schema.json` first and keeps its release record in the cluster, as it does on a seed.
+pub async fn release(
+    verb: Verb,
     chart_dir: &Path,
     kubeconfig: &Path,
-    namespace: &str,
-    release: &str,
-    values: &Value,
+    (namespace, name): (&str, &str),
+    values: Value,
 ) -> Result<Vec<Value>, HelmError> {
-    let file = values_file(values)?;
-    let os = |s: &'static str| std::ffi::OsStr::new(s);
-    let mut args: Vec<&std::ffi::OsStr> = verb.iter().map(std::ffi::OsStr::new).collect();
-    args.extend([std::ffi::OsStr::new(release), chart_dir.as_os_str(), os("--kubeconfig"), kubeconfig.as_os_str()]);
-    args.extend([os("--namespace"), std::ffi::OsStr::new(namespace), os("-f"), file.path().as_os_str()]);
-    args.extend([os("-o"), os("json")]);
-    let out = helm(&args).await?;
+    let file = values_file(&values)?;
+    let os = std::ffi::OsStr::new;
+    let verb = os(match verb {
+        Verb::Install => "install",
+        Verb::Upgrade => "upgrade",
+    });
+    let args = [verb, os(name), chart_dir.as_os_str(), os("--kubeconfig"), kubeconfig.as_os_str()];
+    let more = [os("--namespace"), os(namespace), os("-f"), file.path().as_os_str(), os("-o"), os("json")];
+    let out = helm(&[&args[..], &more[..]].concat()).await?;
     let record: Value = serde_json::from_str(&out).map_err(|_| HelmError::Output(out.clone()))?;
     let manifest = record["manifest"].as_str().ok_or_else(|| HelmError::Output(out.clone()))?;
     parse_manifest(manifest)
@@ -132,18 +139,7 @@ pub async fn install(
     name: &str,
     values: Value,
 ) -> Result<Vec<Value>, HelmError> {
-    release(&["install"], chart_dir, kubeconfig, namespace, name, &values).await
-}
-
-/// `helm upgrade` of an installed release (see [`release`]).
-pub async fn upgrade(
-    chart_dir: &Path,
-    kubeconfig: &Path,
-    namespace: &str,
-    name: &str,
-    values: Value,
-) -> Result<Vec<Value>, HelmError> {
-    release(&["upgrade"], chart_dir, kubeconfig, namespace, name, &values).await
+    release(Verb::Install, chart_dir, kubeconfig, (namespace, name), values).await
 }
 
 /// `helm template RELEASE CHART --namespace NS -f values`: what an install would create, without a

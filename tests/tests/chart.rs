@@ -195,13 +195,10 @@ async fn the_agent_runs_with_the_downward_api_and_the_release_namespace() {
     let ds = find(&objects, "DaemonSet", "kubelink-agent");
     let cmd = helm::container_command(ds, "agent", &downward_in(&ns)).unwrap();
     assert_eq!(cmd.args[0], "agent");
-    for want in [
-        format!("--seed={SEED}"),
-        format!("--namespace={ns}"),
-        "--slot-endpoints=gw-0.example:51820,gw-1.example:51820".into(),
-    ] {
-        assert!(cmd.args.contains(&want), "agent args lack {want}: {:?}", cmd.args);
-    }
+    let want = "--slot-endpoints=gw-0.example:51820,gw-1.example:51820";
+    assert!(cmd.args.iter().any(|a| a == want), "agent args lack {want}: {:?}", cmd.args);
+    // The Seed and the namespace come as variables, which `kubectl exec` into the Pod sees as well.
+    assert_eq!((cmd.env("KUBELINK_SEED"), cmd.env("KUBELINK_NAMESPACE")), (Some(SEED), Some(ns.as_str())));
     assert!(!cmd.args.iter().any(|a| a.starts_with("--slots")), "the agent reads the slot count from the SeedTunnel");
     assert_eq!(cmd.env("KUBELINK_NODE_NAME"), Some("node-a"));
     assert_eq!(cmd.env("KUBELINK_NODE_IP"), Some("10.250.0.7"));
@@ -213,6 +210,29 @@ async fn the_agent_runs_with_the_downward_api_and_the_release_namespace() {
     let objects = render(&chart("kubelink"), json!({"seedName": SEED, "gardenKubeconfigSecret": "g"})).await.unwrap();
     let cmd = helm::container_command(find(&objects, "DaemonSet", "kubelink-agent"), "agent", &downward()).unwrap();
     assert!(!cmd.args.iter().any(|a| a.starts_with("--slot-endpoints")), "{:?}", cmd.args);
+}
+
+/// `kubectl -n kubelink exec ds/kubelink-agent -- kubelink seed-status`, the first command of
+/// docs/operations.md: a process in the agent container with the container's environment and no
+/// flags must find its Seed and namespace (it then fails only on reaching the API: nothing listens).
+#[tokio::test]
+async fn seed_status_runs_in_the_agent_pod_without_flags() {
+    if !helm_ready("seed_status_runs_in_the_agent_pod_without_flags").await {
+        return;
+    }
+    let objects = render(&chart("kubelink"), seed_values()).await.unwrap();
+    let cmd = helm::container_command(find(&objects, "DaemonSet", "kubelink-agent"), "agent", &downward()).unwrap();
+    let out = std::process::Command::new(netns::kubelink_bin())
+        .arg("seed-status")
+        .env_clear()
+        .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+        .env("KUBELINK_SEED_SERVER", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("kubelink seed-status in the agent container: {:?}; {}", out.status.code(), stderr.trim());
+    assert_ne!(out.status.code(), Some(2), "a usage error: {stderr}");
+    assert!(!stderr.contains("required"), "{stderr}");
 }
 
 /// The pod template of a workload, read as Kubernetes' own type: a value in the wrong place would be

@@ -336,7 +336,7 @@ async fn every_overlap_rule_is_rejected_naming_both_ranges() {
         ("100.97.0.0/22", "spec.networks.pods 100.96.0.0/11"),
         ("100.64.8.0/22", "spec.networks.services 100.64.0.0/13"),
         ("169.254.169.0/24", "spec.networks.blockCIDRs[0] 169.254.169.254/32"),
-        ("192.168.120.0/21", "the OpenVPN range 192.168.123.0/24"),
+        ("242.1.0.0/22", "Gardener's reserved range 242.0.0.0/8"),
     ] {
         let (server, controller) = setup(cidr, 2).await;
         let report = controller.reconcile().await.unwrap();

@@ -196,9 +196,11 @@ impl SeedLandscape {
             .await
             .map_err(|e| format!("rendering the installed release: {e}"))?;
         let kubeconfig = self.seed.admin_kubeconfig_file()?;
-        let objects = crate::helm::upgrade(&chart_dir, &kubeconfig, AGENT_NS, chart::RELEASE, chart_values(slots))
-            .await
-            .map_err(|e| format!("helm upgrade: {e}"))?;
+        let release = (AGENT_NS, chart::RELEASE);
+        let objects =
+            crate::helm::release(crate::helm::Verb::Upgrade, &chart_dir, &kubeconfig, release, chart_values(slots))
+                .await
+                .map_err(|e| format!("helm upgrade: {e}"))?;
         let client = self.client();
         for object in &objects {
             let old = before.iter().find(|o| o["kind"] == object["kind"] && o["metadata"] == object["metadata"]);
