@@ -62,14 +62,6 @@ impl Event {
     pub fn allowed(&self) -> bool {
         !matches!(self.code(), 401 | 403)
     }
-
-    /// `verb group/resource[/subresource] namespace/name`, the form the RBAC proofs compare.
-    pub fn describe(&self) -> String {
-        let o = self.object_ref.clone().unwrap_or_default();
-        let resource = if o.subresource.is_empty() { o.resource } else { format!("{}/{}", o.resource, o.subresource) };
-        let group = if o.api_group.is_empty() { String::new() } else { format!("{}/", o.api_group) };
-        format!("{} {group}{resource} {}/{}", self.verb, o.namespace, o.name)
-    }
 }
 
 /// Every request in the log at `path`, once each (a watch logs when it starts and when it ends; the

@@ -7,8 +7,7 @@
 //! - `--authorization-mode=Node,RBAC`, the default admission plugins plus `NodeRestriction`, an audit
 //!   log of every request (user, verb, resource, answer; [`Cluster::audit`]) for the RBAC proofs.
 //! - Gardener's seed CRDs from the gardener module and kubelink's own CRDs, on request.
-//! - Faults from the real processes: the API server frozen and thawed (SIGSTOP/SIGCONT), etcd stopped
-//!   and started again on its data.
+//! - Faults from the real processes: the API server frozen and thawed (SIGSTOP/SIGCONT).
 //!
 //! No kube-controller-manager runs: nothing creates a namespace's `default` ServiceAccount, collects
 //! garbage or finishes a namespace's deletion. [`Cluster::ensure_namespace`] creates the namespace and
@@ -75,7 +74,6 @@ pub struct Cluster {
     netns: Option<PathBuf>,
     etcd: Mutex<Option<Daemon>>,
     apiserver: Mutex<Option<Daemon>>,
-    etcd_args: Vec<String>,
     audit_log: PathBuf,
     _forward: Option<forward::Forwarder>,
 }
@@ -109,8 +107,7 @@ impl Cluster {
         } else {
             Ports { api: free_port()?, etcd_client: free_port()?, etcd_peer: free_port()? }
         };
-        let etcd_args = etcd_args(&dir, ports);
-        let etcd = Daemon::start(&tools.etcd, &etcd_args, netns.as_deref(), &dir.join("etcd.log"))?;
+        let etcd = Daemon::start(&tools.etcd, &etcd_args(&dir, ports), netns.as_deref(), &dir.join("etcd.log"))?;
         let audit_log = dir.join("audit.log");
         let policy = dir.join("audit-policy.yaml");
         std::fs::write(&policy, AUDIT_POLICY).map_err(|e| e.to_string())?;
@@ -132,7 +129,6 @@ impl Cluster {
             netns,
             etcd: Mutex::new(Some(etcd)),
             apiserver: Mutex::new(Some(apiserver)),
-            etcd_args,
             audit_log,
             _forward: forward,
         };
@@ -153,11 +149,6 @@ impl Cluster {
     /// The https URL at `ip` (an address of [`Options::ips`]), for processes in other namespaces.
     pub fn url_at(&self, ip: IpAddr) -> String {
         format!("https://{}", SocketAddr::new(ip, self.ports.api))
-    }
-
-    /// The CA certificate (PEM) that signed the serving certificate.
-    pub fn ca_pem(&self) -> &str {
-        &self.pki.ca_pem
     }
 
     /// A kubeconfig for the admin (client certificate, `system:masters`) at [`Self::url`].
@@ -311,24 +302,6 @@ impl Cluster {
         if let Some(d) = self.apiserver.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             d.signal(signal);
         }
-    }
-
-    /// Stops etcd (SIGTERM); the API server stays up and answers reads from its cache, writes fail.
-    pub fn stop_etcd(&self) {
-        if let Some(mut d) = self.etcd.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            d.stop(Duration::from_secs(5));
-        }
-    }
-
-    /// Starts etcd again on its data.
-    pub fn start_etcd(&self) -> Result<(), String> {
-        let tools = tools::tools()?;
-        let mut etcd = self.etcd.lock().unwrap_or_else(|e| e.into_inner());
-        if etcd.is_none() {
-            *etcd =
-                Some(Daemon::start(&tools.etcd, &self.etcd_args, self.netns.as_deref(), &self.dir.join("etcd.log"))?);
-        }
-        Ok(())
     }
 
     async fn wait_ready(&self, timeout: Duration) -> Result<(), String> {
