@@ -168,8 +168,13 @@ impl Cluster {
 
     /// Writes the admin kubeconfig into the cluster's directory and returns its path.
     pub fn admin_kubeconfig_file(&self) -> Result<PathBuf, String> {
+        // Tests of one binary share the cluster and call this concurrently: write a file of our
+        // own and rename it into place, so a reader (helm, kubectl) never sees it truncated.
         let path = self.dir.join("admin.kubeconfig");
-        std::fs::write(&path, self.admin_kubeconfig()).map_err(|e| format!("{}: {e}", path.display()))?;
+        let err = |e: std::io::Error| format!("{}: {e}", path.display());
+        let mut file = tempfile::NamedTempFile::new_in(&self.dir).map_err(err)?;
+        std::io::Write::write_all(&mut file, self.admin_kubeconfig().as_bytes()).map_err(err)?;
+        file.persist(&path).map_err(|e| err(e.error))?;
         Ok(path)
     }
 
