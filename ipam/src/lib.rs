@@ -6,6 +6,7 @@ pub mod contract;
 pub mod controller;
 pub mod decode;
 pub mod error;
+pub mod extension;
 pub mod gardener;
 pub mod keys;
 pub mod managed;

@@ -52,6 +52,13 @@ pub fn seed_wireguard_cidr(seed: &Seed, parent: Option<(&str, &str)>) -> Result<
         field: field.clone(),
         fix: "set it to a range of its own, e.g. 192.168.128.0/22 (about 1000 shoots)".into(),
     })?;
+    Ok((field.clone(), wireguard_cidr(&field, value, seed, parent)?))
+}
+
+/// The WireGuard CIDR `value` (read from `field`) after every seed-level rule: its size, the seed's
+/// networks and blocked ranges, Gardener's reserved ranges, the parent seed's WireGuard CIDR.
+pub fn wireguard_cidr(field: &str, value: &str, seed: &Seed, parent: Option<(&str, &str)>) -> Result<IpNet, IpamError> {
+    let field = field.to_string();
     let cidr = parse_cidr(&field, value)?;
     check_size(&field, cidr)?;
     for (with, other) in seed_ranges(seed)? {
@@ -67,7 +74,7 @@ pub fn seed_wireguard_cidr(seed: &Seed, parent: Option<(&str, &str)>) -> Result<
         let with = format!("the WireGuard CIDR of parent seed {parent_seed}");
         no_overlap(&field, cidr, &with, parse_cidr(&with, parent_cidr)?)?;
     }
-    Ok((field, cidr))
+    Ok(cidr)
 }
 
 /// The seed's own networks and blocked ranges, each with its field path.

@@ -16,8 +16,27 @@ pub struct IpamArgs {
 enum IpamCommand {
     /// Allocate, record and release tunnel addresses and keys for the shoots of one seed.
     Controller(ControllerArgs),
+    /// The Gardener extension controller: reconciles the seed's and its shoots' `kubelink-wireguard`
+    /// Extensions on the seed (no garden access).
+    Extension(ExtensionArgs),
     /// Show every allocation on this seed (its ShootPeers): shoot, address, public key.
     List(ListArgs),
+}
+
+#[derive(clap::Args)]
+struct ExtensionArgs {
+    /// The seed's name (the chart passes gardenlet's `gardener.seed.name`) and kubelink's namespace.
+    #[command(flatten)]
+    seed: super::SeedArgs,
+    #[command(flatten)]
+    api: super::SeedApi,
+    /// The Seed as gardenlet passes it to extensions (`gardener.seed.spec` of the chart's values), as
+    /// JSON or YAML: the networks the seed's WireGuard CIDR must stay out of.
+    #[arg(long, env = "KUBELINK_SEED_SPEC_FILE")]
+    seed_spec_file: Option<std::path::PathBuf>,
+    /// Every Extension is reconciled at least this often, e.g. `5m`.
+    #[arg(long, env = "KUBELINK_RESYNC", default_value = "5m", value_parser = humantime::parse_duration)]
+    resync: Duration,
 }
 
 #[derive(clap::Args)]
@@ -56,8 +75,33 @@ struct ListArgs {
 pub async fn run(args: IpamArgs) -> anyhow::Result<()> {
     match args.command {
         IpamCommand::Controller(a) => controller(a).await,
+        IpamCommand::Extension(a) => extension(a).await,
         IpamCommand::List(a) => list(a).await,
     }
+}
+
+async fn extension(a: ExtensionArgs) -> anyhow::Result<()> {
+    use kubelink_ipam::extension::controller;
+    let seed = match &a.seed_spec_file {
+        Some(path) => Some(seed_of_spec_file(path, &a.seed.seed)?),
+        None => None,
+    };
+    let (namespace, seed_name) = (a.seed.namespace.namespace, a.seed.seed);
+    let cfg = controller::Config { namespace, seed_name, seed, resync: a.resync };
+    let client = a.api.client().await?;
+    tracing::info!(seed = %cfg.seed_name, namespace = %cfg.namespace, "extension controller started");
+    controller::run(client, cfg).await;
+    anyhow::bail!("the extension controller's watches ended")
+}
+
+/// A Seed named `name` with the spec in `path` (JSON or YAML); an error names the file and the field.
+fn seed_of_spec_file(path: &std::path::Path, name: &str) -> anyhow::Result<kubelink_ipam::gardener::Seed> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let spec: serde_json::Value =
+        serde_yaml_ng::from_str(&text).with_context(|| format!("{}: not JSON or YAML", path.display()))?;
+    let seed = serde_json::json!({"metadata": {"name": name}, "spec": spec});
+    kubelink_ipam::decode::decode_value(&seed)
+        .map_err(|(field, reason)| anyhow::anyhow!("{}: {field}: {reason}", path.display()))
 }
 
 async fn controller(a: ControllerArgs) -> anyhow::Result<()> {
