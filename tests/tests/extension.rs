@@ -1,0 +1,238 @@
+//! kubelink's extension controller on the real kube-apiserver with Gardener's own CRDs, driven by the
+//! gardenlet stand-in (`tests/src/gardenlet.rs`) exactly as gardenlet drives an extension: the seed's
+//! Extension is the seed's configuration, shoots come and go as Extension objects, bad input keeps
+//! the last good state, a deleted Extension frees its address, and a migrated shoot keeps its key.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::Api;
+use kubelink_ipam::contract::names;
+use kubelink_ipam::extension::controller::{self, Config};
+use kubelink_ipam::extension::objects::{Extension, TYPE};
+use kubelink_ipam::extension::table_store;
+use kubelink_ipam::managed::ManagedResource;
+use kubelink_ipam::projection::{SeedTunnel, ShootPeer};
+use kubelink_ipam::secret::private_key_of;
+use kubelink_tests::gardenlet::{Gardenlet, SeedFixture, ShootFixture, ShootInput, Timing};
+use kubelink_tests::k8s::{self, Cluster};
+use serde_json::{Value, json};
+
+const NAMESPACE: &str = "kubelink";
+const CIDR: &str = "192.168.128.0/22";
+
+/// A seed: its real control plane, kubelink's controller on it, and gardenlet's stand-in.
+struct Seed {
+    cluster: Cluster,
+    gardenlet: Gardenlet,
+    fixture: SeedFixture,
+    _controller: tokio::task::JoinHandle<()>,
+}
+
+fn seed_networks() -> Value {
+    json!({"networks": {"nodes": "10.250.0.0/16", "pods": "10.96.0.0/11", "services": "10.64.0.0/13",
+                        "blockCIDRs": ["169.254.169.254/32"]}})
+}
+
+async fn seed(test: &str, name: &str) -> Option<Seed> {
+    let _ = tracing_subscriber::fmt().with_env_filter("kubelink_ipam=debug").with_test_writer().try_init();
+    // One control plane per seed; its name (the work directory's) first, as only 24 characters count.
+    let cluster = k8s::own_for_test(&format!("{name}-{test}"), true).await?;
+    for ns in [NAMESPACE, "garden"] {
+        cluster.ensure_namespace(ns).await.unwrap();
+    }
+    let client = cluster.client().await.unwrap();
+    let spec = kubelink_ipam::decode::decode_value(&json!({"metadata": {"name": name}, "spec": seed_networks()}));
+    let cfg = Config {
+        namespace: NAMESPACE.into(),
+        seed_name: name.into(),
+        seed: Some(spec.unwrap()),
+        resync: Duration::from_secs(300),
+    };
+    let controller = tokio::spawn(controller::run(client.clone(), cfg));
+    // gardenlet gives up on a lastError after 30 s; here after 1 s, and on anything else after 30 s.
+    let timing =
+        Timing { timeout: Duration::from_secs(30), severe_threshold: Duration::from_secs(1), ..Timing::default() };
+    let gardenlet = Gardenlet::new(client).with_timing(timing);
+    Some(Seed { cluster, gardenlet, fixture: SeedFixture::new(name), _controller: controller })
+}
+
+fn seed_config(cidr: &str) -> Value {
+    json!({"cidr": cidr, "slots": 2, "slotEndpoints": ["gw0.seed.example:51820", "gw1.seed.example:51820"]})
+}
+
+impl Seed {
+    async fn client(&self) -> kube::Client {
+        self.cluster.client().await.unwrap()
+    }
+
+    /// gardenlet's Cluster for `shoot` (the Seed it embeds carries the networks).
+    async fn prepare(&self, shoot: &ShootFixture) -> String {
+        let mut seed = self.fixture.to_json();
+        seed["spec"]["networks"] = seed_networks()["networks"].clone();
+        self.gardenlet.prepare_shoot(&ShootInput::new(&shoot.project, shoot.to_json(), seed)).await.unwrap()
+    }
+
+    async fn state(&self, namespace: &str) -> (IpAddr, String) {
+        let ext = Api::<Extension>::namespaced(self.client().await, namespace).get(TYPE).await.unwrap();
+        let state = ext.status.and_then(|s| s.state).expect("a state");
+        (state["address"].as_str().unwrap().parse().unwrap(), state["publicKey"].as_str().unwrap().into())
+    }
+
+    async fn table(&self) -> Vec<(String, IpAddr)> {
+        let map = Api::<ConfigMap>::namespaced(self.client().await, NAMESPACE).get_opt(table_store::NAME).await;
+        let (table, problems) = table_store::table_of(map.unwrap().as_ref());
+        assert!(problems.is_empty(), "{problems:?}");
+        table.iter().map(|(k, a)| (k.namespace.clone(), *a)).collect()
+    }
+
+    async fn peer(&self, namespace: &str) -> Option<ShootPeer> {
+        Api::<ShootPeer>::namespaced(self.client().await, NAMESPACE).get_opt(namespace).await.unwrap()
+    }
+
+    async fn shoot_secret(&self, namespace: &str) -> Option<Secret> {
+        Api::<Secret>::namespaced(self.client().await, namespace).get_opt(names::SHOOT_SECRET).await.unwrap()
+    }
+
+    async fn last_error(&self, namespace: &str) -> String {
+        let ext = Api::<Extension>::namespaced(self.client().await, namespace).get(TYPE).await.unwrap();
+        let status = serde_json::to_value(ext.status).unwrap();
+        status["extra"]["lastError"]["description"]
+            .as_str()
+            .or(status["lastError"]["description"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[tokio::test]
+async fn the_seeds_extension_is_its_configuration_and_a_bad_one_is_not_ready_with_the_reason() {
+    let test = "the_seeds_extension_is_its_configuration_and_a_bad_one_is_not_ready_with_the_reason";
+    let Some(seed) = seed(test, "seed-a").await else { return };
+    let g = &seed.gardenlet;
+    for (cidr, reason) in [
+        ("241.0.0.0/22", "overlaps Gardener's reserved range 241.0.0.0/8"),
+        ("10.250.64.0/22", "overlaps spec.networks.nodes 10.250.0.0/16"),
+        ("169.254.169.0/24", "overlaps spec.networks.blockCIDRs[0]"),
+    ] {
+        let err = g.reconcile_extension("garden", TYPE, Some("seed"), Some(seed_config(cidr))).await.unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains(reason) && err.contains("spec.providerConfig.cidr"), "{cidr}: {err}");
+        println!("seed Extension with cidr {cidr}: not ready: {err}");
+    }
+    let err = g.reconcile_extension("garden", TYPE, Some("seed"), Some(json!({"cidr": CIDR, "slots": 3}))).await;
+    assert!(err.unwrap_err().to_string().contains("spec.providerConfig.slots"));
+    g.reconcile_extension("garden", TYPE, Some("seed"), Some(seed_config(CIDR))).await.unwrap();
+    let tunnel = Api::<SeedTunnel>::namespaced(seed.client().await, NAMESPACE).get("seed-a").await.unwrap();
+    assert_eq!((tunnel.spec.cidr.as_str(), tunnel.spec.slots), (CIDR, 2));
+    let secrets = Api::<Secret>::namespaced(seed.client().await, NAMESPACE);
+    for slot in ["kubelink-gateway-0", "kubelink-gateway-1"] {
+        assert!(secrets.get_opt(slot).await.unwrap().is_some(), "slot Secret {slot}");
+    }
+}
+
+#[tokio::test]
+async fn shoots_come_and_go_as_extensions_and_bad_input_loses_nothing() {
+    let test = "shoots_come_and_go_as_extensions_and_bad_input_loses_nothing";
+    let Some(seed) = seed(test, "seed-a").await else { return };
+    let g = &seed.gardenlet;
+    let (a, b) = (ShootFixture::new("p", "a", "seed-a"), ShootFixture::new("p", "b", "seed-a"));
+    let (ns_a, ns_b) = (seed.prepare(&a).await, seed.prepare(&b).await);
+
+    // Without the seed's Extension a shoot's is not ready, and says what is missing.
+    let err = g.reconcile_extension(&ns_a, TYPE, None, None).await.unwrap_err().to_string();
+    assert!(err.contains("Extension garden/kubelink-wireguard (class seed) is not set"), "{err}");
+    g.reconcile_extension("garden", TYPE, Some("seed"), Some(seed_config(CIDR))).await.unwrap();
+    g.reconcile_extension(&ns_a, TYPE, None, None).await.unwrap();
+    g.reconcile_extension(&ns_b, TYPE, None, None).await.unwrap();
+    let (addr_a, key_a) = seed.state(&ns_a).await;
+    let (addr_b, _) = seed.state(&ns_b).await;
+    assert_eq!((addr_a, addr_b), (ip("192.168.128.3"), ip("192.168.128.4")), "first free, in order");
+    assert_eq!(seed.table().await, [(ns_a.clone(), addr_a), (ns_b.clone(), addr_b)]);
+    let peer = seed.peer(&ns_a).await.expect("the ShootPeer the agents read");
+    assert_eq!((peer.spec.address.as_str(), peer.spec.public_key.as_str()), ("192.168.128.3", key_a.as_str()));
+    assert_eq!(peer.spec.shoot, "garden-p/a");
+    let secret = seed.shoot_secret(&ns_a).await.expect("the shoot's Secret");
+    assert_eq!(private_key_of(&secret).unwrap().public_key().to_string(), key_a);
+    let endpoint = secret.data.as_ref().unwrap()["gateway-1-endpoint"].0.clone();
+    assert_eq!(String::from_utf8(endpoint).unwrap(), "gw1.seed.example:51820", "endpoints from the configuration");
+    let mrs = Api::<ManagedResource>::namespaced(seed.client().await, &ns_a);
+    assert!(!mrs.get(names::MANAGED_RESOURCE).await.unwrap().spec.keep_objects);
+
+    // The shoot's nodes edited to garbage: not ready, naming the field; nothing of it is lost.
+    let mut banana = a.clone();
+    banana.nodes = Some("banana".into());
+    seed.prepare(&banana).await;
+    let err = g.reconcile_extension(&ns_a, TYPE, None, None).await.unwrap_err().to_string();
+    assert!(err.contains("spec.networking.nodes") && err.contains("banana"), "{err}");
+    assert!(seed.last_error(&ns_a).await.contains("banana"));
+    assert_eq!(seed.state(&ns_a).await, (addr_a, key_a.clone()), "the state is kept");
+    assert!(seed.peer(&ns_a).await.is_some() && seed.shoot_secret(&ns_a).await.is_some());
+    assert_eq!(seed.table().await.len(), 2);
+    seed.prepare(&a).await;
+    g.reconcile_extension(&ns_a, TYPE, None, None).await.unwrap();
+    assert_eq!(seed.state(&ns_a).await, (addr_a, key_a.clone()), "back with the same address and key");
+
+    // A deleted Extension frees its address and its objects; the next shoot gets it.
+    g.delete_extension(&ns_b, TYPE).await.unwrap();
+    assert_eq!(seed.table().await, [(ns_a.clone(), addr_a)]);
+    assert!(seed.peer(&ns_b).await.is_none() && seed.shoot_secret(&ns_b).await.is_none());
+    let mrs = Api::<ManagedResource>::namespaced(seed.client().await, &ns_b);
+    assert!(mrs.get_opt(names::MANAGED_RESOURCE).await.unwrap().is_none());
+    let c = ShootFixture::new("p", "c", "seed-a");
+    let ns_c = seed.prepare(&c).await;
+    g.reconcile_extension(&ns_c, TYPE, None, None).await.unwrap();
+    assert_eq!(seed.state(&ns_c).await.0, addr_b, "the freed address is first free again");
+
+    // The shoot's annotation turns the tunnel off: released, and ready.
+    let mut off = c.clone();
+    off.annotations.insert("alpha.featuregates.shoot.gardener.cloud/wireguard-tunnel".into(), json!("false"));
+    seed.prepare(&off).await;
+    g.reconcile_extension(&ns_c, TYPE, None, None).await.unwrap();
+    assert!(seed.peer(&ns_c).await.is_none() && seed.shoot_secret(&ns_c).await.is_none());
+    assert_eq!(seed.table().await, [(ns_a.clone(), addr_a)]);
+}
+
+#[tokio::test]
+async fn a_migrated_shoot_keeps_its_key_and_address_and_the_first_seed_forgets_it() {
+    let test = "a_migrated_shoot_keeps_its_key_and_address_and_the_first_seed_forgets_it";
+    let Some(one) = seed(test, "seed-one").await else { return };
+    let Some(two) = seed(test, "seed-two").await else { return };
+    for s in [&one, &two] {
+        s.gardenlet.reconcile_extension("garden", TYPE, Some("seed"), Some(seed_config(CIDR))).await.unwrap();
+    }
+    let (x, y) = (ShootFixture::new("p", "x", "seed-one"), ShootFixture::new("p", "y", "seed-two"));
+    let ns = one.prepare(&x).await;
+    one.gardenlet.reconcile_extension(&ns, TYPE, None, None).await.unwrap();
+    // On the second seed another shoot already holds .3: the migrated one keeps .3 only if free.
+    let ns_y = two.prepare(&y).await;
+    two.gardenlet.reconcile_extension(&ns_y, TYPE, None, None).await.unwrap();
+    let (addr, key) = one.state(&ns).await;
+    assert_eq!(addr, ip("192.168.128.3"));
+    let secret_before = one.shoot_secret(&ns).await.unwrap();
+
+    let migrated = one.gardenlet.migrate(&ns, TYPE).await.unwrap();
+    // The first seed: no table entry, no ShootPeer, the ManagedResource gone (after keepObjects).
+    assert!(one.table().await.is_empty());
+    assert!(one.peer(&ns).await.is_none());
+    let mrs = Api::<ManagedResource>::namespaced(one.client().await, &ns);
+    assert!(mrs.get_opt(names::MANAGED_RESOURCE).await.unwrap().is_none());
+
+    let mut moved = x.clone();
+    moved.seed = "seed-two".into();
+    two.prepare(&moved).await;
+    two.gardenlet.restore(&ns, TYPE, None, None, &migrated).await.unwrap();
+    let (addr2, key2) = two.state(&ns).await;
+    assert_eq!(key2, key, "the key travels with the state");
+    assert_eq!(addr2, ip("192.168.128.4"), "the recorded address is taken on the destination: a new one");
+    let secret_after = two.shoot_secret(&ns).await.unwrap();
+    assert_eq!(private_key_of(&secret_after).unwrap(), private_key_of(&secret_before).unwrap());
+    assert_eq!(two.peer(&ns).await.unwrap().spec.public_key, key);
+    let table = two.table().await;
+    assert!(table.contains(&(ns.clone(), addr2)) && table.len() == 2, "{table:?}");
+}
