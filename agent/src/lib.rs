@@ -6,6 +6,7 @@ pub mod config;
 pub mod driver;
 pub mod election;
 pub mod endpoint;
+pub mod extension_metrics;
 pub mod firewall;
 pub mod health;
 pub mod ifname;

@@ -35,27 +35,58 @@ fn seed_networks() -> Value {
                         "blockCIDRs": ["169.254.169.254/32"]}})
 }
 
+/// A seed with kubelink installed by the real helm CLI as gardenlet configures it (the controller
+/// on, gardenlet's `gardener.seed` values), and the controller running with the rendered
+/// Deployment's ServiceAccount token, seed name and Seed spec: every test below also proves the
+/// chart's grants suffice.
 async fn seed(test: &str, name: &str) -> Option<Seed> {
     let _ = tracing_subscriber::fmt().with_env_filter("kubelink_ipam=debug").with_test_writer().try_init();
     // One control plane per seed; its name (the work directory's) first, as only 24 characters count.
     let cluster = k8s::own_for_test(&format!("{name}-{test}"), true).await?;
-    for ns in [NAMESPACE, "garden"] {
-        cluster.ensure_namespace(ns).await.unwrap();
-    }
-    let client = cluster.client().await.unwrap();
-    let spec = kubelink_ipam::decode::decode_value(&json!({"metadata": {"name": name}, "spec": seed_networks()}));
+    cluster.ensure_namespace("garden").await.unwrap();
+    let objects = install_chart(&cluster, name).await;
+    let deployment = find(&objects, "Deployment", "kubelink-controller");
+    let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
+    let seed_name = env.as_array().unwrap().iter().find(|e| e["name"] == "KUBELINK_SEED").unwrap()["value"].clone();
+    assert_eq!(seed_name, name, "the seed name comes from gardener.seed.name");
+    let seed_json: Value =
+        serde_json::from_str(find(&objects, "ConfigMap", "kubelink-seed")["data"]["seed.json"].as_str().unwrap())
+            .unwrap();
+    let seed = kubelink_ipam::decode::decode_value(&json!({"metadata": {"name": name}, "spec": seed_json})).unwrap();
+    let token = cluster.token_for(NAMESPACE, "kubelink-controller").await.unwrap();
     let cfg = Config {
         namespace: NAMESPACE.into(),
         seed_name: name.into(),
-        seed: Some(spec.unwrap()),
+        seed: Some(seed),
         resync: Duration::from_secs(300),
     };
-    let controller = tokio::spawn(controller::run(client.clone(), cfg));
+    let as_controller = cluster.client_with_token(&token).await.unwrap();
+    let controller =
+        tokio::spawn(controller::run(as_controller, cfg, std::sync::Arc::new(|_: &controller::Reconciled| {})));
     // gardenlet gives up on a lastError after 30 s; here after 1 s, and on anything else after 30 s.
     let timing =
         Timing { timeout: Duration::from_secs(30), severe_threshold: Duration::from_secs(1), ..Timing::default() };
-    let gardenlet = Gardenlet::new(client).with_timing(timing);
+    let gardenlet = Gardenlet::new(cluster.client().await.unwrap()).with_timing(timing);
     Some(Seed { cluster, gardenlet, fixture: SeedFixture::new(name), _controller: controller })
+}
+
+/// `helm install` of charts/kubelink into [`NAMESPACE`] with the values a ControllerDeployment gives
+/// and the `gardener` values gardenlet injects; the rendered objects.
+async fn install_chart(cluster: &Cluster, seed: &str) -> Vec<Value> {
+    cluster.ensure_namespace(NAMESPACE).await.unwrap();
+    let values = json!({"ipam": {"enabled": false}, "controller": {"enabled": true},
+                        "gardener": {"version": "1.149.0", "seed": {"name": seed, "spec": seed_networks()}}});
+    let kubeconfig = cluster.admin_kubeconfig_file().unwrap();
+    kubelink_tests::helm::install(&kubelink_tests::helm::chart("kubelink"), &kubeconfig, NAMESPACE, "kubelink", values)
+        .await
+        .unwrap()
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
 }
 
 fn seed_config(cidr: &str) -> Value {

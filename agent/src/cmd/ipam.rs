@@ -37,6 +37,9 @@ struct ExtensionArgs {
     /// Every Extension is reconciled at least this often, e.g. `5m`.
     #[arg(long, env = "KUBELINK_RESYNC", default_value = "5m", value_parser = humantime::parse_duration)]
     resync: Duration,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "KUBELINK_HEALTH_LISTEN", default_value = "0.0.0.0:8093")]
+    health_listen: std::net::SocketAddr,
 }
 
 #[derive(clap::Args)]
@@ -89,8 +92,10 @@ async fn extension(a: ExtensionArgs) -> anyhow::Result<()> {
     let (namespace, seed_name) = (a.seed.namespace.namespace, a.seed.seed);
     let cfg = controller::Config { namespace, seed_name, seed, resync: a.resync };
     let client = a.api.client().await?;
-    tracing::info!(seed = %cfg.seed_name, namespace = %cfg.namespace, "extension controller started");
-    controller::run(client, cfg).await;
+    let metrics = crate::extension_metrics::ExtensionMetrics::default();
+    let bound = metrics.serve(a.health_listen).await?;
+    tracing::info!(seed = %cfg.seed_name, namespace = %cfg.namespace, health = %bound, "extension controller started");
+    controller::run(client, cfg, metrics.observer()).await;
     anyhow::bail!("the extension controller's watches ended")
 }
 

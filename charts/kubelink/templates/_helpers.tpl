@@ -8,8 +8,10 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 {{ .Values.image.repository }}:{{ .Values.image.tag }}
 {{- end -}}
 
+{{/* The Seed this release serves: gardenlet's gardener.seed.name, else seedName. */}}
 {{- define "kubelink.seedName" -}}
-{{ required "seedName is required: set seedName to the name of the Seed this release serves" .Values.seedName }}
+{{- $injected := ((.Values.gardener | default dict).seed | default dict).name -}}
+{{ required "seedName is required: set seedName to the name of the Seed this release serves (gardenlet sets gardener.seed.name)" (coalesce $injected .Values.seedName) }}
 {{- end -}}
 
 {{/* The slot Leases and slot Secrets: kubelink-gateway-0 ... kubelink-gateway-<slots-1>, as a YAML flow list. */}}

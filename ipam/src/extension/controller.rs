@@ -60,22 +60,38 @@ pub enum ReconcileError {
     Kube(#[from] kube::Error),
 }
 
+/// What one reconcile did, for metrics and readiness.
+#[derive(Debug, Clone)]
+pub struct Reconciled {
+    /// `lastOperation.type` of the operation.
+    pub operation: &'static str,
+    /// `succeeded` (ready), `failed` (not ready, reported in the status) or `error` (an API call
+    /// failed; retried with back-off).
+    pub result: &'static str,
+    /// The error of an `error` result.
+    pub error: Option<String>,
+}
+
+/// Told about every reconcile.
+pub type Observer = Arc<dyn Fn(&Reconciled) + Send + Sync>;
+
 struct Ctx {
     client: kube::Client,
     cfg: Config,
+    observe: Observer,
     /// Failures in a row per Extension, for the back-off.
     failures: Mutex<HashMap<ObjectRef<Extension>, u32>>,
 }
 
-/// Runs until the watches end; logs every reconcile's outcome.
-pub async fn run(client: kube::Client, cfg: Config) {
+/// Runs until the watches end; logs every reconcile's outcome and tells `observe`.
+pub async fn run(client: kube::Client, cfg: Config, observe: Observer) {
     let by_name = || watcher::Config::default().fields(&format!("metadata.name={TYPE}"));
     let extensions = Api::<Extension>::all(client.clone());
     // A change of the seed's Extension (its CIDR, its slots) concerns every shoot.
     let seed_ext = Api::<Extension>::namespaced(client.clone(), SEED_NAMESPACE);
     let seed_changes = watcher(seed_ext, by_name()).touched_objects().map(|_| ());
     let peers = Api::<ShootPeer>::namespaced(client.clone(), &cfg.namespace);
-    let ctx = Arc::new(Ctx { client: client.clone(), cfg, failures: Mutex::default() });
+    let ctx = Arc::new(Ctx { client: client.clone(), cfg, observe, failures: Mutex::default() });
     Controller::new(extensions, by_name())
         .watches(Api::<Cluster>::all(client.clone()), watcher::Config::default(), |c: Cluster| {
             c.metadata.name.map(|ns| ObjectRef::new(TYPE).within(&ns))
@@ -104,6 +120,8 @@ fn error_policy(ext: Arc<Extension>, error: &ReconcileError, ctx: Arc<Ctx>) -> A
     };
     let delay = backoff(n);
     tracing::warn!(%object, error = %error, retry_in = ?delay, "reconcile failed");
+    let operation = Operation::of(&ext).type_name();
+    (ctx.observe)(&Reconciled { operation, result: "error", error: Some(error.to_string()) });
     Action::requeue(delay)
 }
 
@@ -137,12 +155,13 @@ impl Reconciler<'_> {
     }
 
     /// The seed's Extension: validate, then the slot Secrets and the SeedTunnel the agents read.
-    async fn seed(&self, ext: &Extension) -> Result<(), ReconcileError> {
+    /// Whether the Extension is ready (its status says why not).
+    async fn seed(&self, ext: &Extension) -> Result<bool, ReconcileError> {
         let op = Operation::of(ext);
         if op == Operation::Delete {
             // Nothing is released with the seed's Extension: the agents keep serving until the
             // chart is removed.
-            return Ok(());
+            return Ok(true);
         }
         self.start(ext, op).await?;
         let seed = self.cfg.seed.clone().unwrap_or_else(|| named_seed(&self.cfg.seed_name));
@@ -170,16 +189,15 @@ impl Reconciler<'_> {
     }
 
     /// A shoot's Extension, by what gardenlet asks for.
-    async fn shoot(&self, ext: &Extension) -> Result<(), ReconcileError> {
+    async fn shoot(&self, ext: &Extension) -> Result<bool, ReconcileError> {
         let (namespace, name) = ext.namespace_name();
         let key = ShootKey::new(&namespace, &name);
         match Operation::of(ext) {
-            Operation::WaitForState => Ok(()),
-            Operation::Migrated => Ok(()),
-            Operation::Delete if ext.is_migrated() => self.remove_finalizer(ext).await,
+            Operation::WaitForState | Operation::Migrated => Ok(true),
+            Operation::Delete if ext.is_migrated() => self.remove_finalizer(ext).await.map(|()| true),
             Operation::Delete => {
                 self.release(&key, &namespace, Keep::Nothing).await?;
-                self.remove_finalizer(ext).await
+                self.remove_finalizer(ext).await.map(|()| true)
             }
             Operation::Migrate => {
                 // The shoot keeps its Secret (keepObjects) and gardenlet carries the state and the
@@ -188,7 +206,7 @@ impl Reconciler<'_> {
                 let state = plan::recorded_of(state(ext), &object_name(ext)).ok().flatten();
                 let outcome = Outcome::Succeeded { description: "migrated: released on this seed".into(), state };
                 self.finish(ext, Operation::Migrate, &outcome).await?;
-                self.remove_finalizer(ext).await
+                self.remove_finalizer(ext).await.map(|()| true)
             }
             op @ (Operation::Reconcile | Operation::Restore) => {
                 self.start(ext, op).await?;
@@ -340,8 +358,8 @@ impl Reconciler<'_> {
         Ok(())
     }
 
-    /// The status, then (after a migrate or a restore) the operation annotation.
-    async fn finish(&self, ext: &Extension, op: Operation, outcome: &Outcome) -> Result<(), ReconcileError> {
+    /// The status, then (after a migrate or a restore) the operation annotation. Whether it succeeded.
+    async fn finish(&self, ext: &Extension, op: Operation, outcome: &Outcome) -> Result<bool, ReconcileError> {
         let (namespace, name) = ext.namespace_name();
         let patch = plan::status_patch(op, ext.metadata.generation, outcome, &now(), names::SHOOT_SECRET);
         self.extensions(&namespace).patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
@@ -356,7 +374,7 @@ impl Reconciler<'_> {
         if matches!(op, Operation::Migrate | Operation::Restore) && matches!(outcome, Outcome::Succeeded { .. }) {
             self.remove_operation(ext).await?;
         }
-        Ok(())
+        Ok(matches!(outcome, Outcome::Succeeded { .. }))
     }
 
     async fn remove_operation(&self, ext: &Extension) -> Result<(), ReconcileError> {
