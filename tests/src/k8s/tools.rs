@@ -79,6 +79,24 @@ pub fn gardener_dir() -> Result<&'static Path, String> {
     DIR.get_or_init(|| script("--gardener-dir")).as_ref().map(PathBuf::as_path).map_err(Clone::clone)
 }
 
+/// `gardener-contract` (`tests/gardener/`): gardenlet's chart rendering and Gardener's validation of
+/// registration objects, from the gardener module; built by `scripts/k8s-tools --gardener-contract`
+/// into a directory of its own (`scripts/deps` runs it), or why it is missing.
+pub fn gardener_contract() -> Result<&'static Path, String> {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let bin = script("--contract-dir")?.join("gardener-contract");
+        if bin.is_file() {
+            Ok(bin)
+        } else {
+            Err(format!("{} is missing: run scripts/k8s-tools --gardener-contract (scripts/deps does)", bin.display()))
+        }
+    })
+    .as_ref()
+    .map(PathBuf::as_path)
+    .map_err(Clone::clone)
+}
+
 /// Gardener's seed-side CRDs that kubelink uses: Extension, Cluster, ManagedResource, and the
 /// PodMonitor every seed has (the chart's optional scrape config).
 pub fn gardener_crds() -> Result<Vec<PathBuf>, String> {
