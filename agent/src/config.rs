@@ -46,7 +46,8 @@ pub struct FileConfig {
     pub device: FileDevice,
     #[serde(default)]
     pub routes: Vec<FileRoute>,
-    /// Gateway only: source NAT into the tunnel (`inet kubelink` nftables table).
+    /// Gateway only: source NAT into the tunnel, and only replies and probes of the `to` address out
+    /// of it (`inet kubelink` nftables table, see docs/security.md).
     pub snat: Option<FileSnat>,
 }
 

@@ -1,12 +1,15 @@
 //! The gateway's nftables: one table, `inet kubelink`, owned entirely by kubelink and replaced
 //! atomically (one `nft -f` transaction). It source-NATs seed traffic entering the WireGuard device to
-//! the slot's tunnel address (so each shoot answers to the gateway it came through) and clamps TCP MSS
-//! to the route MTU in both directions. Two counting chains tell whether the node forwards what it
-//! should: `forward_early` counts packets into and out of the tunnel as they enter the forward hook,
-//! before any other chain (priority -400), `forward_done` counts them as they leave it, after every
-//! other chain (priority 400). Both sit on the forward hook, which sees forwarded packets only (a
-//! postrouting chain would count the node's own packets too). Packets that enter and never leave
-//! were dropped on this node ([`ForwardCounters`]).
+//! the slot's tunnel address (so each shoot answers to the gateway it came through), clamps TCP MSS
+//! to the route MTU in both directions, and lets nothing out of the tunnel but replies to the seed's
+//! flows and the sidecar's probe of the slot address: shoots are hostile, and what else they send is
+//! dropped and counted ([`plan`] has every rule and why; [`Drops`] the counts). Two counting chains
+//! tell whether the node forwards what it should: `forward_early` counts packets into and out of the
+//! tunnel as they enter the forward hook, after the shoot filter and before any other chain (priority
+//! -400), `forward_done` counts them as they leave it, after every other chain (priority 400). Both
+//! sit on the forward hook, which sees forwarded packets only (a postrouting chain would count the
+//! node's own packets too). Packets that enter and never leave were dropped on this node
+//! ([`ForwardCounters`]).
 //!
 //! The table is current when the kernel's listing (`nft -j list table`, handles dropped) equals the
 //! desired ruleset, so a rule edited or deleted by hand is put back on the next pass. Should an nft
@@ -14,6 +17,10 @@
 //! accepted too (one rewrite per start at most, never a rewrite every pass). The I/O sits behind
 //! [`Firewall`]: [`Nft`] runs `nft` as a child process without blocking the async runtime, and
 //! [`FakeFirewall`] keeps the table in memory for unit tests.
+
+pub mod plan;
+
+pub use plan::{desired, render};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -34,7 +41,8 @@ pub struct FirewallSpec {
     pub device: String,
     /// The WireGuard CIDR (shoot addresses live here).
     pub cidr: IpNet,
-    /// The slot's own tunnel address: the source of seed traffic into the tunnel.
+    /// The slot's own tunnel address: the source of seed traffic into the tunnel, and the one address
+    /// of the node a shoot may probe (ICMP echo).
     pub snat_to: IpAddr,
 }
 
@@ -46,19 +54,6 @@ pub enum FirewallError {
     Rejected(String),
     #[error("nft -j list table inet {TABLE}: {0}")]
     Listing(String),
-}
-
-/// The whole table as one atomic nft script (create-if-missing, delete, define).
-pub fn render(spec: &FirewallSpec) -> String {
-    let family = family(spec);
-    let (dev, cidr, to) = (&spec.device, spec.cidr, spec.snat_to);
-    format!(
-        "table inet {TABLE} {{}}\ndelete table inet {TABLE}\ntable inet {TABLE} {{\n  comment \"managed by kubelink\"\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname \"{dev}\" {family} daddr {cidr} {family} saddr != {to} snat {family} to {to}\n  }}\n  chain forward {{\n    type filter hook forward priority mangle; policy accept;\n    oifname \"{dev}\" tcp flags syn tcp option maxseg size set rt mtu\n    iifname \"{dev}\" tcp flags syn tcp option maxseg size set rt mtu\n  }}\n  chain {EARLY} {{\n    type filter hook forward priority -400; policy accept;\n    oifname \"{dev}\" counter\n    iifname \"{dev}\" counter\n  }}\n  chain {DONE} {{\n    type filter hook forward priority 400; policy accept;\n    oifname \"{dev}\" counter\n    iifname \"{dev}\" counter\n  }}\n}}\n"
-    )
-}
-
-fn family(spec: &FirewallSpec) -> &'static str {
-    if spec.cidr.addr().is_ipv4() { "ip" } else { "ip6" }
 }
 
 /// The counting chains: as packets enter the forward hook, and as they leave the node.
@@ -75,6 +70,29 @@ pub struct ForwardCounters {
     pub from_tunnel: (u64, u64),
 }
 
+/// Packets from shoots the table dropped, by where they were going (the counters of the drop rules,
+/// found by their comments).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Drops {
+    /// Into the tunnel again: another shoot.
+    pub shoot_to_shoot: u64,
+    /// Through the gateway to anything else: seed pods, other nodes, beyond.
+    pub shoot_to_seed: u64,
+    /// To the gateway node itself: its listeners on any address, echo to any but the slot address.
+    pub shoot_to_node: u64,
+}
+
+impl Drops {
+    fn from_comments(counted: &BTreeMap<String, u64>) -> Self {
+        let at = |comment: &str| counted.get(comment).copied().unwrap_or(0);
+        Drops {
+            shoot_to_shoot: at(plan::SHOOT_TO_SHOOT),
+            shoot_to_seed: at(plan::SHOOT_TO_SEED),
+            shoot_to_node: at(plan::SHOOT_TO_NODE),
+        }
+    }
+}
+
 /// A table as comparable data: each chain's definition and each chain's rules in order, every object
 /// as canonical JSON (keys sorted, handles and counter values dropped). `Debug` shows it for a diff
 /// in a log. The counter values ride along but are state, not configuration: equality ignores them.
@@ -83,6 +101,7 @@ pub struct Ruleset {
     pub chains: BTreeSet<String>,
     pub rules: BTreeMap<String, Vec<String>>,
     pub counters: ForwardCounters,
+    pub drops: Drops,
 }
 
 impl PartialEq for Ruleset {
@@ -110,6 +129,7 @@ impl Ruleset {
             listing["nftables"].as_array().ok_or_else(|| FirewallError::Listing("no nftables array".into()))?;
         let mut set = Ruleset::default();
         let mut raw: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        let mut by_comment: BTreeMap<String, u64> = BTreeMap::new();
         for object in objects {
             if let Some(chain) = object.get("chain") {
                 set.chains.insert(canonical(chain));
@@ -117,11 +137,15 @@ impl Ruleset {
                 let chain = rule["chain"].as_str().unwrap_or_default().to_string();
                 if let Some(n) = counted(rule) {
                     raw.entry(chain.clone()).or_default().push(n);
+                    if let Some(comment) = rule["comment"].as_str() {
+                        *by_comment.entry(comment.to_string()).or_default() += n;
+                    }
                 }
                 set.rules.entry(chain).or_default().push(canonical(rule));
             }
         }
         set.counters = forward_counters(&raw);
+        set.drops = Drops::from_comments(&by_comment);
         Ok(set)
     }
 
@@ -156,57 +180,6 @@ fn canonical(v: &Value) -> String {
         }
     }
     strip(v).to_string()
-}
-
-/// The ruleset [`render`] gives, as `nft -j list` (nftables 1.0) reports it.
-pub fn desired(spec: &FirewallSpec) -> Ruleset {
-    let hooked = |name: &str, kind: &str, hook: &str, prio: i32| json!({"family": "inet", "table": TABLE, "name": name, "type": kind, "hook": hook, "prio": prio, "policy": "accept"});
-    let chain = |name: &str, kind: &str, prio: i32| hooked(name, kind, name, prio);
-    let rule = |chain: &str, expr: Value| json!({"family": "inet", "table": TABLE, "chain": chain, "expr": expr});
-    let iface = |key: &str| json!({"match": {"op": "==", "left": {"meta": {"key": key}}, "right": spec.device}});
-    let (fam, to) = (family(spec), spec.snat_to.to_string());
-    let daddr = json!({"prefix": {"addr": spec.cidr.network().to_string(), "len": spec.cidr.prefix_len()}});
-    let payload = |field: &str| json!({"payload": {"protocol": fam, "field": field}});
-    let snat = rule(
-        "postrouting",
-        json!([iface("oifname"), {"match": {"op": "==", "left": payload("daddr"), "right": daddr}},
-               {"match": {"op": "!=", "left": payload("saddr"), "right": to}}, {"snat": {"family": fam, "addr": to}}]),
-    );
-    let clamp = |key: &str| {
-        let syn =
-            json!({"match": {"op": "in", "left": {"payload": {"protocol": "tcp", "field": "flags"}}, "right": "syn"}});
-        let mss = json!({"mangle": {"key": {"tcp option": {"name": "maxseg", "field": "size"}}, "value": {"rt": {"key": "mtu"}}}});
-        canonical(&rule("forward", json!([iface(key), syn, mss])))
-    };
-    let counter = json!({"counter": {"packets": 0, "bytes": 0}});
-    let count = |chain: &str, exprs: Value| canonical(&rule(chain, exprs));
-    Ruleset {
-        // srcnat is priority 100, mangle -150.
-        chains: [
-            canonical(&chain("postrouting", "nat", 100)),
-            canonical(&chain("forward", "filter", -150)),
-            canonical(&hooked(EARLY, "filter", "forward", -400)),
-            canonical(&hooked(DONE, "filter", "forward", 400)),
-        ]
-        .into(),
-        rules: [
-            ("postrouting".to_string(), vec![canonical(&snat)]),
-            ("forward".to_string(), vec![clamp("oifname"), clamp("iifname")]),
-            (
-                EARLY.to_string(),
-                vec![
-                    count(EARLY, json!([iface("oifname"), counter])),
-                    count(EARLY, json!([iface("iifname"), counter])),
-                ],
-            ),
-            (
-                DONE.to_string(),
-                vec![count(DONE, json!([iface("oifname"), counter])), count(DONE, json!([iface("iifname"), counter]))],
-            ),
-        ]
-        .into(),
-        counters: ForwardCounters::default(),
-    }
 }
 
 /// The kernel side of the table. Implementations must not block the async runtime.
@@ -406,28 +379,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn renders_snat_and_mss_clamping_for_the_device() {
-        let text = render(&spec());
-        assert!(
-            text.contains(
-                "oifname \"kubelink0\" ip daddr 192.168.128.0/22 ip saddr != 192.168.128.1 snat ip to 192.168.128.1"
-            ),
-            "{text}"
-        );
-        assert_eq!(text.matches("maxseg size set rt mtu").count(), 2, "both directions");
-        assert!(text.starts_with("table inet kubelink {}\ndelete table inet kubelink\n"), "atomic replace");
-    }
-
-    #[test]
-    fn ipv6_uses_ip6_matches() {
-        let s =
-            FirewallSpec { cidr: "fd00:128::/64".parse().unwrap(), snat_to: "fd00:128::1".parse().unwrap(), ..spec() };
-        assert!(render(&s).contains("ip6 daddr fd00:128::/64 ip6 saddr != fd00:128::1 snat ip6 to fd00:128::1"));
-    }
-
-    /// `nft -j list table inet kubelink` of nftables 1.0.6 after `render(&spec())`.
-    const LISTING: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"table": {"family": "inet", "name": "kubelink", "handle": 2}}, {"chain": {"family": "inet", "table": "kubelink", "name": "postrouting", "handle": 1, "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}}, {"chain": {"family": "inet", "table": "kubelink", "name": "forward", "handle": 2, "type": "filter", "hook": "forward", "prio": -150, "policy": "accept"}}, {"chain": {"family": "inet", "table": "kubelink", "name": "forward_early", "handle": 3, "type": "filter", "hook": "forward", "prio": -400, "policy": "accept"}}, {"chain": {"family": "inet", "table": "kubelink", "name": "forward_done", "handle": 4, "type": "filter", "hook": "forward", "prio": 400, "policy": "accept"}}, {"rule": {"family": "inet", "table": "kubelink", "chain": "postrouting", "handle": 5, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "kubelink0"}}, {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": {"prefix": {"addr": "192.168.128.0", "len": 22}}}}, {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "192.168.128.1"}}, {"snat": {"family": "ip", "addr": "192.168.128.1"}}]}}, {"rule": {"family": "inet", "table": "kubelink", "chain": "forward", "handle": 6, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "kubelink0"}}, {"match": {"op": "in", "left": {"payload": {"protocol": "tcp", "field": "flags"}}, "right": "syn"}}, {"mangle": {"key": {"tcp option": {"name": "maxseg", "field": "size"}}, "value": {"rt": {"key": "mtu"}}}}]}}, {"rule": {"family": "inet", "table": "kubelink", "chain": "forward", "handle": 7, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "kubelink0"}}, {"match": {"op": "in", "left": {"payload": {"protocol": "tcp", "field": "flags"}}, "right": "syn"}}, {"mangle": {"key": {"tcp option": {"name": "maxseg", "field": "size"}}, "value": {"rt": {"key": "mtu"}}}}]}}, {"rule": {"family": "inet", "table": "kubelink", "chain": "forward_early", "handle": 8, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "kubelink0"}}, {"counter": {"packets": 17, "bytes": 1234}}]}}, {"rule": {"family": "inet", "table": "kubelink", "chain": "forward_early", "handle": 9, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "kubelink0"}}, {"counter": {"packets": 17, "bytes": 1234}}]}}, {"rule": {"family": "inet", "table": "kubelink", "chain": "forward_done", "handle": 10, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "kubelink0"}}, {"counter": {"packets": 17, "bytes": 1234}}]}}, {"rule": {"family": "inet", "table": "kubelink", "chain": "forward_done", "handle": 11, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "kubelink0"}}, {"counter": {"packets": 17, "bytes": 1234}}]}}]}"#;
+    /// `nft -j list table inet kubelink` of nftables 1.0.6 after `render(&spec())`, one object a line;
+    /// the counter values set to tell the rules apart.
+    const LISTING: &str = include_str!("firewall/listing-nft-1.0.6.json");
 
     #[test]
     fn the_kernel_listing_of_the_rendered_table_is_the_desired_ruleset() {
@@ -439,14 +393,21 @@ mod tests {
     }
 
     #[test]
-    fn forwarding_counters_are_read_per_direction_and_ignored_by_the_comparison() {
+    fn forwarding_and_drop_counters_are_read_and_ignored_by_the_comparison() {
         let have = Ruleset::from_listing(&serde_json::from_str(LISTING).unwrap()).unwrap();
         assert_eq!(have.counters, ForwardCounters { into_tunnel: (17, 17), from_tunnel: (17, 17) });
         let mut zero = have.clone();
         zero.counters = ForwardCounters::default();
+        zero.drops = Drops::default();
         assert_eq!(have, zero, "counter values are traffic, not configuration");
         let text = render(&spec());
         assert!(text.contains("hook forward priority -400") && text.contains("hook forward priority 400"), "{text}");
+    }
+
+    #[test]
+    fn drops_are_read_by_the_comments_of_the_drop_rules() {
+        let have = Ruleset::from_listing(&serde_json::from_str(LISTING).unwrap()).unwrap();
+        assert_eq!(have.drops, Drops { shoot_to_shoot: 3, shoot_to_seed: 5, shoot_to_node: 7 });
     }
 
     fn table() -> (Arc<FakeFirewall>, FirewallTable) {
@@ -470,8 +431,15 @@ mod tests {
         assert!(table.ensure(&spec()).await.unwrap(), "a deleted rule is put back");
         fake.edit(|t| t.rules.get_mut("postrouting").unwrap()[0] = "accept".into());
         assert!(table.ensure(&spec()).await.unwrap(), "a changed rule is put back");
+        fake.edit(|t| _ = t.rules.get_mut("shoot_forward").unwrap().pop());
+        assert!(table.ensure(&spec()).await.unwrap(), "the last drop of the shoot filter is put back");
+        fake.edit(|t| {
+            t.chains.retain(|c| !c.contains("shoot_input"));
+            t.rules.remove("shoot_input");
+        });
+        assert!(table.ensure(&spec()).await.unwrap(), "a deleted chain is put back");
         assert_eq!(fake.table(), Some(desired(&spec())));
-        assert_eq!(fake.writes(), 3);
+        assert_eq!(fake.writes(), 5);
     }
 
     #[tokio::test]

@@ -133,11 +133,15 @@ impl Reconciler {
     }
 
     pub async fn reconcile(&self, desired: &Desired) -> Result<Outcome, ReconcileError> {
-        let mut outcome = Outcome { device_changes: self.reconcile_device(desired).await?, ..Outcome::default() };
+        // The firewall first: a new device never forwards what comes out of the tunnel unfiltered, and
+        // without a table there is no device. Its rules name the device, so they may precede it.
+        let firewall_written = match &desired.firewall {
+            Some(fw) => self.firewall.ensure(fw).await?,
+            None => false,
+        };
+        let mut outcome =
+            Outcome { device_changes: self.reconcile_device(desired).await?, firewall_written, ..Outcome::default() };
         (outcome.routes_replaced, outcome.routes_removed) = self.reconcile_routes(&desired.routes).await?;
-        if let Some(fw) = &desired.firewall {
-            outcome.firewall_written = self.firewall.ensure(fw).await?;
-        }
         Ok(outcome)
     }
 
@@ -215,8 +219,9 @@ impl Reconciler {
         Ok(routes)
     }
 
-    /// Removes what this desired state created: our routes, then the device. Best effort: every step
-    /// runs, all errors are reported together.
+    /// Removes what this desired state created: our routes, the device, then the firewall (which
+    /// filters the device as long as it exists). Best effort: every step runs, all errors are reported
+    /// together.
     pub async fn teardown(&self, desired: &Desired) -> Result<(), Vec<String>> {
         let mut errors = Vec::new();
         match self.routes.ours().await {
@@ -228,12 +233,12 @@ impl Reconciler {
             }
             Err(e) => errors.push(e.to_string()),
         }
+        if let Err(e) = self.wg.remove(&desired.device.name).await {
+            errors.push(e.to_string());
+        }
         if desired.firewall.is_some()
             && let Err(e) = self.firewall.remove().await
         {
-            errors.push(e.to_string());
-        }
-        if let Err(e) = self.wg.remove(&desired.device.name).await {
             errors.push(e.to_string());
         }
         if errors.is_empty() { Ok(()) } else { Err(errors) }

@@ -14,8 +14,9 @@ kroot="$1"
 out="$2"
 kubelink="${3:-}"
 landscape="${4:-}"
-# WireGuard, links, and what the agent's nftables table (NAT) and connection-tracking reset need.
-modules=(wireguard veth tun nf_tables nft_chain_nat nft_nat nf_conntrack_netlink)
+# WireGuard, links, and what the agent's nftables table (NAT, the shoot filter's ct state) and
+# connection-tracking reset need.
+modules=(wireguard veth tun nf_tables nft_chain_nat nft_nat nft_ct nf_conntrack_netlink)
 
 need() { command -v "$1" >/dev/null || die "missing tool '$1' (install: $2)"; }
 need busybox busybox-static

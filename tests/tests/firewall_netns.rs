@@ -1,6 +1,6 @@
 //! The gateway's nftables table against a real kernel (root, in a private network namespace): the
 //! desired ruleset matches what `nft -j list` reports, so a current table is not rewritten, and a rule
-//! edited by hand is put back on the next pass.
+//! edited by hand (SNAT, MSS clamping, the shoot filter) is put back on the next pass.
 
 use std::sync::Arc;
 
@@ -52,6 +52,26 @@ fn a_hand_edited_rule_is_repaired() {
     assert!(!ensure_in(&ns), "repaired");
     assert_eq!(ns.sh(&["nft", "list table inet kubelink"]).unwrap().matches("maxseg size set rt mtu").count(), 2);
 
+    // The shoot filter: a flushed chain and a drop rule deleted by hand are found and put back.
+    ns.sh(&["nft", "flush chain inet kubelink shoot_input"]).unwrap();
+    assert!(ensure_in(&ns), "the flushed shoot_input chain is found");
+    let handle = rule_handle(&ns, "shoot_forward", "drop: shoot to seed");
+    ns.sh(&["nft", &format!("delete rule inet kubelink shoot_forward handle {handle}")]).unwrap();
+    assert!(ensure_in(&ns), "the deleted drop rule is found");
+    assert!(!ensure_in(&ns), "repaired");
+    let listing = ns.sh(&["nft", "list", "table", "inet", "kubelink"]).unwrap();
+    assert_eq!(listing.matches("counter packets 0 bytes 0 drop comment").count(), 3, "{listing}");
+
     assert!(ensure_spec_in(&ns, spec6()), "IPv6: the table is replaced");
     assert!(!ensure_spec_in(&ns, spec6()), "IPv6: the kernel's listing equals the desired ruleset too");
+    let listing = ns.sh(&["nft", "list", "table", "inet", "kubelink"]).unwrap();
+    assert!(listing.contains("ip6 daddr fd00:128::1 icmpv6 type echo-request accept"), "{listing}");
+}
+
+/// The handle of the rule of `chain` with `comment`, from the kernel's listing.
+fn rule_handle(ns: &Netns, chain: &str, comment: &str) -> u64 {
+    let out = ns.sh(&["nft", "-j", "list", "chain", "inet", "kubelink", chain]).unwrap();
+    let listing: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rules = listing["nftables"].as_array().unwrap().iter().filter_map(|o| o.get("rule"));
+    rules.filter(|r| r["comment"] == comment).find_map(|r| r["handle"].as_u64()).unwrap()
 }

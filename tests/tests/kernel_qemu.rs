@@ -241,6 +241,15 @@ fn seed_agent_restart_on_a_kernel_gateway_loses_nothing() {
     assert_scenario("agent-restart");
 }
 
+/// The gateway's firewall on a kernel device: a hostile shoot with AllowedIPs 0.0.0.0/0 reaches no
+/// seed pod and no listener of the gateway node, the drops are counted; the seed's ping and the
+/// shoot's probe of the slot address pass.
+#[test]
+fn a_hostile_shoot_is_filtered_on_a_kernel_gateway() {
+    assert_scenario("hostile-shoot");
+    print_measurements("hostile-shoot");
+}
+
 /// Every scenario file ran and passed, and the guest reached its end (no timeout, no panic).
 #[test]
 fn guest_ran_every_scenario_to_the_end() {
