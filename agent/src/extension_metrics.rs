@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use kubelink_ipam::extension::controller::{Observer, Reconciled};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::health::{Health, HealthError};
@@ -16,6 +17,10 @@ use crate::metrics::Labels;
 #[derive(Clone, Default)]
 pub struct ExtensionMetrics {
     reconciles: Family<Labels, Counter>,
+    pool_size: Gauge,
+    pool_used: Gauge,
+    /// Shoots given a new address (first free, or adopted from a migrated state).
+    assigned: Counter,
     /// The last API error, `None` after a reconcile that reached the API.
     last_error: Arc<Mutex<Option<String>>>,
 }
@@ -26,6 +31,12 @@ impl ExtensionMetrics {
         let help = "Extension reconciles by operation (Reconcile, Migrate, Restore, Delete) and result \
                     (succeeded, failed: reported in the status, error: an API call failed and is retried)";
         r.register("kubelink_extension_reconciles", help, self.reconciles.clone());
+        let size = "Addresses the WireGuard CIDR can hand to shoots, as of the last allocation";
+        r.register("kubelink_extension_pool_size_addresses", size, self.pool_size.clone());
+        let used = "Addresses held by shoots, as of the last allocation";
+        r.register("kubelink_extension_pool_used_addresses", used, self.pool_used.clone());
+        let assigned = "Shoots given a new address (first free, or adopted from a migrated state)";
+        r.register("kubelink_extension_assigned", assigned, self.assigned.clone());
     }
 
     /// What the controller calls after each reconcile.
@@ -37,6 +48,13 @@ impl ExtensionMetrics {
     fn record(&self, r: &Reconciled) {
         let labels = vec![("operation".to_string(), r.operation.to_string()), ("result".to_string(), r.result.into())];
         self.reconciles.get_or_create(&labels).inc();
+        if let Some(pool) = r.pool {
+            self.pool_size.set(i64::try_from(pool.capacity).unwrap_or(i64::MAX));
+            self.pool_used.set(i64::try_from(pool.used).unwrap_or(i64::MAX));
+        }
+        if r.assigned {
+            self.assigned.inc();
+        }
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = r.error.clone();
     }
 
@@ -56,15 +74,18 @@ impl ExtensionMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kubelink_ipam::extension::controller::PoolUse;
 
     #[test]
     fn reconciles_are_counted_and_an_api_error_is_not_ready_until_the_next_success() {
         let m = ExtensionMetrics::default();
         let observe = m.observer();
-        observe(&Reconciled { operation: "Reconcile", result: "succeeded", error: None });
-        observe(&Reconciled { operation: "Reconcile", result: "error", error: Some("connection refused".into()) });
+        let pool = Some(PoolUse { capacity: 1020, used: 3 });
+        observe(&Reconciled { operation: "Reconcile", result: "succeeded", error: None, pool, assigned: true });
+        let error = Some("connection refused".to_string());
+        observe(&Reconciled { operation: "Reconcile", result: "error", error, pool: None, assigned: false });
         assert_eq!(m.last_error.lock().unwrap().as_deref(), Some("connection refused"));
-        observe(&Reconciled { operation: "Migrate", result: "failed", error: None });
+        observe(&Reconciled { operation: "Migrate", result: "failed", error: None, pool: None, assigned: false });
         assert_eq!(*m.last_error.lock().unwrap(), None);
         let mut registry = Registry::default();
         m.register(&mut registry);
@@ -74,6 +95,9 @@ mod tests {
             "kubelink_extension_reconciles_total{operation=\"Reconcile\",result=\"succeeded\"} 1",
             "kubelink_extension_reconciles_total{operation=\"Reconcile\",result=\"error\"} 1",
             "kubelink_extension_reconciles_total{operation=\"Migrate\",result=\"failed\"} 1",
+            "kubelink_extension_pool_size_addresses 1020",
+            "kubelink_extension_pool_used_addresses 3",
+            "kubelink_extension_assigned_total 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

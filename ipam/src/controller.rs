@@ -554,7 +554,7 @@ impl Controller {
                 Some(Ok(key)) => key,
                 _ => fresh.clone(),
             };
-            shoot_secret(namespace, &key, address, gateways)
+            secret::shoot_secret(namespace, &key, address, gateways)
         };
         let written = store::write_secret(api, names::SHOOT_SECRET, build).await?;
         let key = match secret::private_key_of(&written) {
@@ -655,16 +655,6 @@ fn derived_namespace(key: &ShootKey) -> String {
         ..Default::default()
     }
     .control_plane_namespace()
-}
-
-fn shoot_secret(namespace: &str, key: &PrivateKey, address: IpNet, gateways: &[KnownGateway]) -> Secret {
-    let mut secret = Secret::default();
-    secret.metadata.name = Some(names::SHOOT_SECRET.into());
-    secret.metadata.namespace = Some(namespace.into());
-    secret.metadata.labels = Some(labels::managed());
-    secret.type_ = Some("Opaque".into());
-    secret.data = Some(secret::shoot_secret_data(key, address, gateways));
-    secret
 }
 
 /// The pure decision for one pass: validate the Seed, classify the shoots, plan the table.

@@ -70,6 +70,18 @@ pub fn shoot_secret_data(
     data
 }
 
+/// The shoot's Secret `kubelink-shoot` in its control-plane namespace: what the ManagedResource
+/// carries into the shoot, and (with the extension) what gardenlet carries on migration.
+pub fn shoot_secret(namespace: &str, key: &PrivateKey, address: IpNet, gateways: &[KnownGateway]) -> Secret {
+    let mut secret = Secret::default();
+    secret.metadata.name = Some(names::SHOOT_SECRET.into());
+    secret.metadata.namespace = Some(namespace.into());
+    secret.metadata.labels = Some(crate::contract::labels::managed());
+    secret.type_ = Some("Opaque".into());
+    secret.data = Some(shoot_secret_data(key, address, gateways));
+    secret
+}
+
 /// The private key stored in a shoot Secret.
 pub fn private_key_of(secret: &Secret) -> Result<PrivateKey, IpamError> {
     let namespace = secret.metadata.namespace.as_deref().unwrap_or_default();

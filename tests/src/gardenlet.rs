@@ -240,11 +240,7 @@ impl ShootFixture {
 
     /// Adds a `spec.extensions[]` entry of `ext_type`.
     pub fn with_extension(mut self, ext_type: &str, provider_config: Option<Value>) -> Self {
-        let mut entry = json!({"type": ext_type});
-        if let Some(config) = provider_config {
-            entry["providerConfig"] = config;
-        }
-        self.extensions.push(entry);
+        self.extensions.push(extension_entry(ext_type, provider_config));
         self
     }
 
@@ -298,6 +294,15 @@ impl ShootFixture {
     }
 }
 
+/// A `spec.extensions[]` entry of a Shoot or Seed.
+fn extension_entry(ext_type: &str, provider_config: Option<Value>) -> Value {
+    let mut entry = json!({"type": ext_type});
+    if let Some(config) = provider_config {
+        entry["providerConfig"] = config;
+    }
+    entry
+}
+
 /// A realistic minimal Seed (`core.gardener.cloud/v1beta1`): provider, networks, ingress and
 /// `spec.extensions[]`.
 #[derive(Debug, Clone)]
@@ -317,11 +322,7 @@ impl SeedFixture {
 
     /// Adds a `spec.extensions[]` entry of `ext_type`.
     pub fn with_extension(mut self, ext_type: &str, provider_config: Option<Value>) -> Self {
-        let mut entry = json!({"type": ext_type});
-        if let Some(config) = provider_config {
-            entry["providerConfig"] = config;
-        }
-        self.extensions.push(entry);
+        self.extensions.push(extension_entry(ext_type, provider_config));
         self
     }
 

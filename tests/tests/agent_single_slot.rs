@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use kubelink_tests::apiserver::fixtures::PROJECT_NS;
+const PROJECT_NS: &str = "garden-dev";
 use kubelink_tests::landscape::seed::{AGENT_NS, CIDR, POD_IP, SeedLandscape, node_ip, node_name};
 use kubelink_tests::landscape::{self, Started, node_of};
 use kubelink_tests::netns;

@@ -167,7 +167,7 @@ fn two_slots_key_rotation_keeps_every_tunnel_and_metrics_match() {
 
     // Metrics first, while the gateways warm up.
     let t = Instant::now();
-    scrape_ipam_and_sidecar(&l);
+    scrape_controller_and_sidecar(&l);
     println!("scrapes took {:?}", t.elapsed());
     // Gateways that have run a while: both warm (as on a seed, where a rotation is not done right
     // after a take-over).
@@ -189,30 +189,31 @@ fn two_slots_key_rotation_keeps_every_tunnel_and_metrics_match() {
     println!("two-slot scenario: {:?} in all", started.elapsed());
 }
 
-/// The IPAM's and shoot 0's sidecar's `/metrics` in the landscape, against what happened.
-fn scrape_ipam_and_sidecar(l: &SeedLandscape) {
-    let ipam = l.scrape_ipam();
-    assert!(ipam.starts_with("HTTP/1.1 200"), "the IPAM's /metrics: {ipam:.300}");
+/// The extension controller's and shoot 0's sidecar's `/metrics` in the landscape, against what
+/// happened.
+fn scrape_controller_and_sidecar(l: &SeedLandscape) {
+    let controller = l.scrape_controller();
+    assert!(controller.starts_with("HTTP/1.1 200"), "the controller's /metrics: {controller:.300}");
     let cidr: ipnet::Ipv4Net = CIDR.parse().unwrap();
     // Every address of the CIDR but the network and broadcast addresses and the two slot addresses.
     let assignable = 2f64.powi(32 - i32::from(cidr.prefix_len())) - 4.0;
     let shoots = l.shoots.len() as f64;
-    let read = |s: &str| value(&ipam, s);
-    let build =
-        ipam.lines().find(|l| l.starts_with("kubelink_build_info{") && l.contains("role=\"ipam\"")).unwrap_or_default();
+    let read = |s: &str| value(&controller, s);
+    let build = controller
+        .lines()
+        .find(|l| l.starts_with("kubelink_build_info{") && l.contains("role=\"extension\""))
+        .unwrap_or_default();
     println!(
-        "IPAM /metrics: pool size {:?} (assignable in {CIDR}: {assignable}), used {:?}, free {:?}, assigned {:?}, \
+        "controller /metrics: pool size {:?} (assignable in {CIDR}: {assignable}), used {:?}, assigned {:?}, \
          build_info: {build}",
-        read("kubelink_ipam_pool_size_addresses"),
-        read("kubelink_ipam_pool_used_addresses"),
-        read("kubelink_ipam_pool_free_addresses"),
-        read("kubelink_ipam_allocations_total{outcome=\"assigned\"}"),
+        read("kubelink_extension_pool_size_addresses"),
+        read("kubelink_extension_pool_used_addresses"),
+        read("kubelink_extension_assigned_total"),
     );
-    assert_eq!(read("kubelink_ipam_pool_size_addresses"), Some(assignable), "{ipam}");
-    assert_eq!(read("kubelink_ipam_pool_used_addresses"), Some(shoots), "one address per shoot: {ipam}");
-    assert_eq!(read("kubelink_ipam_pool_free_addresses"), Some(assignable - shoots), "{ipam}");
-    assert!(read("kubelink_ipam_allocations_total{outcome=\"assigned\"}").is_some_and(|n| n >= shoots), "{ipam}");
-    assert!(build.ends_with(" 1"), "kubelink_build_info of the IPAM: {ipam}");
+    assert_eq!(read("kubelink_extension_pool_size_addresses"), Some(assignable), "{controller}");
+    assert_eq!(read("kubelink_extension_pool_used_addresses"), Some(shoots), "one address per shoot: {controller}");
+    assert!(read("kubelink_extension_assigned_total").is_some_and(|n| n >= shoots), "{controller}");
+    assert!(build.ends_with(" 1"), "kubelink_build_info of the controller: {controller}");
 
     // Shoot 0's sidecar: both gateways up, recent handshakes, and bytes from each gateway that grow
     // under traffic (pings from the pod go through the gateway of the shoot's preferred slot).
@@ -300,7 +301,7 @@ fn one_slot_key_rotation_gap_is_bounded_then_two_slots_lose_only_restarts() {
     let upgrade = rt.block_on(l.upgrade_slots(2)).unwrap_or_else(|e| panic!("upgrade: {e}; logs in {}", dir.display()));
     println!("upgrade to two slots: {upgrade:?}");
     assert!(upgrade.created.iter().any(|o| o == "Service/kubelink-gateway-1"), "no second Service: {upgrade:?}");
-    assert!(upgrade.ipam_restarted, "the IPAM's --slots changed");
+    assert!(!upgrade.controller_restarted, "the slot count reaches the controller through the seed's Extension");
     let taken = wait(Duration::from_secs(30), || rt.block_on(l.holders()).len() == 2).map(|_| start.elapsed());
     let published =
         wait(Duration::from_secs(30), || rt.block_on(l.published_slots()) == Some(2)).map(|_| start.elapsed());

@@ -21,7 +21,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 
 use crate::alloc::Pool;
-use crate::contract::{ShootKey, Slot, labels, names};
+use crate::contract::{ShootKey, Slot, names};
 use crate::error::IpamError;
 use crate::gardener::{Seed, Shoot};
 use crate::keys::PrivateKey;
@@ -70,6 +70,16 @@ pub struct Reconciled {
     pub result: &'static str,
     /// The error of an `error` result.
     pub error: Option<String>,
+    /// The pool after a shoot's allocation: addresses it can hand out, and taken.
+    pub pool: Option<PoolUse>,
+    /// The shoot got a new address (first free, or adopted from its state).
+    pub assigned: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUse {
+    pub capacity: u128,
+    pub used: usize,
 }
 
 /// Told about every reconcile.
@@ -89,7 +99,15 @@ pub async fn run(client: kube::Client, cfg: Config, observe: Observer) {
     let extensions = Api::<Extension>::all(client.clone());
     // A change of the seed's Extension (its CIDR, its slots) concerns every shoot.
     let seed_ext = Api::<Extension>::namespaced(client.clone(), SEED_NAMESPACE);
-    let seed_changes = watcher(seed_ext, by_name()).touched_objects().map(|_| ());
+    let seed_changes = watcher(seed_ext, by_name()).default_backoff().map(|_| ());
+    // So does a slot Secret (a deleted one is a key rotation): recreated, and every shoot's Secret
+    // gets the new public key. Watched by name, one watch per slot.
+    let secrets = Api::<Secret>::namespaced(client.clone(), &cfg.namespace);
+    let slot_changes = Slot::ALL.map(|slot| {
+        let by_name = watcher::Config::default().fields(&format!("metadata.name={}", names::gateway(slot)));
+        watcher(secrets.clone(), by_name).default_backoff().map(|_| ()).boxed()
+    });
+    let everything = futures::stream::select_all(slot_changes.into_iter().chain([seed_changes.boxed()]));
     let peers = Api::<ShootPeer>::namespaced(client.clone(), &cfg.namespace);
     let ctx = Arc::new(Ctx { client: client.clone(), cfg, observe, failures: Mutex::default() });
     Controller::new(extensions, by_name())
@@ -99,7 +117,7 @@ pub async fn run(client: kube::Client, cfg: Config, observe: Observer) {
         .watches(peers, watcher::Config::default(), |p: ShootPeer| {
             p.metadata.name.map(|ns| ObjectRef::new(TYPE).within(&ns))
         })
-        .reconcile_all_on(seed_changes)
+        .reconcile_all_on(everything)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {
@@ -121,7 +139,13 @@ fn error_policy(ext: Arc<Extension>, error: &ReconcileError, ctx: Arc<Ctx>) -> A
     let delay = backoff(n);
     tracing::warn!(%object, error = %error, retry_in = ?delay, "reconcile failed");
     let operation = Operation::of(&ext).type_name();
-    (ctx.observe)(&Reconciled { operation, result: "error", error: Some(error.to_string()) });
+    (ctx.observe)(&Reconciled {
+        operation,
+        result: "error",
+        error: Some(error.to_string()),
+        pool: None,
+        assigned: false,
+    });
     Action::requeue(delay)
 }
 
@@ -134,12 +158,12 @@ async fn reconcile(ext: Arc<Extension>, ctx: Arc<Ctx>) -> Result<Action, Reconci
     if ext.spec.type_ != TYPE {
         return Ok(Action::await_change());
     }
-    let r = Reconciler { client: &ctx.client, cfg: &ctx.cfg };
-    if ext.is_seed_class() {
-        r.seed(&ext).await?
-    } else {
-        r.shoot(&ext).await?
-    };
+    let r = Reconciler { client: &ctx.client, cfg: &ctx.cfg, allocation: Mutex::default() };
+    let ready = if ext.is_seed_class() { r.seed(&ext).await? } else { r.shoot(&ext).await? };
+    let result = if ready { "succeeded" } else { "failed" };
+    let allocation = r.allocation.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let (pool, assigned) = allocation.map_or((None, false), |(p, a)| (Some(p), a));
+    (ctx.observe)(&Reconciled { operation: Operation::of(&ext).type_name(), result, error: None, pool, assigned });
     ctx.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&ObjectRef::from(ext.as_ref()));
     Ok(Action::requeue(ctx.cfg.resync))
 }
@@ -147,6 +171,8 @@ async fn reconcile(ext: Arc<Extension>, ctx: Arc<Ctx>) -> Result<Action, Reconci
 struct Reconciler<'a> {
     client: &'a kube::Client,
     cfg: &'a Config,
+    /// What a shoot's allocation left: the pool's use, and whether the shoot got a new address.
+    allocation: Mutex<Option<(PoolUse, bool)>>,
 }
 
 impl Reconciler<'_> {
@@ -237,16 +263,22 @@ impl Reconciler<'_> {
             }
         };
         let tables = Api::<ConfigMap>::namespaced(self.client.clone(), &self.cfg.namespace);
-        let decision = table_store::swap(&tables, |table| {
+        let (decision, used) = table_store::swap(&tables, |table| {
             let d =
                 plan::decide_shoot(key, config.as_ref(), shoot.as_ref(), table, recorded.as_ref().map(|r| r.address));
             let next = match &d {
                 ShootDecision::Serve { table, .. } | ShootDecision::Release { table } => table.clone(),
                 ShootDecision::Hold { .. } => None,
             };
-            (next, d)
+            let used = next.as_ref().unwrap_or(table).len();
+            (next, (d, used))
         })
         .await?;
+        if let (Ok(config), ShootDecision::Serve { assignment, .. }) = (&config, &decision) {
+            let pool = PoolUse { capacity: Pool::new(config.cidr).capacity(), used };
+            let assigned = *assignment != plan::Assignment::Kept;
+            *self.allocation.lock().unwrap_or_else(|e| e.into_inner()) = Some((pool, assigned));
+        }
         match decision {
             ShootDecision::Hold { error } => Ok(Outcome::Failed { error: error.to_string(), configuration: true }),
             ShootDecision::Release { .. } => {
@@ -278,7 +310,7 @@ impl Reconciler<'_> {
         let fresh = PrivateKey::generate();
         let build = |current: Option<&Secret>| {
             let key = current.and_then(|s| secret::private_key_of(s).ok()).unwrap_or_else(|| fresh.clone());
-            shoot_secret(namespace, &key, address, &gateways)
+            secret::shoot_secret(namespace, &key, address, &gateways)
         };
         let written = store::write_secret(&secrets, names::SHOOT_SECRET, build).await?;
         let private = secret::private_key_of(&written).map_err(StoreError::Ipam)?;
@@ -466,16 +498,6 @@ fn typed<T: serde::de::DeserializeOwned>(
         reason,
         fix: "gardenlet writes it; see its logs".into(),
     })
-}
-
-fn shoot_secret(namespace: &str, key: &PrivateKey, address: IpNet, gateways: &[KnownGateway]) -> Secret {
-    let mut secret = Secret::default();
-    secret.metadata.name = Some(names::SHOOT_SECRET.into());
-    secret.metadata.namespace = Some(namespace.into());
-    secret.metadata.labels = Some(labels::managed());
-    secret.type_ = Some("Opaque".into());
-    secret.data = Some(secret::shoot_secret_data(key, address, gateways));
-    secret
 }
 
 /// Now, rounded up to the second (the status's resolution): gardenlet takes a `lastUpdateTime`

@@ -1,7 +1,8 @@
 //! `kubelink-landscape`: the local landscape in network namespaces, with live status until Ctrl-C.
 //! A test tool, not part of the product: the seed is a real kube-apiserver and etcd built from their
-//! Go modules (`scripts/k8s-tools`), the garden the Kubernetes API test server (embedded); it runs the
-//! `kubelink` binary built beside it.
+//! Go modules (`scripts/k8s-tools`), gardenlet's part played by its stand-in; it runs the `kubelink`
+//! binary built beside it. (`--control-plane` still runs the garden-based IPAM against the embedded
+//! API test server.)
 
 use std::time::Duration;
 
@@ -24,7 +25,8 @@ pub struct LandscapeArgs {
     #[arg(long)]
     pub once: bool,
     /// The small landscape from static configs (`kubelink run`: one gateway, one worker) instead of
-    /// the seed with agents, the IPAM and shoot sidecars against the seed's real kube-apiserver.
+    /// the seed with agents, the extension controller and shoot sidecars against the seed's real
+    /// kube-apiserver.
     #[arg(long)]
     pub standalone: bool,
     /// WireGuard implementation for the standalone hosts.
@@ -80,9 +82,9 @@ async fn seed(args: &LandscapeArgs, dir: &std::path::Path, bin: &std::path::Path
     // "up" only when every part answered: both slots held, no request refused, every shoot reached.
     if all {
         println!(
-            "landscape up: the seed on kube-apiserver {version} (TLS, Node,RBAC, the seed chart installed by helm), \
-             the garden on the embedded API test server (RBAC on, its chart installed by Helm's library), 3 seed nodes \
-             with agents (2 gateway slots behind 2 load balancers), the IPAM controller, {} shoot(s) with sidecars",
+            "landscape up: the seed on kube-apiserver {version} (TLS, Node,RBAC, the chart installed by helm as gardenlet \
+             configures it), gardenlet's stand-in with the seed's and each shoot's Extension, 3 seed nodes with agents \
+             (2 gateway slots behind 2 load balancers), the extension controller, {} shoot(s) with sidecars",
             args.shoots
         );
     } else {

@@ -1,34 +1,28 @@
-//! The seed landscape deployed as an operator deploys kubelink: `charts/kubelink-garden` into the
-//! garden and `charts/kubelink` into the seed, both by real Helm into API servers with
-//! authentication and RBAC on, and every agent and the IPAM controller started with the args and
-//! env of the rendered DaemonSet and Deployment ([`helm::container_command`]), as a kubelet would.
+//! The seed landscape deployed as gardenlet deploys kubelink: `charts/kubelink` into the seed by the
+//! real helm CLI, with the values a ControllerDeployment gives and the `gardener.*` values gardenlet
+//! injects, into an API server with authentication and RBAC on; every agent and the extension
+//! controller started with the args and env of the rendered DaemonSet and Deployment
+//! ([`helm::container_command`]), as a kubelet would.
 //!
 //! What a kubelet adds stands in here, and only that:
 //! - the Pod's ServiceAccount token: a kubeconfig named by `KUBECONFIG` (a fresh token of the Pod's
 //!   ServiceAccount, the server's CA), where a kubelet mounts the token for in-cluster config;
-//! - Secret volumes: the Secret read from the seed and written to a directory, the container's
-//!   paths under the mount rewritten to it;
+//! - Secret and ConfigMap volumes: the object read from the seed and written to a directory, the
+//!   container's paths under the mount rewritten to it;
 //! - the node's own filesystem: the namespaces share this machine's, so each node gets its own
 //!   device name (its UAPI socket `/var/run/wireguard/<device>.sock` is a file) and state directory.
 
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
-use kube::api::PostParams;
-use kubelink_apiserver::ApiServer;
 
 use crate::helm;
 use crate::k8s::Cluster;
 use serde_json::{Value, json};
 
-/// The release name of both charts.
+/// The release name.
 pub const RELEASE: &str = "kubelink";
-/// The Secret (in the seed chart's namespace) holding the IPAM's garden kubeconfig, as an operator
-/// creates it.
-pub const GARDEN_SECRET: &str = "kubelink-garden-kubeconfig";
-/// The namespace of the garden chart (its ServiceAccount for the IPAM).
-pub const GARDEN_NS: &str = "garden";
 
 /// The chart `name` under `charts/`.
 pub fn chart_dir(name: &str) -> PathBuf {
@@ -39,58 +33,22 @@ pub fn chart_dir(name: &str) -> PathBuf {
 pub struct Workloads {
     /// DaemonSet `kubelink-agent`.
     pub agent: Value,
-    /// Deployment `kubelink-ipam`.
-    pub ipam: Value,
+    /// Deployment `kubelink-controller`.
+    pub controller: Value,
 }
 
-/// The garden's identity for the IPAM of `seed`: ServiceAccount `garden/kubelink-ipam-<seed>`.
-pub fn garden_account(seed: &str) -> String {
-    format!("kubelink-ipam-{seed}")
-}
-
-/// Installs both charts as the clusters' admin: the garden chart with `seedName` (Helm's library,
-/// [`kubelink_apiserver::helm`], into the garden's API test server), the seed chart into `namespace`
-/// with `values` (the `helm` CLI into the real seed); then creates the garden kubeconfig Secret the
-/// seed chart names, for the IPAM's garden identity reaching the garden at `garden_url` (https).
-pub async fn install(
-    garden: &ApiServer,
-    seed: &Cluster,
-    dir: &Path,
-    namespace: &str,
-    values: Value,
-    garden_url: &str,
-) -> Result<Workloads, String> {
+/// Installs the seed chart into `namespace` with `values` as the cluster's admin (the `helm` CLI).
+pub async fn install(seed: &Cluster, namespace: &str, values: Value) -> Result<Workloads, String> {
     helm::available().await.map_err(|e| e.to_string())?;
-    let seed_name = values["seedName"].as_str().ok_or("values without seedName")?.to_string();
-    install_garden(garden, dir, json!({"seedName": seed_name})).await?;
     seed.ensure_namespace(namespace).await?;
     let kubeconfig = seed.admin_kubeconfig_file()?;
     let objects = helm::install(&chart_dir("kubelink"), &kubeconfig, namespace, RELEASE, values)
         .await
         .map_err(|e| format!("installing kubelink: {e}"))?;
-    let token = garden.token_for(GARDEN_NS, &garden_account(&seed_name));
-    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": GARDEN_SECRET},
-                        "stringData": {"kubeconfig": garden.kubeconfig_at(garden_url, &token)}});
-    let secret: Secret = serde_json::from_value(secret).map_err(|e| e.to_string())?;
-    Api::<Secret>::namespaced(seed.client().await?, namespace)
-        .create(&PostParams::default(), &secret)
-        .await
-        .map_err(|e| format!("creating the garden kubeconfig Secret: {e}"))?;
     Ok(Workloads {
         agent: find(&objects, "DaemonSet", "kubelink-agent")?,
-        ipam: find(&objects, "Deployment", "kubelink-ipam")?,
+        controller: find(&objects, "Deployment", "kubelink-controller")?,
     })
-}
-
-/// The garden chart into the garden's API test server, by Helm's library (the garden is not a real
-/// API server: Gardener's own cannot run here).
-async fn install_garden(garden: &ApiServer, dir: &Path, values: Value) -> Result<Vec<Value>, String> {
-    let token = garden.admin_token().ok_or("the API server runs without authentication")?;
-    let kubeconfig = dir.join("kubelink-garden.admin.kubeconfig");
-    std::fs::write(&kubeconfig, garden.kubeconfig(token)).map_err(|e| format!("{}: {e}", kubeconfig.display()))?;
-    kubelink_apiserver::helm::install(&chart_dir("kubelink-garden"), &kubeconfig, GARDEN_NS, RELEASE, values)
-        .await
-        .map_err(|e| format!("installing kubelink-garden: {e}"))
 }
 
 fn find(objects: &[Value], kind: &str, name: &str) -> Result<Value, String> {
@@ -143,12 +101,13 @@ pub fn agent_container(
     Ok(c)
 }
 
-/// The IPAM container of `deployment`: its Secret volumes read from the seed (as the admin, as a
-/// kubelet reads them) into `volumes/<volume>/`, the mount paths rewritten, and `kubeconfig` as its
-/// in-cluster credentials.
-pub async fn ipam_container(
+/// The container `name` of `deployment`: its Secret and ConfigMap volumes read from the seed (as the
+/// admin, as a kubelet reads them) into `volumes/<object>/`, the mount paths rewritten, and
+/// `kubeconfig` as its in-cluster credentials.
+pub async fn deployment_container(
     seed: &kube::Client,
     deployment: &Value,
+    name: &str,
     namespace: &str,
     volumes: &Path,
     kubeconfig: &Path,
@@ -156,13 +115,13 @@ pub async fn ipam_container(
     let downward = helm::Downward {
         node_name: "control".into(),
         host_ip: String::new(),
-        pod_name: "kubelink-ipam-0".into(),
+        pod_name: format!("{}-0", deployment["metadata"]["name"].as_str().unwrap_or(name)),
         pod_namespace: namespace.into(),
     };
-    let mut c = helm::container_command(deployment, "ipam", &downward).map_err(|e| e.to_string())?;
-    for (mount, secret) in secret_mounts(deployment, "ipam")? {
-        let local = volumes.join(&secret);
-        write_secret(seed, namespace, &secret, &local).await?;
+    let mut c = helm::container_command(deployment, name, &downward).map_err(|e| e.to_string())?;
+    for (mount, source) in volume_mounts(deployment, name)? {
+        let local = volumes.join(source.name());
+        write_volume(seed, namespace, &source, &local).await?;
         let local = local.to_string_lossy();
         for text in c.args.iter_mut().chain(c.env.iter_mut().map(|(_, v)| v)) {
             *text = text.replace(&mount, &local);
@@ -172,8 +131,23 @@ pub async fn ipam_container(
     Ok(c)
 }
 
-/// (mount path, Secret name) of every Secret volume `container` mounts.
-fn secret_mounts(workload: &Value, container: &str) -> Result<Vec<(String, String)>, String> {
+/// What a volume holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    Secret(String),
+    ConfigMap(String),
+}
+
+impl Source {
+    fn name(&self) -> &str {
+        match self {
+            Self::Secret(n) | Self::ConfigMap(n) => n,
+        }
+    }
+}
+
+/// (mount path, source) of every volume `container` mounts; only Secrets and ConfigMaps.
+fn volume_mounts(workload: &Value, container: &str) -> Result<Vec<(String, Source)>, String> {
     let spec = &workload["spec"]["template"]["spec"];
     let c = spec["containers"]
         .as_array()
@@ -183,26 +157,42 @@ fn secret_mounts(workload: &Value, container: &str) -> Result<Vec<(String, Strin
     for m in c["volumeMounts"].as_array().map(Vec::as_slice).unwrap_or_default() {
         let volume = spec["volumes"].as_array().and_then(|vs| vs.iter().find(|v| v["name"] == m["name"]));
         let Some(volume) = volume else { return Err(format!("volumeMount {} has no volume", m["name"])) };
-        match (volume["secret"]["secretName"].as_str(), m["mountPath"].as_str()) {
-            (Some(secret), Some(path)) => out.push((path.to_string(), secret.to_string())),
-            (None, _) => return Err(format!("volume {} is not a Secret; only Secret volumes are provided", m["name"])),
-            (_, None) => return Err(format!("volumeMount {} has no mountPath", m["name"])),
-        }
+        let path = m["mountPath"].as_str().ok_or_else(|| format!("volumeMount {} has no mountPath", m["name"]))?;
+        let source = match (volume["secret"]["secretName"].as_str(), volume["configMap"]["name"].as_str()) {
+            (Some(secret), _) => Source::Secret(secret.into()),
+            (None, Some(map)) => Source::ConfigMap(map.into()),
+            (None, None) => {
+                return Err(format!("volume {} is not a Secret or ConfigMap; only those are provided", m["name"]));
+            }
+        };
+        out.push((path.to_string(), source));
     }
     Ok(out)
 }
 
-/// Writes every key of Secret `name` as a file in `dir` (mode 0600).
-async fn write_secret(seed: &kube::Client, namespace: &str, name: &str, dir: &Path) -> Result<(), String> {
+/// Writes every key of the volume's object as a file in `dir` (mode 0600).
+async fn write_volume(seed: &kube::Client, namespace: &str, source: &Source, dir: &Path) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
-    let secret = Api::<Secret>::namespaced(seed.clone(), namespace)
-        .get(name)
-        .await
-        .map_err(|e| format!("reading Secret {namespace}/{name} for a volume: {e}"))?;
+    let files: Vec<(String, Vec<u8>)> = match source {
+        Source::Secret(name) => {
+            let secret = Api::<Secret>::namespaced(seed.clone(), namespace)
+                .get(name)
+                .await
+                .map_err(|e| format!("reading Secret {namespace}/{name} for a volume: {e}"))?;
+            secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect()
+        }
+        Source::ConfigMap(name) => {
+            let map = Api::<ConfigMap>::namespaced(seed.clone(), namespace)
+                .get(name)
+                .await
+                .map_err(|e| format!("reading ConfigMap {namespace}/{name} for a volume: {e}"))?;
+            map.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect()
+        }
+    };
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    for (key, value) in secret.data.unwrap_or_default() {
+    for (key, value) in files {
         let path = dir.join(&key);
-        std::fs::write(&path, &value.0).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(&path, &value).map_err(|e| format!("{}: {e}", path.display()))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
@@ -261,12 +251,14 @@ mod tests {
     }
 
     #[test]
-    fn only_secret_volumes_are_provided() {
+    fn only_secret_and_config_map_volumes_are_provided() {
         let mut d = json!({"spec": {"template": {"spec": {
-            "containers": [{"name": "ipam", "volumeMounts": [{"name": "g", "mountPath": "/etc/g"}]}],
-            "volumes": [{"name": "g", "secret": {"secretName": "garden"}}]}}}});
-        assert_eq!(secret_mounts(&d, "ipam").unwrap(), [("/etc/g".to_string(), "garden".to_string())]);
+            "containers": [{"name": "c", "volumeMounts": [{"name": "g", "mountPath": "/etc/g"}]}],
+            "volumes": [{"name": "g", "secret": {"secretName": "s"}}]}}}});
+        assert_eq!(volume_mounts(&d, "c").unwrap(), [("/etc/g".to_string(), Source::Secret("s".into()))]);
+        d["spec"]["template"]["spec"]["volumes"][0] = json!({"name": "g", "configMap": {"name": "m"}});
+        assert_eq!(volume_mounts(&d, "c").unwrap(), [("/etc/g".to_string(), Source::ConfigMap("m".into()))]);
         d["spec"]["template"]["spec"]["volumes"][0] = json!({"name": "g", "hostPath": {"path": "/x"}});
-        assert!(secret_mounts(&d, "ipam").unwrap_err().contains("not a Secret"));
+        assert!(volume_mounts(&d, "c").unwrap_err().contains("not a Secret or ConfigMap"));
     }
 }

@@ -1,9 +1,8 @@
 //! The local landscapes, in network namespaces on this machine:
 //!
-//! - [`seed`]: the garden and seed API servers (embedded API test servers), seed nodes running
-//!   `kubelink agent`, a load balancer per gateway slot ([`lb`]), the IPAM controller and shoots
-//!   running the `kubelink shoot` sidecar. `kubelink-landscape` runs it; so do the agent tests
-//!   ([`start`]).
+//! - [`seed`]: the seed's real API server, gardenlet's stand-in, seed nodes running `kubelink agent`,
+//!   a load balancer per gateway slot ([`lb`]), the extension controller and shoots running the
+//!   `kubelink shoot` sidecar. `kubelink-landscape` runs it; so do the agent tests ([`start`]).
 //! - [`control`]: the seed landscape's control plane alone (the kernel scenario under qemu).
 //! - [`standalone`]: one gateway, one worker and shoots running `kubelink run` from static configs.
 

@@ -1,13 +1,13 @@
 //! The full local landscape: the seed's real kube-apiserver and etcd ([`crate::k8s`]) in a network
-//! namespace of their own, the garden (the Seed, its Shoots and their ShootStates) on the Kubernetes
-//! API test server (embedded; Gardener's own API cannot run here), both with authentication and RBAC
-//! on; both charts installed by real Helm ([`super::chart`]); three seed nodes running `kubelink agent` with the
-//! args and env of the rendered DaemonSet (two gateway slots, a load balancer per slot) against the
-//! seed only, with the agent's ServiceAccount token; the IPAM controller as the rendered Deployment
-//! runs it (the one part that talks to both, each with its own identity); and shoots running the
+//! namespace of their own, with authentication and RBAC on and Gardener's seed CRDs; the chart
+//! installed by the real helm CLI as gardenlet configures it ([`super::chart`]); gardenlet's part
+//! played by its stand-in ([`crate::gardenlet`]): the seed's Extension, and per shoot its namespace,
+//! Cluster and Extension; three seed nodes running `kubelink agent` with the args and env of the
+//! rendered DaemonSet (two gateway slots, a load balancer per slot) with the agent's ServiceAccount
+//! token; the extension controller as the rendered Deployment runs it; and shoots running the
 //! `kubelink shoot` sidecar from the Secret each shoot's ManagedResource delivers (copied into a
 //! directory per shoot, as gardener-resource-manager applies it and a kubelet mounts it). A "pod" on
-//! the third node probes every shoot through the tunnel.
+//! the third node probes every shoot through the tunnel. Nothing of a garden runs: kubelink needs none.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -20,13 +20,14 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
-use kubelink_apiserver::{ApiServer, Options, fixtures};
 use kubelink_ipam::contract::{Slot, names};
 use kubelink_ipam::controller::{Config, Controller};
-use serde_json::json;
+use kubelink_ipam::extension::objects::TYPE;
+use serde_json::{Value, json};
 
 use super::chart::{self, Workloads};
 use super::lb;
+use crate::gardenlet::{Gardenlet, SeedFixture, ShootFixture, ShootInput};
 use crate::helm;
 use crate::k8s::{self, Cluster};
 use crate::netns::{Netns, Proc, Segment, unique};
@@ -34,9 +35,11 @@ use crate::netns::{Netns, Proc, Segment, unique};
 mod memory;
 pub mod ops;
 
-/// The release namespace: the agents' Leases, slot Secrets and Pods, the IPAM's seed objects.
+/// The release namespace: the agents' Leases, slot Secrets and Pods, the controller's seed objects.
 pub const AGENT_NS: &str = "kubelink";
 pub const SEED: &str = "local";
+/// The shoots' project (`shoot--<project>--<name>`).
+pub const PROJECT: &str = "dev";
 pub const CIDR: &str = "192.168.128.0/22";
 /// Where the namespaces reach both API servers (each on a port of its own).
 pub const API_IP: &str = "10.250.0.2";
@@ -75,7 +78,7 @@ impl ShootHost {
         } else {
             lan.attach(&ns, "eth0", &cidr)?
         }
-        let name = fixtures::shoot_name(i);
+        let name = shoot_name(i);
         let config_dir = dir.join(&name);
         Ok(ShootHost { name, ns, device: unique("s"), config_dir, proc: None, address: None, deleted: false })
     }
@@ -88,21 +91,21 @@ pub struct SeedLandscape {
     pub seed: Cluster,
     /// The seed's admin client, from this process.
     client: kube::Client,
-    /// The garden's API server: only the IPAM controller talks to it.
-    pub garden: ApiServer,
+    /// gardenlet's part, as the seed's admin.
+    pub gardenlet: Gardenlet,
     /// The seed API server's URL as the namespaces reach it (https).
     pub api_url: String,
     /// What Helm rendered: the agents and the IPAM start from these.
     workloads: Workloads,
     lan: Segment,
-    /// The API servers' host; the IPAM controller runs here too.
+    /// The API server's host; the extension controller runs here too.
     api_ns: Netns,
     /// Gateway slots: 1, or 2 for high availability.
     pub slots: usize,
     pub nodes: Vec<Netns>,
     pub devices: Vec<String>,
     pub agents: Vec<Option<Proc>>,
-    ipam: Option<Proc>,
+    controller: Option<Proc>,
     lbs: Vec<Arc<Netns>>,
     /// Where each slot's load balancer sends (a node IP while its labelled Pod is Ready).
     backends: lb::Backends,
@@ -123,21 +126,9 @@ async fn seed_cluster(api_ns: &Netns) -> Result<(Cluster, String), String> {
     Ok((seed, url))
 }
 
-/// The garden's API test server with authentication on, also listening in `api_ns` on [`API_IP`]; its
-/// https URL there, and the listener's task.
-async fn garden_server(api_ns: &Netns) -> Result<(ApiServer, String, tokio::task::JoinHandle<()>), String> {
-    let options = Options { auth: true, tls_names: vec![API_IP.into()], ..Options::default() };
-    let local = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let garden = kubelink_apiserver::serve_with(local, options).await.map_err(|e| e.to_string())?;
-    let listener = api_ns.run_in(|| std::net::TcpListener::bind((API_IP, 0)))?.map_err(|e| e.to_string())?;
-    let url = format!("https://{}", listener.local_addr().map_err(|e| e.to_string())?);
-    let task = garden.serve_also(listener).map_err(|e| e.to_string())?;
-    Ok((garden, url, task))
-}
-
 impl SeedLandscape {
-    /// Builds the namespaces and the API servers, installs both charts, creates the Seed, the
-    /// agents' Pods and the Shoots. Two gateway slots.
+    /// Builds the namespaces and the API server, installs the chart, creates the agents' Pods and
+    /// each shoot's namespace and Cluster. Two gateway slots.
     pub async fn build(shoots: usize, dir: &Path, bin: &Path) -> Result<Self, String> {
         Self::build_with_slots(shoots, 2, dir, bin).await
     }
@@ -162,9 +153,7 @@ impl SeedLandscape {
         lan.attach(&api_ns, "eth0", &format!("{API_IP}/24"))?;
         let (seed, api_url) = seed_cluster(&api_ns).await?;
         let client = seed.client().await?;
-        let (garden, garden_url, garden_task) = garden_server(&api_ns).await?;
-        let tasks = vec![garden_task];
-        let workloads = chart::install(&garden, &seed, dir, AGENT_NS, chart_values(slots), &garden_url).await?;
+        let workloads = chart::install(&seed, AGENT_NS, chart_values(slots)).await?;
         let nodes = (0..NODES).map(|_| Netns::new("node")).collect::<Result<Vec<_>, _>>()?;
         for (i, n) in nodes.iter().enumerate() {
             lan.attach(n, "eth0", &format!("{}/24", node_ip(i)))?;
@@ -187,8 +176,8 @@ impl SeedLandscape {
             dir: dir.into(),
             bin: bin.into(),
             seed,
+            gardenlet: Gardenlet::new(client.clone()),
             client,
-            garden,
             api_url,
             workloads,
             lan,
@@ -197,13 +186,13 @@ impl SeedLandscape {
             nodes,
             devices: (0..NODES).map(|_| unique("n")).collect(),
             agents: (0..NODES).map(|_| None).collect(),
-            ipam: None,
+            controller: None,
             lbs,
             backends: Default::default(),
             shoots: hosts,
             wired_shoots,
             stop: Arc::new(AtomicBool::new(false)),
-            tasks,
+            tasks: Vec::new(),
         };
         landscape.populate().await.map_err(|e| format!("creating the landscape's objects: {e}"))?;
         Ok(landscape)
@@ -214,15 +203,14 @@ impl SeedLandscape {
         self.client.clone()
     }
 
-    /// The garden's Seed and Shoots, each shoot's control-plane namespace on the seed (gardenlet's
-    /// part); the agents' Pods as the DaemonSet controller creates them.
+    /// gardenlet's part before the controller runs: each shoot's namespace and Cluster, and the
+    /// `garden` namespace of the seed's Extension; the agents' Pods as the DaemonSet controller
+    /// creates them.
     async fn populate(&self) -> Result<(), String> {
-        let garden = self.garden.client();
         let e = |e: kube::Error| e.to_string();
-        fixtures::create_seed(&garden, &fixtures::seed(SEED, CIDR)).await.map_err(e)?;
-        fixtures::create_shoots(&garden, SEED, 0..self.shoots.len()).await.map_err(e)?;
+        self.seed.ensure_namespace("garden").await?;
         for i in 0..self.shoots.len() {
-            self.seed.ensure_namespace(&control_plane_namespace(&fixtures::shoot_name(i))).await?;
+            self.prepare_shoot(i).await?;
         }
         let pods: Api<Pod> = Api::namespaced(self.client(), AGENT_NS);
         for i in 0..NODES {
@@ -236,8 +224,28 @@ impl SeedLandscape {
         Ok(())
     }
 
-    /// Starts the IPAM controller, the agents and the load balancers. The node with the pod starts last,
-    /// once the slots are taken, so that the pod's traffic is routed to the gateways.
+    /// Shoot `i`'s control-plane namespace and Cluster, as gardenlet writes them.
+    async fn prepare_shoot(&self, i: usize) -> Result<String, String> {
+        let input = ShootInput::new(PROJECT, shoot_fixture(i).to_json(), seed_json());
+        self.gardenlet.prepare_shoot(&input).await.map_err(|e| e.to_string())
+    }
+
+    /// gardenlet's reconcile of the seed's Extension with `slots` slots, each at its load balancer.
+    pub async fn reconcile_seed_extension(&self, slots: usize) -> Result<(), String> {
+        let config = seed_extension_config(slots);
+        self.gardenlet.reconcile_extension("garden", TYPE, Some("seed"), Some(config)).await.map_err(|e| e.to_string())
+    }
+
+    /// gardenlet's reconcile of shoot `i`'s Extension (the controller allocates; `sync_shoots`
+    /// starts its sidecar).
+    async fn reconcile_shoot_extension(&self, i: usize) -> Result<(), String> {
+        let ns = control_plane_namespace(&shoot_name(i));
+        self.gardenlet.reconcile_extension(&ns, TYPE, None, None).await.map_err(|e| e.to_string())
+    }
+
+    /// Starts the extension controller, gardenlet's reconcile of the seed's and the shoots'
+    /// Extensions, the agents and the load balancers. The node with the pod starts last, once the
+    /// slots are taken, so that the pod's traffic is routed to the gateways.
     pub async fn start(&mut self) -> Result<(), String> {
         // The cloud's part: each slot's load balancer has its address before the agents come up.
         for slot in 0..self.slots {
@@ -251,9 +259,13 @@ impl SeedLandscape {
             let who = (who.0, who.1, who.2.as_deref());
             chart::write_kubeconfig(&self.seed, &self.api_url, who, &self.agent_kubeconfig(i)).await?;
         }
-        // The IPAM first: it writes the SeedTunnel (the slot count) and the slot Secrets the agents
-        // wait for.
-        self.ipam = Some(self.start_ipam().await?);
+        // The controller first: the seed's Extension ready means the SeedTunnel (the slot count) and
+        // the slot Secrets the agents wait for are there.
+        self.controller = Some(self.start_controller().await?);
+        self.reconcile_seed_extension(self.slots).await?;
+        for i in 0..self.shoots.len() {
+            self.reconcile_shoot_extension(i).await?;
+        }
         for i in 0..NODES - 1 {
             self.start_agent(i)?;
         }
@@ -277,15 +289,17 @@ impl SeedLandscape {
         lb::follow(self.client(), runtime, AGENT_NS.into(), lbs, PORT, ip_of, backends, self.stop.clone());
     }
 
-    /// The IPAM controller as the rendered Deployment runs it, in the API servers' namespace.
-    async fn start_ipam(&self) -> Result<Proc, String> {
-        let kubeconfig = self.dir.join("ipam.kubeconfig");
-        let account = chart::service_account(&self.workloads.ipam)?;
+    /// The extension controller as the rendered Deployment runs it, in the API server's namespace.
+    async fn start_controller(&self) -> Result<Proc, String> {
+        let kubeconfig = self.dir.join("controller.kubeconfig");
+        let deployment = &self.workloads.controller;
+        let account = chart::service_account(deployment)?;
         chart::write_kubeconfig(&self.seed, &self.api_url, (AGENT_NS, &account, None), &kubeconfig).await?;
-        let volumes = self.dir.join("ipam-volumes");
-        let c = chart::ipam_container(&self.client(), &self.workloads.ipam, AGENT_NS, &volumes, &kubeconfig).await?;
+        let volumes = self.dir.join("controller-volumes");
+        let client = self.client();
+        let c = chart::deployment_container(&client, deployment, "controller", AGENT_NS, &volumes, &kubeconfig).await?;
         let args: Vec<&str> = c.args.iter().map(String::as_str).collect();
-        self.api_ns.spawn_env(&self.bin, &args, &c.env, &self.dir.join("ipam.log"))
+        self.api_ns.spawn_env(&self.bin, &args, &c.env, &self.dir.join("controller.log"))
     }
 
     /// Starts node `i`'s agent as the rendered DaemonSet runs it on that node.
@@ -352,23 +366,15 @@ impl SeedLandscape {
         self.shoots.iter().filter(|s| s.proc.is_some()).count()
     }
 
-    /// Every request the API servers refused (401/403), one line each (`server user verb resource
-    /// namespace/name`): what a component needed and its chart does not grant. Empty when the charts'
-    /// RBAC covers everything the agents and the IPAM did. The seed's answers come from its audit log.
+    /// Every request the API server refused (401/403), one line each (`seed user verb resource
+    /// namespace/name`): what a component needed and its chart does not grant. Empty when the chart's
+    /// RBAC covers everything the agents and the controller did. From the audit log.
     pub fn refused(&self) -> Vec<String> {
         let mut out = Vec::new();
         for e in self.seed.audit().into_iter().filter(|e| !e.allowed()) {
             let o = e.object_ref.clone().unwrap_or_default();
             let sub = if o.subresource.is_empty() { String::new() } else { format!("/{}", o.subresource) };
             out.push(format!("seed {} {} {}{sub} {}/{}", e.user.username, e.verb, o.resource, o.namespace, o.name));
-        }
-        let store = self.garden.store();
-        for user in store.users() {
-            for r in store.requests_of(&user).into_iter().filter(|r| !r.allowed) {
-                let a = &r.attributes;
-                let sub = if a.subresource.is_empty() { String::new() } else { format!("/{}", a.subresource) };
-                out.push(format!("garden {user} {} {}{sub} {}/{}", a.verb, a.resource, a.namespace, a.name));
-            }
         }
         out
     }
@@ -397,7 +403,7 @@ impl SeedLandscape {
         out
     }
 
-    /// Starts every shoot's sidecar (waiting for the IPAM) and waits until the pod reaches every shoot.
+    /// Starts every shoot's sidecar (waiting for the controller) and waits until the pod reaches every shoot.
     pub async fn wait_for_shoots(&mut self, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
         while std::time::Instant::now() < deadline {
@@ -418,20 +424,21 @@ impl SeedLandscape {
         })?
     }
 
-    /// A new shoot: its namespace on the LAN and its Shoot object (the IPAM allocates, `sync_shoots`
-    /// starts its sidecar). Returns its index.
+    /// A new shoot: its namespace on the LAN, then gardenlet's namespace, Cluster and Extension (the
+    /// controller allocates, `sync_shoots` starts its sidecar). Returns its index.
     pub async fn add_shoot(&mut self) -> Result<usize, String> {
         let i = self.shoots.len();
         self.shoots.push(ShootHost::new(&self.lan, &self.dir, i, self.wired_shoots)?);
-        self.seed.ensure_namespace(&control_plane_namespace(&fixtures::shoot_name(i))).await?;
-        fixtures::create_shoots(&self.garden.client(), SEED, i..i + 1).await.map_err(|e| e.to_string())?;
+        self.prepare_shoot(i).await?;
+        self.reconcile_shoot_extension(i).await?;
         Ok(i)
     }
 
-    /// Deletes shoot `i`'s Shoot object and stops its sidecar (the namespace stays, unused).
+    /// Deletes shoot `i`'s Extension as gardenlet does when the shoot is deleted (or leaves the
+    /// extension) and stops its sidecar (the namespace stays, unused).
     pub async fn delete_shoot(&mut self, i: usize) -> Result<(), String> {
-        let shoots: Api<kubelink_ipam::gardener::Shoot> = Api::namespaced(self.garden.client(), fixtures::PROJECT_NS);
-        shoots.delete(&self.shoots[i].name, &Default::default()).await.map_err(|e| e.to_string())?;
+        let ns = control_plane_namespace(&shoot_name(i));
+        self.gardenlet.delete_extension(&ns, TYPE).await.map_err(|e| e.to_string())?;
         self.shoots[i].deleted = true;
         if let Some(mut p) = self.shoots[i].proc.take() {
             p.stop(Duration::from_secs(5));
@@ -499,7 +506,7 @@ impl SeedLandscape {
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         let sidecars = self.shoots.iter_mut().filter_map(|s| s.proc.as_mut());
-        for p in sidecars.chain(self.agents.iter_mut().flatten()).chain(self.ipam.as_mut()) {
+        for p in sidecars.chain(self.agents.iter_mut().flatten()).chain(self.controller.as_mut()) {
             p.stop(Duration::from_secs(5));
         }
         for t in &self.tasks {
@@ -517,12 +524,36 @@ impl Drop for SeedLandscape {
     }
 }
 
-/// The seed chart's values for `slots` gateway slots, a load balancer endpoint per slot: what
-/// `build` installs and [`SeedLandscape::upgrade_slots`] upgrades to.
-/// No `agent.slotEndpoints`: the gateways publish their Services' load-balancer addresses.
-fn chart_values(slots: usize) -> serde_json::Value {
-    json!({"seedName": SEED, "slots": slots, "gardenKubeconfigSecret": chart::GARDEN_SECRET,
-           "agent": {"warmup": AGENT_WARMUP}})
+/// The chart's values for `slots` gateway slots, as a ControllerDeployment gives them (the
+/// extension controller on, the garden-based IPAM off) with the `gardener` values gardenlet injects:
+/// what `build` installs and [`SeedLandscape::upgrade_slots`] upgrades to.
+fn chart_values(slots: usize) -> Value {
+    json!({"slots": slots, "ipam": {"enabled": false}, "controller": {"enabled": true},
+           "agent": {"warmup": AGENT_WARMUP},
+           "gardener": {"version": "1.149.0", "seed": {"name": SEED, "spec": seed_json()["spec"]}}})
+}
+
+/// The Seed as gardenlet describes it: its networks stay out of the WireGuard CIDR.
+fn seed_json() -> Value {
+    let mut seed = SeedFixture::new(SEED).to_json();
+    seed["spec"]["networks"] = json!({"nodes": "10.250.0.0/16", "pods": "100.64.0.0/12", "services": "100.80.0.0/13"});
+    seed
+}
+
+/// The seed Extension's providerConfig: the CIDR, `slots` slots, each at its load balancer.
+fn seed_extension_config(slots: usize) -> Value {
+    let endpoints: Vec<String> = (0..slots).map(|s| format!("{}:{PORT}", lb_ip(s))).collect();
+    json!({"cidr": CIDR, "slots": slots, "slotEndpoints": endpoints})
+}
+
+/// `shoot-00000`, `shoot-00001`, ...: names that sort like their numbers.
+pub fn shoot_name(i: usize) -> String {
+    format!("shoot-{i:05}")
+}
+
+/// Shoot `i` of [`PROJECT`] on [`SEED`], with Gardener's default networks.
+fn shoot_fixture(i: usize) -> ShootFixture {
+    ShootFixture::new(PROJECT, &shoot_name(i), SEED)
 }
 
 /// The name of node `i` (its Lease holder identity).
@@ -551,11 +582,11 @@ pub fn spawn_ipam(garden: kube::Client, seed: kube::Client, slots: u8) -> tokio:
 
 /// The control-plane namespace of shoot `name` on the seed (`shoot--<project>--<name>`).
 pub fn control_plane_namespace(name: &str) -> String {
-    format!("shoot--{}--{name}", fixtures::PROJECT_NS.trim_start_matches("garden-"))
+    format!("shoot--{PROJECT}--{name}")
 }
 
 /// Shoot `name`'s sidecar Secret as files (key -> text), as gardener-resource-manager would apply it
-/// in the shoot from the ManagedResource's Secret, once the IPAM has written it.
+/// in the shoot from the ManagedResource's Secret, once the controller has written it.
 pub(crate) async fn shoot_secret_files(seed: &kube::Client, name: &str) -> Option<BTreeMap<String, String>> {
     let ns = control_plane_namespace(name);
     let secrets: Api<Secret> = Api::namespaced(seed.clone(), &ns);

@@ -1,15 +1,15 @@
 //! Agent memory with many shoots (`kubelink-bench --agents N`): a one-slot seed landscape with one
-//! live shoot, then `N - 1` more Shoot objects in the garden. The IPAM allocates them; the gateway's
-//! device gets a peer for each; every agent watches them all. Prints each agent's peak RSS before
+//! live shoot, then `N - 1` more shoots' Extensions (gardenlet's stand-in, 16 at a time). The
+//! controller allocates them; the gateway's device gets a peer for each; every agent watches them all. Prints each agent's peak RSS before
 //! (one shoot: the baseline, measured in the same run) and after, and how long the gateway took
 //! from the objects' creation to all peers.
 
 use std::fmt::Write;
 use std::time::{Duration, Instant};
 
-use kubelink_apiserver::fixtures;
+use futures::{StreamExt, TryStreamExt};
 
-use super::{NODES, SEED, SeedLandscape};
+use super::{NODES, SeedLandscape};
 use crate::bench::vm_hwm_kib;
 
 impl SeedLandscape {
@@ -32,17 +32,21 @@ impl SeedLandscape {
             .collect()
     }
 
-    /// Adds Shoot objects `from..to` (no sidecars), waits until the gateway has a peer and every
-    /// router a route for each of the `to` shoots, and reports (see the module's comment).
+    /// Adds shoots `from..to` (no sidecars), waits until the gateway has a peer and every router a
+    /// route for each of the `to` shoots, and reports (see the module's comment).
     pub async fn measure_agent_memory(&mut self, to: usize) -> Result<String, String> {
         let from = self.shoots.len();
         let before = self.agent_memory().await;
-        // gardenlet's part: the shoots' control-plane namespaces on the seed (not timed).
+        // gardenlet's part: the shoots' control-plane namespaces and Clusters (not timed)...
         for i in from..to {
-            self.seed.ensure_namespace(&super::control_plane_namespace(&fixtures::shoot_name(i))).await?;
+            self.prepare_shoot(i).await?;
         }
+        // ...then their Extensions, each reconciled until ready.
         let start = Instant::now();
-        fixtures::create_shoots(&self.garden.client(), SEED, from..to).await.map_err(|e| e.to_string())?;
+        let this = &*self;
+        let reconciles =
+            futures::stream::iter(from..to).map(|i| async move { this.reconcile_shoot_extension(i).await });
+        reconciles.buffer_unordered(16).try_collect::<Vec<()>>().await?;
         // The gateway's device gets a peer per shoot; a router's routes do not grow with the shoots
         // (one route for the CIDR per gateway), so the gateway's count is the one to wait for.
         let gateway = before.iter().find(|(_, role, _)| *role == "gateway").map(|(i, _, _)| *i);
@@ -60,7 +64,7 @@ impl SeedLandscape {
         let took = took.map_or("not within 600 s".into(), |d| format!("{d:.1?}"));
         let mut out = format!(
             "agent peak RSS (VmHWM, MiB) of {}, {from} shoot(s) then {to}; the gateway had all {to} peers \
-             {took} after the Shoots were created\n\n| node | role | with {from} | with {to} | ratio |\n\
+             {took} after the first Extension was created\n\n| node | role | with {from} | with {to} | ratio |\n\
              |---|---|---|---|---|\n",
             self.binary()
         );

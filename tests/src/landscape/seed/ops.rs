@@ -2,7 +2,7 @@
 //! rotating a slot's key (delete the slot Secret, restart the holder's agent, the kubelet refreshes
 //! the shoots' Secrets) and going from one slot to two (`helm upgrade` with `slots: 2` by the real
 //! `helm` CLI against the seed, the Deployment and DaemonSet rolled out). And
-//! what the tests read meanwhile: the slot keys, the devices' keys and handshakes, the IPAM's and the
+//! what the tests read meanwhile: the slot keys, the devices' keys and handshakes, the controller's and the
 //! sidecars' `/metrics`, and pings from the pod that run until stopped.
 
 use std::path::Path;
@@ -21,8 +21,8 @@ use crate::netns::{Netns, longest_loss_run};
 
 /// The agent Pod's `terminationGracePeriodSeconds`: how long a deleted Pod's agent gets after SIGTERM.
 const AGENT_GRACE: Duration = Duration::from_secs(10);
-/// The IPAM's port for `/metrics` (chart value `ipam.healthPort`).
-pub const IPAM_HEALTH_PORT: u16 = 8093;
+/// The extension controller's port for `/metrics` (chart value `controller.healthPort`).
+pub const CONTROLLER_HEALTH_PORT: u16 = 8093;
 
 /// A stretch of wall-clock time, e.g. an agent's restart from its stop to Ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,8 +44,8 @@ pub struct Upgrade {
     /// `Kind/name` of the objects the new render added, and of those it changed.
     pub created: Vec<String>,
     pub changed: Vec<String>,
-    /// The IPAM Deployment's Pod template changed: the IPAM was restarted.
-    pub ipam_restarted: bool,
+    /// The controller Deployment's Pod template changed: the controller was restarted.
+    pub controller_restarted: bool,
     /// The DaemonSet's Pod template changed: these nodes' agents were restarted, in this order, each
     /// after the one before was Ready again; from the stop to Ready.
     pub agents_restarted: Vec<(usize, Window)>,
@@ -54,7 +54,7 @@ pub struct Upgrade {
 }
 
 impl SeedLandscape {
-    /// The public key in slot `slot`'s Secret, once the IPAM has created it.
+    /// The public key in slot `slot`'s Secret, once the controller has created it.
     pub async fn slot_public_key(&self, slot: usize) -> Option<String> {
         let secrets: Api<Secret> = Api::namespaced(self.client(), AGENT_NS);
         let secret = secrets.get_opt(&names::gateway(Slot::try_from(slot).ok()?)).await.ok()??;
@@ -118,10 +118,10 @@ impl SeedLandscape {
         self.readyz(i) == Some(200)
     }
 
-    /// `/metrics` of the IPAM controller, on its health port in the API servers' namespace, where it
-    /// runs (the Pod IP a PodMonitor would scrape).
-    pub fn scrape_ipam(&self) -> String {
-        self.api_ns.http_get(&format!("{API_IP}:{IPAM_HEALTH_PORT}"), "/metrics")
+    /// `/metrics` of the extension controller, on its health port in the API server's namespace,
+    /// where it runs (the Pod IP a PodMonitor would scrape).
+    pub fn scrape_controller(&self) -> String {
+        self.api_ns.http_get(&format!("{API_IP}:{CONTROLLER_HEALTH_PORT}"), "/metrics")
     }
 
     /// Where shoot `i`'s sidecar serves `/metrics`: the address its last start logged
@@ -174,7 +174,7 @@ impl SeedLandscape {
         }
     }
 
-    /// The slot count the IPAM published in the SeedTunnel.
+    /// The slot count the controller published in the SeedTunnel.
     pub async fn published_slots(&self) -> Option<u8> {
         let api: Api<kubelink_ipam::projection::SeedTunnel> = Api::namespaced(self.client(), AGENT_NS);
         Some(api.get_opt(SEED).await.ok()??.spec.slots)
@@ -183,11 +183,11 @@ impl SeedLandscape {
     /// `helm upgrade` of the running release with the values for `slots` slots, by the real `helm`
     /// CLI: Helm creates every object that is new and patches every one that differs (Services, RBAC,
     /// the workloads); what it created and changed is read from the manifests before and after; a
-    /// load balancer for each new
-    /// Service, as the cloud provider provisions one; the IPAM restarted when its Pod template
-    /// changed (the Deployment's rollout; the old Pod stops first, both bind the same port here);
-    /// the agents restarted one at a time, each after the one before is Ready, when the DaemonSet's
-    /// template changed (its rolling update, `maxUnavailable: 1`).
+    /// load balancer for each new Service, as the cloud provider provisions one; the controller
+    /// restarted when its Pod template changed (the Deployment's rollout; the old Pod stops first,
+    /// both bind the same port here); gardenlet's reconcile of the seed's Extension with the new slot
+    /// count; the agents restarted one at a time, each after the one before is Ready, when the
+    /// DaemonSet's template changed (its rolling update, `maxUnavailable: 1`).
     pub async fn upgrade_slots(&mut self, slots: usize) -> Result<Upgrade, String> {
         let start = Instant::now();
         let mut done = Upgrade::default();
@@ -227,7 +227,7 @@ impl SeedLandscape {
                 .cloned()
                 .ok_or_else(|| format!("the upgrade rendered no {kind} {name}"))
         };
-        let (agent, ipam) = (find("DaemonSet", "kubelink-agent")?, find("Deployment", "kubelink-ipam")?);
+        let (agent, controller) = (find("DaemonSet", "kubelink-agent")?, find("Deployment", "kubelink-controller")?);
 
         // A load balancer per new slot Service; the follower restarted to serve every slot.
         for slot in self.lbs.len()..slots {
@@ -245,14 +245,17 @@ impl SeedLandscape {
         self.stop = Arc::new(AtomicBool::new(false));
         self.follow_load_balancers();
 
-        if ipam["spec"]["template"] != self.workloads.ipam["spec"]["template"] {
-            self.workloads.ipam = ipam;
-            if let Some(mut old) = self.ipam.take() {
+        if controller["spec"]["template"] != self.workloads.controller["spec"]["template"] {
+            self.workloads.controller = controller;
+            if let Some(mut old) = self.controller.take() {
                 old.stop(Duration::from_secs(30));
             }
-            self.ipam = Some(self.start_ipam().await?);
-            done.ipam_restarted = true;
+            self.controller = Some(self.start_controller().await?);
+            done.controller_restarted = true;
         }
+        // gardenlet's part: the seed's configuration (gardenlet's seed config) names the new slot
+        // count; it reconciles the seed's Extension, and the controller publishes it.
+        self.reconcile_seed_extension(slots).await?;
         if agent["spec"]["template"] != self.workloads.agent["spec"]["template"] {
             self.workloads.agent = agent;
             for i in 0..NODES {
@@ -380,7 +383,7 @@ impl Drop for Pinger {
 }
 
 impl SeedLandscape {
-    /// What the agents, the IPAM and the sidecars logged (info and above) from `since` on, merged in
+    /// What the agents, the controller and the sidecars logged (info and above) from `since` on, merged in
     /// time order, each line prefixed with its log's name: the story of a failed test, in its message.
     pub fn timeline(&self, since: SystemTime) -> String {
         // Whole seconds: log lines carry microseconds, and a line of the same second is kept.
@@ -402,5 +405,5 @@ impl SeedLandscape {
 /// The logs of kubelink's own processes in a landscape directory (not iperf's or ping's).
 fn is_daemon_log(path: &Path) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    name.ends_with(".log") && ["agent-", "ipam", "shoot-"].iter().any(|p| name.starts_with(p))
+    name.ends_with(".log") && ["agent-", "controller", "shoot-"].iter().any(|p| name.starts_with(p))
 }
