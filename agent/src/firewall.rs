@@ -371,7 +371,8 @@ pub fn forget_flows(cidr: ipnet::IpNet) {
 mod tests {
     use super::*;
 
-    fn spec() -> FirewallSpec {
+    /// The gateway of the tests, also the plan's (`plan::tests`).
+    pub(super) fn spec() -> FirewallSpec {
         FirewallSpec {
             device: "kubelink0".into(),
             cidr: "192.168.128.0/22".parse().unwrap(),

@@ -271,14 +271,7 @@ pub fn desired(spec: &FirewallSpec) -> Ruleset {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn spec() -> FirewallSpec {
-        FirewallSpec {
-            device: "kubelink0".into(),
-            cidr: "192.168.128.0/22".parse().unwrap(),
-            snat_to: "192.168.128.1".parse().unwrap(),
-        }
-    }
+    use crate::firewall::tests::spec;
 
     fn spec6() -> FirewallSpec {
         FirewallSpec { cidr: "fd00:128::/64".parse().unwrap(), snat_to: "fd00:128::1".parse().unwrap(), ..spec() }
