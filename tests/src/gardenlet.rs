@@ -203,7 +203,7 @@ fn int_field(obj: &Value, pointer: &str) -> Result<i64, NotReady> {
 
 /// A realistic minimal Shoot (`core.gardener.cloud/v1beta1`) as the garden serves it to gardenlet:
 /// one worker pool, its networks, hibernation, annotations and `spec.extensions`, and the status
-/// gardenlet reads (`uid`, `technicalID`, `seedName`, `isHibernated`).
+/// gardenlet reads (`uid`, `technicalID`, `seedName`, `hibernated`).
 #[derive(Debug, Clone)]
 pub struct ShootFixture {
     pub project: String,
@@ -288,7 +288,7 @@ impl ShootFixture {
                 "uid": uid,
                 "technicalID": format!("shoot--{}--{}", self.project, self.name),
                 "seedName": self.seed,
-                "isHibernated": self.hibernated,
+                "hibernated": self.hibernated,
             },
         })
     }

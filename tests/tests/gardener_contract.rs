@@ -116,14 +116,7 @@ fn shoot(extensions: &[&str]) -> Value {
     for ext in extensions {
         fixture = fixture.with_extension(ext, None);
     }
-    let mut shoot = fixture.to_json();
-    // ShootStatus calls it `hibernated`; strict decoding refuses any other key.
-    if let Some(status) = shoot["status"].as_object_mut()
-        && let Some(v) = status.remove("isHibernated")
-    {
-        status.insert("hibernated".into(), v);
-    }
-    shoot
+    fixture.to_json()
 }
 
 /// The provider's registration every landscape has: the Seed's and the Shoot's provider, DNS,
