@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
 # Assemble the guest's initramfs: busybox, iproute2's ip, wg, jq, nft, conntrack, optionally the kubelink binary
-# and the test tool kubelink-landscape (each with the shared libraries ldd lists), the WireGuard/veth/tun modules of the given kernel in load order,
-# /init and the scenario scripts.
+# (each with the shared libraries ldd lists), the WireGuard/veth/tun/NIC modules of the given kernel in load
+# order, /init, the scenario scripts and, optionally, the files of the host's control plane for the guest's
+# seed agent (its kubeconfig, the shoot's Secret; tests/src/landscape/control.rs writes them) under
+# /etc/kubelink-control.
 #
-# usage: build-initramfs.sh KERNEL_ROOT OUT.cpio.gz [KUBELINK_BIN [LANDSCAPE_BIN]]
+# usage: build-initramfs.sh KERNEL_ROOT OUT.cpio.gz [KUBELINK_BIN [CONTROL_DIR]]
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 die() { echo "build-initramfs: $*" >&2; exit 1; }
 
-[[ $# -ge 2 ]] || die "usage: build-initramfs.sh KERNEL_ROOT OUT.cpio.gz [KUBELINK_BIN [LANDSCAPE_BIN]]"
+[[ $# -ge 2 ]] || die "usage: build-initramfs.sh KERNEL_ROOT OUT.cpio.gz [KUBELINK_BIN [CONTROL_DIR]]"
 kroot="$1"
 out="$2"
 kubelink="${3:-}"
-landscape="${4:-}"
-# WireGuard, links, and what the agent's nftables table (NAT, the shoot filter's ct state) and
-# connection-tracking reset need.
-modules=(wireguard veth tun nf_tables nft_chain_nat nft_nat nft_ct nf_conntrack_netlink)
+control="${4:-}"
+# WireGuard, links, what the agent's nftables table (NAT, the shoot filter's ct state) and
+# connection-tracking reset need, and the NIC on qemu's user network (virtio-net on PCI; Debian builds
+# both as modules) through which the guest's seed agent reaches the host's API server.
+modules=(wireguard veth tun nf_tables nft_chain_nat nft_nat nft_ct nf_conntrack_netlink virtio_net virtio_pci)
 
 need() { command -v "$1" >/dev/null || die "missing tool '$1' (install: $2)"; }
 need busybox busybox-static
@@ -56,11 +59,14 @@ add_tools() {
     # Debug line tables only matter on the host; a smaller image unpacks faster in the guest.
     if command -v strip >/dev/null; then strip "$stage/usr/bin/kubelink"; fi
   fi
-  if [[ -n "$landscape" ]]; then
-    [[ -x "$landscape" ]] || die "kubelink-landscape binary '$landscape' not found or not executable"
-    copy_with_libs "$landscape" /usr/bin/kubelink-landscape
-    if command -v strip >/dev/null; then strip "$stage/usr/bin/kubelink-landscape"; fi
-  fi
+}
+
+# The host's control-plane files, as written (the shoot's private key keeps its mode 0600).
+add_control() {
+  [[ -n "$control" ]] || return 0
+  [[ -d "$control" ]] || die "control-plane directory '$control' not found"
+  mkdir -p "$stage/etc/kubelink-control"
+  cp -a "$control/." "$stage/etc/kubelink-control/"
 }
 
 # Modules and their dependencies, in the order modprobe would load them, as guest paths.
@@ -103,6 +109,7 @@ add_scripts() {
 add_tools
 add_modules
 add_scripts
+add_control
 (cd "$stage" && find . -print0 | sort -z | cpio --null -o -H newc --quiet) | gzip -1 >"$out.partial"
 mv "$out.partial" "$out"
 echo "build-initramfs: $(du -h "$out" | cut -f1) $out" >&2

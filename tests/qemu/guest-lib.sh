@@ -47,6 +47,18 @@ two_namespaces() {
   ip -n "$2" link set veth-b up
 }
 
+# host_uplink NS: the guest's NIC (qemu's user network) moved into NS as 10.0.2.15/24, so that NS
+# reaches the host's loopback at 10.0.2.2 (where the host's API server listens for the seed agent).
+# Moved rather than routed: NS needs no forwarding or NAT in the guest, and every other namespace stays
+# without a way out. No default route: the host is all NS reaches. When NS is deleted the kernel
+# moves the NIC back to the initial namespace, down and without addresses.
+host_uplink() {
+  wait_until 10 test -e /sys/class/net/eth0 || fail "no NIC eth0 (qemu's user network, tests/qemu/run.sh)"
+  ip link set eth0 netns "$1" || fail "moving eth0 into $1"
+  ip -n "$1" addr add 10.0.2.15/24 dev eth0 || fail "addressing eth0 in $1"
+  ip -n "$1" link set eth0 up || fail "eth0 up in $1"
+}
+
 # wg_keypair NAME: writes /tmp/NAME.key and /tmp/NAME.pub.
 wg_keypair() {
   umask 077

@@ -4,8 +4,9 @@
 #
 # usage: tests/qemu/run.sh [SCENARIO[,SCENARIO...]]
 # env:   KUBELINK_BIN            kubelink binary for the guest (default target/release/kubelink if built)
-#        KUBELINK_LANDSCAPE_BIN  the test tool kubelink-landscape for the guest (its control plane;
-#                                default target/release/kubelink-landscape if built)
+#        KUBELINK_QEMU_CONTROL_DIR  files of the host's control plane for the guest's seed agent (its
+#                                kubeconfig, the shoot's Secret), copied to /etc/kubelink-control; the
+#                                kernel_qemu test starts the control plane and sets it
 #        KUBELINK_QEMU_TIMEOUT   seconds for the whole boot (default 900)
 #        KUBELINK_QEMU_SCENARIO_TIMEOUT  seconds per scenario inside the guest (default 240)
 #        KUBELINK_QEMU_KERNEL_PKG exact kernel package name (default: what linux-image-amd64 depends on)
@@ -28,22 +29,21 @@ if [[ -z "$kubelink" && -x "${CARGO_TARGET_DIR:-$repo/target}/release/kubelink" 
   kubelink="${CARGO_TARGET_DIR:-$repo/target}/release/kubelink"
 fi
 [[ -n "$kubelink" ]] || echo "qemu-run: no kubelink binary; kubelink scenarios will fail" >&2
-landscape="${KUBELINK_LANDSCAPE_BIN:-}"
-if [[ -z "$landscape" && -x "${CARGO_TARGET_DIR:-$repo/target}/release/kubelink-landscape" ]]; then
-  landscape="${CARGO_TARGET_DIR:-$repo/target}/release/kubelink-landscape"
-fi
-[[ -n "$landscape" ]] || echo "qemu-run: no kubelink-landscape binary; the agent scenario will fail" >&2
+control="${KUBELINK_QEMU_CONTROL_DIR:-}"
+[[ -n "$control" ]] || echo "qemu-run: no KUBELINK_QEMU_CONTROL_DIR; the agent-restart scenario will fail" >&2
 
-"$here/build-initramfs.sh" "$kroot" "$work/initrd.gz" "$kubelink" "$landscape"
+"$here/build-initramfs.sh" "$kroot" "$work/initrd.gz" "$kubelink" "$control"
 
 append="console=ttyS0 quiet panic=-1 klq.timeout=${KUBELINK_QEMU_SCENARIO_TIMEOUT:-240}"
 [[ -z "$only" ]] || append+=" klq.only=$only"
 
-# No NIC: the guest's traffic stays inside its own namespaces. TCG, because KVM hung at boot here.
+# One NIC on qemu's user network, where 10.0.2.2 is this host's loopback: the seed agent's way to the
+# host's API server. It stays down outside the scenario that moves it into its node namespace (no
+# default route there either: only the host is reached). TCG, because KVM hung at boot here.
 set +e
 timeout -k 5 "${KUBELINK_QEMU_TIMEOUT:-900}" qemu-system-x86_64 \
   -accel tcg -cpu max -smp "${KUBELINK_QEMU_SMP:-1}" -m 1024 \
-  -display none -monitor none -serial stdio -nic none -no-reboot \
+  -display none -monitor none -serial stdio -nic user,model=virtio-net-pci -no-reboot \
   -kernel "$vmlinuz" -initrd "$work/initrd.gz" -append "$append" </dev/null |
   tee "$work/console.log"
 rc="${PIPESTATUS[0]}"

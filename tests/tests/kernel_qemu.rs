@@ -3,12 +3,18 @@
 //! WireGuard modules and the kubelink binary, and runs every scenario in `tests/qemu/scenarios/`.
 //! Each test here asserts one scenario's PASS marker on the serial console.
 //!
-//! Missing ingredients (qemu, busybox, kmod, cpio, the kernel package, the kubelink binary) fail the
-//! tests when `CI=true` and skip them loudly otherwise.
+//! The guest's seed agent (scenario `agent-restart`) talks to a real control plane on this host
+//! (`kubelink_tests::landscape::control`: kube-apiserver, etcd, the chart, the extension controller,
+//! gardenlet's stand-in), started before the boot and reached over qemu's user network; its
+//! kubeconfig and the shoot's Secret go into the initramfs (`KUBELINK_QEMU_CONTROL_DIR`).
+//!
+//! Missing ingredients (qemu, busybox, kmod, cpio, the kernel package, the kubelink binary, the
+//! control plane's binaries) fail the tests when `CI=true` and skip them loudly otherwise.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use kubelink_tests::landscape::control::ControlPlane;
 use kubelink_tests::skip::skip;
 use std::process::Command;
 use std::sync::OnceLock;
@@ -115,43 +121,58 @@ fn missing_ingredients() -> Vec<String> {
     if kubelink_bin().is_none() {
         missing.push("kubelink binary (cargo build --release -p kubelink, or KUBELINK_BIN)".into());
     }
+    if let Err(e) = kubelink_tests::k8s::tools::tools() {
+        missing.push(format!("the control plane's binaries ({e})"));
+    }
     missing
 }
 
 struct Boot {
     console: String,
     markers: Markers,
+    /// Requests the host's API server refused during the boot (the guest's agent, the controller).
+    refused: Vec<String>,
 }
 
 /// One boot for all tests of this file; `None` means skipped (ingredients missing, not under CI).
+/// A boot that could not run fails every test with the same message, and is not tried again.
 fn boot() -> Option<&'static Boot> {
-    static BOOT: OnceLock<Option<Boot>> = OnceLock::new();
-    BOOT.get_or_init(run_guest).as_ref()
+    static BOOT: OnceLock<Result<Option<Boot>, String>> = OnceLock::new();
+    BOOT.get_or_init(run_guest).as_ref().unwrap_or_else(|e| panic!("{e}")).as_ref()
 }
 
-fn run_guest() -> Option<Boot> {
+fn run_guest() -> Result<Option<Boot>, String> {
     let missing = missing_ingredients();
     if !missing.is_empty() {
         skip("kernel_qemu", &format!("missing: {}", missing.join(", ")));
-        return None;
+        return Ok(None);
     }
+    // The control plane runs on this runtime's threads while this one waits for qemu, and stops
+    // when the boot is over.
+    let rt = tokio::runtime::Runtime::new().map_err(|e| format!("a tokio runtime: {e}"))?;
+    let files = tempfile::tempdir().map_err(|e| format!("a directory for the guest's control-plane files: {e}"))?;
+    let control = rt
+        .block_on(ControlPlane::start(files.path()))
+        .map_err(|e| format!("starting the guest's control plane: {e}"))?;
     let mut cmd = Command::new(repo_root().join("tests/qemu/run.sh"));
     if let Some(bin) = kubelink_bin() {
         cmd.env("KUBELINK_BIN", bin);
     }
-    // Cargo builds this package's binaries for its integration tests.
-    cmd.env("KUBELINK_LANDSCAPE_BIN", env!("CARGO_BIN_EXE_kubelink-landscape"));
-    let out = cmd.output().expect("start tests/qemu/run.sh");
+    cmd.env("KUBELINK_QEMU_CONTROL_DIR", files.path());
+    let out = cmd.output().map_err(|e| format!("starting tests/qemu/run.sh: {e}"))?;
+    let refused = control.refused();
+    drop(control);
     let console = String::from_utf8_lossy(&out.stdout).into_owned();
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
     let markers = parse_markers(&console);
-    assert!(
-        !markers.scenarios.is_empty(),
-        "guest ran no scenario (run.sh exit {:?}); stderr:\n{}\nconsole:\n{console}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    Some(Boot { console, markers })
+    if markers.scenarios.is_empty() {
+        return Err(format!(
+            "guest ran no scenario (run.sh exit {:?}); stderr:\n{}\nconsole:\n{console}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr),
+        ));
+    }
+    Ok(Some(Boot { console, markers, refused }))
 }
 
 fn assert_scenario(name: &str) {
@@ -234,11 +255,14 @@ fn kernel_device_talks_to_userspace_device() {
     assert_scenario("kernel-vs-userspace");
 }
 
-/// `kubelink agent` as a kernel-mode gateway against the landscape's control plane, with a shoot
-/// sidecar dialling it: SIGKILL and restart lose no ping, keep the device and re-apply nothing.
+/// `kubelink agent` as a kernel-mode gateway against the host's real control plane, with a shoot
+/// sidecar dialling it: SIGKILL and restart lose no ping, keep the device and re-apply nothing. The
+/// agent runs with the chart's grants: a refused request fails the test.
 #[test]
 fn seed_agent_restart_on_a_kernel_gateway_loses_nothing() {
     assert_scenario("agent-restart");
+    let Some(boot) = boot() else { return };
+    assert_eq!(boot.refused, Vec::<String>::new(), "requests the host's API server refused");
 }
 
 /// The gateway's firewall on a kernel device: a hostile shoot with AllowedIPs 0.0.0.0/0 reaches no

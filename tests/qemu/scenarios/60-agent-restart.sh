@@ -1,28 +1,32 @@
-# The seed agent on a kernel-mode gateway: `kubelink agent` against the landscape's control plane (the
-# embedded API server with a Seed and one Shoot, the IPAM controller), one slot; the shoot's sidecar
-# dials it with the Secret the IPAM wrote. A ping runs while the agent is SIGKILLed and restarted: the
-# kernel device lives on with the same ifindex, the new agent adopts it unchanged and no packet is lost.
-# Then a peer removed by hand comes back, and the kernel shoot side restarts its stale session.
+# The seed agent on a kernel-mode gateway: `kubelink agent` against the host's real control plane
+# (kube-apiserver with the chart installed, the extension controller, gardenlet's stand-in with the
+# seed's Extension, one slot at 10.0.0.1:51820, and one shoot; tests/src/landscape/control.rs), reached
+# over qemu's user network with a token bound to the agent's Pod; the shoot's sidecar dials it with the
+# Secret the controller wrote, as a kubelet mounts it. A ping runs while the agent is SIGKILLed and
+# restarted: the kernel device lives on with the same ifindex, the new agent adopts it unchanged and no
+# packet is lost. Then a peer removed by hand comes back, and the kernel shoot side restarts its stale
+# session.
 . /lib/kubelink-qemu/guest-lib.sh
 
-two_namespaces node shoot
-secrets=/tmp/secrets
-api=127.0.0.1:6443
-/usr/local/sbin/ip netns exec node kubelink-landscape --control-plane "$api" --secrets-dir "$secrets" \
-  --shoots 1 --slots 1 >/tmp/control.log 2>&1 &
+# Written on the host before the boot (tests/qemu/build-initramfs.sh copies them in).
+control=/etc/kubelink-control
+shoot_dir="$control/shoot-00000"
+[ -s "$control/agent.kubeconfig" ] && [ -s "$shoot_dir/gateway-0-endpoint" ] ||
+  fail "no control-plane files in $control: run the kernel_qemu test, or set KUBELINK_QEMU_CONTROL_DIR"
 
-# agent_start LOG: the gateway agent in `node`, kernel WireGuard; its pid is in $AGENT_PID.
+two_namespaces node shoot
+host_uplink node
+
+# agent_start LOG: the gateway agent in `node` as Pod kubelink-agent-n0 of node n0, kernel WireGuard;
+# its pid is in $AGENT_PID.
 agent_start() {
-  /usr/local/sbin/ip netns exec node kubelink agent --node-name n0 --node-ip 10.0.0.1 --namespace kubelink \
-    --seed local --seed-server "http://$api" --wg-backend kernel --device kl0 \
-    --health-listen 127.0.0.1:8080 >"$1" 2>&1 &
+  /usr/local/sbin/ip netns exec node kubelink agent --node-name n0 --node-ip 10.0.0.1 \
+    --pod-name kubelink-agent-n0 --namespace kubelink --seed local --seed-kubeconfig "$control/agent.kubeconfig" \
+    --wg-backend kernel --device kl0 --health-listen 127.0.0.1:8080 >"$1" 2>&1 &
   AGENT_PID=$!
 }
 
 agent_start /tmp/agent1.log
-shoot_dir="$secrets/shoot-00000"
-wait_until 90 test -s "$shoot_dir/gateway-0-endpoint" ||
-  fail "no complete shoot Secret; control plane:$(echo; cat /tmp/control.log; echo agent:; cat /tmp/agent1.log)"
 /usr/local/sbin/ip netns exec shoot kubelink shoot --config-dir "$shoot_dir" --device ks0 \
   --health-listen 127.0.0.1:8093 >/tmp/shoot.log 2>&1 &
 addr="$(cut -d/ -f1 "$shoot_dir/address")"

@@ -1,8 +1,7 @@
 //! `kubelink-landscape`: the local landscape in network namespaces, with live status until Ctrl-C.
 //! A test tool, not part of the product: the seed is a real kube-apiserver and etcd built from their
 //! Go modules (`scripts/k8s-tools`), gardenlet's part played by its stand-in; it runs the `kubelink`
-//! binary built beside it. (`--control-plane` still runs the garden-based IPAM against the embedded
-//! API test server.)
+//! binary built beside it.
 
 use std::time::Duration;
 
@@ -32,17 +31,6 @@ pub struct LandscapeArgs {
     /// WireGuard implementation for the standalone hosts.
     #[arg(long, value_enum, default_value = "auto")]
     pub wg_backend: BackendChoice,
-    /// Run only the control plane (the embedded API server with the Seed and Shoots, the IPAM
-    /// controller) on this address, and copy each shoot's Secret into --secrets-dir/<shoot>/; start
-    /// agents and sidecars by hand against it.
-    #[arg(long, value_name = "ADDR")]
-    pub control_plane: Option<std::net::SocketAddr>,
-    /// Where --control-plane writes the shoot Secrets.
-    #[arg(long, default_value = "kubelink-secrets", requires = "control_plane")]
-    pub secrets_dir: std::path::PathBuf,
-    /// Gateway slots for --control-plane (the landscape itself has two).
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=2), requires = "control_plane")]
-    pub slots: u8,
     /// How often to print the status.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub interval: Duration,
@@ -62,9 +50,6 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: LandscapeArgs) -> anyhow::Result<()> {
-    if let Some(listen) = args.control_plane {
-        return control_plane(&args, listen).await;
-    }
     preflight::check(!args.standalone).await.map_err(anyhow::Error::msg)?;
     let bin = netns::find_kubelink().map_err(anyhow::Error::msg)?;
     let dir = std::env::temp_dir().join(format!("kubelink-landscape-{}", std::process::id()));
@@ -193,21 +178,4 @@ fn report(l: &Landscape, timeout: Duration) -> bool {
         }
     }
     all
-}
-
-async fn control_plane(args: &LandscapeArgs, listen: std::net::SocketAddr) -> anyhow::Result<()> {
-    let shoots = usize::from(args.shoots);
-    let cp = kubelink_tests::landscape::control::ControlPlane::start(listen, shoots, args.slots)
-        .await
-        .map_err(anyhow::Error::msg)?;
-    println!(
-        "control plane up: API server {} (Seed {}, {shoots} shoot(s), {} slot(s), agents' namespace {}); Secrets in {}",
-        cp.server.url(),
-        kubelink_tests::landscape::seed::SEED,
-        args.slots,
-        kubelink_tests::landscape::seed::AGENT_NS,
-        args.secrets_dir.display()
-    );
-    cp.run(&args.secrets_dir, shoots).await.context("waiting for a signal")?;
-    Ok(())
 }

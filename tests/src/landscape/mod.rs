@@ -3,7 +3,8 @@
 //! - [`seed`]: the seed's real API server, gardenlet's stand-in, seed nodes running `kubelink agent`,
 //!   a load balancer per gateway slot ([`lb`]), the extension controller and shoots running the
 //!   `kubelink shoot` sidecar. `kubelink-landscape` runs it; so do the agent tests ([`start`]).
-//! - [`control`]: the seed landscape's control plane alone (the kernel scenario under qemu).
+//! - [`control`]: the seed's control plane alone on this host, for the kernel scenario under qemu
+//!   (the agent and the sidecar run in the guest).
 //! - [`standalone`]: one gateway, one worker and shoots running `kubelink run` from static configs.
 
 pub mod chart;

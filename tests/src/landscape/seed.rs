@@ -21,7 +21,6 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use kubelink_ipam::contract::{Slot, names};
-use kubelink_ipam::controller::{Config, Controller};
 use kubelink_ipam::extension::objects::TYPE;
 use serde_json::{Value, json};
 
@@ -207,40 +206,31 @@ impl SeedLandscape {
     /// `garden` namespace of the seed's Extension; the agents' Pods as the DaemonSet controller
     /// creates them.
     async fn populate(&self) -> Result<(), String> {
-        let e = |e: kube::Error| e.to_string();
         self.seed.ensure_namespace("garden").await?;
         for i in 0..self.shoots.len() {
             self.prepare_shoot(i).await?;
         }
-        let pods: Api<Pod> = Api::namespaced(self.client(), AGENT_NS);
         for i in 0..NODES {
-            let pod = chart::agent_pod(&self.workloads.agent, &pod_name(i), &node_name(i));
-            let pod = serde_json::from_value(pod).map_err(|e| e.to_string())?;
-            pods.create(&PostParams::default(), &pod).await.map_err(e)?;
-            // The kubelet's part: a host-network Pod runs on its node's IP.
-            let status = json!({"status": {"phase": "Running", "hostIP": node_ip(i), "podIP": node_ip(i)}});
-            pods.patch_status(&pod_name(i), &PatchParams::default(), &Patch::Merge(&status)).await.map_err(e)?;
+            create_agent_pod(&self.client(), &self.workloads.agent, i, &node_ip(i)).await?;
         }
         Ok(())
     }
 
     /// Shoot `i`'s control-plane namespace and Cluster, as gardenlet writes them.
     async fn prepare_shoot(&self, i: usize) -> Result<String, String> {
-        let input = ShootInput::new(PROJECT, shoot_fixture(i).to_json(), seed_json());
-        self.gardenlet.prepare_shoot(&input).await.map_err(|e| e.to_string())
+        prepare_shoot(&self.gardenlet, i).await
     }
 
     /// gardenlet's reconcile of the seed's Extension with `slots` slots, each at its load balancer.
     pub async fn reconcile_seed_extension(&self, slots: usize) -> Result<(), String> {
-        let config = seed_extension_config(slots);
-        self.gardenlet.reconcile_extension("garden", TYPE, Some("seed"), Some(config)).await.map_err(|e| e.to_string())
+        let endpoints: Vec<String> = (0..slots).map(|s| format!("{}:{PORT}", lb_ip(s))).collect();
+        reconcile_seed_extension(&self.gardenlet, &endpoints).await
     }
 
     /// gardenlet's reconcile of shoot `i`'s Extension (the controller allocates; `sync_shoots`
     /// starts its sidecar).
     async fn reconcile_shoot_extension(&self, i: usize) -> Result<(), String> {
-        let ns = control_plane_namespace(&shoot_name(i));
-        self.gardenlet.reconcile_extension(&ns, TYPE, None, None).await.map_err(|e| e.to_string())
+        reconcile_shoot_extension(&self.gardenlet, i).await
     }
 
     /// Starts the extension controller, gardenlet's reconcile of the seed's and the shoots'
@@ -370,13 +360,7 @@ impl SeedLandscape {
     /// namespace/name`): what a component needed and its chart does not grant. Empty when the chart's
     /// RBAC covers everything the agents and the controller did. From the audit log.
     pub fn refused(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for e in self.seed.audit().into_iter().filter(|e| !e.allowed()) {
-            let o = e.object_ref.clone().unwrap_or_default();
-            let sub = if o.subresource.is_empty() { String::new() } else { format!("/{}", o.subresource) };
-            out.push(format!("seed {} {} {}{sub} {}/{}", e.user.username, e.verb, o.resource, o.namespace, o.name));
-        }
-        out
+        refused(&self.seed)
     }
 
     /// `kubelink seed-status -o <output>` as an operator runs it in node `i`'s agent Pod: with the
@@ -527,23 +511,71 @@ impl Drop for SeedLandscape {
 /// The chart's values for `slots` gateway slots, as a ControllerDeployment gives them (the
 /// extension controller on, the garden-based IPAM off) with the `gardener` values gardenlet injects:
 /// what `build` installs and [`SeedLandscape::upgrade_slots`] upgrades to.
-fn chart_values(slots: usize) -> Value {
+pub(crate) fn chart_values(slots: usize) -> Value {
     json!({"slots": slots, "ipam": {"enabled": false}, "controller": {"enabled": true},
            "agent": {"warmup": AGENT_WARMUP},
            "gardener": {"version": "1.149.0", "seed": {"name": SEED, "spec": seed_json()["spec"]}}})
 }
 
 /// The Seed as gardenlet describes it: its networks stay out of the WireGuard CIDR.
-fn seed_json() -> Value {
+pub(crate) fn seed_json() -> Value {
     let mut seed = SeedFixture::new(SEED).to_json();
     seed["spec"]["networks"] = json!({"nodes": "10.250.0.0/16", "pods": "100.64.0.0/12", "services": "100.80.0.0/13"});
     seed
 }
 
-/// The seed Extension's providerConfig: the CIDR, `slots` slots, each at its load balancer.
-fn seed_extension_config(slots: usize) -> Value {
-    let endpoints: Vec<String> = (0..slots).map(|s| format!("{}:{PORT}", lb_ip(s))).collect();
-    json!({"cidr": CIDR, "slots": slots, "slotEndpoints": endpoints})
+/// The seed Extension's providerConfig: the CIDR and one slot per endpoint (what its shoots dial).
+fn seed_extension_config(endpoints: &[String]) -> Value {
+    json!({"cidr": CIDR, "slots": endpoints.len(), "slotEndpoints": endpoints})
+}
+
+/// gardenlet's reconcile of the seed's Extension: one slot per endpoint.
+pub(crate) async fn reconcile_seed_extension(gardenlet: &Gardenlet, endpoints: &[String]) -> Result<(), String> {
+    let config = seed_extension_config(endpoints);
+    gardenlet.reconcile_extension("garden", TYPE, Some("seed"), Some(config)).await.map_err(|e| e.to_string())
+}
+
+/// Shoot `i`'s control-plane namespace and Cluster, as gardenlet writes them; the namespace.
+pub(crate) async fn prepare_shoot(gardenlet: &Gardenlet, i: usize) -> Result<String, String> {
+    let input = ShootInput::new(PROJECT, shoot_fixture(i).to_json(), seed_json());
+    gardenlet.prepare_shoot(&input).await.map_err(|e| e.to_string())
+}
+
+/// gardenlet's reconcile of shoot `i`'s Extension: ready once the controller has allocated and
+/// written the shoot's Secret.
+pub(crate) async fn reconcile_shoot_extension(gardenlet: &Gardenlet, i: usize) -> Result<(), String> {
+    let ns = control_plane_namespace(&shoot_name(i));
+    gardenlet.reconcile_extension(&ns, TYPE, None, None).await.map_err(|e| e.to_string())
+}
+
+/// The agent Pod of node `i` as the DaemonSet controller creates it, and the kubelet's part: a
+/// host-network Pod runs on its node's IP, `host_ip`. Its name is [`pod_name`].
+pub(crate) async fn create_agent_pod(
+    client: &kube::Client,
+    daemonset: &Value,
+    i: usize,
+    host_ip: &str,
+) -> Result<(), String> {
+    let e = |e: kube::Error| e.to_string();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), AGENT_NS);
+    let pod = chart::agent_pod(daemonset, &pod_name(i), &node_name(i));
+    let pod = serde_json::from_value(pod).map_err(|e| e.to_string())?;
+    pods.create(&PostParams::default(), &pod).await.map_err(e)?;
+    let status = json!({"status": {"phase": "Running", "hostIP": host_ip, "podIP": host_ip}});
+    pods.patch_status(&pod_name(i), &PatchParams::default(), &Patch::Merge(&status)).await.map_err(e)?;
+    Ok(())
+}
+
+/// Every request `seed` refused (401/403), one line each (`seed user verb resource
+/// namespace/name`), from its audit log.
+pub(crate) fn refused(seed: &Cluster) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in seed.audit().into_iter().filter(|e| !e.allowed()) {
+        let o = e.object_ref.clone().unwrap_or_default();
+        let sub = if o.subresource.is_empty() { String::new() } else { format!("/{}", o.subresource) };
+        out.push(format!("seed {} {} {}{sub} {}/{}", e.user.username, e.verb, o.resource, o.namespace, o.name));
+    }
+    out
 }
 
 /// `shoot-00000`, `shoot-00001`, ...: names that sort like their numbers.
@@ -562,22 +594,8 @@ pub fn node_name(i: usize) -> String {
 }
 
 /// The Pod of the agent DaemonSet on node `i`.
-fn pod_name(i: usize) -> String {
+pub(crate) fn pod_name(i: usize) -> String {
     format!("kubelink-agent-n{i}")
-}
-
-/// The IPAM controller in this process for the landscape's Seed, with its seed objects in
-/// [`AGENT_NS`] (the control plane alone runs it so; the full landscape as the chart does).
-pub fn spawn_ipam(garden: kube::Client, seed: kube::Client, slots: u8) -> tokio::task::JoinHandle<()> {
-    let mut cfg = Config::new(SEED);
-    cfg.namespace = AGENT_NS.into();
-    cfg.slots = slots;
-    let controller = Controller::new(garden, seed, cfg);
-    tokio::spawn(async move {
-        if let Err(e) = controller.run().await {
-            eprintln!("ipam controller stopped: {e}");
-        }
-    })
 }
 
 /// The control-plane namespace of shoot `name` on the seed (`shoot--<project>--<name>`).
