@@ -10,7 +10,6 @@ pub mod extension_metrics;
 pub mod firewall;
 pub mod health;
 pub mod ifname;
-pub mod ipam_metrics;
 pub mod link;
 pub mod metrics;
 pub mod monitor;

@@ -30,6 +30,11 @@ pub enum IpamError {
 }
 
 impl IpamError {
+    /// `field`'s range `cidr` has no free address left.
+    pub fn exhausted(field: &str, cidr: IpNet) -> Self {
+        IpamError::Exhausted { field: field.into(), cidr, capacity: crate::alloc::Pool::new(cidr).capacity() }
+    }
+
     /// A short CamelCase reason, for conditions and events.
     pub fn reason(&self) -> &'static str {
         match self {

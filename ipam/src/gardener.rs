@@ -262,106 +262,10 @@ impl Shoot {
             }),
         }
     }
-
-    pub fn being_deleted(&self) -> bool {
-        self.metadata.deletion_timestamp.is_some()
-    }
-
-    /// The shoot's control-plane namespace on the seed: `status.technicalID`, else `shoot--<project>--<name>`
-    /// derived from the `garden-<project>` namespace.
-    pub fn control_plane_namespace(&self) -> String {
-        let technical = self.status.as_ref().and_then(|s| s.get("technicalID")).and_then(Value::as_str);
-        if let Some(id) = technical.filter(|id| !id.is_empty()) {
-            return id.to_string();
-        }
-        let key = self.key();
-        let project = key.namespace.strip_prefix("garden-").unwrap_or(&key.namespace);
-        format!("shoot--{project}--{}", key.name)
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ShootState {
-    #[serde(default = "shootstate_api_version")]
-    pub api_version: String,
-    #[serde(default = "shootstate_kind")]
-    pub kind: String,
-    #[serde(default)]
-    pub metadata: ObjectMeta,
-    #[serde(default)]
-    pub spec: ShootStateSpec,
-    #[serde(flatten)]
-    pub extra: Extra,
-}
-
-fn shootstate_api_version() -> String {
-    API_VERSION.into()
-}
-fn shootstate_kind() -> String {
-    "ShootState".into()
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ShootStateSpec {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub gardener: Vec<GardenerResourceData>,
-    #[serde(flatten)]
-    pub extra: Extra,
-}
-
-/// One `spec.gardener[]` entry: `data` is free-form JSON.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct GardenerResourceData {
-    pub name: String,
-    #[serde(default, rename = "type")]
-    pub type_: String,
-    #[serde(default)]
-    pub data: Value,
-    #[serde(flatten)]
-    pub extra: Extra,
-}
-
-impl ShootState {
-    /// An empty ShootState for a shoot (Gardener names it after the shoot, in the shoot's namespace).
-    pub fn for_shoot(key: &ShootKey) -> Self {
-        Self {
-            api_version: API_VERSION.into(),
-            kind: "ShootState".into(),
-            metadata: ObjectMeta {
-                name: Some(key.name.clone()),
-                namespace: Some(key.namespace.clone()),
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-    }
-
-    pub fn entry(&self, name: &str) -> Option<&GardenerResourceData> {
-        self.spec.gardener.iter().find(|e| e.name == name)
-    }
-
-    /// Replaces (or appends) the entry with this name, keeping every other entry and field.
-    pub fn set_entry(&mut self, entry: GardenerResourceData) {
-        match self.spec.gardener.iter_mut().find(|e| e.name == entry.name) {
-            Some(existing) => *existing = entry,
-            None => self.spec.gardener.push(entry),
-        }
-    }
-
-    /// Removes the entry; true when there was one.
-    pub fn remove_entry(&mut self, name: &str) -> bool {
-        let before = self.spec.gardener.len();
-        self.spec.gardener.retain(|e| e.name != name);
-        before != self.spec.gardener.len()
-    }
 }
 
 gardener_resource!(Seed, "Seed", "seeds", ClusterResourceScope);
 gardener_resource!(Shoot, "Shoot", "shoots", NamespaceResourceScope);
-gardener_resource!(ShootState, "ShootState", "shootstates", NamespaceResourceScope);
 
 #[cfg(test)]
 mod tests {
@@ -402,15 +306,6 @@ mod tests {
         assert!(err.contains("spec.extensions[1].providerConfig") && err.contains("enabled"), "{err}");
         let none: Seed = serde_json::from_value(json!({"metadata": {"name": "s"}})).unwrap();
         assert_eq!(none.wireguard(), Ok(None));
-    }
-
-    #[test]
-    fn control_plane_namespace_prefers_the_technical_id() {
-        let mut shoot: Shoot =
-            serde_json::from_value(json!({"metadata": {"name": "a", "namespace": "garden-dev"}})).unwrap();
-        assert_eq!(shoot.control_plane_namespace(), "shoot--dev--a");
-        shoot.status = Some(json!({"technicalID": "shoot--dev--a-1"}));
-        assert_eq!(shoot.control_plane_namespace(), "shoot--dev--a-1");
     }
 
     #[test]

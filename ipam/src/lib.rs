@@ -1,9 +1,8 @@
-//! kubelink's address management: keys, tunnel address allocation, CIDR rules, the Gardener model and
-//! the Kubernetes-backed store and controller.
+//! kubelink's address management: keys, tunnel address allocation, CIDR rules, the Gardener model, the
+//! Kubernetes-backed store and the Gardener extension controller.
 
 pub mod alloc;
 pub mod contract;
-pub mod controller;
 pub mod decode;
 pub mod error;
 pub mod extension;
@@ -14,7 +13,6 @@ pub mod projection;
 pub mod record;
 pub mod secret;
 pub mod seed_objects;
-pub mod status;
 pub mod store;
 pub mod table;
 pub mod validate;

@@ -1,12 +1,14 @@
-//! Properties of the first-free allocator and the table plan, over IPv4 and IPv6 ranges.
+//! Properties of the first-free allocator and of the extension's per-shoot allocation on the table, over
+//! IPv4 and IPv6 ranges.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 use kubelink_ipam::alloc::Pool;
-use kubelink_ipam::gardener::ShootKey;
-use kubelink_ipam::table::{Table, plan};
+use kubelink_ipam::contract::ShootKey;
+use kubelink_ipam::extension::plan::{allocate, release};
+use kubelink_ipam::table::Table;
 use proptest::prelude::*;
 
 /// Small ranges so that the pool often fills up: IPv4 /24 to /30, IPv6 /120 to /126.
@@ -72,32 +74,37 @@ proptest! {
         prop_assert_eq!(got, expected);
     }
 
+    /// Shoots come (some with a recorded address, as a restored state carries) and go, in any order:
+    /// no address is ever given twice or outside the pool, a shoot asked again keeps its address, and a
+    /// shoot is refused only when the pool is full.
     #[test]
-    fn plans_never_give_one_address_twice(
+    fn allocations_never_give_one_address_twice(
         cidr in small_cidr(),
-        first in proptest::collection::btree_set(0u16..400, 0..300),
-        second in proptest::collection::btree_set(0u16..400, 0..300),
-        recorded in proptest::collection::btree_map(0u16..400, 0u128..300, 0..50),
+        steps in proptest::collection::vec((0u16..400, any::<bool>(), proptest::option::of(0u128..300)), 0..400),
     ) {
-        let key = |i: &u16| ShootKey { namespace: "garden-p".into(), name: format!("s{i}") };
+        let key = |i: u16| ShootKey { namespace: format!("shoot--p--s{i}"), name: "kubelink-wireguard".into() };
         let pool = Pool::new(cidr);
-        let recorded: BTreeMap<ShootKey, IpAddr> = recorded.iter().map(|(i, o)| (key(i), at(cidr, *o % 300))).collect();
-        let one = plan(&Table::default(), &pool, &first.iter().map(key).collect(), &recorded);
-        let two = plan(&one.table, &pool, &second.iter().map(key).collect(), &recorded);
-        for p in [&one, &two] {
-            prop_assert!(p.table.addresses_unique());
-            prop_assert!(p.table.iter().all(|(_, a)| pool.is_assignable(*a)));
-            prop_assert_eq!(p.table.len() + p.exhausted.len(), if std::ptr::eq(p, &one) { first.len() } else { second.len() });
-        }
-        // A shoot that stays keeps its address.
-        for (k, a) in one.table.iter() {
-            if second.iter().map(key).any(|s| &s == k) {
-                prop_assert_eq!(two.table.get(k), Some(*a));
+        let mut table = Table::default();
+        for (i, leaves, recorded) in steps {
+            let k = key(i);
+            if leaves {
+                table = release(&table, &k).unwrap_or(table);
+                prop_assert!(table.get(&k).is_none());
+                continue;
             }
-        }
-        // Nobody is left out while a free address remains.
-        if !two.exhausted.is_empty() {
-            prop_assert_eq!(two.table.len() as u128, pool.capacity());
+            let before = table.get(&k);
+            match allocate(&table, &pool, &k, recorded.map(|o| at(cidr, o))) {
+                Ok((address, _, next)) => {
+                    if let Some(b) = before {
+                        prop_assert_eq!(address, b, "a shoot asked again keeps its address");
+                    }
+                    table = next.unwrap_or(table);
+                    prop_assert_eq!(table.get(&k), Some(address));
+                }
+                Err(_) => prop_assert_eq!(table.len() as u128, pool.capacity(), "refused while free"),
+            }
+            prop_assert!(table.addresses_unique());
+            prop_assert!(table.iter().all(|(_, a)| pool.is_assignable(*a)));
         }
     }
 }

@@ -1,9 +1,9 @@
-//! `kubelink ipam`: tunnel address allocation for shoots (`controller`) and what it handed out (`list`).
+//! `kubelink ipam`: the Gardener extension controller that allocates tunnel addresses and keys for shoots
+//! (`extension`) and what it handed out (`list`).
 
 use std::time::Duration;
 
 use anyhow::Context;
-use kubelink_ipam::controller::{Config, Controller};
 use kubelink_ipam::store::list_allocations;
 
 #[derive(clap::Args)]
@@ -14,8 +14,6 @@ pub struct IpamArgs {
 
 #[derive(clap::Subcommand)]
 enum IpamCommand {
-    /// Allocate, record and release tunnel addresses and keys for the shoots of one seed.
-    Controller(ControllerArgs),
     /// The Gardener extension controller: reconciles the seed's and its shoots' `kubelink-wireguard`
     /// Extensions on the seed (no garden access).
     Extension(ExtensionArgs),
@@ -43,28 +41,6 @@ struct ExtensionArgs {
 }
 
 #[derive(clap::Args)]
-struct ControllerArgs {
-    #[command(flatten)]
-    seed: super::SeedArgs,
-    #[command(flatten)]
-    garden: super::GardenApi,
-    #[command(flatten)]
-    api: super::SeedApi,
-    /// Gateway slots: 1, or 2 for high availability (published to the agents in the SeedTunnel).
-    #[arg(long, env = "KUBELINK_SLOTS", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=2))]
-    slots: u8,
-    /// Full pass at least this often, e.g. `5m`; a shoot's ShootState is read again after this long.
-    #[arg(long, env = "KUBELINK_RESYNC", default_value = "5m", value_parser = humantime::parse_duration)]
-    resync: Duration,
-    /// Run one pass, print what it did, and exit (non-zero when the seed's configuration is unusable).
-    #[arg(long, env = "KUBELINK_ONCE")]
-    once: bool,
-    /// Address of /healthz, /readyz and /metrics (not served with --once).
-    #[arg(long, env = "KUBELINK_HEALTH_LISTEN", default_value = "0.0.0.0:8093")]
-    health_listen: std::net::SocketAddr,
-}
-
-#[derive(clap::Args)]
 struct ListArgs {
     #[command(flatten)]
     namespace: super::NamespaceArg,
@@ -77,7 +53,6 @@ struct ListArgs {
 
 pub async fn run(args: IpamArgs) -> anyhow::Result<()> {
     match args.command {
-        IpamCommand::Controller(a) => controller(a).await,
         IpamCommand::Extension(a) => extension(a).await,
         IpamCommand::List(a) => list(a).await,
     }
@@ -107,47 +82,6 @@ fn seed_of_spec_file(path: &std::path::Path, name: &str) -> anyhow::Result<kubel
     let seed = serde_json::json!({"metadata": {"name": name}, "spec": spec});
     kubelink_ipam::decode::decode_value(&seed)
         .map_err(|(field, reason)| anyhow::anyhow!("{}: {field}: {reason}", path.display()))
-}
-
-async fn controller(a: ControllerArgs) -> anyhow::Result<()> {
-    let garden = a.garden.client().await?;
-    let seed = a.api.client().await?;
-    let mut cfg = Config::new(a.seed.seed);
-    cfg.namespace = a.seed.namespace.namespace;
-    cfg.slots = a.slots;
-    cfg.resync = a.resync;
-    let controller = Controller::new(garden, seed, cfg);
-    if !a.once {
-        let metrics = crate::ipam_metrics::IpamMetrics::default();
-        let bound = metrics.serve(a.health_listen).await?;
-        tracing::info!(health = %bound, "ipam controller started");
-        let run = controller.run_with(|result, took| metrics.record(result, took));
-        return run.await.context("the ipam controller stopped");
-    }
-    let report = controller.reconcile().await.context("ipam pass")?;
-    println!(
-        "shoots with an address: {}, newly assigned: {}, released: {}, waiting (exhausted): {}, rejected: {}, skipped objects: {}, objects written: {}",
-        report.table.len(),
-        report.assigned.len(),
-        report.released.len(),
-        report.exhausted.len(),
-        report.rejected.len(),
-        report.skipped.len(),
-        report.writes
-    );
-    for (shoot, e) in &report.rejected {
-        println!("rejected {shoot}: {e}");
-    }
-    for p in &report.problems {
-        println!("skipped: {p}");
-    }
-    for s in &report.skipped {
-        println!("skipped: {s}");
-    }
-    match report.seed_error {
-        Some(e) => Err(anyhow::anyhow!(e)).context("the seed's WireGuard configuration is unusable"),
-        None => Ok(()),
-    }
 }
 
 async fn list(a: ListArgs) -> anyhow::Result<()> {

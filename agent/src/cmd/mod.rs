@@ -15,7 +15,7 @@ use anyhow::Context;
 /// The Seed a process serves and kubelink's namespace in the seed cluster.
 #[derive(clap::Args, Clone, Debug)]
 pub struct SeedArgs {
-    /// The Seed this process serves (its name in the garden).
+    /// The Seed this process serves (gardenlet's `gardener.seed.name`).
     #[arg(long, env = "KUBELINK_SEED")]
     pub seed: String,
     #[command(flatten)]
@@ -34,65 +34,28 @@ pub struct NamespaceArg {
 #[derive(clap::Args, Clone, Debug)]
 pub struct SeedApi {
     /// Kubeconfig of the seed cluster. Default: $KUBECONFIG or ~/.kube/config, else the Pod's
-    /// in-cluster ServiceAccount. Never the garden's.
-    #[arg(long, env = "KUBELINK_SEED_KUBECONFIG", conflicts_with = "seed_server")]
+    /// in-cluster ServiceAccount.
+    #[arg(long, env = "KUBELINK_SEED_KUBECONFIG")]
     pub seed_kubeconfig: Option<PathBuf>,
-    /// Plain URL of the seed's API server, without credentials (the API test server), instead of a
-    /// kubeconfig.
-    #[arg(long, env = "KUBELINK_SEED_SERVER")]
-    pub seed_server: Option<String>,
-}
-
-/// How to reach the garden cluster (only the IPAM controller does).
-#[derive(clap::Args, Clone, Debug)]
-pub struct GardenApi {
-    /// Kubeconfig of the garden cluster (this Seed, its Shoots and their ShootStates). Required: the
-    /// garden is never taken from the seed's or the ambient configuration.
-    #[arg(
-        long,
-        env = "KUBELINK_GARDEN_KUBECONFIG",
-        required_unless_present = "garden_server",
-        conflicts_with = "garden_server"
-    )]
-    pub garden_kubeconfig: Option<PathBuf>,
-    /// Plain URL of the garden's API server, without credentials (the API test server), instead of a
-    /// kubeconfig.
-    #[arg(long, env = "KUBELINK_GARDEN_SERVER")]
-    pub garden_server: Option<String>,
 }
 
 impl SeedApi {
     pub async fn client(&self) -> anyhow::Result<kube::Client> {
-        kube_client("--seed-server", self.seed_server.as_deref(), self.seed_kubeconfig.as_deref())
-            .await
-            .context("the seed cluster")
+        kube_client(self.seed_kubeconfig.as_deref()).await.context("the seed cluster")
     }
 }
 
-impl GardenApi {
-    pub async fn client(&self) -> anyhow::Result<kube::Client> {
-        let kubeconfig = self.garden_kubeconfig.as_deref();
-        anyhow::ensure!(self.garden_server.is_some() || kubeconfig.is_some(), "set --garden-kubeconfig");
-        kube_client("--garden-server", self.garden_server.as_deref(), kubeconfig).await.context("the garden cluster")
-    }
-}
-
-/// A client from a plain URL, a kubeconfig file, or the ambient configuration.
-async fn kube_client(
-    flag: &str,
-    server: Option<&str>,
-    kubeconfig: Option<&std::path::Path>,
-) -> anyhow::Result<kube::Client> {
-    let config = match (server, kubeconfig) {
-        (Some(url), _) => kube::Config::new(url.parse().with_context(|| format!("{flag} {url:?} is not a URL"))?),
-        (None, Some(path)) => {
+/// A client from a kubeconfig file, or the ambient configuration.
+async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
             kube::Config::from_custom_kubeconfig(file, &Default::default())
                 .await
                 .with_context(|| format!("using kubeconfig {}", path.display()))?
         }
-        (None, None) => kube::Config::infer().await.context("no kubeconfig and no in-cluster configuration")?,
+        None => kube::Config::infer().await.context("no kubeconfig and no in-cluster configuration")?,
     };
     kube::Client::try_from(config).context("building the Kubernetes client")
 }
@@ -157,12 +120,12 @@ mod tests {
         assert!(problems.is_empty(), "{}", problems.join("\n"));
     }
 
+    /// kubelink runs on the seed only: gardenlet mediates everything of the garden.
     #[test]
-    fn the_garden_never_defaults_to_the_seed() {
-        let ipam = super::ipam::IpamArgs::augment_args(Command::new("ipam")).no_binary_name(true);
-        let err = ipam.try_get_matches_from(["controller", "--seed", "s", "--seed-server", "http://seed"]);
-        assert!(err.is_err_and(|e| e.to_string().contains("--garden-kubeconfig")));
-        let agent = super::agent::AgentArgs::augment_args(Command::new("agent"));
-        assert!(agent.get_arguments().all(|a| !a.get_id().as_str().contains("garden")), "the agent has no garden flag");
+    fn no_subcommand_takes_garden_credentials() {
+        for cmd in subcommands() {
+            let garden: Vec<_> = cmd.get_arguments().filter(|a| a.get_id().as_str().contains("garden")).collect();
+            assert!(garden.is_empty(), "{}: {garden:?}", cmd.get_name());
+        }
     }
 }

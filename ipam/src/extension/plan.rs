@@ -66,7 +66,7 @@ pub fn decide_shoot(
     }
     match allocate(table, &Pool::new(seed.cidr), key, recorded) {
         Ok((address, assignment, table)) => ShootDecision::Serve { address, assignment, table },
-        Err(_) => hold(&crate::controller::exhausted_error(&seed.field, seed.cidr)),
+        Err(_) => hold(&IpamError::exhausted(&seed.field, seed.cidr)),
     }
 }
 
