@@ -1,10 +1,10 @@
-//! The Helm charts (`charts/kubelink` on the seed, `charts/kubelink-garden` in the garden) rendered
+//! The Helm chart `charts/kubelink` rendered
 //! (`helm template`) and installed (`helm install`) by the real `helm` CLI into the real kube-apiserver
 //! (which validates every object it is given), and checked on what Helm rendered and created:
 //!
 //! - every flag and variable the chart passes is one of that `kubelink` subcommand (its `--help`);
 //! - each slot's Service selects the agent Pod that holds the slot;
-//! - the agent gets nothing of the garden; only the IPAM mounts the garden kubeconfig;
+//! - nothing gets garden credentials: the agent mounts no Secret, the controller reaches the seed only;
 //! - the Roles grant exactly the contract's rules, the agent nothing cluster-wide and no Secret by
 //!   kind alone;
 //! - placement values (node selector, affinity, tolerations, pod annotations, pull secrets), the
@@ -31,7 +31,6 @@ use serde_json::{Value, json};
 /// The namespace `helm template` renders into; installs go into namespaces of their own.
 const NS: &str = "kubelink";
 const SEED: &str = "local";
-const GARDEN_SECRET: &str = "kubelink-garden-kubeconfig";
 
 /// A fresh directory under the system temp dir.
 fn scratch(what: &str) -> PathBuf {
@@ -71,7 +70,6 @@ async fn install(chart_dir: &Path, prefix: &str, values: Value) -> Result<Instal
 fn seed_values() -> Value {
     json!({
         "seedName": SEED,
-        "gardenKubeconfigSecret": GARDEN_SECRET,
         "agent": {"slotEndpoints": ["gw-0.example:51820", "gw-1.example:51820"]},
     })
 }
@@ -166,11 +164,7 @@ async fn every_flag_and_variable_the_chart_passes_is_one_of_the_binary() {
     values["gardener"] = json!({"seed": {"name": SEED, "spec": {"networks": {"nodes": "10.250.0.0/16"}}}});
     let objects = render(&chart("kubelink"), values).await.unwrap();
     let mut unknown = Vec::new();
-    let workloads = [
-        ("DaemonSet", "kubelink-agent", "agent"),
-        ("Deployment", "kubelink-ipam", "ipam"),
-        ("Deployment", "kubelink-controller", "controller"),
-    ];
+    let workloads = [("DaemonSet", "kubelink-agent", "agent"), ("Deployment", "kubelink-controller", "controller")];
     for (kind, name, container) in workloads {
         let cmd = helm::container_command(find(&objects, kind, name), container, &downward()).unwrap();
         let words: Vec<String> = cmd.args.iter().take_while(|a| !a.starts_with("--")).cloned().collect();
@@ -215,7 +209,7 @@ async fn the_agent_runs_with_the_downward_api_and_the_release_namespace() {
     assert_eq!(ds["spec"]["template"]["spec"]["hostNetwork"], true, "the agent routes the node: hostNetwork");
 
     // Without slot endpoints the flag is left out (each gateway publishes its node IP).
-    let objects = render(&chart("kubelink"), json!({"seedName": SEED, "gardenKubeconfigSecret": "g"})).await.unwrap();
+    let objects = render(&chart("kubelink"), json!({"seedName": SEED})).await.unwrap();
     let cmd = helm::container_command(find(&objects, "DaemonSet", "kubelink-agent"), "agent", &downward()).unwrap();
     assert!(!cmd.args.iter().any(|a| a.starts_with("--slot-endpoints")), "{:?}", cmd.args);
 }
@@ -230,13 +224,19 @@ async fn seed_status_runs_in_the_agent_pod_without_flags() {
     }
     let objects = render(&chart("kubelink"), seed_values()).await.unwrap();
     let cmd = helm::container_command(find(&objects, "DaemonSet", "kubelink-agent"), "agent", &downward()).unwrap();
+    // A seed where nothing listens, so that the client is not inferred from the test's environment.
+    let kubeconfig = std::env::temp_dir().join(format!("kubelink-nothing-{}.kubeconfig", std::process::id()));
+    let nowhere = "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: \"http://127.0.0.1:9\"}}]\n\
+                   users: [{name: u, user: {}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\n";
+    std::fs::write(&kubeconfig, nowhere).unwrap();
     let out = std::process::Command::new(netns::kubelink_bin())
         .arg("seed-status")
         .env_clear()
         .envs(cmd.env.iter().map(|(k, v)| (k, v)))
-        .env("KUBELINK_SEED_SERVER", "http://127.0.0.1:9")
+        .env("KUBELINK_SEED_KUBECONFIG", &kubeconfig)
         .output()
         .unwrap();
+    let _ = std::fs::remove_file(&kubeconfig);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("kubelink seed-status in the agent container: {:?}; {}", out.status.code(), stderr.trim());
     assert_ne!(out.status.code(), Some(2), "a usage error: {stderr}");
@@ -270,11 +270,13 @@ async fn placement_unprivileged_mode_and_the_pod_monitor_render_as_kubernetes_re
     values["imagePullSecrets"] = json!([{"name": "pull"}]);
     values["agent"].as_object_mut().unwrap().extend(placement.as_object().unwrap().clone());
     values["agent"]["privileged"] = json!(false);
-    values["ipam"] = placement.clone();
+    values["controller"] = placement.clone();
     values["metrics"] = json!({"podMonitor": {"enabled": true, "labels": {"release": "prometheus"}}});
     let Installed { ns, objects } = install(&chart("kubelink"), "placement", values).await.unwrap();
     assert_stored(&objects, &ns).await;
-    for (kind, name, container) in [("DaemonSet", "kubelink-agent", "agent"), ("Deployment", "kubelink-ipam", "ipam")] {
+    for (kind, name, container) in
+        [("DaemonSet", "kubelink-agent", "agent"), ("Deployment", "kubelink-controller", "controller")]
+    {
         let template = pod_template(find(&objects, kind, name));
         let spec = template.spec.as_ref().unwrap();
         let annotations = template.metadata.as_ref().and_then(|m| m.annotations.clone()).unwrap_or_default();
@@ -304,13 +306,13 @@ async fn placement_unprivileged_mode_and_the_pod_monitor_render_as_kubernetes_re
     assert_eq!(caps.add, Some(vec!["NET_ADMIN".to_string(), "NET_RAW".to_string()]));
     assert_eq!(caps.drop, Some(vec!["ALL".to_string()]));
 
-    // The PodMonitor selects the agent and the IPAM pods and scrapes their health port.
+    // The PodMonitor selects the agent and the controller pods and scrapes their health port.
     let monitor = find(&objects, "PodMonitor", "kubelink");
     assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
     assert_eq!(monitor["spec"]["podMetricsEndpoints"][0]["port"], "health");
     assert_eq!(monitor["spec"]["podMetricsEndpoints"][0]["path"], "/metrics");
     let selector = &monitor["spec"]["selector"]["matchLabels"];
-    for (kind, name) in [("DaemonSet", "kubelink-agent"), ("Deployment", "kubelink-ipam")] {
+    for (kind, name) in [("DaemonSet", "kubelink-agent"), ("Deployment", "kubelink-controller")] {
         let labels = pod_template(find(&objects, kind, name)).metadata.unwrap().labels;
         assert!(matches(selector, &labels), "the PodMonitor does not select {name}: {selector} vs {labels:?}");
     }
@@ -370,12 +372,24 @@ async fn each_slot_service_selects_the_slot_holder_among_the_agent_pods() {
     }
 }
 
+/// gardenlet mediates everything of the garden: no kubelink workload gets garden credentials or
+/// reaches anything but the seed's API server, in-cluster.
 #[tokio::test]
-async fn the_agent_gets_nothing_of_the_garden_and_only_the_ipam_mounts_its_kubeconfig() {
-    if !helm_ready("the_agent_gets_nothing_of_the_garden_and_only_the_ipam_mounts_its_kubeconfig").await {
+async fn nothing_gets_garden_credentials_and_the_controller_reaches_the_seed_in_cluster() {
+    if !helm_ready("nothing_gets_garden_credentials_and_the_controller_reaches_the_seed_in_cluster").await {
         return;
     }
-    let objects = render(&chart("kubelink"), seed_values()).await.unwrap();
+    let mut values = seed_values();
+    values["gardener"] = json!({"seed": {"name": SEED, "spec": {"networks": {"nodes": "10.250.0.0/16"}}}});
+    let objects = render(&chart("kubelink"), values).await.unwrap();
+    for o in &objects {
+        let text = o.to_string().to_lowercase();
+        assert!(
+            !text.contains("garden-kubeconfig") && !text.contains("garden_kubeconfig"),
+            "{}",
+            o["metadata"]["name"]
+        );
+    }
 
     let ds = find(&objects, "DaemonSet", "kubelink-agent");
     let pod = &ds["spec"]["template"]["spec"];
@@ -385,53 +399,29 @@ async fn the_agent_gets_nothing_of_the_garden_and_only_the_ipam_mounts_its_kubec
         volumes.iter().all(|v| v.get("secret").is_none() && v.get("projected").is_none()),
         "the agent mounts no Secret: {volumes:?}"
     );
-    let text = ds.to_string();
-    assert!(!text.contains(GARDEN_SECRET), "the agent's DaemonSet names the garden Secret");
-    let cmd = helm::container_command(ds, "agent", &downward()).unwrap();
-    for a in &cmd.args {
-        assert!(!a.contains("garden") && !a.contains("kubeconfig"), "agent flag {a}");
-    }
-    for (k, _) in &cmd.env {
-        assert!(!k.contains("GARDEN") && !k.contains("KUBECONFIG"), "agent variable {k}");
-    }
 
-    let deploy = find(&objects, "Deployment", "kubelink-ipam");
+    let deploy = find(&objects, "Deployment", "kubelink-controller");
     let pod = &deploy["spec"]["template"]["spec"];
-    assert_eq!(pod["serviceAccountName"], "kubelink-ipam");
-    assert_eq!(pod["containers"].as_array().unwrap().len(), 1);
-    let cmd = helm::container_command(deploy, "ipam", &downward()).unwrap();
-    assert_eq!(cmd.args[..2], ["ipam", "controller"]);
-    for want in [format!("--seed={SEED}"), format!("--namespace={NS}"), "--slots=2".into()] {
-        assert!(cmd.args.contains(&want), "IPAM args lack {want}: {:?}", cmd.args);
-    }
-    let path = cmd
-        .args
-        .iter()
-        .find_map(|a| a.strip_prefix("--garden-kubeconfig="))
-        .unwrap_or_else(|| panic!("the IPAM gets --garden-kubeconfig: {:?}", cmd.args));
-    for a in &cmd.args {
-        let flag = a.split('=').next().unwrap();
-        assert!(
-            !["--seed-kubeconfig", "--kubeconfig", "--server", "--seed-server"].contains(&flag),
-            "the seed is reached in-cluster, the garden through --garden-kubeconfig only: {a}"
-        );
-    }
-    // The path is the key `kubeconfig` of the garden Secret's volume.
-    let (dir, key) = path.rsplit_once('/').unwrap();
-    assert_eq!(key, "kubeconfig");
-    let mount = pod["containers"][0]["volumeMounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["mountPath"] == dir)
-        .unwrap_or_else(|| panic!("nothing is mounted at {dir}"));
-    let volume = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == mount["name"]).unwrap();
-    assert_eq!(volume["secret"]["secretName"], GARDEN_SECRET);
-    assert_eq!(mount["readOnly"], true);
+    assert_eq!(pod["serviceAccountName"], "kubelink-controller");
+    let volumes = pod["volumes"].as_array().cloned().unwrap_or_default();
+    assert!(volumes.iter().all(|v| v.get("secret").is_none()), "the controller mounts no Secret: {volumes:?}");
+    let cmd = helm::container_command(deploy, "controller", &downward()).unwrap();
+    assert_eq!(cmd.args[..2], ["ipam", "extension"]);
+    assert_eq!((cmd.env("KUBELINK_SEED"), cmd.env("KUBELINK_NAMESPACE")), (Some(SEED), Some(NS)));
 
-    // With the IPAM disabled there is nothing of it, and no garden Secret is needed.
-    let objects = render(&chart("kubelink"), json!({"seedName": SEED, "ipam": {"enabled": false}})).await.unwrap();
-    assert!(objects.iter().all(|o| !o.to_string().contains("kubelink-ipam")), "{:?}", summary(&objects));
+    for cmd in [helm::container_command(ds, "agent", &downward()).unwrap(), cmd] {
+        for a in &cmd.args {
+            assert!(!a.contains("garden") && !a.contains("kubeconfig"), "flag {a}: the seed is reached in-cluster");
+        }
+        for (k, _) in &cmd.env {
+            assert!(!k.contains("GARDEN") && !k.contains("KUBECONFIG"), "variable {k}");
+        }
+    }
+
+    // Without the controller (a release whose shoots another release serves) there is nothing of it.
+    let objects =
+        render(&chart("kubelink"), json!({"seedName": SEED, "controller": {"enabled": false}})).await.unwrap();
+    assert!(objects.iter().all(|o| !o.to_string().contains("kubelink-controller")), "{:?}", summary(&objects));
     assert!(of_kind(&objects, "DaemonSet").len() == 1);
 }
 
@@ -486,27 +476,32 @@ async fn rbac_is_the_contract_and_the_agent_has_nothing_cluster_wide() {
         ("events.k8s.io", &["events"], &["create", "patch"], "*"),
     ]);
     assert_eq!(rules(find(&objects, "Role", "kubelink-agent")), agent, "the agent's Role");
-    let ipam_role = expect(&[
-        ("", &["secrets"], &["get", "watch"], slots),
+    let controller_role = expect(&[
+        ("", &["secrets"], &["get", "list", "watch"], slots),
+        ("", &["configmaps"], &["create"], "*"),
+        ("", &["configmaps"], &["get", "update"], "kubelink-allocations"),
         ("kubelink.gardener.cloud", &["seedtunnels"], &["create"], "*"),
         ("kubelink.gardener.cloud", &["seedtunnels"], &["get", "update"], SEED),
-        ("kubelink.gardener.cloud", &["shootpeers"], &["list", "watch", "create", "update", "delete"], "*"),
+        ("kubelink.gardener.cloud", &["shootpeers"], &["get", "list", "watch", "create", "update", "delete"], "*"),
     ]);
-    assert_eq!(rules(find(&objects, "Role", "kubelink-ipam")), ipam_role, "the IPAM's Role");
-    let cluster_role_name = format!("kubelink-ipam-{ns}");
-    let ipam_cluster = expect(&[
-        ("", &["secrets"], &["list", "create"], "*"),
+    assert_eq!(rules(find(&objects, "Role", "kubelink-controller")), controller_role, "the controller's Role");
+    let cluster_role_name = format!("kubelink-controller-{ns}");
+    let controller_cluster = expect(&[
+        ("extensions.gardener.cloud", &["extensions"], &["get", "list", "watch", "patch"], "*"),
+        ("extensions.gardener.cloud", &["extensions/status"], &["patch"], "*"),
+        ("extensions.gardener.cloud", &["clusters"], &["get", "list", "watch"], "*"),
+        ("", &["secrets"], &["create"], "*"),
         ("", &["secrets"], &["get", "update", "delete"], "kubelink-shoot,managedresource-kubelink-shoot"),
-        ("resources.gardener.cloud", &["managedresources"], &["list", "create"], "*"),
-        ("resources.gardener.cloud", &["managedresources"], &["update", "delete"], "kubelink-shoot"),
-        ("events.k8s.io", &["events"], &["create"], "*"),
+        ("resources.gardener.cloud", &["managedresources"], &["create"], "*"),
+        ("resources.gardener.cloud", &["managedresources"], &["get", "update", "patch", "delete"], "kubelink-shoot"),
     ]);
-    assert_eq!(rules(find(&objects, "ClusterRole", &cluster_role_name)), ipam_cluster, "the IPAM's ClusterRole");
+    let cluster_role = rules(find(&objects, "ClusterRole", &cluster_role_name));
+    assert_eq!(cluster_role, controller_cluster, "the controller's ClusterRole");
 
     // One ServiceAccount per component, each bound to its own Role only; the agent nothing cluster-wide.
     let sas: BTreeSet<&str> =
         of_kind(&objects, "ServiceAccount").iter().map(|s| s["metadata"]["name"].as_str().unwrap()).collect();
-    assert_eq!(sas, BTreeSet::from(["kubelink-agent", "kubelink-ipam"]));
+    assert_eq!(sas, BTreeSet::from(["kubelink-agent", "kubelink-controller"]));
     let binds = |sa: &str| -> Vec<String> {
         objects
             .iter()
@@ -518,11 +513,14 @@ async fn rbac_is_the_contract_and_the_agent_has_nothing_cluster_wide() {
             .collect()
     };
     assert_eq!(binds("kubelink-agent"), ["RoleBinding -> Role kubelink-agent"]);
-    let mut ipam = binds("kubelink-ipam");
-    ipam.sort();
+    let mut controller = binds("kubelink-controller");
+    controller.sort();
     assert_eq!(
-        ipam,
-        [format!("ClusterRoleBinding -> ClusterRole {cluster_role_name}"), "RoleBinding -> Role kubelink-ipam".into()]
+        controller,
+        [
+            format!("ClusterRoleBinding -> ClusterRole {cluster_role_name}"),
+            "RoleBinding -> Role kubelink-controller".into()
+        ]
     );
     let agent_role = find(&objects, "Role", "kubelink-agent");
     for rule in agent_role["rules"].as_array().unwrap() {
@@ -539,48 +537,9 @@ async fn rbac_is_the_contract_and_the_agent_has_nothing_cluster_wide() {
     let role = rules(find(&objects, "Role", "kubelink-agent"));
     assert!(role.contains(&("".into(), "secrets".into(), "get".into(), "kubelink-gateway-0".into())), "{role:?}");
     assert!(role.iter().all(|r| !r.3.contains("kubelink-gateway-1")), "{role:?}");
-    let ipam = rules(find(&objects, "Role", "kubelink-ipam"));
-    assert!(ipam.contains(&("".into(), "secrets".into(), "watch".into(), "kubelink-gateway-0".into())), "{ipam:?}");
-    assert!(ipam.iter().all(|r| !r.3.contains("kubelink-gateway-1")), "{ipam:?}");
-}
-
-/// The ClusterRole is `kubelink-ipam:<seed>`, as Gardener names its roles; Kubernetes validates RBAC
-/// names as path segments (a colon is fine), and the real server takes it.
-#[tokio::test]
-async fn the_garden_chart_grants_the_ipam_identity_the_contract() {
-    if !helm_ready("the_garden_chart_grants_the_ipam_identity_the_contract").await {
-        return;
-    }
-    let objects = render(&chart("kubelink-garden"), json!({"seedName": SEED})).await.unwrap();
-    // The ServiceAccount goes to the namespace the chart names (`garden`), which must exist.
-    k8s::shared().await.unwrap().ensure_namespace("garden").await.unwrap();
-    let installed = install(&chart("kubelink-garden"), "garden", json!({"seedName": "installed"})).await.unwrap();
-    assert_stored(&installed.objects, &installed.ns).await;
-    let sa_name = format!("kubelink-ipam-{SEED}");
-    let sa = find(&objects, "ServiceAccount", &sa_name);
-    assert_eq!(sa["metadata"]["namespace"], "garden");
-    let role_name = format!("kubelink-ipam:{SEED}");
-    let want = expect(&[
-        ("core.gardener.cloud", &["seeds"], &["get"], "*"),
-        ("core.gardener.cloud", &["seeds"], &["list", "watch", "update"], SEED),
-        ("core.gardener.cloud", &["seeds/status"], &["update"], SEED),
-        ("core.gardener.cloud", &["shoots"], &["get", "list", "watch"], "*"),
-        ("core.gardener.cloud", &["shoots/status"], &["update"], "*"),
-        ("core.gardener.cloud", &["shootstates"], &["get", "create", "update"], "*"),
-        ("events.k8s.io", &["events"], &["create", "patch"], "*"),
-    ]);
-    assert_eq!(rules(find(&objects, "ClusterRole", &role_name)), want);
-    let binding = find(&objects, "ClusterRoleBinding", &role_name);
-    assert_eq!(binding["roleRef"]["name"], role_name.as_str());
-    assert_eq!(binding["subjects"], json!([{"kind": "ServiceAccount", "name": sa_name, "namespace": "garden"}]));
-    assert_eq!(of_kind(&objects, "Role").len() + of_kind(&objects, "RoleBinding").len(), 0);
-
-    // An operator-chosen identity.
-    let values = json!({"seedName": SEED, "ipam": {"serviceAccount": {"name": "ipam-x", "namespace": "garden-x"}}});
-    let objects = render(&chart("kubelink-garden"), values).await.unwrap();
-    assert_eq!(find(&objects, "ServiceAccount", "ipam-x")["metadata"]["namespace"], "garden-x");
-    let binding = find(&objects, "ClusterRoleBinding", &role_name);
-    assert_eq!(binding["subjects"], json!([{"kind": "ServiceAccount", "name": "ipam-x", "namespace": "garden-x"}]));
+    // The controller keeps both slot names: a seed may go from one slot to two.
+    let controller = rules(find(&objects, "Role", "kubelink-controller"));
+    assert!(controller.contains(&("".into(), "secrets".into(), "watch".into(), slots.into())), "{controller:?}");
 }
 
 /// Renders `values` and expects Helm to refuse with a message that names each of `names`.
@@ -624,10 +583,9 @@ async fn wrong_values_are_refused_with_a_message_naming_them() {
     assert_refused("kubelink", with(json!({"agent": {"slots": 2}})), &["slots"]).await;
     assert_refused("kubelink", with(json!({"slots": 1})), &["slotEndpoints"]).await;
     // Required values, from the templates.
-    assert_refused("kubelink", json!({"gardenKubeconfigSecret": "g"}), &["seedName is required"]).await;
-    assert_refused("kubelink", json!({"seedName": SEED}), &["gardenKubeconfigSecret is required"]).await;
-    assert_refused("kubelink-garden", json!({}), &["seedName is required"]).await;
-    assert_refused("kubelink-garden", json!({"seedname": SEED}), &["seedname"]).await;
+    assert_refused("kubelink", json!({}), &["seedName is required"]).await;
+    assert_refused("kubelink", with(json!({"gardenKubeconfigSecret": "g"})), &["gardenKubeconfigSecret"]).await;
+    assert_refused("kubelink", with(json!({"ipam": {"enabled": true}})), &["ipam"]).await;
 }
 
 #[tokio::test]
@@ -635,12 +593,7 @@ async fn helm_lint_passes() {
     if !helm_ready("helm_lint_passes").await {
         return;
     }
-    for (name, values) in [
-        ("kubelink", seed_values()),
-        ("kubelink", json!({})),
-        ("kubelink-garden", json!({"seedName": SEED})),
-        ("kubelink-garden", json!({})),
-    ] {
+    for (name, values) in [("kubelink", seed_values()), ("kubelink", json!({}))] {
         let report = helm::lint(&chart(name), values.clone()).await.unwrap_or_else(|e| panic!("{name} {values}: {e}"));
         println!("lint {name} {values}: {:?}", report.messages);
     }
@@ -724,11 +677,9 @@ fn assert_closed(schema: &Value, at: &str) {
 }
 
 #[test]
-fn both_schemas_refuse_unknown_keys_at_every_level() {
-    for name in ["kubelink", "kubelink-garden"] {
-        let path = chart(name).join("values.schema.json");
-        let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        assert_eq!(schema["type"], "object");
-        assert_closed(&schema, name);
-    }
+fn the_schema_refuses_unknown_keys_at_every_level() {
+    let path = chart("kubelink").join("values.schema.json");
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(schema["type"], "object");
+    assert_closed(&schema, "kubelink");
 }

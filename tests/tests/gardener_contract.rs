@@ -429,7 +429,7 @@ async fn gardenlet_renders_the_chart() {
 fn gardenlet_enforces_the_values_schema() {
     let Some(bin) = contract("gardenlet_enforces_the_values_schema") else { return };
     let dir = scratch("schema");
-    let values = json!({"controller": {"enabled": true}, "ipam": {"enabled": false}, "slots": 5});
+    let values = json!({"controller": {"enabled": true}, "slots": 5});
     let r = render(&bin, &dir, &example("controller-deployment.yaml"), Some(&values));
     assert!(!r.ok, "rendered with slots: 5:\n{}", r.stdout);
     assert!(r.stderr.contains("values don't meet the specifications of the schema"), "{}", r.stderr);
