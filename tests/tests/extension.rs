@@ -74,7 +74,7 @@ async fn seed(test: &str, name: &str) -> Option<Seed> {
 /// and the `gardener` values gardenlet injects; the rendered objects.
 async fn install_chart(cluster: &Cluster, seed: &str) -> Vec<Value> {
     cluster.ensure_namespace(NAMESPACE).await.unwrap();
-    let values = json!({"ipam": {"enabled": false}, "controller": {"enabled": true},
+    let values = json!({"controller": {"enabled": true},
                         "gardener": {"version": "1.149.0", "seed": {"name": seed, "spec": seed_networks()}}});
     let kubeconfig = cluster.admin_kubeconfig_file().unwrap();
     kubelink_tests::helm::install(&kubelink_tests::helm::chart("kubelink"), &kubeconfig, NAMESPACE, "kubelink", values)
@@ -266,4 +266,149 @@ async fn a_migrated_shoot_keeps_its_key_and_address_and_the_first_seed_forgets_i
     assert_eq!(two.peer(&ns).await.unwrap().spec.public_key, key);
     let table = two.table().await;
     assert!(table.contains(&(ns.clone(), addr2)) && table.len() == 2, "{table:?}");
+}
+
+/// Shoot `i` of project `p` on `seed`, prepared (namespace and Cluster); its namespace.
+async fn prepared(seed: &Seed, name: &str) -> String {
+    seed.prepare(&ShootFixture::new("p", name, "seed-a")).await
+}
+
+/// A second controller on the same seed, with the same identity: a rolling update or a split brain.
+fn second_controller(client: kube::Client) -> tokio::task::JoinHandle<()> {
+    let cfg = Config {
+        namespace: NAMESPACE.into(),
+        seed_name: "seed-a".into(),
+        seed: None,
+        resync: Duration::from_secs(300),
+    };
+    tokio::spawn(controller::run(client, cfg, std::sync::Arc::new(|_: &controller::Reconciled| {})))
+}
+
+/// Every version of the allocation table the server committed while `watch` ran: no shoot ever
+/// changed its address and no address ever moved to another shoot (a lost update would show as one).
+fn assert_history_never_reassigns(versions: &[Vec<(String, IpAddr)>]) {
+    let mut holder: std::collections::BTreeMap<IpAddr, String> = Default::default();
+    let mut address: std::collections::BTreeMap<String, IpAddr> = Default::default();
+    for table in versions {
+        for (ns, a) in table {
+            assert_eq!(holder.entry(*a).or_insert_with(|| ns.clone()), ns, "{a} moved: {versions:?}");
+            assert_eq!(address.entry(ns.clone()).or_insert(*a), a, "{ns} changed its address");
+        }
+    }
+}
+
+/// Every version of the allocation table a watch saw, as (namespace, address) rows.
+type Versions = std::sync::Arc<std::sync::Mutex<Vec<Vec<(String, IpAddr)>>>>;
+
+/// Records every version of the allocation table (a watch opened before the first write).
+fn record_table_versions(client: kube::Client) -> Versions {
+    use futures::StreamExt;
+    let versions = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let out = versions.clone();
+    let maps = Api::<ConfigMap>::namespaced(client, NAMESPACE);
+    let by_name = kube::runtime::watcher::Config::default().fields(&format!("metadata.name={}", table_store::NAME));
+    tokio::spawn(kube::runtime::watcher(maps, by_name).for_each(move |event| {
+        if let Ok(kube::runtime::watcher::Event::Apply(map) | kube::runtime::watcher::Event::InitApply(map)) = event {
+            let (table, _) = table_store::table_of(Some(&map));
+            out.lock().unwrap().push(table.iter().map(|(k, a)| (k.namespace.clone(), *a)).collect());
+        }
+        async {}
+    }));
+    versions
+}
+
+#[tokio::test]
+async fn two_controllers_racing_give_every_shoot_an_address_of_its_own() {
+    use futures::StreamExt;
+    let test = "two_controllers_racing_give_every_shoot_an_address_of_its_own";
+    let Some(seed) = seed(test, "seed-a").await else { return };
+    let token = seed.cluster.token_for(NAMESPACE, "kubelink-controller").await.unwrap();
+    let _second = second_controller(seed.cluster.client_with_token(&token).await.unwrap());
+    let versions = record_table_versions(seed.client().await);
+    let g = &seed.gardenlet;
+    g.reconcile_extension("garden", TYPE, Some("seed"), Some(seed_config(CIDR))).await.unwrap();
+    const SHOOTS: usize = 40;
+    let mut namespaces = Vec::new();
+    for i in 0..SHOOTS {
+        namespaces.push(prepared(&seed, &format!("s{i:02}")).await);
+    }
+    let reconciles = futures::stream::iter(&namespaces).map(|ns| g.reconcile_extension(ns, TYPE, None, None));
+    for result in reconciles.buffer_unordered(16).collect::<Vec<_>>().await {
+        result.unwrap();
+    }
+
+    let table = seed.table().await;
+    assert_eq!(table.len(), SHOOTS);
+    let distinct: std::collections::BTreeSet<IpAddr> = table.iter().map(|(_, a)| *a).collect();
+    assert_eq!(distinct.len(), SHOOTS, "an address given twice: {table:?}");
+    for (ns, address) in &table {
+        assert_eq!(seed.state(ns).await.0, *address, "{ns}: its Extension's state is the table's");
+        assert_eq!(seed.peer(ns).await.unwrap().spec.address, address.to_string(), "{ns}: its ShootPeer");
+    }
+    let versions = versions.lock().unwrap().clone();
+    println!("two controllers, {SHOOTS} shoots: {} table versions, none reassigns", versions.len());
+    assert!(versions.len() >= 2, "the watch saw the table change");
+    assert_history_never_reassigns(&versions);
+
+    // What `kubelink ipam list` shows an operator is what the controllers wrote.
+    let out = std::process::Command::new(kubelink_tests::netns::kubelink_bin())
+        .args(["ipam", "list", "--json", "--namespace", NAMESPACE])
+        .env("KUBELINK_SEED_KUBECONFIG", seed.cluster.admin_kubeconfig_file().unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(listed.len(), SHOOTS);
+    for line in &listed {
+        let shoot = line["shoot"].as_str().unwrap();
+        assert!(shoot.starts_with("garden-p/s"), "{line}");
+        assert!(distinct.contains(&ip(line["address"].as_str().unwrap())), "{line}");
+    }
+}
+
+#[tokio::test]
+async fn a_full_pool_holds_the_next_shoot_and_takes_no_address_from_a_served_one() {
+    let test = "a_full_pool_holds_the_next_shoot_and_takes_no_address_from_a_served_one";
+    let Some(seed) = seed(test, "seed-a").await else { return };
+    let g = &seed.gardenlet;
+    // A /29 leaves four addresses (.3 to .6) after the network address, the two slots and broadcast.
+    g.reconcile_extension("garden", TYPE, Some("seed"), Some(seed_config("192.168.128.0/29"))).await.unwrap();
+    let mut served = Vec::new();
+    for name in ["a", "b", "c", "d"] {
+        let ns = prepared(&seed, name).await;
+        g.reconcile_extension(&ns, TYPE, None, None).await.unwrap();
+        served.push((ns.clone(), seed.state(&ns).await));
+    }
+    let ns_e = prepared(&seed, "e").await;
+    let err = g.reconcile_extension(&ns_e, TYPE, None, None).await.unwrap_err().to_string();
+    assert!(err.contains("is exhausted") && err.contains("use a larger range"), "{err}");
+    println!("the fifth shoot on a /29: {err}");
+    for (ns, state) in &served {
+        assert_eq!(&seed.state(ns).await, state, "{ns} keeps its address and key");
+    }
+    assert!(seed.peer(&ns_e).await.is_none() && seed.shoot_secret(&ns_e).await.is_none());
+
+    // One shoot leaves: the waiting one gets its address at gardenlet's next reconcile.
+    g.delete_extension(&served[1].0, TYPE).await.unwrap();
+    g.reconcile_extension(&ns_e, TYPE, None, None).await.unwrap();
+    assert_eq!(seed.state(&ns_e).await.0, served[1].1.0);
+}
+
+#[tokio::test]
+async fn an_ipv6_range_serves_shoots_end_to_end() {
+    let test = "an_ipv6_range_serves_shoots_end_to_end";
+    let Some(seed) = seed(test, "seed-a").await else { return };
+    let g = &seed.gardenlet;
+    g.reconcile_extension("garden", TYPE, Some("seed"), Some(seed_config("fd00:4b1::/120"))).await.unwrap();
+    let tunnel = Api::<SeedTunnel>::namespaced(seed.client().await, NAMESPACE).get("seed-a").await.unwrap();
+    assert_eq!(tunnel.spec.cidr, "fd00:4b1::/120");
+    let (ns_a, ns_b) = (prepared(&seed, "a").await, prepared(&seed, "b").await);
+    for ns in [&ns_a, &ns_b] {
+        g.reconcile_extension(ns, TYPE, None, None).await.unwrap();
+    }
+    assert_eq!((seed.state(&ns_a).await.0, seed.state(&ns_b).await.0), (ip("fd00:4b1::3"), ip("fd00:4b1::4")));
+    let secret = seed.shoot_secret(&ns_a).await.unwrap();
+    let address = String::from_utf8(secret.data.as_ref().unwrap()["address"].0.clone()).unwrap();
+    assert_eq!(address, "fd00:4b1::3/120", "the sidecar's address with the tunnel's prefix");
 }

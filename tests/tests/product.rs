@@ -1,12 +1,12 @@
-//! The production binary carries no test code: neither the Kubernetes API test server nor this test
-//! crate is a normal dependency of `kubelink`, and the built binary holds none of their symbols.
+//! The production binary carries no test code: this test crate is not a normal dependency of
+//! `kubelink`, and the built binary holds none of its symbols.
 
 use std::process::Command;
 
 use kubelink_tests::netns::find_kubelink;
 use kubelink_tests::skip::skip;
 
-const TEST_CRATES: [&str; 2] = ["kubelink-apiserver", "kubelink-tests"];
+const TEST_CRATES: [&str; 1] = ["kubelink-tests"];
 
 #[test]
 fn the_product_depends_on_no_test_crate() {
@@ -23,7 +23,7 @@ fn the_product_depends_on_no_test_crate() {
     }
 }
 
-/// Mangled Rust symbols name their crate (`kubelink_apiserver`); a release build keeps its symbol table.
+/// Mangled Rust symbols name their crate (`kubelink_tests`); a release build keeps its symbol table.
 #[test]
 fn the_built_binary_holds_no_test_crate_symbols() {
     let Ok(bin) = find_kubelink() else {

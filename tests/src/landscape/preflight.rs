@@ -32,9 +32,6 @@ pub async fn check(helm: bool) -> Result<(), String> {
     if helm && let Err(e) = crate::k8s::tools::tools() {
         missing.push(format!("kube-apiserver, etcd and helm ({e})"));
     }
-    if helm && let Err(e) = kubelink_apiserver::helm::available().await {
-        missing.push(format!("Helm's library for the garden chart ({e})"));
-    }
     match missing.is_empty() {
         true => Ok(()),
         false => Err(format!(
