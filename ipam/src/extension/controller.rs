@@ -2,12 +2,13 @@
 //!
 //! It runs on kube-runtime's `Controller`: one queue of Extensions, each reconciled on its own
 //! (never two reconciles of one object at once), triggered by the Extension, its namespace's
-//! `Cluster`, its ShootPeer (a hand-deleted one comes back) and, for every shoot, the seed's own
-//! Extension; retried with a growing back-off after a failure and resynced every few minutes. Each
+//! `Cluster`, its ShootPeer (a hand-deleted one comes back) and, for every shoot, a change of the
+//! seed's own Extension's spec or of a slot's key; retried with a growing back-off after a failure and resynced every few minutes. Each
 //! reconcile reads, decides with the pure [`super::plan`], then applies; the one shared object, the
 //! allocation table, is written by compare-and-swap ([`super::table_store`]).
 
 use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,6 +19,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
+use kube::runtime::utils::{PredicateConfig, predicates};
 use kube::runtime::{WatchStreamExt, watcher};
 
 use crate::alloc::Pool;
@@ -99,13 +101,19 @@ pub async fn run(client: kube::Client, cfg: Config, observe: Observer) {
     let extensions = Api::<Extension>::all(client.clone());
     // A change of the seed's Extension (its CIDR, its slots) concerns every shoot.
     let seed_ext = Api::<Extension>::namespaced(client.clone(), SEED_NAMESPACE);
-    let seed_changes = watcher(seed_ext, by_name()).default_backoff().map(|_| ());
-    // So does a slot Secret (a deleted one is a key rotation): recreated, and every shoot's Secret
+    // Only its spec counts (its generation): gardenlet's periodic requests and kubelink's own status
+    // writes must not reconcile every shoot.
+    let seed_changes = watcher(seed_ext, by_name())
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(predicates::generation, PredicateConfig::default())
+        .map(|_| ());
+    // So does a slot's key (a deleted Secret is a key rotation): recreated, and every shoot's Secret
     // gets the new public key. Watched by name, one watch per slot.
     let secrets = Api::<Secret>::namespaced(client.clone(), &cfg.namespace);
     let slot_changes = Slot::ALL.map(|slot| {
         let by_name = watcher::Config::default().fields(&format!("metadata.name={}", names::gateway(slot)));
-        watcher(secrets.clone(), by_name).default_backoff().map(|_| ()).boxed()
+        slot_key_changes(watcher(secrets.clone(), by_name).default_backoff()).boxed()
     });
     let everything = futures::stream::select_all(slot_changes.into_iter().chain([seed_changes.boxed()]));
     let peers = Api::<ShootPeer>::namespaced(client.clone(), &cfg.namespace);
@@ -126,6 +134,28 @@ pub async fn run(client: kube::Client, cfg: Config, observe: Observer) {
             }
         })
         .await;
+}
+
+/// One item per slot Secret created, deleted or given a new private key. The agents write their
+/// published fields into these Secrets; that must not reconcile every shoot.
+fn slot_key_changes(
+    events: impl futures::Stream<Item = Result<watcher::Event<Secret>, watcher::Error>> + Send + 'static,
+) -> impl futures::Stream<Item = ()> + Send {
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    events.filter_map(move |event| {
+        let changed = match event {
+            Ok(watcher::Event::Delete(s)) => seen.remove(&s.metadata.name.unwrap_or_default()).map(drop),
+            Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
+                // A hash of the key, kept in memory only, to see that it changed.
+                let mut hasher = DefaultHasher::new();
+                secret::text(&s, crate::contract::gateway_secret::PRIVATE_KEY).hash(&mut hasher);
+                let key = hasher.finish();
+                (seen.insert(s.metadata.name.unwrap_or_default(), key) != Some(key)).then_some(())
+            }
+            _ => None,
+        };
+        futures::future::ready(changed)
+    })
 }
 
 fn error_policy(ext: Arc<Extension>, error: &ReconcileError, ctx: Arc<Ctx>) -> Action {
@@ -394,7 +424,12 @@ impl Reconciler<'_> {
     async fn finish(&self, ext: &Extension, op: Operation, outcome: &Outcome) -> Result<bool, ReconcileError> {
         let (namespace, name) = ext.namespace_name();
         let patch = plan::status_patch(op, ext.metadata.generation, outcome, &now(), names::SHOOT_SECRET);
-        self.extensions(&namespace).patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        let current = ext.status.as_ref().and_then(|s| serde_json::to_value(s).ok());
+        let requested = super::objects::annotation(ext, annotations::TIMESTAMP);
+        // Unchanged: not written, so this reconcile does not trigger the next one.
+        if plan::status_changes(current.as_ref(), &patch, requested) {
+            self.extensions(&namespace).patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        }
         match outcome {
             Outcome::Succeeded { .. } => {
                 tracing::info!(extension = %format!("{namespace}/{name}"), op = op.type_name(), "succeeded")

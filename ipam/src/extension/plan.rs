@@ -160,6 +160,40 @@ pub fn status_patch(op: Operation, generation: Option<i64>, outcome: &Outcome, n
     json!({ "status": status })
 }
 
+/// Whether writing `patch` (from [`status_patch`]) is needed: it changes `current` beyond the times it
+/// stamps, or gardenlet's request at `requested` (its timestamp annotation) is newer than the last
+/// answer (`lastOperation.lastUpdateTime`, which gardenlet compares with it). kubelink writes its
+/// status only then: a write is a watch event, and an event is the next reconcile.
+pub fn status_changes(current: Option<&Value>, patch: &Value, requested: Option<&str>) -> bool {
+    let null = Value::Null;
+    let current = current.unwrap_or(&null);
+    let differs = patch["status"].as_object().is_some_and(|want| {
+        want.iter().any(|(k, v)| without_times(current.get(k).unwrap_or(&null)) != without_times(v))
+    });
+    differs || unanswered(current, requested)
+}
+
+fn without_times(value: &Value) -> Value {
+    let mut value = value.clone();
+    if let Some(map) = value.as_object_mut() {
+        map.remove("lastUpdateTime");
+    }
+    value
+}
+
+/// A request newer than the last answer (whole seconds, as gardenlet compares them); an unreadable
+/// time counts as unanswered.
+fn unanswered(current: &Value, requested: Option<&str>) -> bool {
+    use k8s_openapi::jiff::Timestamp;
+    let Some(requested) = requested else { return false };
+    let seconds = |t: &str| t.parse::<Timestamp>().ok().map(|t| t.as_second());
+    let answered = current["lastOperation"]["lastUpdateTime"].as_str().and_then(seconds);
+    match (seconds(requested), answered) {
+        (Some(requested), Some(answered)) => answered < requested,
+        _ => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,5 +313,23 @@ mod tests {
         assert_eq!(p["status"]["lastError"]["codes"][0], ERR_CONFIGURATION_PROBLEM);
         assert_eq!(p["status"]["lastOperation"]["state"], "Error");
         assert!(p["status"].get("state").is_none(), "a failure leaves the state as it is");
+    }
+
+    #[test]
+    fn the_status_is_written_only_when_it_changes_or_a_request_is_unanswered() {
+        let outcome = Outcome::Succeeded { description: "ok".into(), state: None };
+        let first = status_patch(Operation::Reconcile, Some(2), &outcome, "2026-12-07T10:00:00Z", "s");
+        assert!(status_changes(None, &first, None), "nothing written yet");
+        let written = first["status"].clone();
+        let later = status_patch(Operation::Reconcile, Some(2), &outcome, "2026-12-07T10:05:00Z", "s");
+        assert!(!status_changes(Some(&written), &later, None), "only the time differs");
+        assert!(!status_changes(Some(&written), &later, Some("2026-12-07T09:59:59.5Z")), "answered");
+        assert!(status_changes(Some(&written), &later, Some("2026-12-07T10:00:01Z")), "a newer request");
+        assert!(status_changes(Some(&written), &later, Some("yesterday")), "an unreadable request");
+        let newer = status_patch(Operation::Reconcile, Some(3), &outcome, "2026-12-07T10:05:00Z", "s");
+        assert!(status_changes(Some(&written), &newer, None), "a new generation");
+        let failed = Outcome::Failed { error: "bad".into(), configuration: true };
+        let failing = status_patch(Operation::Reconcile, Some(2), &failed, "2026-12-07T10:05:00Z", "s");
+        assert!(status_changes(Some(&written), &failing, None));
     }
 }
