@@ -412,3 +412,41 @@ async fn an_ipv6_range_serves_shoots_end_to_end() {
     let address = String::from_utf8(secret.data.as_ref().unwrap()["address"].0.clone()).unwrap();
     assert_eq!(address, "fd00:4b1::3/120", "the sidecar's address with the tunnel's prefix");
 }
+
+/// etcd stopped under a running controller (the API server answers with errors) and started again
+/// on its data: what was served stays as it was, and a shoot reconciled during the outage becomes
+/// ready once etcd is back, with the next free address.
+#[tokio::test]
+async fn a_shoot_asked_for_while_etcd_is_down_is_served_once_it_is_back() {
+    let test = "a_shoot_asked_for_while_etcd_is_down_is_served_once_it_is_back";
+    let Some(seed) = seed(test, "seed-a").await else { return };
+    let g = &seed.gardenlet;
+    g.reconcile_extension("garden", TYPE, Some("seed"), Some(seed_config(CIDR))).await.unwrap();
+    let ns_a = prepared(&seed, "a").await;
+    g.reconcile_extension(&ns_a, TYPE, None, None).await.unwrap();
+    let before = seed.state(&ns_a).await;
+    let ns_b = prepared(&seed, "b").await;
+
+    seed.cluster.stop_etcd();
+    let outage = std::time::Instant::now();
+    // gardenlet's request fails or hangs while etcd is down (the API server waits for etcd up to its
+    // request timeout); gardenlet asks again later, as its reconcile retries.
+    let during = tokio::time::timeout(Duration::from_secs(8), g.reconcile_extension(&ns_b, TYPE, None, None)).await;
+    assert!(!matches!(during, Ok(Ok(()))), "nothing can be written without etcd");
+    seed.cluster.start_etcd().await.unwrap();
+    println!("etcd down for {:.1} s", outage.elapsed().as_secs_f64());
+
+    let back = std::time::Instant::now();
+    g.reconcile_extension(&ns_b, TYPE, None, None).await.unwrap();
+    println!("shoot b ready {:.1} s after etcd came back", back.elapsed().as_secs_f64());
+    assert_eq!(seed.state(&ns_a).await, before, "the served shoot is unchanged");
+    assert_eq!(seed.state(&ns_b).await.0, ip("192.168.128.4"));
+    assert_eq!(seed.table().await, [(ns_a.clone(), before.0), (ns_b.clone(), ip("192.168.128.4"))]);
+    // The controller's watches recovered: a hand-deleted ShootPeer is put back.
+    Api::<ShootPeer>::namespaced(seed.client().await, NAMESPACE).delete(&ns_a, &Default::default()).await.unwrap();
+    let start = std::time::Instant::now();
+    while seed.peer(&ns_a).await.is_none() {
+        assert!(start.elapsed() < Duration::from_secs(30), "the deleted ShootPeer did not come back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

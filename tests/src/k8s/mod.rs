@@ -7,7 +7,8 @@
 //! - `--authorization-mode=Node,RBAC`, the default admission plugins plus `NodeRestriction`, an audit
 //!   log of every request (user, verb, resource, answer; [`Cluster::audit`]) for the RBAC proofs.
 //! - Gardener's seed CRDs from the gardener module and kubelink's own CRDs, on request.
-//! - Faults from the real processes: the API server frozen and thawed (SIGSTOP/SIGCONT).
+//! - Faults from the real processes: the API server frozen and thawed (SIGSTOP/SIGCONT), etcd
+//!   stopped and started again on its data.
 //!
 //! No kube-controller-manager runs: nothing creates a namespace's `default` ServiceAccount, collects
 //! garbage or finishes a namespace's deletion. [`Cluster::ensure_namespace`] creates the namespace and
@@ -307,6 +308,23 @@ impl Cluster {
         if let Some(d) = self.apiserver.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             d.signal(signal);
         }
+    }
+
+    /// Stops etcd (SIGTERM, as a node shutting it down); the API server stays up and answers with
+    /// errors. [`Cluster::start_etcd`] brings it back on the same data directory.
+    pub fn stop_etcd(&self) {
+        if let Some(mut d) = self.etcd.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            d.stop(Duration::from_secs(5));
+        }
+    }
+
+    /// Starts etcd again on its data directory and waits until the API server is ready again.
+    pub async fn start_etcd(&self) -> Result<(), String> {
+        let tools = tools::tools()?;
+        let log = self.dir.join("etcd.log.restarted");
+        let etcd = Daemon::start(&tools.etcd, &etcd_args(&self.dir, self.ports), self.netns.as_deref(), &log)?;
+        *self.etcd.lock().unwrap_or_else(|e| e.into_inner()) = Some(etcd);
+        self.wait_ready(Duration::from_secs(60)).await
     }
 
     async fn wait_ready(&self, timeout: Duration) -> Result<(), String> {
