@@ -1,4 +1,4 @@
-# The kubelink image: the `kubelink` binary (agent, IPAM controller, shoot sidecar) and the programs it
+# The kubelink image: the `kubelink` binary (agent, extension controller, shoot sidecar) and the programs it
 # starts at run time (agent/src/tools.rs RUNTIME_TOOLS). tests/tests/image.rs checks that the runtime
 # stage installs exactly the Debian packages providing those programs, plus ca-certificates.
 #
@@ -25,6 +25,6 @@ RUN apt-get update \
 COPY --from=builder /kubelink /usr/local/bin/kubelink
 # Runs as root, deliberately: the agent configures the node's network (WireGuard device, routes,
 # nftables, conntrack, net.ipv4.ip_forward), which needs NET_ADMIN in the host network namespace and
-# a privileged container. The IPAM controller runs from this image as a non-root user set by its Pod
+# a privileged container. The extension controller runs from this image as a non-root user set by its Pod
 # (runAsUser in the chart).
 ENTRYPOINT ["/usr/local/bin/kubelink"]

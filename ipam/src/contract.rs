@@ -1,7 +1,7 @@
 //! What kubelink's components agree on, in one place: object names, labels and annotations, the
 //! gateway slot, the data keys of the Secrets one component writes and another reads, and defaults.
 //!
-//! Writers (the IPAM controller, the seed agent) and readers (the seed agent, the shoot sidecar) import
+//! Writers (the extension controller, the seed agent) and readers (the seed agent, the shoot sidecar) import
 //! these instead of spelling the strings themselves, so a renamed key breaks the build, not a cluster.
 //! The round-trip tests here and in the readers check that what is written reads back equal.
 

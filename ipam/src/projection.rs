@@ -1,4 +1,4 @@
-//! The seed-local projection: what the seed's node agents need, written by the IPAM controller into
+//! The seed-local projection: what the seed's node agents need, written by the extension controller into
 //! the seed cluster as small, non-secret objects, so that no node ever reads the garden.
 //!
 //! - [`SeedTunnel`] (one per seed, named after the Seed): the WireGuard CIDR and the gateway slots.
@@ -34,7 +34,7 @@ pub const GROUP: &str = "kubelink.gardener.cloud";
 pub struct SeedTunnelSpec {
     /// The Seed these settings come from.
     pub seed: String,
-    /// The WireGuard CIDR (validated by the IPAM controller against the seed's networks).
+    /// The WireGuard CIDR (validated by the extension controller against the seed's networks).
     pub cidr: String,
     /// Gateway slots: 1, or 2 for high availability.
     #[schemars(range(min = 1, max = 2))]

@@ -1,4 +1,4 @@
-//! The IPAM controller's writes into the seed cluster: the projection the agents read (one
+//! The extension controller's writes into the seed cluster: the projection the agents read (one
 //! SeedTunnel, one ShootPeer per shoot), the gateway slot Secrets, and each shoot's ManagedResource.
 
 use std::collections::BTreeMap;

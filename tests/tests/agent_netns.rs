@@ -1,6 +1,6 @@
 //! The seed agent end to end, with real packets, in the local landscape (`landscape::seed`): three seed
-//! nodes running `kubelink agent` against the Kubernetes API test server, two gateway slots behind two
-//! load balancer stand-ins, the IPAM controller, four shoots running the `kubelink shoot` sidecar. A
+//! nodes running `kubelink agent` against the real kube-apiserver, two gateway slots behind two
+//! load balancer stand-ins, the extension controller, four shoots running the `kubelink shoot` sidecar. A
 //! pod on the non-gateway node reaches every shoot; killing the gateway of slot 0 moves its shoots to
 //! slot 1; the spare node takes slot 0 over.
 

@@ -21,10 +21,8 @@
 //! and a SubjectAccessReview asks the server which of those users may make each distinct request of
 //! the audit log.
 //!
-//! What changed with the garden's removal: the garden was the API test server, which checked the
-//! garden-based IPAM's garden grants, refused the agent's token and held the other seed's shoots, and
-//! the rule matching was its own. The controller has no garden identity and the agent never had one,
-//! so "nothing about other seeds" is now another release namespace on the same server.
+//! No garden takes part: the controller has no garden identity and the agent never had one, so
+//! "nothing about other seeds" is another release namespace on the same server.
 //!
 //! Without the control plane's binaries or helm (`scripts/deps` builds them) the tests print SKIPPED
 //! and pass, and fail when `CI=true`.

@@ -49,7 +49,7 @@ impl Drop for Cluster {
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error(
-        "SeedTunnel {seed} not found in namespace {namespace} (yet); the IPAM controller writes it from the Seed's WireGuard settings"
+        "SeedTunnel {seed} not found in namespace {namespace} (yet); the extension controller writes it from the seed's Extension"
     )]
     NoTunnel { seed: String, namespace: String },
     #[error(transparent)]
@@ -149,7 +149,7 @@ impl Cluster {
         shoots
     }
 
-    /// The slot's private key from Secret `kubelink-gateway-<slot>` (the IPAM controller creates it).
+    /// The slot's private key from Secret `kubelink-gateway-<slot>` (the extension controller creates it).
     /// Keeps `endpoint` up to date there, where the IPAM reads it for the shoots; `true` with the key
     /// when this call wrote it (the Secret named another endpoint or none: created afresh).
     pub async fn slot_key(&self, slot: Slot, endpoint: &str) -> Result<(PrivateKey, bool), ClusterError> {
@@ -157,7 +157,7 @@ impl Cluster {
         let name = names::gateway(slot);
         let secret = api.get_opt(&name).await?.ok_or_else(|| ClusterError::Secret {
             name: name.clone(),
-            reason: "not created yet; the IPAM controller creates it with the slot's key".into(),
+            reason: "not created yet; the extension controller creates it with the slot's key".into(),
         })?;
         let key = slot_private_key(&name, &secret)?;
         let published = text(&secret, gateway_secret::ENDPOINT).as_deref() == Some(endpoint)

@@ -62,7 +62,7 @@ async fn read(client: &kube::Client, seed: &str, namespace: &str, port: u16) -> 
     let mut problems = Vec::new();
     let tunnel = read_tunnel(client, seed, namespace).await?;
     if tunnel.is_none() {
-        problems.push(format!("no SeedTunnel {seed} in namespace {namespace}: the IPAM controller has not written it"));
+        problems.push(format!("no SeedTunnel {seed} in namespace {namespace}: the extension controller has not written it (is the seed's kubelink-wireguard Extension ready?)"));
     }
     let cidr = tunnel.as_ref().map(|t| t.spec.cidr.clone());
     let slot_count = tunnel.as_ref().map_or(0, |t| t.spec.slots.clamp(1, 2));
