@@ -200,18 +200,19 @@ mod tests {
         assert_eq!(changes.delete, ["shoot--dev--gone"]);
     }
 
-    /// The chart ships the CRDs generated from these types. `KUBELINK_UPDATE_CRDS=1` rewrites them.
+    /// The chart ships the CRDs generated from these types, as templates (gardenlet renders
+    /// `templates/` only) behind `crds.enabled`. `KUBELINK_UPDATE_CRDS=1` rewrites them.
     #[test]
     fn the_charts_crds_are_the_generated_ones() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/kubelink/crds");
-        for (file, crd) in [("seedtunnels.yaml", SeedTunnel::crd()), ("shootpeers.yaml", ShootPeer::crd())] {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/kubelink/templates");
+        for (file, crd) in [("seedtunnels", SeedTunnel::crd()), ("shootpeers", ShootPeer::crd())] {
             let text = format!(
-                "# Generated from ipam/src/projection.rs; KUBELINK_UPDATE_CRDS=1 cargo test -p kubelink-ipam rewrites it.\n{}",
+                "{{{{- /* Generated from ipam/src/projection.rs; KUBELINK_UPDATE_CRDS=1 cargo test -p kubelink-ipam rewrites it. */}}}}\n\
+                 {{{{- if .Values.crds.enabled }}}}\n{}{{{{- end }}}}\n",
                 serde_yaml_ng::to_string(&crd).unwrap()
             );
-            let path = dir.join(format!("{GROUP}_{file}"));
+            let path = dir.join(format!("crd-{file}.yaml"));
             if std::env::var_os("KUBELINK_UPDATE_CRDS").is_some() {
-                std::fs::create_dir_all(&dir).unwrap();
                 std::fs::write(&path, &text).unwrap();
             }
             let shipped = std::fs::read_to_string(&path).unwrap_or_default();

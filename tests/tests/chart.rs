@@ -15,7 +15,7 @@
 //! pass, and fail when `CI=true`.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use k8s_openapi::api::core::v1::Service;
@@ -32,18 +32,6 @@ use serde_json::{Value, json};
 const NS: &str = "kubelink";
 const SEED: &str = "local";
 
-/// A fresh directory under the system temp dir.
-fn scratch(what: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "kubelink-chart-{}-{what}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// `helm template` of `chart` into [`NS`]: what an install would create.
 async fn render(chart_dir: &Path, values: Value) -> Result<Vec<Value>, HelmError> {
     helm::template(chart_dir, NS, "kubelink", values).await
@@ -55,8 +43,10 @@ struct Installed {
     objects: Vec<Value>,
 }
 
-/// Installs `chart` with `values` into a fresh namespace `<prefix>-<n>` of the shared cluster.
-async fn install(chart_dir: &Path, prefix: &str, values: Value) -> Result<Installed, HelmError> {
+/// Installs `chart` with `values` into a fresh namespace `<prefix>-<n>` of the shared cluster, without
+/// kubelink's CRDs, which the shared cluster has already (and only one release could own).
+async fn install(chart_dir: &Path, prefix: &str, mut values: Value) -> Result<Installed, HelmError> {
+    values["crds"] = json!({"enabled": false});
     static N: AtomicUsize = AtomicUsize::new(0);
     let cluster = k8s::shared().await.map_err(HelmError::Unavailable)?;
     let ns = format!("{prefix}-{}", N.fetch_add(1, Ordering::Relaxed));
@@ -602,59 +592,54 @@ async fn helm_lint_passes() {
     assert!(matches!(err, HelmError::Refused(_)), "{err}");
 }
 
-/// Copies a directory tree.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
+/// gardenlet renders `templates/` only: kubelink's CRDs come with the release from there. Into a
+/// cluster of its own without them (Gardener's are there), with the chart's defaults: the CRDs are
+/// created, Established, and serve a ShootPeer; `crds.enabled: false` renders none.
 #[tokio::test]
-async fn the_chart_installs_with_and_without_a_crds_directory() {
-    if !helm_ready("the_chart_installs_with_and_without_a_crds_directory").await {
+async fn the_chart_installs_its_crds_from_templates() {
+    let test = "the_chart_installs_its_crds_from_templates";
+    if !helm_ready(test).await {
         return;
     }
-    let crds: Api<CustomResourceDefinition> = Api::all(k8s::shared().await.unwrap().client().await.unwrap());
-    for with_crds in [false, true] {
-        let dir = scratch("chart").join("kubelink");
-        copy_dir(&chart("kubelink"), &dir);
-        let _ = std::fs::remove_dir_all(dir.join("crds"));
-        if with_crds {
-            std::fs::create_dir(dir.join("crds")).unwrap();
-            std::fs::write(dir.join("crds/probes.yaml"), CRD).unwrap();
-        }
-        let installed = install(&dir, "crds", seed_values()).await.unwrap_or_else(|e| panic!("crds {with_crds}: {e}"));
-        assert_eq!(of_kind(&installed.objects, "DaemonSet").len(), 1);
-        let stored = crds.get_opt("probes.chart-test.kubelink.gardener.cloud").await.unwrap();
-        assert_eq!(stored.is_some(), with_crds, "the CRD is created from crds/ exactly when it is there");
-        let _ = std::fs::remove_dir_all(dir.parent().unwrap());
+    let Some(cluster) = k8s::own_for_test(test, false).await else { return };
+    cluster.install_crds(&k8s::tools::gardener_crds().unwrap()).await.unwrap();
+    cluster.ensure_namespace(NS).await.unwrap();
+    let kubeconfig = cluster.admin_kubeconfig_file().unwrap();
+    let objects = helm::install(&chart("kubelink"), &kubeconfig, NS, "kubelink", seed_values()).await.unwrap();
+    let rendered: Vec<&str> =
+        of_kind(&objects, "CustomResourceDefinition").iter().filter_map(|c| c["metadata"]["name"].as_str()).collect();
+    assert_eq!(rendered, ["seedtunnels.kubelink.gardener.cloud", "shootpeers.kubelink.gardener.cloud"]);
+    let client = cluster.client().await.unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for name in &rendered {
+        let crd = crds.get(name).await.unwrap();
+        let labels = crd.metadata.labels.unwrap_or_default();
+        assert_eq!(labels.get("app.kubernetes.io/managed-by").map(String::as_str), Some("Helm"), "{name}: {labels:?}");
     }
+    let peer = json!({"apiVersion": "kubelink.gardener.cloud/v1alpha1", "kind": "ShootPeer",
+        "metadata": {"name": "shoot--p--a"},
+        "spec": {"shoot": "garden-p/a", "address": "192.168.128.3", "publicKey": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}});
+    let resource = kube::core::ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("kubelink.gardener.cloud", "v1alpha1", "ShootPeer"),
+        "shootpeers",
+    );
+    let peers: Api<DynamicObject> = Api::namespaced_with(client, NS, &resource);
+    let established = std::time::Instant::now();
+    loop {
+        match peers.create(&Default::default(), &serde_json::from_value(peer.clone()).unwrap()).await {
+            Ok(_) => break,
+            Err(e) if established.elapsed() < std::time::Duration::from_secs(20) => {
+                println!("waiting for the CRD to serve: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("the chart's ShootPeer CRD does not serve: {e}"),
+        }
+    }
+    let mut values = seed_values();
+    values["crds"] = json!({"enabled": false});
+    let objects = render(&chart("kubelink"), values).await.unwrap();
+    assert!(of_kind(&objects, "CustomResourceDefinition").is_empty());
 }
-
-/// A CRD of its own group (the shared cluster has kubelink's CRDs already): the shape Helm installs
-/// from `crds/`.
-const CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: probes.chart-test.kubelink.gardener.cloud
-spec:
-  group: chart-test.kubelink.gardener.cloud
-  names: {kind: Probe, listKind: ProbeList, plural: probes, singular: probe}
-  scope: Namespaced
-  versions:
-    - name: v1alpha1
-      served: true
-      storage: true
-      schema:
-        openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
-"#;
 
 /// Every object a schema defines (one with `properties`) refuses unknown keys, except `gardener`:
 /// gardenlet injects it, and its tree grows with Gardener's versions (kubelink reads only

@@ -74,7 +74,7 @@ async fn seed(test: &str, name: &str) -> Option<Seed> {
 /// and the `gardener` values gardenlet injects; the rendered objects.
 async fn install_chart(cluster: &Cluster, seed: &str) -> Vec<Value> {
     cluster.ensure_namespace(NAMESPACE).await.unwrap();
-    let values = json!({"controller": {"enabled": true},
+    let values = json!({"controller": {"enabled": true}, "crds": {"enabled": false},
                         "gardener": {"version": "1.149.0", "seed": {"name": seed, "spec": seed_networks()}}});
     let kubeconfig = cluster.admin_kubeconfig_file().unwrap();
     kubelink_tests::helm::install(&kubelink_tests::helm::chart("kubelink"), &kubeconfig, NAMESPACE, "kubelink", values)

@@ -135,7 +135,7 @@ async fn an_agent_token_cannot_patch_another_nodes_pod() {
     }
     let ns = "agent-pods";
     cluster.ensure_namespace(ns).await.unwrap();
-    let values = json!({"seedName": "s"});
+    let values = json!({"seedName": "s", "crds": {"enabled": false}});
     let kubeconfig = cluster.admin_kubeconfig_file().unwrap();
     let chart = kubelink_tests::helm::chart("kubelink");
     kubelink_tests::helm::install(&chart, &kubeconfig, ns, "kubelink", values).await.unwrap();

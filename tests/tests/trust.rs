@@ -78,7 +78,7 @@ const UNEXERCISED: &[(&str, &str, &str, &str)] = &[];
 /// The chart's values as a ControllerDeployment gives them (the extension controller on) with the
 /// `gardener` values gardenlet injects.
 fn chart_values() -> Value {
-    json!({"seedName": SEED, "slots": 2, "controller": {"enabled": true},
+    json!({"seedName": SEED, "slots": 2, "controller": {"enabled": true}, "crds": {"enabled": false},
            "gardener": {"seed": {"name": SEED, "spec": seed_json()["spec"]}}})
 }
 

@@ -249,12 +249,16 @@ impl Cluster {
         answer["status"]["token"].as_str().map(String::from).ok_or_else(|| format!("TokenRequest answered {answer}"))
     }
 
-    /// Creates or updates each CRD in `files` (YAML, one object each) and waits until all are Established.
+    /// Creates or updates each CRD in `files` (YAML, one object each; template lines skipped) and waits
+    /// until all are Established.
     pub async fn install_crds(&self, files: &[PathBuf]) -> Result<(), String> {
         let api = Api::<CustomResourceDefinition>::all(self.client().await?);
         let mut names = Vec::new();
         for file in files {
             let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+            // kubelink's CRDs are chart templates: their guard lines (`{{ ... }}`) are not YAML.
+            let text: String =
+                text.lines().filter(|l| !l.trim_start().starts_with("{{")).map(|l| format!("{l}\n")).collect();
             let crd: CustomResourceDefinition =
                 serde_yaml_ng::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
             let name = crd.metadata.name.clone().ok_or_else(|| format!("{}: a CRD without a name", file.display()))?;

@@ -122,12 +122,6 @@ pub fn gardener_crds() -> Result<Vec<PathBuf>, String> {
 
 /// kubelink's own CRDs, from the seed chart.
 pub fn kubelink_crds() -> Vec<PathBuf> {
-    let dir = repo_root().join("charts/kubelink/crds");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|d| {
-            d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "yaml")).collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files
+    let dir = repo_root().join("charts/kubelink/templates");
+    ["crd-seedtunnels.yaml", "crd-shootpeers.yaml"].map(|f| dir.join(f)).to_vec()
 }

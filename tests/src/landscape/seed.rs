@@ -512,7 +512,8 @@ impl Drop for SeedLandscape {
 /// extension controller on, the garden-based IPAM off) with the `gardener` values gardenlet injects:
 /// what `build` installs and [`SeedLandscape::upgrade_slots`] upgrades to.
 pub(crate) fn chart_values(slots: usize) -> Value {
-    json!({"slots": slots, "controller": {"enabled": true},
+    // The cluster has kubelink's CRDs already (`Options::crds`).
+    json!({"slots": slots, "controller": {"enabled": true}, "crds": {"enabled": false},
            "agent": {"warmup": AGENT_WARMUP},
            "gardener": {"version": "1.149.0", "seed": {"name": SEED, "spec": seed_json()["spec"]}}})
 }
