@@ -69,7 +69,13 @@ pub fn gateway_desired(
         .filter(|p| {
             let own = slots.contains(&p.address);
             if own {
-                tracing::warn!(address = %p.address, "a ShootPeer claims a gateway slot's address; skipped");
+                tracing::warn!(
+                    shoot = %p.shoot,
+                    "ShootPeer of shoot {} spec.address: {} is a gateway slot's address; skipped (shoots get \
+                     addresses above the slots'; check who wrote it)",
+                    p.shoot,
+                    p.address
+                );
             }
             !own
         })
