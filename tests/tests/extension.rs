@@ -27,7 +27,14 @@ struct Seed {
     cluster: Cluster,
     gardenlet: Gardenlet,
     fixture: SeedFixture,
+    /// The controller's configuration, as the rendered Deployment gives it.
+    cfg: Config,
     _controller: tokio::task::JoinHandle<()>,
+}
+
+/// The extension controller with `client`'s identity, in this process.
+fn spawn_controller(client: kube::Client, cfg: Config) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(controller::run(client, cfg, std::sync::Arc::new(|_: &controller::Reconciled| {})))
 }
 
 fn seed_networks() -> Value {
@@ -61,13 +68,12 @@ async fn seed(test: &str, name: &str) -> Option<Seed> {
         resync: Duration::from_secs(300),
     };
     let as_controller = cluster.client_with_token(&token).await.unwrap();
-    let controller =
-        tokio::spawn(controller::run(as_controller, cfg, std::sync::Arc::new(|_: &controller::Reconciled| {})));
+    let controller = spawn_controller(as_controller, cfg.clone());
     // gardenlet gives up on a lastError after 30 s; here after 1 s, and on anything else after 30 s.
     let timing =
         Timing { timeout: Duration::from_secs(30), severe_threshold: Duration::from_secs(1), ..Timing::default() };
     let gardenlet = Gardenlet::new(cluster.client().await.unwrap()).with_timing(timing);
-    Some(Seed { cluster, gardenlet, fixture: SeedFixture::new(name), _controller: controller })
+    Some(Seed { cluster, gardenlet, fixture: SeedFixture::new(name), cfg, _controller: controller })
 }
 
 /// `helm install` of charts/kubelink into [`NAMESPACE`] with the values a ControllerDeployment gives
@@ -273,17 +279,6 @@ async fn prepared(seed: &Seed, name: &str) -> String {
     seed.prepare(&ShootFixture::new("p", name, "seed-a")).await
 }
 
-/// A second controller on the same seed, with the same identity: a rolling update or a split brain.
-fn second_controller(client: kube::Client) -> tokio::task::JoinHandle<()> {
-    let cfg = Config {
-        namespace: NAMESPACE.into(),
-        seed_name: "seed-a".into(),
-        seed: None,
-        resync: Duration::from_secs(300),
-    };
-    tokio::spawn(controller::run(client, cfg, std::sync::Arc::new(|_: &controller::Reconciled| {})))
-}
-
 /// Every version of the allocation table the server committed while `watch` ran: no shoot ever
 /// changed its address and no address ever moved to another shoot (a lost update would show as one).
 fn assert_history_never_reassigns(versions: &[Vec<(String, IpAddr)>]) {
@@ -323,7 +318,8 @@ async fn two_controllers_racing_give_every_shoot_an_address_of_its_own() {
     let test = "two_controllers_racing_give_every_shoot_an_address_of_its_own";
     let Some(seed) = seed(test, "seed-a").await else { return };
     let token = seed.cluster.token_for(NAMESPACE, "kubelink-controller").await.unwrap();
-    let _second = second_controller(seed.cluster.client_with_token(&token).await.unwrap());
+    // A second controller with the same identity and configuration: a rolling update or a split brain.
+    let _second = spawn_controller(seed.cluster.client_with_token(&token).await.unwrap(), seed.cfg.clone());
     let versions = record_table_versions(seed.client().await);
     let g = &seed.gardenlet;
     g.reconcile_extension("garden", TYPE, Some("seed"), Some(seed_config(CIDR))).await.unwrap();
