@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::str::FromStr;
 
-use kubelink_ipam::excerpt;
+use kubelink_contract::excerpt;
 
 const EXAMPLE: &str = "gw.example.org:51820";
 

@@ -5,7 +5,7 @@ use std::fmt;
 use std::ops::Deref;
 use std::str::FromStr;
 
-use kubelink_ipam::excerpt;
+use kubelink_contract::excerpt;
 use serde::Serialize;
 
 /// How to write a valid name; every error ends with it.

@@ -27,4 +27,4 @@ pub mod tools;
 pub mod underlay;
 pub mod wg;
 
-pub use kubelink_ipam::keys;
+pub use kubelink_contract::keys;

@@ -12,7 +12,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use kubelink_ipam::excerpt;
+use kubelink_contract::excerpt;
 
 /// What an MTU may be set to at most: an IP length field's limit.
 pub const MAX: u32 = 65535;

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kubelink_ipam::keys::PublicKey;
+use kubelink_contract::keys::PublicKey;
 
 use crate::config::{Desired, RouteSpec};
 use crate::firewall::{Firewall, FirewallTable, Nft};

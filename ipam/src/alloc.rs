@@ -69,10 +69,9 @@ impl Pool {
         offset <= u128::from(GATEWAY_SLOTS) || (self.cidr.addr().is_ipv4() && offset == self.last_offset())
     }
 
-    /// The address of gateway slot `slot`: the slot's number plus one. `None` when the range is too small.
+    /// The address of gateway slot `slot` ([`Slot::address`]). `None` when the range is too small.
     pub fn slot_address(&self, slot: Slot) -> Option<IpAddr> {
-        let offset = u128::from(slot.number()) + 1;
-        (offset <= self.last_offset()).then(|| self.at(offset))
+        slot.address(self.cidr)
     }
 
     /// Inside the range and not reserved.

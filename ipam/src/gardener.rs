@@ -255,11 +255,11 @@ impl Shoot {
         match value.trim() {
             "true" => Ok(Some(true)),
             "false" => Ok(Some(false)),
-            _ => Err(crate::IpamError::InvalidValue {
+            _ => Err(crate::IpamError::InvalidValue(crate::error::InvalidValue {
                 field: format!("metadata.annotations[{}]", labels::TUNNEL),
                 value: value.clone(),
                 reason: "must be \"true\" or \"false\"".into(),
-            }),
+            })),
         }
     }
 }
@@ -270,7 +270,43 @@ gardener_resource!(Shoot, "Shoot", "shoots", NamespaceResourceScope);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::{Raw, split, typed};
     use serde_json::json;
+
+    #[test]
+    fn a_bad_shoot_is_skipped_by_name_and_field_and_the_rest_decode() {
+        let list = json!([
+            {"metadata": {"name": "a", "namespace": "garden-dev"}, "spec": {"seedName": "s"}},
+            {"metadata": {"name": "bad", "namespace": "garden-dev", "uid": "u1"}, "spec": {"seedName": "s", "networking": {"pods": 5}}},
+            {"metadata": {"name": "broken-meta", "namespace": "garden-dev", "labels": {"x": 1}}, "spec": {}},
+            {"metadata": {"name": "c", "namespace": "garden-dev"}},
+        ]);
+        let raws: Vec<Raw<Shoot>> = serde_json::from_value(list).unwrap();
+        let (good, skipped) = split(raws);
+        assert_eq!(good.iter().map(|s| s.key().name).collect::<Vec<_>>(), ["a", "c"]);
+        assert_eq!(skipped.len(), 2);
+        assert_eq!(
+            (skipped[0].object().as_str(), skipped[0].field.as_str()),
+            ("Shoot garden-dev/bad", "spec.networking.pods")
+        );
+        assert_eq!(skipped[0].uid.as_deref(), Some("u1"));
+        assert!(skipped[0].to_string().contains("expected a string"), "{}", skipped[0]);
+        assert_eq!((skipped[1].name.as_str(), skipped[1].field.as_str()), ("broken-meta", "metadata.labels.x"));
+    }
+
+    #[test]
+    fn wrong_typed_seed_fields_are_named_by_path() {
+        for (spec, field) in [
+            (json!({"wireguard": {"cidr": 5}}), "spec.wireguard.cidr"),
+            (json!({"wireguard": {"enabled": "yes"}}), "spec.wireguard.enabled"),
+            (json!({"networks": {"blockCIDRs": ["10.0.0.0/8", 7]}}), "spec.networks.blockCIDRs[1]"),
+        ] {
+            let raw: Raw<Seed> = Raw::new(json!({"metadata": {"name": "s"}, "spec": spec}));
+            let skipped = typed(&raw).unwrap_err();
+            assert_eq!(skipped.field, field);
+            assert!(!skipped.reason.contains("column"), "{}", skipped.reason);
+        }
+    }
 
     #[test]
     fn unknown_fields_survive_a_round_trip() {

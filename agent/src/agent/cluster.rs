@@ -16,11 +16,11 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
-use kubelink_ipam::contract::{Slot, SlotError, gateway_secret, labels, names, published_gateway_data};
-use kubelink_ipam::decode::{self, Raw};
-use kubelink_ipam::keys::PrivateKey;
-use kubelink_ipam::projection::{Peer, SeedTunnel, ShootPeer as PeerObject};
-use kubelink_ipam::secret::text;
+use kubelink_contract::decode::{self, Raw};
+use kubelink_contract::keys::PrivateKey;
+use kubelink_contract::projection::{Peer, SeedTunnel, ShootPeer as PeerObject};
+use kubelink_contract::secret::text;
+use kubelink_contract::{Slot, SlotError, gateway_secret, labels, names, published_gateway_data};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
@@ -53,7 +53,7 @@ pub enum ClusterError {
     )]
     NoTunnel { seed: String, namespace: String },
     #[error(transparent)]
-    Invalid(#[from] kubelink_ipam::IpamError),
+    Invalid(#[from] kubelink_contract::InvalidValue),
     #[error("{0}")]
     Malformed(String),
     #[error("Secret {name}: {reason}")]
@@ -309,14 +309,13 @@ fn slot_private_key(name: &str, secret: &Secret) -> Result<PrivateKey, ClusterEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kubelink_ipam::gardener::ShootKey;
-    use kubelink_ipam::keys::PublicKey;
-    use kubelink_ipam::record::Recorded;
+    use kubelink_contract::ShootKey;
+    use kubelink_contract::keys::PublicKey;
 
     fn object(name: &str, address: &str, key: u8) -> PeerObject {
         let shoot = ShootKey::new("garden-dev", name);
-        let rec = Recorded { address: address.parse().unwrap(), public_key: PublicKey::from_bytes([key; 32]) };
-        PeerObject::of("kubelink", &format!("shoot--dev--{name}"), &shoot, &rec)
+        let (address, public_key) = (address.parse().unwrap(), PublicKey::from_bytes([key; 32]));
+        PeerObject::of("kubelink", &format!("shoot--dev--{name}"), &shoot, address, &public_key)
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use kubelink_ipam::keys::PublicKey;
+use kubelink_contract::keys::PublicKey;
 
 use crate::firewall::ForwardCounters;
 use crate::wg::ObservedDevice;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kubelink_ipam::contract::{Slot, names};
+use kubelink_contract::{Slot, names};
 
 /// What happened to a slot on this node.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,9 +17,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use kubelink_ipam::alloc::Pool;
-use kubelink_ipam::contract::Slot;
-use kubelink_ipam::keys::{PrivateKey, PublicKey};
+use kubelink_contract::Slot;
+use kubelink_contract::keys::{PrivateKey, PublicKey};
 
 use crate::config::Desired;
 use crate::firewall::FirewallSpec;
@@ -59,10 +58,9 @@ pub fn gateway_desired(
     key: &PrivateKey,
     shoots: &BTreeSet<ShootPeer>,
 ) -> Option<Desired> {
-    let pool = Pool::new(cidr);
-    let address = pool.slot_address(slot)?;
+    let address = slot.address(cidr)?;
     // A shoot claiming a gateway's own address would take that address's traffic: never a peer.
-    let slots: Vec<IpAddr> = Slot::ALL.into_iter().filter_map(|s| pool.slot_address(s)).collect();
+    let slots: Vec<IpAddr> = Slot::ALL.into_iter().filter_map(|s| s.address(cidr)).collect();
     let peers: BTreeMap<PublicKey, PeerSpec> = shoots
         .iter()
         .filter(|p| cidr.contains(&p.address))

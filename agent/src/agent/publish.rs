@@ -10,8 +10,8 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Service;
-use kubelink_ipam::contract::Slot;
-use kubelink_ipam::keys::PrivateKey;
+use kubelink_contract::Slot;
+use kubelink_contract::keys::PrivateKey;
 
 use crate::endpoint::Endpoint;
 

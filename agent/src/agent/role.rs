@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
-use kubelink_ipam::contract::Slot;
+use kubelink_contract::Slot;
 
 use super::datapath::{Check, Fault};
 use crate::election::{LiveGateway, Round, live_gateways, usable_gateways, warmed_up};

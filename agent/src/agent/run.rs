@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
-use kubelink_ipam::contract::Slot;
-use kubelink_ipam::keys::{PrivateKey, PublicKey};
+use kubelink_contract::Slot;
+use kubelink_contract::keys::{PrivateKey, PublicKey};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;

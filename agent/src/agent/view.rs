@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use ipnet::IpNet;
-use kubelink_ipam::keys::PublicKey;
+use kubelink_contract::keys::PublicKey;
 use serde::{Deserialize, Serialize};
 
 use crate::config::RouteSpec;
@@ -89,7 +89,7 @@ pub fn routes(routes: &[RouteSpec]) -> Vec<RouteView> {
 mod tests {
     use super::*;
     use crate::wg::ObservedPeer;
-    use kubelink_ipam::keys::PrivateKey;
+    use kubelink_contract::keys::PrivateKey;
     use std::time::Duration;
 
     #[test]

@@ -5,7 +5,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use kubelink_ipam::keys::PrivateKey;
+use kubelink_contract::keys::PrivateKey;
 
 #[derive(clap::Args)]
 pub struct KeysArgs {

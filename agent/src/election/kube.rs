@@ -13,7 +13,7 @@ use kube::api::PostParams;
 
 pub use super::Round;
 use super::{Action, SlotLease, Timing, decide, labels};
-use kubelink_ipam::contract::{Slot, names};
+use kubelink_contract::{Slot, names};
 
 /// One node's view of the slot Leases (`kubelink-gateway-<slot>`, [`names::gateway`]) in one namespace.
 pub struct LeaseElection {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
-pub use kubelink_ipam::contract::labels;
+pub use kubelink_contract::labels;
 
 /// What the election knows of one slot's Lease.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use kubelink_ipam::keys::PrivateKey;
+use kubelink_contract::keys::PrivateKey;
 
 use super::*;
 use crate::wg::fake::{Call, FakeWg, handshake};

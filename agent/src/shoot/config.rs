@@ -1,5 +1,5 @@
 //! The sidecar's configuration: files in a mounted Secret directory (written on the seed by
-//! `kubelink ipam`; file names are the keys of [`kubelink_ipam::contract::shoot_secret`]), each
+//! `kubelink ipam`; file names are the keys of [`kubelink_contract::shoot_secret`]), each
 //! overridable by a flag or environment variable. Reading gathers the raw values with their origin;
 //! parsing is pure and every error names the file (or flag) and the field.
 
@@ -8,11 +8,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
-use kubelink_ipam::contract::{Slot, defaults, shoot_secret};
-use kubelink_ipam::excerpt;
-use kubelink_ipam::keys::{PrivateKey, PublicKey};
+use kubelink_contract::excerpt;
+use kubelink_contract::keys::{PrivateKey, PublicKey};
+use kubelink_contract::{Slot, defaults, shoot_secret};
 
-pub use kubelink_ipam::contract::shoot_secret::{ADDRESS, KEEPALIVE, MTU, PRIVATE_KEY};
+pub use kubelink_contract::shoot_secret::{ADDRESS, KEEPALIVE, MTU, PRIVATE_KEY};
 
 use crate::config::{Desired, RouteSpec};
 use crate::endpoint::Endpoint;
@@ -452,7 +452,7 @@ mod tests {
     /// What the IPAM writes into the shoot Secret (mounted as one file per key) reads back equal.
     #[test]
     fn the_ipam_written_secret_reads_back_equal() {
-        use kubelink_ipam::secret::{KnownGateway as Written, shoot_secret_data};
+        use kubelink_contract::secret::{KnownGateway as Written, shoot_secret_data};
         let key: PrivateKey = KEY.parse().unwrap();
         let address: IpNet = "192.168.128.10/22".parse().unwrap();
         let [s0, s1] = Slot::ALL;

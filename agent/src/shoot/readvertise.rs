@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use kubelink_ipam::contract::Slot;
+use kubelink_contract::Slot;
 
 use super::config::Gateway;
 use crate::endpoint::Endpoint;
@@ -149,7 +149,7 @@ pub async fn resolve(endpoint: &Endpoint, timeout: Duration) -> Result<Vec<Socke
 
 #[cfg(test)]
 mod tests {
-    use kubelink_ipam::keys::PublicKey;
+    use kubelink_contract::keys::PublicKey;
 
     use super::*;
 

@@ -20,7 +20,7 @@ use crate::health::{Health, HealthError};
 use crate::metrics::{PeerSample, PeerTraffic};
 use crate::reconcile::{ReconcileError, Reconciler, report_failure};
 use crate::wg::{ObservedDevice, STALE_HANDSHAKE};
-use kubelink_ipam::contract::Slot;
+use kubelink_contract::Slot;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SidecarError {
@@ -438,12 +438,12 @@ mod tests {
         let gateway = |(slot, a): (usize, &&str)| config::Gateway {
             slot: Slot::try_from(slot).unwrap(),
             endpoint: format!("lb{slot}:51820").parse().unwrap(),
-            public_key: kubelink_ipam::keys::PublicKey::from_bytes([slot as u8; 32]),
+            public_key: kubelink_contract::keys::PublicKey::from_bytes([slot as u8; 32]),
             address: a.parse().unwrap(),
         };
         ShootConfig {
             device: "kubelink0".parse().unwrap(),
-            private_key: kubelink_ipam::keys::PrivateKey::from_bytes([7; 32]),
+            private_key: kubelink_contract::keys::PrivateKey::from_bytes([7; 32]),
             address: address.parse().unwrap(),
             gateways: gateways.iter().enumerate().map(gateway).collect(),
             keepalive: 21,

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use kubelink_ipam::keys::PublicKey;
+use kubelink_contract::keys::PublicKey;
 
 use super::{BackendKind, DeviceSpec, DeviceUpdate, ObservedDevice, ObservedPeer, WgBackend, WgError};
 

@@ -20,7 +20,7 @@ use defguard_wireguard_rs::host::Host;
 use defguard_wireguard_rs::peer::Peer;
 use defguard_wireguard_rs::{Kernel, WGApi, WireguardInterfaceApi};
 use ipnet::IpNet;
-use kubelink_ipam::keys::PublicKey;
+use kubelink_contract::keys::PublicKey;
 use netlink_packet_wireguard::WireguardMessage;
 
 use self::genl::Genl;

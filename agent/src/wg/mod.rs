@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ipnet::IpNet;
-use kubelink_ipam::keys::{PrivateKey, PublicKey};
+use kubelink_contract::keys::{PrivateKey, PublicKey};
 use serde::Serialize;
 
 pub use kernel::KernelBackend;

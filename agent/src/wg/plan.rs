@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 use ipnet::IpNet;
-use kubelink_ipam::keys::PublicKey;
+use kubelink_contract::keys::PublicKey;
 
 use super::{DeviceSpec, ObservedDevice, ObservedPeer, PeerSpec};
 
@@ -100,7 +100,7 @@ fn peer_change(want: &PeerSpec, have: &ObservedPeer) -> PeerChange {
 
 #[cfg(test)]
 mod tests {
-    use kubelink_ipam::keys::PrivateKey;
+    use kubelink_contract::keys::PrivateKey;
 
     use super::*;
 

@@ -16,7 +16,7 @@ use gotatun::device::{Device, DeviceBuilder, Peer};
 use gotatun::x25519;
 use ipnet::IpNet;
 use ipnetwork::IpNetwork;
-use kubelink_ipam::keys::PublicKey;
+use kubelink_contract::keys::PublicKey;
 use tokio::sync::Mutex;
 
 use super::tun::{MtuHandle, TunRx, TunTx};

@@ -99,28 +99,30 @@ fn slots(value: Option<u64>) -> Result<u8, IpamError> {
     match value {
         None => Ok(Slot::MAX),
         Some(n @ 1..=2) => Ok(n as u8),
-        Some(n) => Err(IpamError::InvalidValue {
+        Some(n) => Err(IpamError::InvalidValue(crate::error::InvalidValue {
             field: field("slots"),
             value: n.to_string(),
             reason: "must be 1, or 2 for two gateways".into(),
-        }),
+        })),
     }
 }
 
 fn endpoints(values: &[String], slots: u8) -> Result<Vec<Option<String>>, IpamError> {
     if values.len() > usize::from(slots) {
-        return Err(IpamError::InvalidValue {
+        return Err(IpamError::InvalidValue(crate::error::InvalidValue {
             field: field("slotEndpoints"),
             value: format!("{} entries", values.len()),
             reason: format!("at most one per slot ({slots})"),
-        });
+        }));
     }
     let mut out: Vec<Option<String>> = vec![None; usize::from(slots)];
     for (i, value) in values.iter().enumerate() {
-        check_endpoint(value).map_err(|reason| IpamError::InvalidValue {
-            field: field(&format!("slotEndpoints[{i}]")),
-            value: value.clone(),
-            reason,
+        check_endpoint(value).map_err(|reason| {
+            IpamError::InvalidValue(crate::error::InvalidValue {
+                field: field(&format!("slotEndpoints[{i}]")),
+                value: value.clone(),
+                reason,
+            })
         })?;
         out[i] = Some(value.trim().to_string());
     }
@@ -146,11 +148,11 @@ fn mtu(value: Option<u64>) -> Result<Option<u16>, IpamError> {
     match value {
         None => Ok(None),
         Some(n @ 1280..=9000) => Ok(Some(n as u16)),
-        Some(n) => Err(IpamError::InvalidValue {
+        Some(n) => Err(IpamError::InvalidValue(crate::error::InvalidValue {
             field: field("mtu"),
             value: n.to_string(),
             reason: "must be 1280 to 9000 (IPv6 needs at least 1280); leave it out to derive it from the route".into(),
-        }),
+        })),
     }
 }
 

@@ -343,7 +343,7 @@ impl Reconciler<'_> {
             secret::shoot_secret(namespace, &key, address, &gateways)
         };
         let written = store::write_secret(&secrets, names::SHOOT_SECRET, build).await?;
-        let private = secret::private_key_of(&written).map_err(StoreError::Ipam)?;
+        let private = secret::private_key_of(&written).map_err(|e| StoreError::Ipam(e.into()))?;
         let data = secret::shoot_secret_data(&private, address, &gateways);
         let resources = Api::<ManagedResource>::namespaced(self.client.clone(), namespace);
         let listed =
@@ -352,7 +352,7 @@ impl Reconciler<'_> {
             .await?;
         let rec = Recorded { address: address.addr(), public_key: private.public_key() };
         let peers = Api::<ShootPeer>::namespaced(self.client.clone(), &self.cfg.namespace);
-        let want = ShootPeer::of(&self.cfg.namespace, namespace, shoot, &rec);
+        let want = ShootPeer::of(&self.cfg.namespace, namespace, shoot, rec.address, &rec.public_key);
         let current = peers.get_opt(namespace).await?;
         let (current, want) = (current.into_iter().map(named).collect(), [named(want)].into());
         seed_objects::write_peers(&peers, &current, &want).await?;

@@ -107,7 +107,9 @@ pub fn recorded_of(state: Option<&Value>, object: &str) -> Result<Option<Recorde
     let Some(state) = state.filter(|s| !s.is_null()) else { return Ok(None) };
     let field = |f: &str| format!("{object} status.state.{f}");
     let text = |f: &str| state.get(f).and_then(Value::as_str).unwrap_or_default().to_string();
-    let invalid = |f: &str, reason: String| IpamError::InvalidValue { field: field(f), value: text(f), reason };
+    let invalid = |f: &str, reason: String| {
+        IpamError::InvalidValue(crate::error::InvalidValue { field: field(f), value: text(f), reason })
+    };
     let address = text("address").parse::<IpAddr>().map_err(|e| invalid("address", e.to_string()))?;
     let public_key = text("publicKey").parse::<PublicKey>().map_err(|e| invalid("publicKey", e.to_string()))?;
     Ok(Some(Recorded { address, public_key }))

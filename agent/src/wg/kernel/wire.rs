@@ -15,7 +15,7 @@ use netlink_packet_wireguard::{
     WireguardMessage, WireguardPeer, WireguardPeerAttribute, WireguardPeerFlags,
 };
 
-use kubelink_ipam::keys::PublicKey;
+use kubelink_contract::keys::PublicKey;
 
 use super::super::{DeviceSpec, DeviceUpdate, PeerChange, PeerSpec};
 
@@ -228,7 +228,7 @@ fn message(ifname: &str, device: Option<Vec<WireguardAttribute>>, peers: Vec<Wir
 mod tests {
     use std::collections::BTreeSet;
 
-    use kubelink_ipam::keys::PrivateKey;
+    use kubelink_contract::keys::PrivateKey;
     use netlink_packet_core::NetlinkMessage;
     use netlink_packet_generic::GenlMessage;
 

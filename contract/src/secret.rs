@@ -1,7 +1,7 @@
 //! The Secret the shoot side mounts: its private key, its address and the gateways to dial.
 //!
 //! One per shoot, named [`names::SHOOT_SECRET`], in the shoot's control-plane namespace on the seed. Its
-//! keys are [`crate::contract::shoot_secret`]'s. Gateway keys appear once the seed agent has published
+//! keys are [`crate::shoot_secret`]'s. Gateway keys appear once the seed agent has published
 //! them in the slot Secret [`names::gateway`].
 
 use std::collections::BTreeMap;
@@ -11,9 +11,9 @@ use ipnet::IpNet;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 
-use crate::contract::{Slot, gateway_secret, names, secret_data, shoot_secret};
-use crate::error::IpamError;
+use crate::error::InvalidValue;
 use crate::keys::{PrivateKey, PublicKey};
+use crate::{Slot, gateway_secret, names, secret_data, shoot_secret};
 
 /// What the IPAM knows about one gateway slot, to write into the shoot Secret (the sidecar's own
 /// `shoot::config::Gateway` is what it reads back). Missing parts are written later, when they appear.
@@ -76,16 +76,16 @@ pub fn shoot_secret(namespace: &str, key: &PrivateKey, address: IpNet, gateways:
     let mut secret = Secret::default();
     secret.metadata.name = Some(names::SHOOT_SECRET.into());
     secret.metadata.namespace = Some(namespace.into());
-    secret.metadata.labels = Some(crate::contract::labels::managed());
+    secret.metadata.labels = Some(crate::labels::managed());
     secret.type_ = Some("Opaque".into());
     secret.data = Some(shoot_secret_data(key, address, gateways));
     secret
 }
 
 /// The private key stored in a shoot Secret.
-pub fn private_key_of(secret: &Secret) -> Result<PrivateKey, IpamError> {
+pub fn private_key_of(secret: &Secret) -> Result<PrivateKey, InvalidValue> {
     let namespace = secret.metadata.namespace.as_deref().unwrap_or_default();
-    let invalid = |reason: String| IpamError::InvalidValue {
+    let invalid = |reason: String| InvalidValue {
         field: format!("Secret {namespace}/{} data.{}", names::SHOOT_SECRET, shoot_secret::PRIVATE_KEY),
         value: "(redacted)".into(),
         reason,

@@ -4,14 +4,26 @@
 //! Writers (the extension controller, the seed agent) and readers (the seed agent, the shoot sidecar) import
 //! these instead of spelling the strings themselves, so a renamed key breaks the build, not a cluster.
 //! The round-trip tests here and in the readers check that what is written reads back equal.
+//!
+//! The agent and the sidecar (package `kubelink`) and the extension controller (`kubelink-ipam`) both
+//! depend on this crate; the agent's library does not depend on the controller's.
+
+pub mod decode;
+pub mod error;
+pub mod keys;
+pub mod projection;
+pub mod secret;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::IpAddr;
 
+use ipnet::IpNet;
 use k8s_openapi::ByteString;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::keys::{PrivateKey, PublicKey};
+pub use error::{InvalidValue, excerpt, shorten};
+use keys::{PrivateKey, PublicKey};
 
 /// A gateway slot: `0..Slot::MAX`. A seed has one gateway per slot (GEP-14 high availability: two
 /// gateways behind two load balancers); each slot has its own Lease, Secret, Service and address.
@@ -45,6 +57,21 @@ impl Slot {
     /// The slot as an index into per-slot lists.
     pub const fn index(self) -> usize {
         self.0 as usize
+    }
+
+    /// The slot's tunnel address in `cidr`: the network address plus the slot's number plus one (`.1`
+    /// for slot 0, `.2` for slot 1). `None` when the range is too small. The controller reserves these
+    /// addresses and the agent of the slot's holder puts its address there.
+    pub fn address(self, cidr: IpNet) -> Option<IpAddr> {
+        let offset = u128::from(self.0) + 1;
+        let host_bits = u32::from(cidr.max_prefix_len() - cidr.prefix_len());
+        if host_bits < 128 && offset >> host_bits != 0 {
+            return None;
+        }
+        Some(match cidr.network() {
+            IpAddr::V4(n) => IpAddr::V4((u32::from(n) + offset as u32).into()),
+            IpAddr::V6(n) => IpAddr::V6((u128::from(n) + offset).into()),
+        })
     }
 }
 
@@ -248,6 +275,19 @@ mod tests {
             [keys.endpoint, keys.public_key, keys.address],
             ["gateway-0-endpoint", "gateway-0-publicKey", "gateway-0-address"]
         );
+    }
+
+    #[test]
+    fn a_slot_has_the_address_after_the_network_address_and_the_slots_before_it() {
+        let [s0, s1] = Slot::ALL;
+        let v4: IpNet = "192.168.128.0/22".parse().unwrap();
+        assert_eq!([s0, s1].map(|s| s.address(v4).unwrap().to_string()), ["192.168.128.1", "192.168.128.2"]);
+        let v6: IpNet = "fd00:1::/120".parse().unwrap();
+        assert_eq!(s1.address(v6).unwrap().to_string(), "fd00:1::2");
+        let tiny: IpNet = "10.0.0.4/31".parse().unwrap();
+        assert_eq!((s0.address(tiny), s1.address(tiny)), (Some("10.0.0.5".parse().unwrap()), None));
+        assert_eq!(s0.address("10.0.0.4/32".parse().unwrap()), None);
+        assert_eq!(s0.address("::/0".parse().unwrap()).unwrap().to_string(), "::1");
     }
 
     #[test]

@@ -169,24 +169,25 @@ pub fn split<K: Resource<DynamicType = ()> + DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gardener::{Seed, Shoot};
+    use crate::projection::ShootPeer;
     use serde_json::json;
 
+    // The Gardener objects' decoding is tested with their types in kubelink-ipam (`gardener`).
     #[test]
     fn a_bad_item_is_skipped_by_name_and_field_and_the_rest_decode() {
+        let spec = |address: Value| json!({"shoot": "garden-dev/a", "address": address, "publicKey": "k"});
         let list = json!([
-            {"metadata": {"name": "a", "namespace": "garden-dev"}, "spec": {"seedName": "s"}},
-            {"metadata": {"name": "bad", "namespace": "garden-dev", "uid": "u1"}, "spec": {"seedName": "s", "networking": {"pods": 5}}},
-            {"metadata": {"name": "broken-meta", "namespace": "garden-dev", "labels": {"x": 1}}, "spec": {}},
-            {"metadata": {"name": "c", "namespace": "garden-dev"}},
+            {"metadata": {"name": "a", "namespace": "kubelink"}, "spec": spec("192.168.128.10".into())},
+            {"metadata": {"name": "bad", "namespace": "kubelink", "uid": "u1"}, "spec": spec(5.into())},
+            {"metadata": {"name": "broken-meta", "namespace": "kubelink", "labels": {"x": 1}}, "spec": spec("a".into())},
         ]);
-        let raws: Vec<Raw<Shoot>> = serde_json::from_value(list).unwrap();
+        let raws: Vec<Raw<ShootPeer>> = serde_json::from_value(list).unwrap();
         let (good, skipped) = split(raws);
-        assert_eq!(good.iter().map(|s| s.key().name).collect::<Vec<_>>(), ["a", "c"]);
+        assert_eq!(good.iter().map(|p| p.spec.address.as_str()).collect::<Vec<_>>(), ["192.168.128.10"]);
         assert_eq!(skipped.len(), 2);
         assert_eq!(
             (skipped[0].object().as_str(), skipped[0].field.as_str()),
-            ("Shoot garden-dev/bad", "spec.networking.pods")
+            ("ShootPeer kubelink/bad", "spec.address")
         );
         assert_eq!(skipped[0].uid.as_deref(), Some("u1"));
         assert!(skipped[0].to_string().contains("expected a string"), "{}", skipped[0]);
@@ -194,24 +195,10 @@ mod tests {
     }
 
     #[test]
-    fn wrong_typed_seed_fields_are_named_by_path() {
-        for (spec, field) in [
-            (json!({"wireguard": {"cidr": 5}}), "spec.wireguard.cidr"),
-            (json!({"wireguard": {"enabled": "yes"}}), "spec.wireguard.enabled"),
-            (json!({"networks": {"blockCIDRs": ["10.0.0.0/8", 7]}}), "spec.networks.blockCIDRs[1]"),
-        ] {
-            let raw: Raw<Seed> = Raw::new(json!({"metadata": {"name": "s"}, "spec": spec}));
-            let skipped = typed(&raw).unwrap_err();
-            assert_eq!(skipped.field, field);
-            assert!(!skipped.reason.contains("column"), "{}", skipped.reason);
-        }
-    }
-
-    #[test]
     fn raw_keeps_the_object_as_sent() {
         let doc =
             json!({"apiVersion": "v1", "kind": "X", "metadata": {"name": "n", "annotations": {"a": "b"}}, "odd": [1]});
-        let raw: Raw<Seed> = serde_json::from_value(doc.clone()).unwrap();
+        let raw: Raw<ShootPeer> = serde_json::from_value(doc.clone()).unwrap();
         assert_eq!(serde_json::to_value(&raw).unwrap(), doc);
         assert_eq!(raw.name(), "n");
     }
