@@ -59,7 +59,8 @@ pub struct FileSnat {
     pub to: String,
 }
 
-#[derive(Debug, Deserialize)]
+/// `Debug` is written by hand: `private_key` is the key's text as the file gives it.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct FileDevice {
     pub name: String,
@@ -73,6 +74,22 @@ pub struct FileDevice {
     pub fwmark: Option<u32>,
     #[serde(default)]
     pub peers: Vec<FilePeer>,
+}
+
+impl std::fmt::Debug for FileDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self { name, private_key, private_key_file, listen_port, addresses, mtu, fwmark, peers } = self;
+        f.debug_struct("FileDevice")
+            .field("name", name)
+            .field("private_key", &private_key.as_ref().map(|_| "<redacted>"))
+            .field("private_key_file", private_key_file)
+            .field("listen_port", listen_port)
+            .field("addresses", addresses)
+            .field("mtu", mtu)
+            .field("fwmark", fwmark)
+            .field("peers", peers)
+            .finish()
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,6 +140,29 @@ impl Desired {
 fn carries_ipv6(addresses: &BTreeSet<IpNet>, device: &DeviceSpec) -> bool {
     let v6 = |n: &IpNet| matches!(n, IpNet::V6(_));
     addresses.iter().any(v6) || device.peers.values().any(|p| p.allowed_ips.iter().any(v6))
+}
+
+/// The warning for a private key file whose permission bits (`mode`) let its group or others at
+/// it, naming the file and the fix; `None` for an owner-only file (0600, 0400).
+pub fn key_file_warning(path: &Path, mode: u32) -> Option<String> {
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "private key file {} has mode {:04o}: its group or others may read it; run `chmod 600 {}`",
+            path.display(),
+            mode & 0o7777,
+            path.display()
+        )
+    })
+}
+
+/// Logs [`key_file_warning`] for `path` if it applies (a file that cannot be stat'ed is left to the
+/// read, which names the error).
+pub fn warn_if_others_may_read(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else { return };
+    if let Some(warning) = key_file_warning(path, meta.permissions().mode()) {
+        tracing::warn!("{warning}");
+    }
 }
 
 /// Reads, parses and validates a config file (YAML; JSON is YAML too).
@@ -211,6 +251,7 @@ impl Validator<'_> {
         match (&d.private_key, &d.private_key_file) {
             (Some(text), None) => text.parse().map_err(|e| self.field("device.privateKey", format!("{e}"))),
             (None, Some(file)) => {
+                warn_if_others_may_read(file);
                 let text = std::fs::read_to_string(file)
                     .map_err(|e| self.field("device.privateKeyFile", format!("cannot read {}: {e}", file.display())))?;
                 text.parse().map_err(|e| self.field("device.privateKeyFile", format!("{}: {e}", file.display())))
@@ -362,6 +403,35 @@ mod tests {
         let text = base("", "").replace(&format!("privateKey: {KEY}"), "privateKeyFile: /nonexistent/kubelink.key");
         let err = parse_str(&text).unwrap_err().to_string();
         assert!(err.contains("device.privateKeyFile") && err.contains("/nonexistent/kubelink.key"), "{err}");
+    }
+
+    #[test]
+    fn debug_of_a_file_device_does_not_show_the_key() {
+        let file: FileConfig = serde_yaml_ng::from_str(&base("", "")).unwrap();
+        let debug = format!("{file:?} {:#?}", file.device);
+        assert!(!debug.contains(KEY) && !debug.contains(&KEY[..20]), "Debug shows the private key: {debug}");
+        assert!(debug.contains("<redacted>") && debug.contains("kl0") && debug.contains(PUB), "{debug}");
+    }
+
+    #[test]
+    fn a_key_file_others_may_read_is_warned_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = std::env::temp_dir().join(format!("kubelink-key-mode-{}", std::process::id()));
+        std::fs::write(&path, KEY).unwrap();
+        let mode_of = |mode: u32| {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            key_file_warning(&path, std::fs::metadata(&path).unwrap().permissions().mode())
+        };
+        let warning = mode_of(0o644).expect("0644 is readable by everyone");
+        assert!(warning.contains(&format!("chmod 600 {}", path.display())) && warning.contains("0644"), "{warning}");
+        assert!(mode_of(0o640).is_some() && mode_of(0o604).is_some() && mode_of(0o620).is_some());
+        assert_eq!(mode_of(0o600), None);
+        assert_eq!(mode_of(0o400), None);
+        // The file still loads: the warning is advice, not a refusal.
+        let text = base("", "").replace(&format!("privateKey: {KEY}"), &format!("privateKeyFile: {}", path.display()));
+        mode_of(0o644);
+        assert!(parse_str(&text).is_ok());
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cmd::run::{Common, reconciler};
-use crate::shoot::config::{ADDRESS, KEEPALIVE, MTU, slot_fields};
+use crate::shoot::config::{ADDRESS, KEEPALIVE, MTU, PRIVATE_KEY, slot_fields};
 use crate::shoot::readvertise::ResolveTiming;
 use crate::shoot::sidecar::DEFAULT_HANDSHAKE_WINDOW;
 use crate::shoot::{Options, Sources};
@@ -114,6 +114,10 @@ pub async fn run(args: ShootArgs) -> anyhow::Result<()> {
         health_listen: args.health_listen,
         remove_on_exit: args.on_exit == crate::cmd::run::OnExit::Remove,
     };
+    // The key file, by flag or in the mounted Secret (whose volume should set `defaultMode: 0400`,
+    // docs/shoot.md): warned about once at start if its group or others may read it.
+    let key_file = args.private_key_file.clone().unwrap_or_else(|| args.config_dir.join(PRIVATE_KEY));
+    crate::config::warn_if_others_may_read(&key_file);
     // Validate before touching the network namespace: a bad Secret changes nothing.
     crate::shoot::config::parse(&opts.sources.read()?, &opts.device)?;
     let rec = reconciler(&args.common).await?;
