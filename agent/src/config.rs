@@ -6,8 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
-use kubelink_ipam::keys::{PrivateKey, PublicKey};
-use kubelink_ipam::{excerpt, shorten};
+use kubelink_contract::keys::{PrivateKey, PublicKey};
+use kubelink_contract::{excerpt, shorten};
 use serde::Deserialize;
 
 use crate::endpoint::{Endpoint, EndpointError};

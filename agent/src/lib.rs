@@ -28,3 +28,6 @@ pub mod underlay;
 pub mod wg;
 
 pub use kubelink_contract::keys;
+
+#[cfg(test)]
+mod crate_boundary;

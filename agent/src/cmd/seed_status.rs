@@ -14,9 +14,9 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::ListParams;
-use kubelink_ipam::contract::{Slot, names};
-use kubelink_ipam::decode::{self, Raw};
-use kubelink_ipam::projection::{SeedTunnel, ShootPeer};
+use kubelink_contract::decode::{self, Raw};
+use kubelink_contract::projection::{SeedTunnel, ShootPeer};
+use kubelink_contract::{Slot, names};
 
 use crate::agent::view::NodeView;
 use crate::seed_view::{self, AgentFound, Found};

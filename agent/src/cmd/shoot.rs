@@ -10,7 +10,7 @@ use crate::shoot::config::{ADDRESS, KEEPALIVE, MTU, PRIVATE_KEY, slot_fields};
 use crate::shoot::readvertise::ResolveTiming;
 use crate::shoot::sidecar::DEFAULT_HANDSHAKE_WINDOW;
 use crate::shoot::{Options, Sources};
-use kubelink_ipam::contract::Slot;
+use kubelink_contract::Slot;
 
 #[derive(clap::Args)]
 pub struct ShootArgs {
