@@ -2,11 +2,11 @@
 //! API: any JSON. Decoding never panics, and neither does anything derived from a decoded object.
 #![no_main]
 
-use kubelink_ipam::decode::{Raw, typed};
+use kubelink_contract::decode::{Raw, typed};
+use kubelink_contract::projection::{SeedTunnel, ShootPeer};
 use kubelink_ipam::extension::objects::Extension;
 use kubelink_ipam::extension::{config, plan};
 use kubelink_ipam::gardener::{Seed, Shoot};
-use kubelink_ipam::projection::{SeedTunnel, ShootPeer};
 use kubelink_ipam::validate;
 use libfuzzer_sys::fuzz_target;
 

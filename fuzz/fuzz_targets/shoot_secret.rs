@@ -3,7 +3,7 @@
 #![no_main]
 
 use kubelink::shoot::config::{Input, Inputs, parse};
-use kubelink_ipam::contract::shoot_secret;
+use kubelink_contract::shoot_secret;
 use libfuzzer_sys::fuzz_target;
 
 const MAX_ERROR: usize = 2048;
