@@ -8,6 +8,7 @@ pub mod election;
 pub mod endpoint;
 pub mod extension_metrics;
 pub mod firewall;
+pub mod garden_admission;
 pub mod health;
 pub mod ifname;
 pub mod link;

@@ -35,6 +35,9 @@ enum Command {
     Down(cmd::run::DownArgs),
     /// Tunnel address management for shoots (controller and listing).
     Ipam(cmd::ipam::IpamArgs),
+    /// The garden's validating webhook for Seeds and ManagedSeeds: a seed on a shoot must not use
+    /// its parent seed's WireGuard CIDR (GEP-14).
+    GardenAdmission(kubelink::garden_admission::GardenAdmissionArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -57,6 +60,7 @@ fn main() -> std::process::ExitCode {
             Command::SeedStatus(a) => cmd::seed_status::run(a).await,
             Command::Down(a) => cmd::run::down(a).await,
             Command::Ipam(a) => cmd::ipam::run(a).await,
+            Command::GardenAdmission(a) => kubelink::garden_admission::run(a).await,
         }
     });
     match result {

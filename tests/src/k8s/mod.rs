@@ -20,6 +20,7 @@
 
 pub mod audit;
 pub mod forward;
+pub mod garden;
 pub mod pki;
 pub mod process;
 pub mod tools;
@@ -162,6 +163,11 @@ impl Cluster {
     /// The https URL for the test process's own clients.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// etcd's client URL (an aggregated API server keeps its objects there too, under its own prefix).
+    pub fn etcd_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports.etcd_client)
     }
 
     /// The https URL at `ip` (an address of [`Options::ips`]), for processes in other namespaces.
@@ -449,6 +455,15 @@ fn apiserver_args(
         // and NodeRestriction, as a seed runs them.
         "--enable-admission-plugins=NodeRestriction".into(),
         "--allow-privileged=true".into(),
+        // The aggregation layer, as every cluster has it (the garden's gardener-apiserver is served
+        // through it: k8s::garden).
+        format!("--requestheader-client-ca-file={}", p(&pki.front_proxy_ca)),
+        format!("--requestheader-allowed-names={}", pki::FRONT_PROXY_CLIENT),
+        "--requestheader-username-headers=X-Remote-User".into(),
+        "--requestheader-group-headers=X-Remote-Group".into(),
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
+        format!("--proxy-client-cert-file={}", p(&pki.proxy_cert)),
+        format!("--proxy-client-key-file={}", p(&pki.proxy_key)),
         format!("--audit-policy-file={}", p(policy)),
         format!("--audit-log-path={}", p(audit)),
         "--audit-log-format=json".into(),

@@ -1,7 +1,7 @@
 //! The certificates and keys of one test cluster, made at start as a cluster's installer makes them:
 //! a CA, the API server's serving certificate (loopback, the cluster's service IP and the addresses
 //! the caller names), the admin's client certificate (group `system:masters`) and the key that signs
-//! ServiceAccount tokens.
+//! ServiceAccount tokens, and the aggregation layer's front-proxy CA and client certificate.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -22,7 +22,15 @@ pub struct Pki {
     pub sa_pub: PathBuf,
     pub admin_cert_pem: String,
     pub admin_key_pem: String,
+    /// The aggregation layer's front proxy: its CA (`--requestheader-client-ca-file`) and the client
+    /// certificate kube-apiserver presents to aggregated API servers (gardener-apiserver).
+    pub front_proxy_ca: PathBuf,
+    pub proxy_cert: PathBuf,
+    pub proxy_key: PathBuf,
 }
+
+/// The front proxy's client certificate name (`--requestheader-allowed-names`).
+pub const FRONT_PROXY_CLIENT: &str = "front-proxy-client";
 
 /// The admin's user name; its group `system:masters` passes every RBAC check, as on a real cluster.
 pub const ADMIN_USER: &str = "kubelink-test-admin";
@@ -66,6 +74,18 @@ pub fn make(dir: &Path, ips: &[IpAddr], service_ip: IpAddr) -> Result<Pki, Strin
     let admin_key = KeyPair::generate().map_err(err("the admin key"))?;
     let admin_cert = admin.signed_by(&admin_key, &ca).map_err(err("the admin certificate"))?;
 
+    let fp_key = KeyPair::generate().map_err(err("the front-proxy CA key"))?;
+    let mut fp_params = CertificateParams::new(Vec::<String>::new()).map_err(err("the front-proxy CA"))?;
+    fp_params.distinguished_name.push(DnType::CommonName, "kubelink-test-front-proxy-ca");
+    fp_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    fp_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    let fp_ca = CertifiedIssuer::self_signed(fp_params, fp_key).map_err(err("the front-proxy CA"))?;
+    let mut proxy = CertificateParams::new(Vec::<String>::new()).map_err(err("the front-proxy client"))?;
+    proxy.distinguished_name.push(DnType::CommonName, FRONT_PROXY_CLIENT);
+    proxy.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let proxy_key = KeyPair::generate().map_err(err("the front-proxy client key"))?;
+    let proxy_cert = proxy.signed_by(&proxy_key, &fp_ca).map_err(err("the front-proxy client"))?;
+
     let sa_key = KeyPair::generate().map_err(err("the ServiceAccount signing key"))?;
     Ok(Pki {
         ca_pem: ca.pem(),
@@ -76,5 +96,8 @@ pub fn make(dir: &Path, ips: &[IpAddr], service_ip: IpAddr) -> Result<Pki, Strin
         sa_pub: write(dir, "sa.pub", &sa_key.public_key_pem())?,
         admin_cert_pem: admin_cert.pem(),
         admin_key_pem: admin_key.serialize_pem(),
+        front_proxy_ca: write(dir, "front-proxy-ca.crt", &fp_ca.pem())?,
+        proxy_cert: write(dir, "front-proxy-client.crt", &proxy_cert.pem())?,
+        proxy_key: write(dir, "front-proxy-client.key", &proxy_key.serialize_pem())?,
     })
 }
