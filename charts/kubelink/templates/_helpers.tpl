@@ -14,9 +14,40 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 {{ required "seedName is required: set seedName to the name of the Seed this release serves (gardenlet sets gardener.seed.name)" (coalesce $injected .Values.seedName) }}
 {{- end -}}
 
+{{/* Gateway slots, one setting per seed: the slots of the seed's own kubelink-wireguard extension
+(its providerConfig in gardener.seed.spec.extensions[], which gardenlet injects from the Seed), else
+the value slots. A providerConfig with slots other than 1 or 2 falls back to the value: the extension
+controller reports that one as not ready, naming the field. */}}
+{{- define "kubelink.slots" -}}
+{{- $slots := int .Values.slots -}}
+{{- $spec := ((.Values.gardener | default dict).seed | default dict).spec | default dict -}}
+{{- range ($spec.extensions | default list) -}}
+{{- $config := .providerConfig | default dict -}}
+{{- if and (eq (toString .type) "kubelink-wireguard") (has (toString $config.slots) (list "1" "2")) -}}
+{{- $slots = int $config.slots -}}
+{{- end -}}
+{{- end -}}
+{{ $slots }}
+{{- end -}}
+
+{{/* The gateways' device MTU: the seed's own setting when its kubelink-wireguard entry has one
+(providerConfig.mtu, which the extension controller also writes into every shoot's Secret), else
+agent.mtu. */}}
+{{- define "kubelink.mtu" -}}
+{{- $mtu := toString .Values.agent.mtu -}}
+{{- $spec := ((.Values.gardener | default dict).seed | default dict).spec | default dict -}}
+{{- range ($spec.extensions | default list) -}}
+{{- $config := .providerConfig | default dict -}}
+{{- if and (eq (toString .type) "kubelink-wireguard") (regexMatch "^[0-9]+$" (toString ($config.mtu | default ""))) -}}
+{{- $mtu = toString (int $config.mtu) -}}
+{{- end -}}
+{{- end -}}
+{{ $mtu }}
+{{- end -}}
+
 {{/* The slot Leases and slot Secrets: kubelink-gateway-0 ... kubelink-gateway-<slots-1>, as a YAML flow list. */}}
 {{- define "kubelink.slotNames" -}}
-[{{- range $i, $slot := until (int .Values.slots) }}{{ if $i }}, {{ end }}"kubelink-gateway-{{ $slot }}"{{ end -}}]
+[{{- range $i, $slot := until (int (include "kubelink.slots" .)) }}{{ if $i }}, {{ end }}"kubelink-gateway-{{ $slot }}"{{ end -}}]
 {{- end -}}
 
 {{/* Scheduling and pull settings of a pod: `include "kubelink.podPlacement" (list $ .Values.agent)`. */}}

@@ -88,7 +88,10 @@ fn free_port() -> Result<u16, String> {
 fn work_dir(name: &str) -> PathBuf {
     let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/k8s");
     remove_dead_dirs(&base);
-    base.join(format!("{name}-{}", std::process::id()))
+    // Numbered: two clusters of one process with one name (two seeds) must not share etcd's data.
+    static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    base.join(format!("{name}-{n}-{}", std::process::id()))
 }
 
 /// Removes the work directories of test processes that have ended. A cluster's directory (its etcd

@@ -52,7 +52,7 @@ impl ControlPlane {
     pub async fn start(dir: &Path) -> Result<Self, String> {
         let options = Options { name: "qemu".into(), netns: None, ips: vec![GUEST_HOST], crds: true };
         let seed = Cluster::start(options).await?;
-        let workloads = chart::install(&seed, AGENT_NS, seed::chart_values(1)).await?;
+        let workloads = chart::install(&seed, AGENT_NS, seed::chart_values(SEED, 1)).await?;
         let admin = seed.client().await?;
         seed.ensure_namespace("garden").await?;
         let gardenlet = Gardenlet::new(admin.clone());

@@ -32,6 +32,7 @@ use crate::k8s::{self, Cluster};
 use crate::netns::{Netns, Proc, Segment, unique};
 
 mod memory;
+pub mod migration;
 pub mod ops;
 
 /// The release namespace: the agents' Leases, slot Secrets and Pods, the controller's seed objects.
@@ -55,6 +56,10 @@ pub fn node_ip(i: usize) -> String {
 pub fn lb_ip(slot: usize) -> String {
     format!("10.250.0.{}", 100 + slot)
 }
+/// Shoot `i`'s address on the segment (the internet it dials the seed's load balancers over).
+fn shoot_cidr(i: usize) -> String {
+    format!("10.250.0.{}/24", 21 + i)
+}
 
 pub struct ShootHost {
     pub name: String,
@@ -71,7 +76,7 @@ pub struct ShootHost {
 impl ShootHost {
     fn new(lan: &Segment, dir: &Path, i: usize, wired: bool) -> Result<Self, String> {
         let ns = Netns::new("shoot")?;
-        let cidr = format!("10.250.0.{}/24", 21 + i);
+        let cidr = shoot_cidr(i);
         if wired {
             lan.attach_wired(&ns, "eth0", &cidr)?
         } else {
@@ -84,6 +89,8 @@ impl ShootHost {
 }
 
 pub struct SeedLandscape {
+    /// The seed's name ([`SEED`] unless built with [`SeedLandscape::build_named`]).
+    pub name: String,
     pub dir: PathBuf,
     bin: PathBuf,
     /// The seed cluster: the real kube-apiserver and etcd in `api_ns`.
@@ -117,9 +124,11 @@ pub struct SeedLandscape {
 
 /// The seed's real control plane in `api_ns`, reached by the nodes on [`API_IP`], with Gardener's
 /// seed CRDs and kubelink's; its https URL there.
-async fn seed_cluster(api_ns: &Netns) -> Result<(Cluster, String), String> {
+async fn seed_cluster(api_ns: &Netns, seed: &str) -> Result<(Cluster, String), String> {
     let ip: std::net::IpAddr = API_IP.parse().map_err(|e| format!("{API_IP}: {e}"))?;
-    let options = k8s::Options { name: "seed".into(), netns: Some(api_ns.name.clone()), ips: vec![ip], crds: true };
+    // The cluster's work directory is named after it: two seeds of one process need two.
+    let options =
+        k8s::Options { name: format!("seed-{seed}"), netns: Some(api_ns.name.clone()), ips: vec![ip], crds: true };
     let seed = Cluster::start(options).await?;
     let url = seed.url_at(ip);
     Ok((seed, url))
@@ -146,13 +155,25 @@ impl SeedLandscape {
         dir: &Path,
         bin: &Path,
     ) -> Result<Self, String> {
+        Self::build_named(SEED, shoots, slots, wired_shoots, dir, bin).await
+    }
+
+    /// [`Self::build_with`] for the seed `name` (a second seed of its own, for migrations).
+    pub async fn build_named(
+        name: &str,
+        shoots: usize,
+        slots: usize,
+        wired_shoots: bool,
+        dir: &Path,
+        bin: &Path,
+    ) -> Result<Self, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let lan = Segment::new("lan")?;
         let api_ns = Netns::new("api")?;
         lan.attach(&api_ns, "eth0", &format!("{API_IP}/24"))?;
-        let (seed, api_url) = seed_cluster(&api_ns).await?;
+        let (seed, api_url) = seed_cluster(&api_ns, name).await?;
         let client = seed.client().await?;
-        let workloads = chart::install(&seed, AGENT_NS, chart_values(slots)).await?;
+        let workloads = chart::install(&seed, AGENT_NS, chart_values(name, slots)).await?;
         let nodes = (0..NODES).map(|_| Netns::new("node")).collect::<Result<Vec<_>, _>>()?;
         for (i, n) in nodes.iter().enumerate() {
             lan.attach(n, "eth0", &format!("{}/24", node_ip(i)))?;
@@ -172,6 +193,7 @@ impl SeedLandscape {
             hosts.push(ShootHost::new(&lan, dir, i, wired_shoots)?);
         }
         let landscape = SeedLandscape {
+            name: name.into(),
             dir: dir.into(),
             bin: bin.into(),
             seed,
@@ -218,13 +240,12 @@ impl SeedLandscape {
 
     /// Shoot `i`'s control-plane namespace and Cluster, as gardenlet writes them.
     async fn prepare_shoot(&self, i: usize) -> Result<String, String> {
-        prepare_shoot(&self.gardenlet, i).await
+        prepare_shoot_on(&self.gardenlet, &self.name, i).await
     }
 
     /// gardenlet's reconcile of the seed's Extension with `slots` slots, each at its load balancer.
     pub async fn reconcile_seed_extension(&self, slots: usize) -> Result<(), String> {
-        let endpoints: Vec<String> = (0..slots).map(|s| format!("{}:{PORT}", lb_ip(s))).collect();
-        reconcile_seed_extension(&self.gardenlet, &endpoints).await
+        reconcile_seed_extension(&self.gardenlet, &slot_endpoints(slots)).await
     }
 
     /// gardenlet's reconcile of shoot `i`'s Extension (the controller allocates; `sync_shoots`
@@ -368,8 +389,17 @@ impl SeedLandscape {
     pub fn seed_status(&self, i: usize, output: &str) -> Result<String, String> {
         let kubeconfig = self.dir.join(format!("agent-n{i}.kubeconfig"));
         let kubeconfig = kubeconfig.to_string_lossy();
-        let args =
-            ["seed-status", "--seed", SEED, "--namespace", AGENT_NS, "--seed-kubeconfig", &kubeconfig, "-o", output];
+        let args = [
+            "seed-status",
+            "--seed",
+            &self.name,
+            "--namespace",
+            AGENT_NS,
+            "--seed-kubeconfig",
+            &kubeconfig,
+            "-o",
+            output,
+        ];
         let out = crate::netns::run(self.nodes[i].command(&self.bin).args(args))?;
         Ok(String::from_utf8_lossy(&out.stdout).to_string())
     }
@@ -511,16 +541,29 @@ impl Drop for SeedLandscape {
 /// The chart's values for `slots` gateway slots, as a ControllerDeployment gives them (the
 /// extension controller on, the garden-based IPAM off) with the `gardener` values gardenlet injects:
 /// what `build` installs and [`SeedLandscape::upgrade_slots`] upgrades to.
-pub(crate) fn chart_values(slots: usize) -> Value {
+pub(crate) fn chart_values(seed: &str, slots: usize) -> Value {
+    // The slots are the seed's own setting: the Seed's kubelink-wireguard entry (whose providerConfig
+    // gardenlet also gives the seed's Extension), not a chart value.
+    let mut spec = seed_json_of(seed)["spec"].clone();
+    spec["extensions"] = json!([{"type": TYPE, "providerConfig": seed_extension_config(&slot_endpoints(slots))}]);
     // The cluster has kubelink's CRDs already (`Options::crds`).
-    json!({"slots": slots, "controller": {"enabled": true}, "crds": {"enabled": false},
-           "agent": {"warmup": AGENT_WARMUP},
-           "gardener": {"version": "1.149.0", "seed": {"name": SEED, "spec": seed_json()["spec"]}}})
+    json!({"controller": {"enabled": true}, "crds": {"enabled": false}, "agent": {"warmup": AGENT_WARMUP},
+           "gardener": {"version": "1.149.0", "seed": {"name": seed, "spec": spec}}})
+}
+
+/// What shoots dial for `slots` slots: each slot's load balancer.
+fn slot_endpoints(slots: usize) -> Vec<String> {
+    (0..slots).map(|s| format!("{}:{PORT}", lb_ip(s))).collect()
 }
 
 /// The Seed as gardenlet describes it: its networks stay out of the WireGuard CIDR.
 pub(crate) fn seed_json() -> Value {
-    let mut seed = SeedFixture::new(SEED).to_json();
+    seed_json_of(SEED)
+}
+
+/// [`seed_json`] for the seed `name`.
+fn seed_json_of(name: &str) -> Value {
+    let mut seed = SeedFixture::new(name).to_json();
     seed["spec"]["networks"] = json!({"nodes": "10.250.0.0/16", "pods": "100.64.0.0/12", "services": "100.80.0.0/13"});
     seed
 }
@@ -538,7 +581,13 @@ pub(crate) async fn reconcile_seed_extension(gardenlet: &Gardenlet, endpoints: &
 
 /// Shoot `i`'s control-plane namespace and Cluster, as gardenlet writes them; the namespace.
 pub(crate) async fn prepare_shoot(gardenlet: &Gardenlet, i: usize) -> Result<String, String> {
-    let input = ShootInput::new(PROJECT, shoot_fixture(i).to_json(), seed_json());
+    prepare_shoot_on(gardenlet, SEED, i).await
+}
+
+/// [`prepare_shoot`] on the seed `seed`.
+async fn prepare_shoot_on(gardenlet: &Gardenlet, seed: &str, i: usize) -> Result<String, String> {
+    let input =
+        ShootInput::new(PROJECT, ShootFixture::new(PROJECT, &shoot_name(i), seed).to_json(), seed_json_of(seed));
     gardenlet.prepare_shoot(&input).await.map_err(|e| e.to_string())
 }
 
@@ -582,11 +631,6 @@ pub(crate) fn refused(seed: &Cluster) -> Vec<String> {
 /// `shoot-00000`, `shoot-00001`, ...: names that sort like their numbers.
 pub fn shoot_name(i: usize) -> String {
     format!("shoot-{i:05}")
-}
-
-/// Shoot `i` of [`PROJECT`] on [`SEED`], with Gardener's default networks.
-fn shoot_fixture(i: usize) -> ShootFixture {
-    ShootFixture::new(PROJECT, &shoot_name(i), SEED)
 }
 
 /// The name of node `i` (its Lease holder identity).

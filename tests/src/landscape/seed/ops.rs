@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kubelink_ipam::contract::{Slot, gateway_secret, names};
 
-use super::{AGENT_NS, API_IP, NODES, POD_IP, SEED, SeedLandscape, chart_values, lb_ip};
+use super::{AGENT_NS, API_IP, NODES, POD_IP, SeedLandscape, chart_values, lb_ip};
 use crate::landscape::chart;
 use crate::netns::{Netns, longest_loss_run};
 
@@ -177,7 +177,7 @@ impl SeedLandscape {
     /// The slot count the controller published in the SeedTunnel.
     pub async fn published_slots(&self) -> Option<u8> {
         let api: Api<kubelink_ipam::projection::SeedTunnel> = Api::namespaced(self.client(), AGENT_NS);
-        Some(api.get_opt(SEED).await.ok()??.spec.slots)
+        Some(api.get_opt(&self.name).await.ok()??.spec.slots)
     }
 
     /// `helm upgrade` of the running release with the values for `slots` slots, by the real `helm`
@@ -192,15 +192,20 @@ impl SeedLandscape {
         let start = Instant::now();
         let mut done = Upgrade::default();
         let chart_dir = chart::chart_dir("kubelink");
-        let before = crate::helm::template(&chart_dir, AGENT_NS, chart::RELEASE, chart_values(self.slots))
+        let before = crate::helm::template(&chart_dir, AGENT_NS, chart::RELEASE, chart_values(&self.name, self.slots))
             .await
             .map_err(|e| format!("rendering the installed release: {e}"))?;
         let kubeconfig = self.seed.admin_kubeconfig_file()?;
         let release = (AGENT_NS, chart::RELEASE);
-        let objects =
-            crate::helm::release(crate::helm::Verb::Upgrade, &chart_dir, &kubeconfig, release, chart_values(slots))
-                .await
-                .map_err(|e| format!("helm upgrade: {e}"))?;
+        let objects = crate::helm::release(
+            crate::helm::Verb::Upgrade,
+            &chart_dir,
+            &kubeconfig,
+            release,
+            chart_values(&self.name, slots),
+        )
+        .await
+        .map_err(|e| format!("helm upgrade: {e}"))?;
         let client = self.client();
         for object in &objects {
             let old = before.iter().find(|o| o["kind"] == object["kind"] && o["metadata"] == object["metadata"]);
