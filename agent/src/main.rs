@@ -42,7 +42,14 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    kubelink::telemetry::init_logging(&cli.log, cli.log_json);
+    // kube's client logs an answer it cannot decode whole, at warn (up to cmd::bounded::MAX_API_ANSWER);
+    // the operator commands that read answers and exit report the error themselves, shortened.
+    let log = match &cli.command {
+        Command::SeedStatus(_) => format!("{},kube_client::client=error", cli.log),
+        Command::Ipam(a) if a.is_list() => format!("{},kube_client::client=error", cli.log),
+        _ => cli.log.clone(),
+    };
+    kubelink::telemetry::init_logging(&log, cli.log_json);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -66,7 +73,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kubelink: {e:#}");
+            eprintln!("kubelink: {}", cmd::bounded::error_text(&e));
             std::process::ExitCode::FAILURE
         }
     }

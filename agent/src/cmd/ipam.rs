@@ -51,6 +51,13 @@ struct ListArgs {
     json: bool,
 }
 
+impl IpamArgs {
+    /// `list`: reads one answer and exits (the extension controller watches for ever).
+    pub fn is_list(&self) -> bool {
+        matches!(self.command, IpamCommand::List(_))
+    }
+}
+
 pub async fn run(args: IpamArgs) -> anyhow::Result<()> {
     match args.command {
         IpamCommand::Extension(a) => extension(a).await,
@@ -85,9 +92,13 @@ fn seed_of_spec_file(path: &std::path::Path, name: &str) -> anyhow::Result<kubel
 }
 
 async fn list(a: ListArgs) -> anyhow::Result<()> {
-    let client = a.api.client().await?;
-    let allocations = list_allocations(&client, &a.namespace.namespace).await.context("listing the ShootPeers")?;
-    if a.json {
+    let client = a.api.query_client().await?;
+    print_list(&client, &a.namespace.namespace, a.json).await
+}
+
+async fn print_list(client: &kube::Client, namespace: &str, json: bool) -> anyhow::Result<()> {
+    let allocations = list_allocations(client, namespace).await.context("listing the ShootPeers")?;
+    if json {
         for e in &allocations.entries {
             let line = serde_json::json!({"shoot": e.shoot.to_string(), "address": e.address.to_string(),
                                           "publicKey": e.public_key.to_string()});
@@ -103,4 +114,35 @@ async fn list(a: ListArgs) -> anyhow::Result<()> {
         eprintln!("skipped: {p}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::bounded::test_server::{answering, thirty_mib};
+    use super::super::bounded::{error_text, query_client};
+    use super::*;
+
+    async fn list_against(status: &'static str, body: Vec<u8>) -> String {
+        let addr = answering(status, body).await;
+        let client = query_client(kube::Config::new(format!("http://{addr}").parse().unwrap())).unwrap();
+        error_text(&print_list(&client, "kubelink", false).await.unwrap_err())
+    }
+
+    /// An API server (or a proxy in front of it) answering 30 MiB: read up to the limit, and the error
+    /// on stderr is short and names the request and the limit; a huge error answer under the limit
+    /// is cut too.
+    #[tokio::test]
+    async fn a_huge_api_answer_is_cut_at_the_limit_and_reported_short() {
+        for status in ["200 OK", "500 Internal Server Error"] {
+            let err = list_against(status, thirty_mib(false)).await;
+            println!("{status}, 30 MiB: {} bytes: {err}", err.len());
+            assert!(err.len() < 600, "{status}: {} bytes: {err}", err.len());
+            assert!(err.contains("GET /apis/kubelink.gardener.cloud") && err.contains("larger than 16 MiB"), "{err}");
+        }
+        let mut body = thirty_mib(true);
+        body.truncate(10 << 20);
+        *body.last_mut().unwrap() = b'"';
+        let err = list_against("500 Internal Server Error", body).await;
+        assert!(err.len() <= 1100 && err.contains("listing the ShootPeers"), "{} bytes: {err}", err.len());
+    }
 }

@@ -1,6 +1,7 @@
 //! Subcommands. Each file parses its own arguments and calls into the library.
 
 pub mod agent;
+pub mod bounded;
 pub mod ipam;
 pub mod keys;
 pub mod run;
@@ -41,12 +42,20 @@ pub struct SeedApi {
 
 impl SeedApi {
     pub async fn client(&self) -> anyhow::Result<kube::Client> {
-        kube_client(self.seed_kubeconfig.as_deref()).await.context("the seed cluster")
+        let config = kube_config(self.seed_kubeconfig.as_deref()).await.context("the seed cluster")?;
+        kube::Client::try_from(config).context("building the Kubernetes client")
+    }
+
+    /// The client of the operator commands that read a few answers and exit: every answer is read
+    /// at most [`bounded::MAX_API_ANSWER`] far (not for watches, which are one long answer).
+    pub async fn query_client(&self) -> anyhow::Result<kube::Client> {
+        let config = kube_config(self.seed_kubeconfig.as_deref()).await.context("the seed cluster")?;
+        bounded::query_client(config).context("building the Kubernetes client")
     }
 }
 
-/// A client from a kubeconfig file, or the ambient configuration.
-async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+/// The configuration from a kubeconfig file, or the ambient one.
+async fn kube_config(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Config> {
     let config = match kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path)
@@ -57,7 +66,7 @@ async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kub
         }
         None => kube::Config::infer().await.context("no kubeconfig and no in-cluster configuration")?,
     };
-    kube::Client::try_from(config).context("building the Kubernetes client")
+    Ok(config)
 }
 
 #[cfg(test)]

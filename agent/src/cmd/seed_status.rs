@@ -46,8 +46,15 @@ pub enum Output {
 /// How long one agent may take to answer.
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The most of an agent's `/status` answer that is read: a gateway's has one entry per shoot, a few
+/// hundred bytes each.
+pub const MAX_STATUS_ANSWER: usize = 4 << 20;
+
+/// How much of a deserializer's message about an answer is kept: it can quote the answer.
+const MAX_MESSAGE: usize = 300;
+
 pub async fn run(args: SeedStatusArgs) -> anyhow::Result<()> {
-    let client = args.api.client().await?;
+    let client = args.api.query_client().await?;
     let found = read(&client, &args.seed.seed, &args.seed.namespace.namespace, args.agent_port).await?;
     let view = seed_view::build(found);
     match args.output {
@@ -144,7 +151,7 @@ async fn read_agents(client: &kube::Client, namespace: &str, port: u16) -> anyho
 async fn ask(ip: &str, port: u16) -> Result<NodeView, String> {
     let addr = SocketAddr::new(ip.parse().map_err(|_| format!("host IP {ip:?} is not an IP address"))?, port);
     match tokio::time::timeout(ASK_TIMEOUT, get_status(addr)).await {
-        Ok(result) => result.map_err(|e| format!("{addr}/status: {e:#}")),
+        Ok(result) => result.map_err(|e| kubelink_contract::shorten(&format!("{addr}/status: {e:#}"), MAX_MESSAGE)),
         Err(_) => Err(format!("{addr}/status: no answer within {ASK_TIMEOUT:?}")),
     }
 }
@@ -157,6 +164,38 @@ async fn get_status(addr: SocketAddr) -> anyhow::Result<NodeView> {
         hyper::Request::get("/status").header(hyper::header::HOST, addr.to_string()).body(Empty::<Bytes>::new())?;
     let response = sender.send_request(request).await?;
     anyhow::ensure!(response.status().is_success(), "HTTP {} (an agent older than this command?)", response.status());
-    let body = response.into_body().collect().await?.to_bytes();
-    Ok(serde_json::from_slice(&body)?)
+    let url = format!("http://{addr}/status");
+    let body = super::bounded::limited(response.into_body(), url, MAX_STATUS_ANSWER)
+        .collect()
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?
+        .to_bytes();
+    // serde's message quotes a string where it wanted an object: cut to its beginning and end.
+    serde_json::from_slice(&body).map_err(|e| {
+        anyhow::anyhow!("not an agent's status: {}", kubelink_contract::shorten(&e.to_string(), MAX_MESSAGE))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::bounded::test_server::{answering, thirty_mib};
+    use super::*;
+
+    /// An agent (or whatever answers on its port) answering 30 MiB: read up to the limit, and the
+    /// problem seed-status reports is one short line naming the URL and the limit.
+    #[tokio::test]
+    async fn a_huge_status_answer_is_cut_at_the_limit_and_reported_short() {
+        let addr = answering("200 OK", thirty_mib(false)).await;
+        let err = ask("127.0.0.1", addr.port()).await.unwrap_err();
+        println!("30 MiB answer: {} bytes: {err}", err.len());
+        assert!(err.len() < 300, "{} bytes: {}", err.len(), kubelink_contract::shorten(&err, 300));
+        assert!(err.contains(&format!("http://{addr}/status")) && err.contains("larger than 4 MiB"), "{err}");
+        // Under the limit, a JSON string where the status object belongs: serde quotes it whole.
+        let mut body = thirty_mib(true);
+        body.truncate(3 << 20);
+        *body.last_mut().unwrap() = b'"';
+        let addr = answering("200 OK", body).await;
+        let err = ask("127.0.0.1", addr.port()).await.unwrap_err();
+        assert!(err.len() <= MAX_MESSAGE + 40 && err.contains("not an agent's status"), "{} bytes: {err}", err.len());
+    }
 }
