@@ -668,3 +668,55 @@ fn the_schema_refuses_unknown_keys_at_every_level() {
     assert_eq!(schema["type"], "object");
     assert_closed(&schema, "kubelink");
 }
+
+/// The garden admission webhook's charts (`charts/kubelink-admission`) as gardener-operator installs
+/// them (`spec.deployment.admission`): each installed by the real helm into the real server, which
+/// validates every object. The runtime Deployment passes only flags `kubelink garden-admission`
+/// knows, and gardener-operator's `GARDEN_KUBECONFIG` is one of its variables; the virtual garden's
+/// part grants `get` on Seeds, Shoots and ManagedSeeds and nothing else, to the ServiceAccount
+/// gardener-operator names, and registers the webhook for Seeds and ManagedSeeds only.
+#[tokio::test]
+async fn the_admission_charts_install_and_pass_only_what_the_binary_knows() {
+    let test = "the_admission_charts_install_and_pass_only_what_the_binary_knows";
+    if !helm_ready(test).await {
+        return;
+    }
+    let cluster = k8s::shared().await.unwrap();
+    let kubeconfig = cluster.admin_kubeconfig_file().unwrap();
+    cluster.ensure_namespace("admission-runtime").await.unwrap();
+    let runtime = chart("kubelink-admission/runtime");
+    let values = json!({"gardener": {"runtimeCluster": {"priorityClassName": "gardener-garden-system-400"}}});
+    let objects =
+        helm::install(&runtime, &kubeconfig, "admission-runtime", "kubelink-admission", values).await.unwrap();
+    assert_stored(&objects, "admission-runtime").await;
+    let cmd =
+        helm::container_command(find(&objects, "Deployment", "kubelink-admission"), "kubelink-admission", &downward())
+            .unwrap();
+    assert_eq!(cmd.args.first().map(String::as_str), Some("garden-admission"));
+    let (flags, env) = help_lists(&help(&cmd.args[..1]));
+    for arg in &cmd.args[1..] {
+        assert!(flags.contains(arg.split('=').next().unwrap()), "kubelink garden-admission has no {arg}");
+    }
+    assert!(env.contains("GARDEN_KUBECONFIG"), "gardener-operator's GARDEN_KUBECONFIG is not read: {env:?}");
+
+    cluster.ensure_namespace("admission-application").await.unwrap();
+    let application = chart("kubelink-admission/application");
+    let ca = std::fs::read_to_string(cluster.dir.join("ca.crt")).unwrap();
+    let values = json!({"webhook": {"caBundle": ca}});
+    let objects =
+        helm::install(&application, &kubeconfig, "admission-application", "kubelink-admission", values).await.unwrap();
+    assert_stored(&objects, "admission-application").await;
+    let roles = of_kind(&objects, "ClusterRole");
+    assert_eq!(roles.len(), 1, "{:?}", summary(&objects));
+    let want = expect(&[
+        ("core.gardener.cloud", &["seeds", "shoots"], &["get"], "*"),
+        ("seedmanagement.gardener.cloud", &["managedseeds"], &["get"], "*"),
+    ]);
+    assert_eq!(rules(roles[0]), want);
+    let binding = &of_kind(&objects, "ClusterRoleBinding")[0];
+    assert_eq!(binding["subjects"][0]["name"], "extension-kubelink-admission");
+    let webhook = find(&objects, "ValidatingWebhookConfiguration", "kubelink-admission");
+    let resources: Vec<&Value> =
+        webhook["webhooks"][0]["rules"].as_array().unwrap().iter().map(|r| &r["resources"]).collect();
+    assert_eq!(resources, [&json!(["seeds"]), &json!(["managedseeds"])]);
+}

@@ -104,7 +104,7 @@ async fn start() -> Result<Env, String> {
         format!("--listen=127.0.0.1:{port}"),
         format!("--tls-cert-file={}", serving.cert.display()),
         format!("--tls-key-file={}", serving.key.display()),
-        format!("--garden-kubeconfig={}", garden_kubeconfig.display()),
+        format!("--kubeconfig={}", garden_kubeconfig.display()),
         "--log=info,kubelink=debug".into(),
     ];
     let webhook = Daemon::start(&netns::find_kubelink()?, &args, None, &cluster.dir.join("garden-admission.log"))?;

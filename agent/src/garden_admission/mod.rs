@@ -52,7 +52,7 @@ pub struct GardenAdmissionArgs {
     /// Kubeconfig of the (virtual) garden: what gardener-operator injects into admission components
     /// (`GARDEN_KUBECONFIG`). Read only: Shoots, Seeds and ManagedSeeds, by name.
     #[arg(long, env = "GARDEN_KUBECONFIG")]
-    pub garden_kubeconfig: PathBuf,
+    pub kubeconfig: PathBuf,
 }
 
 /// The garden through a kube client.
@@ -226,8 +226,8 @@ pub async fn handle<G: Garden>(garden: &G, req: Request<Incoming>) -> Response<F
 
 /// `kubelink garden-admission`.
 pub async fn run(args: GardenAdmissionArgs) -> anyhow::Result<()> {
-    let kubeconfig = kube::config::Kubeconfig::read_from(&args.garden_kubeconfig)
-        .with_context(|| format!("the garden kubeconfig {}", args.garden_kubeconfig.display()))?;
+    let kubeconfig = kube::config::Kubeconfig::read_from(&args.kubeconfig)
+        .with_context(|| format!("the garden kubeconfig {}", args.kubeconfig.display()))?;
     let config =
         kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.context("the garden kubeconfig")?;
     let client = kube::Client::try_from(config).context("building the garden client")?;
