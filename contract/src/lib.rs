@@ -160,7 +160,8 @@ pub mod shoot_secret {
     pub const ADDRESS: &str = "address";
     /// Optional override of [`super::defaults::KEEPALIVE`]; never written by the IPAM.
     pub const KEEPALIVE: &str = "keepalive";
-    /// Optional override of [`super::defaults::MTU`]; never written by the IPAM.
+    /// Optional override of [`super::defaults::MTU`]: written by the extension controller when the
+    /// seed's providerConfig sets `mtu`.
     pub const MTU: &str = "mtu";
 
     /// The three keys of one gateway slot: `gateway-<n>-endpoint|publicKey|address`.

@@ -55,11 +55,16 @@ pub fn shoot_secret_data(
     private_key: &PrivateKey,
     address: IpNet,
     gateways: &[KnownGateway],
+    mtu: Option<u16>,
 ) -> BTreeMap<String, ByteString> {
     let mut data = secret_data([
         (shoot_secret::PRIVATE_KEY, private_key.expose_base64().to_string()),
         (shoot_secret::ADDRESS, address.to_string()),
     ]);
+    // The seed's MTU when it sets one (the gateways use the same); else the sidecar derives its own.
+    if let Some(mtu) = mtu {
+        data.insert(shoot_secret::MTU.into(), ByteString(mtu.to_string().into_bytes()));
+    }
     for g in gateways {
         let keys = shoot_secret::gateway(g.slot);
         let mut put = |k: String, v: Option<String>| _ = v.map(|v| data.insert(k, ByteString(v.into_bytes())));
@@ -72,13 +77,19 @@ pub fn shoot_secret_data(
 
 /// The shoot's Secret `kubelink-shoot` in its control-plane namespace: what the ManagedResource
 /// carries into the shoot, and (with the extension) what gardenlet carries on migration.
-pub fn shoot_secret(namespace: &str, key: &PrivateKey, address: IpNet, gateways: &[KnownGateway]) -> Secret {
+pub fn shoot_secret(
+    namespace: &str,
+    key: &PrivateKey,
+    address: IpNet,
+    gateways: &[KnownGateway],
+    mtu: Option<u16>,
+) -> Secret {
     let mut secret = Secret::default();
     secret.metadata.name = Some(names::SHOOT_SECRET.into());
     secret.metadata.namespace = Some(namespace.into());
     secret.metadata.labels = Some(crate::labels::managed());
     secret.type_ = Some("Opaque".into());
-    secret.data = Some(shoot_secret_data(key, address, gateways));
+    secret.data = Some(shoot_secret_data(key, address, gateways, mtu));
     secret
 }
 
@@ -114,7 +125,7 @@ mod tests {
             endpoint: None,
             public_key: None,
         };
-        let data = shoot_secret_data(&key, "192.168.128.10/22".parse().unwrap(), &[gw0, gw1]);
+        let data = shoot_secret_data(&key, "192.168.128.10/22".parse().unwrap(), &[gw0.clone(), gw1.clone()], None);
         let keys: Vec<&str> = data.keys().map(String::as_str).collect();
         assert_eq!(
             keys,
@@ -130,6 +141,9 @@ mod tests {
         assert_eq!(data["address"].0, b"192.168.128.10/22");
         let secret = Secret { data: Some(data), ..Default::default() };
         assert_eq!(private_key_of(&secret).unwrap(), key);
+        // The seed's MTU, when it has one, is the `mtu` key.
+        let data = shoot_secret_data(&key, "192.168.128.10/22".parse().unwrap(), &[gw0, gw1], Some(1380));
+        assert_eq!(data["mtu"].0, b"1380");
     }
 
     #[test]

@@ -54,8 +54,13 @@ async fn main() {
     for ns in ["kubelink", "garden"] {
         cluster.ensure_namespace(ns).await.expect("namespace");
     }
-    let cfg =
-        Config { namespace: "kubelink".into(), seed_name: SEED.into(), seed: None, resync: Duration::from_secs(300) };
+    let cfg = Config {
+        namespace: "kubelink".into(),
+        seed_name: SEED.into(),
+        seed: None,
+        resync: Duration::from_secs(300),
+        deployed_slots: 2,
+    };
     let _controller = tokio::spawn(controller::run(admin.clone(), cfg, Arc::new(|_: &controller::Reconciled| {})));
     let g = Gardenlet::new(admin);
     let seed_config = json!({"cidr": CIDR, "slots": 2, "slotEndpoints": ["gw0.example:51820", "gw1.example:51820"]});

@@ -720,3 +720,31 @@ async fn the_admission_charts_install_and_pass_only_what_the_binary_knows() {
         webhook["webhooks"][0]["rules"].as_array().unwrap().iter().map(|r| &r["resources"]).collect();
     assert_eq!(resources, [&json!(["seeds"]), &json!(["managedseeds"])]);
 }
+
+/// The slots and the gateways' MTU are the seed's own setting: rendered with gardenlet's injected
+/// Seed whose kubelink-wireguard entry says `slots: 1, mtu: 1380`, the chart deploys one slot Service,
+/// grants one slot Lease, tells the controller it deployed one slot and runs the agents at MTU 1380,
+/// whatever its own values say; without such an entry the values decide.
+#[tokio::test]
+async fn the_seeds_provider_config_sets_the_slots_and_the_mtu() {
+    if !helm_ready("the_seeds_provider_config_sets_the_slots_and_the_mtu").await {
+        return;
+    }
+    let entry =
+        json!({"type": "kubelink-wireguard", "providerConfig": {"cidr": "192.168.128.0/22", "slots": 1, "mtu": 1380}});
+    let spec = json!({"networks": {"nodes": "10.250.0.0/16"}, "extensions": [{"type": "other"}, entry]});
+    let mut values = json!({"controller": {"enabled": true}});
+    values["gardener"] = json!({"seed": {"name": SEED, "spec": spec}});
+    let seeds_own = render(&chart("kubelink"), values.clone()).await.unwrap();
+    values["gardener"]["seed"]["spec"]["extensions"] = json!([]);
+    let from_values = render(&chart("kubelink"), values).await.unwrap();
+    for (objects, slots, mtu) in [(&seeds_own, 1, "1380"), (&from_values, 2, "auto")] {
+        assert_eq!(of_kind(objects, "Service").len(), slots, "{:?}", summary(objects));
+        let controller =
+            helm::container_command(find(objects, "Deployment", "kubelink-controller"), "controller", &downward());
+        assert!(controller.unwrap().args.contains(&format!("--deployed-slots={slots}")));
+        let agent =
+            helm::container_command(find(objects, "DaemonSet", "kubelink-agent"), "agent", &downward()).unwrap();
+        assert!(agent.args.contains(&format!("--mtu={mtu}")), "{:?}", agent.args);
+    }
+}

@@ -66,6 +66,8 @@ async fn seed(test: &str, name: &str) -> Option<Seed> {
         seed_name: name.into(),
         seed: Some(seed),
         resync: Duration::from_secs(300),
+        // The chart's default, as its Deployment passes it (`--deployed-slots`).
+        deployed_slots: 2,
     };
     let as_controller = cluster.client_with_token(&token).await.unwrap();
     let controller = spawn_controller(as_controller, cfg.clone());

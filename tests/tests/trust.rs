@@ -151,8 +151,13 @@ impl Landscape {
         let spec: Value =
             serde_json::from_str(map.expect("the Seed's ConfigMap")["data"]["seed.json"].as_str().unwrap()).unwrap();
         let seed = kubelink_ipam::decode::decode_value(&json!({"metadata": {"name": SEED}, "spec": spec})).unwrap();
-        let cfg =
-            Config { namespace: NS.into(), seed_name: SEED.into(), seed: Some(seed), resync: Duration::from_secs(300) };
+        let cfg = Config {
+            namespace: NS.into(),
+            seed_name: SEED.into(),
+            seed: Some(seed),
+            resync: Duration::from_secs(300),
+            deployed_slots: 2,
+        };
         let token = self.seed.token_for(NS, "kubelink-controller").await.unwrap();
         let client = self.seed.client_with_token(&token).await.unwrap();
         let observe: controller::Observer = Arc::new(|_: &controller::Reconciled| {});

@@ -38,6 +38,10 @@ struct ExtensionArgs {
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "KUBELINK_HEALTH_LISTEN", default_value = "0.0.0.0:8093")]
     health_listen: std::net::SocketAddr,
+    /// The gateway slots the release deployed (the chart passes its slots): a seed Extension asking
+    /// for more is not ready, naming the setting.
+    #[arg(long, env = "KUBELINK_DEPLOYED_SLOTS", default_value = "2", value_parser = clap::value_parser!(u8).range(1..=2))]
+    deployed_slots: u8,
 }
 
 #[derive(clap::Args)]
@@ -72,7 +76,7 @@ async fn extension(a: ExtensionArgs) -> anyhow::Result<()> {
         None => None,
     };
     let (namespace, seed_name) = (a.seed.namespace.namespace, a.seed.seed);
-    let cfg = controller::Config { namespace, seed_name, seed, resync: a.resync };
+    let cfg = controller::Config { namespace, seed_name, seed, resync: a.resync, deployed_slots: a.deployed_slots };
     let client = a.api.client().await?;
     let metrics = crate::extension_metrics::ExtensionMetrics::default();
     let bound = metrics.serve(a.health_listen).await?;

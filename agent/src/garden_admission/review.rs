@@ -459,7 +459,9 @@ mod tests {
         object["spec"]["gardenlet"]["config"]["seedConfig"]["spec"]["wireguard"] = json!({"enabled": true, "cidr": 7});
         let v = run(&g, &review("ManagedSeed", "CREATE", object, Value::Null));
         assert!(
-            v.message.unwrap().starts_with("spec.gardenlet.config.seedConfig.spec.wireguard.cidr: \"7\" is not a string")
+            v.message
+                .unwrap()
+                .starts_with("spec.gardenlet.config.seedConfig.spec.wireguard.cidr: \"7\" is not a string")
         );
         // A disabled entry is no setting; GEP-14's field is read then.
         let mut object = managed_seed(Some("10.250.1.0/24"));

@@ -472,10 +472,18 @@ mod tests {
         ];
         let dir = std::env::temp_dir().join(format!("kubelink-shoot-roundtrip-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        for (file, value) in shoot_secret_data(&key, address, &written) {
+        let sources = Sources { dir: dir.clone(), overrides: BTreeMap::new(), private_key_file: None };
+        // With the seed's MTU, the sidecar takes it.
+        for (file, value) in shoot_secret_data(&key, address, &written, Some(1380)) {
             std::fs::write(dir.join(file), value.0).unwrap();
         }
-        let sources = Sources { dir: dir.clone(), overrides: BTreeMap::new(), private_key_file: None };
+        let with_mtu = sources.read().map(|inputs| parse(&inputs, &kl0()).map(|c| c.mtu));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(with_mtu.unwrap().unwrap(), MtuSetting::Fixed(1380));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (file, value) in shoot_secret_data(&key, address, &written, None) {
+            std::fs::write(dir.join(file), value.0).unwrap();
+        }
         let read = sources.read().map(|inputs| parse(&inputs, &kl0()));
         std::fs::remove_dir_all(&dir).unwrap();
         let config = read.unwrap().unwrap();

@@ -95,6 +95,25 @@ fn cidr_source(config: &SeedProviderConfig, seed: &Seed) -> Result<(String, Stri
     }
 }
 
+/// The seed's slots must be ones its kubelink release deployed (`deployed`: the chart's slots, which
+/// gardenlet's render takes from this same providerConfig): a slot without its load-balancer Service
+/// and without the agents' grant for its Lease would be published to shoots and never served.
+pub fn within_release(config: SeedConfig, deployed: u8) -> Result<SeedConfig, IpamError> {
+    if config.slots <= deployed {
+        return Ok(config);
+    }
+    Err(IpamError::InvalidValue(crate::error::InvalidValue {
+        field: field("slots"),
+        value: config.slots.to_string(),
+        reason: format!(
+            "kubelink's release on this seed deploys {deployed} slot(s) (load-balancer Services, the agents' Lease \
+             grants); gardenlet renders the chart with this providerConfig's slots, so reconcile the seed's \
+             ControllerInstallation, or set the chart value slots to {} where it is set by hand",
+            config.slots
+        ),
+    }))
+}
+
 fn slots(value: Option<u64>) -> Result<u8, IpamError> {
     match value {
         None => Ok(Slot::MAX),
@@ -174,6 +193,14 @@ mod tests {
             spec["wireguard"] = wg.clone();
         }
         serde_json::from_value(json!({"metadata": {"name": "s1"}, "spec": spec})).unwrap()
+    }
+
+    #[test]
+    fn more_slots_than_the_release_deploys_are_refused_naming_the_field() {
+        let c = seed_config(&seed_ext(json!({"cidr": "192.168.128.0/22", "slots": 2})), &seed(json!({})), None);
+        let err = within_release(c.clone().unwrap(), 1).unwrap_err().to_string();
+        assert!(err.contains("spec.providerConfig.slots") && err.contains("deploys 1 slot"), "{err}");
+        assert_eq!(within_release(c.clone().unwrap(), 2).unwrap(), c.unwrap());
     }
 
     #[test]

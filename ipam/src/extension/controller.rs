@@ -34,7 +34,7 @@ use crate::secret::{self, KnownGateway};
 use crate::seed_objects;
 use crate::store::{self, StoreError};
 
-use super::config::{SeedConfig, seed_config};
+use super::config::{SeedConfig, seed_config, within_release};
 use super::objects::{Cluster, Extension, FINALIZER, Operation, SEED_NAMESPACE, TYPE, annotations};
 use super::plan::{self, Outcome, ShootDecision};
 use super::table_store;
@@ -52,6 +52,9 @@ pub struct Config {
     pub seed: Option<Seed>,
     /// Every Extension is reconciled at least this often (drift repair).
     pub resync: Duration,
+    /// The gateway slots kubelink's release deployed (the chart's slots): a seed Extension asking for
+    /// more is not ready ([`within_release`]).
+    pub deployed_slots: u8,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -221,7 +224,7 @@ impl Reconciler<'_> {
         }
         self.start(ext, op).await?;
         let seed = self.cfg.seed.clone().unwrap_or_else(|| named_seed(&self.cfg.seed_name));
-        let outcome = match seed_config(ext, &seed, None) {
+        let outcome = match seed_config(ext, &seed, None).and_then(|c| within_release(c, self.cfg.deployed_slots)) {
             Err(e) => Outcome::Failed { error: e.to_string(), configuration: true },
             Ok(config) => {
                 self.project_seed(&config).await?;
@@ -283,7 +286,7 @@ impl Reconciler<'_> {
                 fix: format!("enable {TYPE} for the seed: an entry in spec.extensions of gardenlet's seed config"),
             }),
             (Some(_), Err(e)) => Err(e.clone()),
-            (Some(s), Ok(seed)) => seed_config(s, seed, None),
+            (Some(s), Ok(seed)) => seed_config(s, seed, None).and_then(|c| within_release(c, self.cfg.deployed_slots)),
         };
         let recorded = match plan::recorded_of(state(ext), &object_name(ext)) {
             Ok(r) => r,
@@ -340,11 +343,11 @@ impl Reconciler<'_> {
         let fresh = PrivateKey::generate();
         let build = |current: Option<&Secret>| {
             let key = current.and_then(|s| secret::private_key_of(s).ok()).unwrap_or_else(|| fresh.clone());
-            secret::shoot_secret(namespace, &key, address, &gateways)
+            secret::shoot_secret(namespace, &key, address, &gateways, config.mtu)
         };
         let written = store::write_secret(&secrets, names::SHOOT_SECRET, build).await?;
         let private = secret::private_key_of(&written).map_err(|e| StoreError::Ipam(e.into()))?;
-        let data = secret::shoot_secret_data(&private, address, &gateways);
+        let data = secret::shoot_secret_data(&private, address, &gateways, config.mtu);
         let resources = Api::<ManagedResource>::namespaced(self.client.clone(), namespace);
         let listed =
             (secrets.get_opt(names::MANAGED_RESOURCE_SECRET).await?, resources.get_opt(names::MANAGED_RESOURCE).await?);

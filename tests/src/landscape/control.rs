@@ -96,6 +96,8 @@ async fn spawn_controller(seed: &Cluster, account: &str) -> Result<tokio::task::
         seed_name: SEED.into(),
         seed: Some(decoded),
         resync: Duration::from_secs(300),
+        // What the chart installed above deploys (`--deployed-slots` of its Deployment).
+        deployed_slots: 1,
     };
     let client = seed.client_with_token(&seed.token_for(AGENT_NS, account).await?).await?;
     Ok(tokio::spawn(controller::run(client, cfg, std::sync::Arc::new(|_: &controller::Reconciled| {}))))
