@@ -373,12 +373,8 @@ async fn nothing_gets_garden_credentials_and_the_controller_reaches_the_seed_in_
     values["gardener"] = json!({"seed": {"name": SEED, "spec": {"networks": {"nodes": "10.250.0.0/16"}}}});
     let objects = render(&chart("kubelink"), values).await.unwrap();
     for o in &objects {
-        let text = o.to_string().to_lowercase();
-        assert!(
-            !text.contains("garden-kubeconfig") && !text.contains("garden_kubeconfig"),
-            "{}",
-            o["metadata"]["name"]
-        );
+        // No kubeconfig of any kind: both components reach the seed in-cluster.
+        assert!(!o.to_string().to_lowercase().contains("kubeconfig"), "{}", o["metadata"]["name"]);
     }
 
     let ds = find(&objects, "DaemonSet", "kubelink-agent");
@@ -475,7 +471,7 @@ async fn rbac_is_the_contract_and_the_agent_has_nothing_cluster_wide() {
         ("kubelink.gardener.cloud", &["shootpeers"], &["get", "list", "watch", "create", "update", "delete"], "*"),
     ]);
     assert_eq!(rules(find(&objects, "Role", "kubelink-controller")), controller_role, "the controller's Role");
-    let cluster_role_name = format!("kubelink-controller-{ns}");
+    let cluster_role_name = format!("extensions.gardener.cloud:extension-kubelink:controller-{ns}");
     let controller_cluster = expect(&[
         ("extensions.gardener.cloud", &["extensions"], &["get", "list", "watch", "patch"], "*"),
         ("extensions.gardener.cloud", &["extensions/status"], &["patch"], "*"),
