@@ -1,6 +1,8 @@
 // gardener-contract (scripts/k8s-tools builds it): renders the seed chart with gardenlet's own
 // ControllerInstallation reconciler and validates registration objects with Gardener's own
-// validation and admission code, both from the gardener module at the release pinned here.
+// validation and admission code, both from the gardener module at the release pinned here. Its tools
+// are gardener-apiserver (the tests' garden) and gardener-resource-manager (a shoot's ManagedResources
+// applied into a shoot API server).
 module kubelink.test/gardener
 
 go 1.26.5
@@ -109,6 +111,7 @@ require (
 	github.com/google/btree v1.1.3 // indirect
 	github.com/google/cel-go v0.29.2 // indirect
 	github.com/google/gnostic-models v0.7.1 // indirect
+	github.com/google/go-cmp v0.7.0 // indirect
 	github.com/google/go-containerregistry v0.21.7 // indirect
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/gorilla/websocket v1.5.4-0.20250319132907-e064f32e3674 // indirect
@@ -235,6 +238,7 @@ require (
 	k8s.io/autoscaler/vertical-pod-autoscaler v1.7.1 // indirect
 	k8s.io/cluster-bootstrap v0.36.3 // indirect
 	k8s.io/component-base v0.36.3 // indirect
+	k8s.io/component-helpers v0.36.3 // indirect
 	k8s.io/klog/v2 v2.140.0 // indirect
 	k8s.io/kms v0.36.3 // indirect
 	k8s.io/kube-aggregator v0.36.3 // indirect
@@ -250,4 +254,7 @@ require (
 	sigs.k8s.io/structured-merge-diff/v6 v6.4.2 // indirect
 )
 
-tool github.com/gardener/gardener/cmd/gardener-apiserver
+tool (
+	github.com/gardener/gardener/cmd/gardener-apiserver
+	github.com/gardener/gardener/cmd/gardener-resource-manager
+)

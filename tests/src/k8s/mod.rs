@@ -23,6 +23,7 @@ pub mod forward;
 pub mod garden;
 pub mod pki;
 pub mod process;
+pub mod resource_manager;
 pub mod tools;
 
 use std::net::{IpAddr, SocketAddr};

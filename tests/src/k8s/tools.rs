@@ -114,6 +114,23 @@ pub fn gardener_apiserver() -> Result<&'static Path, String> {
     .map_err(Clone::clone)
 }
 
+/// gardener-resource-manager of the pinned gardener release, built by `scripts/k8s-tools
+/// --gardener-contract` beside gardener-apiserver (the same Go module), or why it is missing.
+pub fn gardener_resource_manager() -> Result<&'static Path, String> {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let bin = script("--contract-dir")?.join("gardener-resource-manager");
+        if bin.is_file() {
+            Ok(bin)
+        } else {
+            Err(format!("{} is missing: run scripts/k8s-tools --gardener-contract (scripts/deps does)", bin.display()))
+        }
+    })
+    .as_ref()
+    .map(PathBuf::as_path)
+    .map_err(Clone::clone)
+}
+
 /// Gardener's seed-side CRDs that kubelink uses: Extension, Cluster, ManagedResource, and the
 /// PodMonitor every seed has (the chart's optional scrape config).
 pub fn gardener_crds() -> Result<Vec<PathBuf>, String> {
