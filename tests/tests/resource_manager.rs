@@ -93,6 +93,27 @@ async fn wait_shoot_secret(shoot: &kube::Client, present: bool, timeout: Duratio
     panic!("the shoot's Secret is {} after {timeout:?}", if present { "still missing" } else { "still there" });
 }
 
+/// Watches (by polling every 10 ms) for the ManagedResource in `namespace` on the seed and then
+/// for the Secret in the shoot: when each appeared, from the start.
+fn time_delivery(
+    seed: &kube::Client,
+    shoot: &kube::Client,
+    namespace: &str,
+) -> tokio::task::JoinHandle<(Duration, Duration)> {
+    let (mrs, shoot) = (resource_manager::managed_resources(seed, namespace), shoot.clone());
+    let start = Instant::now();
+    tokio::spawn(async move {
+        while mrs.get_opt(names::MANAGED_RESOURCE).await.unwrap().is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let written = start.elapsed();
+        while shoot_secret(&shoot).await.is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (written, start.elapsed())
+    })
+}
+
 /// What the controller wrote for the shoot in `namespace`: the data of the shoot's Secret inside
 /// the ManagedResource's Secret, checked against the seed-side Secret and the Extension's state.
 async fn written_for(seed: &kube::Client, namespace: &str) -> BTreeMap<String, ByteString> {
@@ -174,10 +195,11 @@ async fn the_real_resource_manager_applies_the_shoot_secret_and_honours_keep_obj
     // resource manager applies the Secret into the shoot and reports ResourcesApplied.
     for namespace in [&gone, &moved] {
         let start = Instant::now();
+        let delivery = time_delivery(&seed_client, &shoot, namespace);
         g.reconcile_extension(namespace, TYPE, None, None).await.unwrap();
         let ready = start.elapsed();
-        let in_shoot = wait_shoot_secret(&shoot, true, Duration::from_secs(60)).await;
-        let since = start.elapsed();
+        let (written, in_shoot) =
+            tokio::time::timeout(Duration::from_secs(60), delivery).await.expect("the Secret in the shoot").unwrap();
         let mr = resource_manager::wait_condition(
             &seed_client,
             namespace,
@@ -190,8 +212,11 @@ async fn the_real_resource_manager_applies_the_shoot_secret_and_honours_keep_obj
         .unwrap_or_else(|e| panic!("{e}\n{}", rm.log_tail(40)));
         let applied = start.elapsed();
         println!(
-            "{namespace}: Extension ready (ManagedResource written) after {ready:?}; Secret in the shoot after \
-             {since:?} ({in_shoot:?} after the Extension was ready); ResourcesApplied=True after {applied:?}"
+            "{namespace}: ManagedResource written {written:?} after gardenlet's reconcile request, Extension ready \
+             after {ready:?}; the Secret in the shoot {:?} after the ManagedResource was written; ResourcesApplied=True \
+             seen {:?} after it (looked for once the Extension was ready)",
+            in_shoot.saturating_sub(written),
+            applied.saturating_sub(written)
         );
         let healthy = resource_manager::wait_condition(
             &seed_client,
