@@ -119,7 +119,7 @@ pub async fn run(args: ShootArgs) -> anyhow::Result<()> {
     let key_file = args.private_key_file.clone().unwrap_or_else(|| args.config_dir.join(PRIVATE_KEY));
     crate::config::warn_if_others_may_read(&key_file);
     // Validate before touching the network namespace: a bad Secret changes nothing.
-    crate::shoot::config::parse(&opts.sources.read()?, &opts.device)?;
+    opts.sources.parse(&opts.device)?;
     let rec = reconciler(&args.common).await?;
     crate::shoot::sidecar::run(opts, rec).await?;
     Ok(())

@@ -84,6 +84,26 @@ impl Sources {
         }
         Ok(Inputs(inputs))
     }
+
+    /// [`parse`] of what [`Self::read`] reads. A field found missing while the directory itself does
+    /// not exist says so: the directory is what to fix, not the field.
+    pub fn parse(&self, device: &IfName) -> Result<ShootConfig, ShootConfigError> {
+        parse(&self.read()?, device).map_err(|e| missing_dir(e, &self.dir, self.dir.is_dir()))
+    }
+}
+
+/// `err`, naming `dir` when it is a missing field and `dir` does not exist.
+fn missing_dir(err: ShootConfigError, dir: &Path, exists: bool) -> ShootConfigError {
+    match err {
+        ShootConfigError::Missing { field, hint } if !exists => ShootConfigError::Missing {
+            field,
+            hint: format!(
+                "the config directory {} does not exist: mount the shoot's Secret there or point --config-dir at it ({hint})",
+                dir.display()
+            ),
+        },
+        other => other,
+    }
 }
 
 fn read_optional(path: &Path, field: &str) -> Result<Option<String>, ShootConfigError> {
@@ -501,6 +521,19 @@ mod tests {
             })
             .collect();
         assert_eq!(back, written);
+    }
+
+    #[test]
+    fn a_missing_config_dir_is_named() {
+        let dir = std::env::temp_dir().join(format!("kubelink-no-such-dir-{}", std::process::id()));
+        let sources = Sources { dir: dir.clone(), overrides: BTreeMap::new(), private_key_file: None };
+        let err = sources.parse(&kl0()).unwrap_err().to_string();
+        assert!(err.contains(&format!("the config directory {} does not exist", dir.display())), "{err}");
+        // An existing directory without the file: the field alone.
+        std::fs::create_dir_all(&dir).unwrap();
+        let err = sources.parse(&kl0()).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(err.contains("missing") && !err.contains("does not exist"), "{err}");
     }
 
     #[test]
