@@ -79,56 +79,34 @@ pub fn gardener_dir() -> Result<&'static Path, String> {
     DIR.get_or_init(|| script("--gardener-dir")).as_ref().map(PathBuf::as_path).map_err(Clone::clone)
 }
 
+/// A binary built from the gardener module by `scripts/k8s-tools --gardener-contract` into the
+/// directory of `gardener-contract` (`scripts/deps` runs it), or why it is missing.
+fn gardener_tool(name: &str) -> Result<PathBuf, String> {
+    let bin = script("--contract-dir")?.join(name);
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!("{} is missing: run scripts/k8s-tools --gardener-contract (scripts/deps does)", bin.display()))
+    }
+}
+
 /// `gardener-contract` (`tests/gardener/`): gardenlet's chart rendering and Gardener's validation of
-/// registration objects, from the gardener module; built by `scripts/k8s-tools --gardener-contract`
-/// into a directory of its own (`scripts/deps` runs it), or why it is missing.
+/// registration objects, from the gardener module.
 pub fn gardener_contract() -> Result<&'static Path, String> {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let bin = script("--contract-dir")?.join("gardener-contract");
-        if bin.is_file() {
-            Ok(bin)
-        } else {
-            Err(format!("{} is missing: run scripts/k8s-tools --gardener-contract (scripts/deps does)", bin.display()))
-        }
-    })
-    .as_ref()
-    .map(PathBuf::as_path)
-    .map_err(Clone::clone)
+    BIN.get_or_init(|| gardener_tool("gardener-contract")).as_ref().map(PathBuf::as_path).map_err(Clone::clone)
 }
 
-/// gardener-apiserver of the pinned gardener release, built by `scripts/k8s-tools --gardener-contract`
-/// beside gardener-contract (the same Go module), or why it is missing.
+/// gardener-apiserver of the pinned gardener release.
 pub fn gardener_apiserver() -> Result<&'static Path, String> {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let bin = script("--contract-dir")?.join("gardener-apiserver");
-        if bin.is_file() {
-            Ok(bin)
-        } else {
-            Err(format!("{} is missing: run scripts/k8s-tools --gardener-contract (scripts/deps does)", bin.display()))
-        }
-    })
-    .as_ref()
-    .map(PathBuf::as_path)
-    .map_err(Clone::clone)
+    BIN.get_or_init(|| gardener_tool("gardener-apiserver")).as_ref().map(PathBuf::as_path).map_err(Clone::clone)
 }
 
-/// gardener-resource-manager of the pinned gardener release, built by `scripts/k8s-tools
-/// --gardener-contract` beside gardener-apiserver (the same Go module), or why it is missing.
+/// gardener-resource-manager of the pinned gardener release.
 pub fn gardener_resource_manager() -> Result<&'static Path, String> {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let bin = script("--contract-dir")?.join("gardener-resource-manager");
-        if bin.is_file() {
-            Ok(bin)
-        } else {
-            Err(format!("{} is missing: run scripts/k8s-tools --gardener-contract (scripts/deps does)", bin.display()))
-        }
-    })
-    .as_ref()
-    .map(PathBuf::as_path)
-    .map_err(Clone::clone)
+    BIN.get_or_init(|| gardener_tool("gardener-resource-manager")).as_ref().map(PathBuf::as_path).map_err(Clone::clone)
 }
 
 /// Gardener's seed-side CRDs that kubelink uses: Extension, Cluster, ManagedResource, and the
