@@ -14,35 +14,40 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 {{ required "seedName is required: set seedName to the name of the Seed this release serves (gardenlet sets gardener.seed.name)" (coalesce $injected .Values.seedName) }}
 {{- end -}}
 
-{{/* Gateway slots, one setting per seed: the slots of the seed's own kubelink-wireguard extension
-(its providerConfig in gardener.seed.spec.extensions[], which gardenlet injects from the Seed), else
-the value slots. A providerConfig with slots other than 1 or 2 falls back to the value: the extension
-controller reports that one as not ready, naming the field. */}}
-{{- define "kubelink.slots" -}}
-{{- $slots := int .Values.slots -}}
+{{/* The providerConfig of the seed's own kubelink-wireguard entry, as JSON ({} without one): what
+gardenlet injects from the Seed (gardener.seed.spec.extensions[]). */}}
+{{- define "kubelink.seedProviderConfig" -}}
+{{- $found := dict -}}
 {{- $spec := ((.Values.gardener | default dict).seed | default dict).spec | default dict -}}
 {{- range ($spec.extensions | default list) -}}
-{{- $config := .providerConfig | default dict -}}
-{{- if and (eq (toString .type) "kubelink-wireguard") (has (toString $config.slots) (list "1" "2")) -}}
-{{- $slots = int $config.slots -}}
+{{- if eq (toString .type) "kubelink-wireguard" -}}
+{{- $found = .providerConfig | default dict -}}
 {{- end -}}
 {{- end -}}
-{{ $slots }}
+{{ toJson $found }}
 {{- end -}}
 
-{{/* The gateways' device MTU: the seed's own setting when its kubelink-wireguard entry has one
-(providerConfig.mtu, which the extension controller also writes into every shoot's Secret), else
-agent.mtu. */}}
+{{/* Gateway slots, one setting per seed: the seed's providerConfig slots, else the value slots. A
+providerConfig with slots other than 1 or 2 falls back to the value: the extension controller reports
+that one as not ready, naming the field. */}}
+{{- define "kubelink.slots" -}}
+{{- $config := include "kubelink.seedProviderConfig" . | fromJson -}}
+{{- if has (toString $config.slots) (list "1" "2") -}}
+{{ int $config.slots }}
+{{- else -}}
+{{ int .Values.slots }}
+{{- end -}}
+{{- end -}}
+
+{{/* The gateways' device MTU: the seed's providerConfig mtu (which the extension controller also
+writes into every shoot's Secret), else agent.mtu. */}}
 {{- define "kubelink.mtu" -}}
-{{- $mtu := toString .Values.agent.mtu -}}
-{{- $spec := ((.Values.gardener | default dict).seed | default dict).spec | default dict -}}
-{{- range ($spec.extensions | default list) -}}
-{{- $config := .providerConfig | default dict -}}
-{{- if and (eq (toString .type) "kubelink-wireguard") (regexMatch "^[0-9]+$" (toString ($config.mtu | default ""))) -}}
-{{- $mtu = toString (int $config.mtu) -}}
+{{- $config := include "kubelink.seedProviderConfig" . | fromJson -}}
+{{- if regexMatch "^[0-9]+$" (toString ($config.mtu | default "")) -}}
+{{ int $config.mtu }}
+{{- else -}}
+{{ .Values.agent.mtu }}
 {{- end -}}
-{{- end -}}
-{{ $mtu }}
 {{- end -}}
 
 {{/* The slot Leases and slot Secrets: kubelink-gateway-0 ... kubelink-gateway-<slots-1>, as a YAML flow list. */}}
