@@ -9,6 +9,13 @@
 // (pkg/gardenlet/controller/controllerinstallation/controllerinstallation) runs once against
 // in-memory garden and seed clients, and what it wrote into its class-seed ManagedResource is printed.
 //
+//	gardener-contract render-vpn-shoot --namespace shoot--PROJECT--NAME [--ha-clients N] [--pods CIDR]
+//	    [--services CIDR] [--nodes CIDR] [--seed-pods CIDR] [--endpoint HOST] [--kubernetes-version V]
+//
+// runs Gardener's vpn-shoot component as gardenlet's botanist configures it and prints, as JSON, the
+// class-shoot ManagedResource it writes into the control-plane namespace, its Secrets and their
+// objects (the Deployment, or with --ha-clients the StatefulSet, that kubelink's shoot webhook mutates).
+//
 //	gardener-contract validate-registration FILE...
 //
 // decodes every document (ControllerRegistration, ControllerDeployment, operator Extension, Seed,
@@ -39,6 +46,8 @@ func main() {
 		err = render(os.Args[2:])
 	case "validate-registration":
 		err = validateRegistration(os.Args[2:])
+	case "render-vpn-shoot":
+		err = renderVPNShoot(os.Args[2:])
 	case "version":
 		fmt.Println(gardenerVersion())
 	default:
@@ -51,7 +60,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: gardener-contract render|validate-registration|version ... (see the package comment)")
+	fmt.Fprintln(os.Stderr, "usage: gardener-contract render|render-vpn-shoot|validate-registration|version ... (see the package comment)")
 	os.Exit(2)
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/andybalholm/brotli"
 	"github.com/go-logr/logr"
 	helmloader "helm.sh/helm/v4/pkg/chart/v2/loader"
 	chartv2util "helm.sh/helm/v4/pkg/chart/v2/util"
@@ -252,7 +254,16 @@ func secretObjects(secret *corev1.Secret) ([]map[string]any, error) {
 	sort.Strings(keys)
 	var objects []map[string]any
 	for _, key := range keys {
-		reader := kubernetes.NewManifestReader(secret.Data[key])
+		data := secret.Data[key]
+		// Compressed as Gardener's ManagedResource helpers write it (gardener-resource-manager reads both).
+		if strings.HasSuffix(key, resourcesv1alpha1.BrotliCompressionSuffix) {
+			plain, err := io.ReadAll(brotli.NewReader(bytes.NewReader(data)))
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", key, err)
+			}
+			data = plain
+		}
+		reader := kubernetes.NewManifestReader(data)
 		for {
 			obj, err := reader.Read()
 			if err == io.EOF {

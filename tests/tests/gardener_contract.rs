@@ -466,3 +466,46 @@ fn gardenlet_deploys_kubelinks_crds() {
         assert!(crds.contains(&name), "CRD {name} not rendered (rendered CRDs: {crds:?})");
     }
 }
+
+/// What Gardener's vpn-shoot component writes for a shoot (gardenlet's botanist configuration), the
+/// objects kubelink's shoot webhook is to give the sidecar: a class-shoot ManagedResource
+/// `shoot-core-vpn-shoot` whose `kube-system/vpn-shoot` is a Deployment of one replica, or with HA VPN
+/// a StatefulSet of two (Pods `vpn-shoot-0`, `vpn-shoot-1`: the name a replica's identity is chosen
+/// by), with one OpenVPN client container per seed server and the tunnel controller.
+#[test]
+fn gardeners_vpn_shoot_is_a_deployment_or_an_ha_statefulset_in_kube_system() {
+    let Some(bin) = contract("gardeners_vpn_shoot_is_a_deployment_or_an_ha_statefulset_in_kube_system") else {
+        return;
+    };
+    let namespace = "shoot--dev--a";
+    for (clients, kind, replicas, containers) in [
+        ("0", "Deployment", 1, vec!["vpn-shoot"]),
+        ("2", "StatefulSet", 2, vec!["vpn-shoot-s0", "vpn-shoot-s1", "tunnel-controller"]),
+    ] {
+        let args = ["render-vpn-shoot", "--namespace", namespace, "--ha-clients", clients];
+        let r = run(&bin, &args.map(std::ffi::OsStr::new));
+        assert!(r.ok, "Gardener's vpn-shoot component failed:\n{}", r.stderr);
+        let report: Value = serde_json::from_str(&r.stdout).unwrap();
+        let mr = &report["managedResource"];
+        assert_eq!(
+            (&mr["metadata"]["name"], &mr["metadata"]["namespace"]),
+            (&json!("shoot-core-vpn-shoot"), &json!(namespace))
+        );
+        assert!(mr["spec"]["class"].is_null(), "delivered into the shoot (no class): {mr}");
+        let objects = report["objects"].as_array().unwrap();
+        let workloads: Vec<&Value> =
+            objects.iter().filter(|o| o["kind"] == "Deployment" || o["kind"] == "StatefulSet").collect();
+        assert_eq!(workloads.len(), 1, "one vpn-shoot workload: {workloads:?}");
+        let w = workloads[0];
+        assert_eq!(w["kind"], kind);
+        assert_eq!((&w["metadata"]["namespace"], &w["metadata"]["name"]), (&json!("kube-system"), &json!("vpn-shoot")));
+        assert_eq!(w["spec"]["replicas"], replicas);
+        let pod = &w["spec"]["template"]["spec"];
+        let names: Vec<&str> =
+            pod["containers"].as_array().unwrap().iter().filter_map(|c| c["name"].as_str()).collect();
+        assert_eq!(names, containers);
+        let volumes: Vec<&str> = pod["volumes"].as_array().unwrap().iter().filter_map(|v| v["name"].as_str()).collect();
+        assert!(volumes.contains(&"dev-net-tun"), "{volumes:?}");
+        println!("{kind}: {replicas} replica(s), containers {names:?}, volumes {volumes:?}, {} objects", objects.len());
+    }
+}
