@@ -9,6 +9,7 @@
 //! depend on this crate; the agent's library does not depend on the controller's.
 
 pub mod decode;
+pub mod endpoint;
 pub mod error;
 pub mod keys;
 pub mod projection;
@@ -23,7 +24,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 pub use error::{InvalidValue, excerpt, shorten};
-use keys::{PrivateKey, PublicKey};
+use keys::PrivateKey;
 
 /// A gateway slot: `0..Slot::MAX`. A seed has one gateway per slot (GEP-14 high availability: two
 /// gateways behind two load balancers); each slot has its own Lease, Secret, Service and address.
@@ -194,13 +195,12 @@ pub mod shoot_secret {
 }
 
 /// The slot Secret `kubelink-gateway-<n>`: created by the IPAM with a fresh key pair; the holding
-/// agent reads the private key and publishes its endpoint; the IPAM reads the public half.
+/// agent only reads the private key (nothing of it is written by a node); the IPAM derives the
+/// public half from the private key it generated.
 pub mod gateway_secret {
     /// Read only by the agent holding the slot.
     pub const PRIVATE_KEY: &str = "privateKey";
     pub const PUBLIC_KEY: &str = "publicKey";
-    /// `host:port` of the slot's load balancer, published by the holder.
-    pub const ENDPOINT: &str = "endpoint";
 }
 
 /// Secret data from text values.
@@ -213,14 +213,6 @@ pub fn new_gateway_secret_data(key: &PrivateKey) -> BTreeMap<String, ByteString>
     secret_data([
         (gateway_secret::PRIVATE_KEY, key.expose_base64().to_string()),
         (gateway_secret::PUBLIC_KEY, key.public_key().to_base64()),
-    ])
-}
-
-/// What the holder of a slot publishes in the slot Secret (agent; a merge patch of these keys).
-pub fn published_gateway_data(public_key: &PublicKey, endpoint: &str) -> BTreeMap<String, ByteString> {
-    secret_data([
-        (gateway_secret::ENDPOINT, endpoint.to_string()),
-        (gateway_secret::PUBLIC_KEY, public_key.to_base64()),
     ])
 }
 
@@ -261,7 +253,8 @@ impl std::str::FromStr for ShootKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::{gateway_from, text};
+    use crate::keys::PublicKey;
+    use crate::secret::text;
     use k8s_openapi::api::core::v1::Secret;
 
     #[test]
@@ -292,17 +285,12 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_secret_written_by_ipam_and_agent_reads_back_in_ipam() {
+    fn a_slot_secret_written_by_ipam_reads_back_in_the_agent() {
         let key = PrivateKey::generate();
-        let mut data = new_gateway_secret_data(&key);
-        data.extend(published_gateway_data(&key.public_key(), "gw0.example.test:51820"));
-        let secret = Secret { data: Some(data), ..Default::default() };
+        let secret = Secret { data: Some(new_gateway_secret_data(&key)), ..Default::default() };
         assert_eq!(text(&secret, gateway_secret::PRIVATE_KEY).unwrap().parse::<PrivateKey>().unwrap(), key);
-        let address = Some("192.168.128.1".parse().unwrap());
-        let (gateway, problems) = gateway_from(Slot::ALL[0], address, Some(&secret));
-        assert!(problems.is_empty(), "{problems:?}");
-        assert_eq!(gateway.public_key, Some(key.public_key()));
-        assert_eq!(gateway.endpoint.as_deref(), Some("gw0.example.test:51820"));
+        let public: PublicKey = text(&secret, gateway_secret::PUBLIC_KEY).unwrap().parse().unwrap();
+        assert_eq!(public, key.public_key());
     }
 
     #[test]

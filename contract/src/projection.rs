@@ -37,6 +37,11 @@ pub struct SeedTunnelSpec {
     /// Gateway slots: 1, or 2 for high availability.
     #[schemars(range(min = 1, max = 2))]
     pub slots: u8,
+    /// What shoots dial for each slot (`host:port`, in slot order; empty for a slot without one), as
+    /// the extension controller decided it: the seed's configuration or the slot Service's
+    /// load-balancer address. The agents only show it; no node decides an endpoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<String>,
 }
 
 /// One shoot's peer on the seed's gateways.
@@ -92,8 +97,10 @@ impl ShootPeer {
 }
 
 impl SeedTunnel {
-    pub fn of(namespace: &str, seed: &str, cidr: IpNet, slots: u8) -> Self {
-        let spec = SeedTunnelSpec { seed: seed.into(), cidr: cidr.to_string(), slots };
+    /// `endpoints`: each slot's, in slot order (`None`: the slot has none).
+    pub fn of(namespace: &str, seed: &str, cidr: IpNet, slots: u8, endpoints: &[Option<String>]) -> Self {
+        let endpoints = endpoints.iter().map(|e| e.clone().unwrap_or_default()).collect();
+        let spec = SeedTunnelSpec { seed: seed.into(), cidr: cidr.to_string(), slots, endpoints };
         SeedTunnel {
             metadata: ObjectMeta { name: Some(seed.into()), namespace: Some(namespace.into()), ..Default::default() },
             spec,

@@ -1,8 +1,9 @@
 //! The Secret the shoot side mounts: its private key, its address and the gateways to dial.
 //!
 //! One per shoot, named [`names::SHOOT_SECRET`], in the shoot's control-plane namespace on the seed. Its
-//! keys are [`crate::shoot_secret`]'s. Gateway keys appear once the seed agent has published
-//! them in the slot Secret [`names::gateway`].
+//! keys are [`crate::shoot_secret`]'s. A gateway's public key is derived from the private key the
+//! extension controller generated into the slot Secret [`names::gateway`]; its endpoint is the seed's
+//! configuration or the slot Service's load-balancer address ([`crate::endpoint`]).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -13,7 +14,7 @@ use k8s_openapi::api::core::v1::Secret;
 
 use crate::error::InvalidValue;
 use crate::keys::{PrivateKey, PublicKey};
-use crate::{Slot, gateway_secret, names, secret_data, shoot_secret};
+use crate::{Slot, names, secret_data, shoot_secret};
 
 /// What the IPAM knows about one gateway slot, to write into the shoot Secret (the sidecar's own
 /// `shoot::config::Gateway` is what it reads back). Missing parts are written later, when they appear.
@@ -29,25 +30,6 @@ pub struct KnownGateway {
 pub fn text(secret: &Secret, key: &str) -> Option<String> {
     let bytes = secret.data.as_ref()?.get(key)?;
     String::from_utf8(bytes.0.clone()).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
-}
-
-/// Reads a gateway slot's public Secret. Only `publicKey` and `endpoint` are read, never `privateKey`.
-pub fn gateway_from(slot: Slot, address: Option<IpAddr>, secret: Option<&Secret>) -> (KnownGateway, Vec<String>) {
-    let mut problems = Vec::new();
-    let mut gateway = KnownGateway { slot, address, endpoint: None, public_key: None };
-    let Some(secret) = secret else { return (gateway, problems) };
-    gateway.endpoint = text(secret, gateway_secret::ENDPOINT);
-    if let Some(key) = text(secret, gateway_secret::PUBLIC_KEY) {
-        match key.parse() {
-            Ok(k) => gateway.public_key = Some(k),
-            Err(e) => problems.push(format!(
-                "Secret {} data.{}: {e}; skipped",
-                names::gateway(slot),
-                gateway_secret::PUBLIC_KEY
-            )),
-        }
-    }
-    (gateway, problems)
 }
 
 /// The shoot Secret's data.

@@ -56,12 +56,9 @@ async fn install(chart_dir: &Path, prefix: &str, mut values: Value) -> Result<In
     Ok(Installed { ns, objects })
 }
 
-/// The seed chart's values for the tests: the required ones and two load balancer endpoints.
+/// The seed chart's values for the tests: the required ones (and an `agent` object the tests extend).
 fn seed_values() -> Value {
-    json!({
-        "seedName": SEED,
-        "agent": {"slotEndpoints": ["gw-0.example:51820", "gw-1.example:51820"]},
-    })
+    json!({"seedName": SEED, "agent": {}})
 }
 
 fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
@@ -187,8 +184,8 @@ async fn the_agent_runs_with_the_downward_api_and_the_release_namespace() {
     let ds = find(&objects, "DaemonSet", "kubelink-agent");
     let cmd = helm::container_command(ds, "agent", &downward_in(&ns)).unwrap();
     assert_eq!(cmd.args[0], "agent");
-    let want = "--slot-endpoints=gw-0.example:51820,gw-1.example:51820";
-    assert!(cmd.args.iter().any(|a| a == want), "agent args lack {want}: {:?}", cmd.args);
+    // What shoots dial is the extension controller's to decide: no node is told an endpoint.
+    assert!(!cmd.args.iter().any(|a| a.starts_with("--slot-endpoints")), "{:?}", cmd.args);
     // The Seed and the namespace come as variables, which `kubectl exec` into the Pod sees as well.
     assert_eq!((cmd.env("KUBELINK_SEED"), cmd.env("KUBELINK_NAMESPACE")), (Some(SEED), Some(ns.as_str())));
     assert!(!cmd.args.iter().any(|a| a.starts_with("--slots")), "the agent reads the slot count from the SeedTunnel");
@@ -197,11 +194,6 @@ async fn the_agent_runs_with_the_downward_api_and_the_release_namespace() {
     assert_eq!(cmd.env("KUBELINK_POD_NAME"), Some("kubelink-agent-x1"));
     assert_eq!(cmd.env("KUBELINK_STATE_DIR"), Some("/run/kubelink"));
     assert_eq!(ds["spec"]["template"]["spec"]["hostNetwork"], true, "the agent routes the node: hostNetwork");
-
-    // Without slot endpoints the flag is left out (each gateway publishes its node IP).
-    let objects = render(&chart("kubelink"), json!({"seedName": SEED})).await.unwrap();
-    let cmd = helm::container_command(find(&objects, "DaemonSet", "kubelink-agent"), "agent", &downward()).unwrap();
-    assert!(!cmd.args.iter().any(|a| a.starts_with("--slot-endpoints")), "{:?}", cmd.args);
 }
 
 /// `kubectl -n kubelink exec ds/kubelink-agent -- kubelink seed-status`, the first command of
@@ -327,7 +319,6 @@ async fn each_slot_service_selects_the_slot_holder_among_the_agent_pods() {
     for slots in [1, 2] {
         let mut values = seed_values();
         values["slots"] = json!(slots);
-        values["agent"]["slotEndpoints"] = json!([]);
         let Installed { ns, objects } = install(&chart("kubelink"), "services", values).await.unwrap();
         let services: Api<Service> = Api::namespaced(k8s::shared().await.unwrap().client().await.unwrap(), &ns);
         let stored = services.list(&Default::default()).await.unwrap().items;
@@ -454,8 +445,7 @@ async fn rbac_is_the_contract_and_the_agent_has_nothing_cluster_wide() {
     let agent = expect(&[
         ("coordination.k8s.io", &["leases"], &["create"], "*"),
         ("coordination.k8s.io", &["leases"], &["get", "update"], slots),
-        ("", &["secrets"], &["get", "patch"], slots),
-        ("", &["services"], &["get"], slots),
+        ("", &["secrets"], &["get"], slots),
         ("", &["pods"], &["list", "patch"], "*"),
         ("kubelink.gardener.cloud", &["seedtunnels"], &["list", "watch"], SEED),
         ("kubelink.gardener.cloud", &["shootpeers"], &["list", "watch"], "*"),
@@ -464,6 +454,7 @@ async fn rbac_is_the_contract_and_the_agent_has_nothing_cluster_wide() {
     assert_eq!(rules(find(&objects, "Role", "kubelink-agent")), agent, "the agent's Role");
     let controller_role = expect(&[
         ("", &["secrets"], &["get", "list", "watch"], slots),
+        ("", &["services"], &["get", "list", "watch"], slots),
         ("", &["configmaps"], &["create"], "*"),
         ("", &["configmaps"], &["get", "update"], "kubelink-allocations"),
         ("kubelink.gardener.cloud", &["seedtunnels"], &["create"], "*"),
@@ -518,7 +509,6 @@ async fn rbac_is_the_contract_and_the_agent_has_nothing_cluster_wide() {
     // One slot: one Lease and one Secret name.
     let mut values = seed_values();
     values["slots"] = json!(1);
-    values["agent"]["slotEndpoints"] = json!(["gw-0.example:51820"]);
     let objects = render(&chart("kubelink"), values).await.unwrap();
     let role = rules(find(&objects, "Role", "kubelink-agent"));
     assert!(role.contains(&("".into(), "secrets".into(), "get".into(), "kubelink-gateway-0".into())), "{role:?}");
@@ -565,9 +555,10 @@ async fn wrong_values_are_refused_with_a_message_naming_them() {
     assert_refused("kubelink", with(json!({"seedname": "x"})), &["seedname"]).await;
     assert_refused("kubelink", with(json!({"agent": {"warmup": "45 seconds"}})), &["warmup"]).await;
     assert_refused("kubelink", with(json!({"agent": {"listenPort": 70000}})), &["listenPort"]).await;
-    assert_refused("kubelink", with(json!({"agent": {"slotEndpoints": ["gw-0.example"]}})), &["slotEndpoints"]).await;
+    // Endpoints are the extension controller's (the seed's providerConfig), not the agents'.
+    let endpoints = json!({"agent": {"slotEndpoints": ["gw-0.example:51820"]}});
+    assert_refused("kubelink", with(endpoints), &["slotEndpoints"]).await;
     assert_refused("kubelink", with(json!({"agent": {"slots": 2}})), &["slots"]).await;
-    assert_refused("kubelink", with(json!({"slots": 1})), &["slotEndpoints"]).await;
     // Required values, from the templates.
     assert_refused("kubelink", json!({}), &["seedName is required"]).await;
     assert_refused("kubelink", with(json!({"gardenKubeconfigSecret": "g"})), &["gardenKubeconfigSecret"]).await;

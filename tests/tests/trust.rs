@@ -170,10 +170,10 @@ impl Landscape {
         }
     }
 
-    /// gardenlet's reconcile of the seed's Extension: the CIDR, two slots and their endpoints.
+    /// gardenlet's reconcile of the seed's Extension: the CIDR, two slots and slot 0's endpoint; slot
+    /// 1's is its Service's load-balancer address ([`slot_endpoint_from_the_load_balancer`]).
     async fn reconcile_seed(&self) {
-        let config = json!({"cidr": CIDR, "slots": 2,
-                            "slotEndpoints": ["gw0.seed.example:51820", "gw1.seed.example:51820"]});
+        let config = json!({"cidr": CIDR, "slots": 2, "slotEndpoints": ["gw0.seed.example:51820"]});
         self.gardenlet.reconcile_extension("garden", TYPE, Some("seed"), Some(config)).await.unwrap();
     }
 
@@ -523,8 +523,8 @@ async fn shoots_leave(l: &Landscape) {
 }
 
 /// The agent's pieces, as two nodes run them, with tokens bound to their Pods: the projection, the
-/// election, the slot key and endpoint, the slot Service, the Pod label, the Events. Shoots that
-/// come and go reach it through the running controller.
+/// election, the slot key, the Pod label, the Events. Shoots that come and go reach it through the
+/// running controller.
 async fn agent_pieces(l: &Landscape) {
     let (agent, _counted) = l.agent(PODS[0]).await;
     let wake = Arc::new(tokio::sync::Notify::new());
@@ -540,9 +540,8 @@ async fn agent_pieces(l: &Landscape) {
     synced_with(&cluster, &wake, 5).await;
 }
 
-/// Two nodes take the two slots; node-a reads its slot key, publishes its endpoint once, reads its
-/// slot Service's load-balancer address and labels its Pod; node-b's Pod taking the same slot strips
-/// node-a's label. Returns node-a's slot.
+/// Two nodes take the two slots; node-a reads its slot key (and writes nothing there) and labels its
+/// Pod; node-b's Pod taking the same slot strips node-a's label. Returns node-a's slot.
 async fn slots_and_labels(l: &Landscape, agent: &kube::Client, cluster: &Cluster) -> Slot {
     let (agent_b, _counted_b) = l.agent(PODS[1]).await;
     let a = LeaseElection::new(agent.clone(), NS, NODES[0], "10.250.0.7", 2, Timing::default());
@@ -552,20 +551,9 @@ async fn slots_and_labels(l: &Landscape, agent: &kube::Client, cluster: &Cluster
     assert_ne!(slot_a, slot_b);
     assert_eq!(a.round().await.unwrap().holding, Some(slot_a), "node-a renews its slot");
     let slot = Slot::try_from(slot_a).expect("a slot the election hands out");
-    let (key, published) = cluster.slot_key(slot, "gw-a.example:51820").await.unwrap();
-    let (again, published_again) = cluster.slot_key(slot, "gw-a.example:51820").await.unwrap();
+    let key = cluster.slot_key(slot).await.unwrap();
+    let again = cluster.slot_key(slot).await.unwrap();
     assert_eq!(key.public_key(), again.public_key());
-    assert_eq!((published, published_again), (true, false), "the endpoint is published once");
-    // Without --slot-endpoints the holder publishes its Service's load-balancer address, once the cloud
-    // has written one into the Service's status.
-    let service = cluster.slot_service(slot).await.unwrap().expect("the chart's slot Service");
-    assert_eq!(kubelink::agent::publish::lb_endpoint(&service), None, "no address assigned yet");
-    let status = json!({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.9"}]}}});
-    let services = Api::<Service>::namespaced(l.admin.clone(), NS);
-    services.patch_status(&names::gateway(slot), &PatchParams::default(), &Patch::Merge(status)).await.unwrap();
-    let service = cluster.slot_service(slot).await.unwrap().expect("the chart's slot Service");
-    let lb = kubelink::agent::publish::lb_endpoint(&service).map(|e| e.to_string());
-    assert_eq!(lb.as_deref(), Some("203.0.113.9:51820"));
     cluster.label_pod(Some(slot)).await.unwrap();
     assert_eq!(labelled(l, slot_a).await, [PODS[0]]);
     let other = Cluster::start(agent_b, NS, SEED, Some(PODS[1].into()), Arc::default());
@@ -575,6 +563,45 @@ async fn slots_and_labels(l: &Landscape, agent: &kube::Client, cluster: &Cluster
     a.release(slot_a).await.unwrap();
     b.release(slot_b).await.unwrap();
     slot
+}
+
+/// Slot 1 has no configured endpoint: until its Service's load balancer has an address, the seed's
+/// Extension and the shoots' say so (naming the field and the fix) and no shoot gets one (no node's
+/// address instead); once the cloud writes the address, the controller (watching the Service by
+/// name) puts it into every shoot's Secret and the SeedTunnel.
+async fn slot_endpoint_from_the_load_balancer(l: &Landscape) {
+    let extensions = Api::<kubelink_ipam::extension::objects::Extension>::namespaced(l.admin.clone(), "garden");
+    let seed_ext = extensions.get(TYPE).await.unwrap();
+    let last = seed_ext.status.and_then(|s| s.last_operation).unwrap();
+    let description = last.extra.get("description").and_then(Value::as_str).unwrap_or_default().to_string();
+    assert!(description.contains("slot 1 has no endpoint"), "{description}");
+    assert!(description.contains("spec.providerConfig.slotEndpoints[1]"), "{description}");
+    assert!(description.contains("Service kubelink/kubelink-gateway-1"), "{description}");
+    let shoot_secret = Api::<Secret>::namespaced(l.admin.clone(), &control_plane(0));
+    let endpoint = |n: u8| {
+        let shoot_secret = shoot_secret.clone();
+        async move {
+            let data = shoot_secret.get(names::SHOOT_SECRET).await.unwrap().data.unwrap_or_default();
+            data.get(&format!("gateway-{n}-endpoint")).map(|b| String::from_utf8_lossy(&b.0).to_string())
+        }
+    };
+    assert_eq!(endpoint(0).await.as_deref(), Some("gw0.seed.example:51820"), "configured");
+    assert_eq!(endpoint(1).await, None, "no load-balancer address yet, and no node's address instead");
+
+    let status = json!({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.9"}]}}});
+    let services = Api::<Service>::namespaced(l.admin.clone(), NS);
+    services.patch_status("kubelink-gateway-1", &PatchParams::default(), &Patch::Merge(status)).await.unwrap();
+    let start = Instant::now();
+    while endpoint(1).await.as_deref() != Some("203.0.113.9:51820") {
+        assert!(start.elapsed() < Duration::from_secs(20), "the load balancer's address never reached the shoot");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("slot 1's load-balancer address in the shoot's Secret {:?} after the Service's status", start.elapsed());
+    let tunnels = Api::<SeedTunnel>::namespaced(l.admin.clone(), NS);
+    while tunnels.get(SEED).await.unwrap().spec.endpoints != ["gw0.seed.example:51820", "203.0.113.9:51820"] {
+        assert!(start.elapsed() < Duration::from_secs(20), "the SeedTunnel's endpoints");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The agent Pods labelled with `slot`.
@@ -625,6 +652,8 @@ async fn controller_watches_open(l: &Landscape) {
         format!("shootpeers {NS}/"),
         format!("secrets {NS}/kubelink-gateway-0"),
         format!("secrets {NS}/kubelink-gateway-1"),
+        format!("services {NS}/kubelink-gateway-0"),
+        format!("services {NS}/kubelink-gateway-1"),
     ]
     .into();
     let start = Instant::now();
@@ -635,12 +664,23 @@ async fn controller_watches_open(l: &Landscape) {
 }
 
 /// The agent's token reads its slot Secrets and no other: not a shoot's, not Helm's release record
-/// in its own namespace, no list.
+/// in its own namespace, no list; and writes none, not even its slot's (what shoots dial and trust is
+/// the controller's): 403 for a patch or an update of a slot Secret.
 async fn agent_reads_only_its_slot_secrets(l: &Landscape) {
     let (agent, _counted) = l.agent(PODS[0]).await;
     let secrets = |ns: &str| Api::<Secret>::namespaced(agent.clone(), ns);
     let gateway = secrets(NS).get("kubelink-gateway-0").await.unwrap();
-    assert!(gateway.data.unwrap().contains_key("privateKey"));
+    assert!(gateway.data.clone().unwrap().contains_key("privateKey"));
+    let pp = PatchParams::default();
+    for name in ["kubelink-gateway-0", "kubelink-gateway-1"] {
+        let endpoint = json!({"stringData": {"endpoint": "attacker.example:51820"}});
+        assert_eq!(code(secrets(NS).patch(name, &pp, &Patch::Merge(&endpoint)).await), 403, "patching Secret {name}");
+        let key = json!({"data": {"privateKey": null, "publicKey": "AAAA"}});
+        assert_eq!(code(secrets(NS).patch(name, &pp, &Patch::Merge(&key)).await), 403, "patching Secret {name}");
+    }
+    assert_eq!(code(secrets(NS).replace("kubelink-gateway-0", &PostParams::default(), &gateway).await), 403);
+    let services = Api::<Service>::namespaced(agent.clone(), NS);
+    assert_eq!(code(services.get("kubelink-gateway-0").await), 403, "the agent reads no Service");
     let shoot_ns = control_plane(1);
     let release = "sh.helm.release.v1.kubelink.v1";
     for (ns, name) in [(shoot_ns.as_str(), names::SHOOT_SECRET), (NS, release)] {
@@ -731,6 +771,7 @@ async fn each_component_needs_exactly_what_its_chart_grants_and_no_garden_creden
     l.add_shoots(0..6, 1).await;
     controller_puts_back_hand_edits(&l).await;
     agent_pieces(&l).await;
+    slot_endpoint_from_the_load_balancer(&l).await;
     controller_watches_open(&l).await;
     l.stop_controller();
 

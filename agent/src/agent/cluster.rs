@@ -1,8 +1,8 @@
 //! What the agent reads from and writes to the seed cluster: the seed-local projection the IPAM
 //! controller writes (its Seed's SeedTunnel and the ShootPeers, through reflectors that wake the loop on
-//! every change), its slot's Secret (the stable gateway key), and the label on its own Pod that the
-//! slot's LoadBalancer Service selects, and that Service's load-balancer address. The agent never
-//! talks to the garden.
+//! every change), its slot's Secret (the stable gateway key, only read), and the label on its own Pod
+//! that the slot's LoadBalancer Service selects. The agent never talks to the garden, and never writes
+//! what shoots dial or trust: the endpoints and the public keys are the extension controller's.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
@@ -20,7 +20,7 @@ use kubelink_contract::decode::{self, Raw};
 use kubelink_contract::keys::PrivateKey;
 use kubelink_contract::projection::{Peer, SeedTunnel, ShootPeer as PeerObject};
 use kubelink_contract::secret::text;
-use kubelink_contract::{Slot, SlotError, gateway_secret, labels, names, published_gateway_data};
+use kubelink_contract::{Slot, SlotError, gateway_secret, labels, names};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
@@ -149,30 +149,23 @@ impl Cluster {
         shoots
     }
 
-    /// The slot's private key from Secret `kubelink-gateway-<slot>` (the extension controller creates it).
-    /// Keeps `endpoint` up to date there, where the IPAM reads it for the shoots; `true` with the key
-    /// when this call wrote it (the Secret named another endpoint or none: created afresh).
-    pub async fn slot_key(&self, slot: Slot, endpoint: &str) -> Result<(PrivateKey, bool), ClusterError> {
+    /// The slot's private key from Secret `kubelink-gateway-<slot>` (the extension controller creates
+    /// it). Only read: the shoots get the public key and the endpoint from the controller.
+    pub async fn slot_key(&self, slot: Slot) -> Result<PrivateKey, ClusterError> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
         let name = names::gateway(slot);
         let secret = api.get_opt(&name).await?.ok_or_else(|| ClusterError::Secret {
             name: name.clone(),
             reason: "not created yet; the extension controller creates it with the slot's key".into(),
         })?;
-        let key = slot_private_key(&name, &secret)?;
-        let published = text(&secret, gateway_secret::ENDPOINT).as_deref() == Some(endpoint)
-            && text(&secret, gateway_secret::PUBLIC_KEY).is_some();
-        if !published {
-            let data = serde_json::json!({"data": published_gateway_data(&key.public_key(), endpoint)});
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(&data)).await?;
-        }
-        Ok((key, !published))
+        slot_private_key(&name, &secret)
     }
 
-    /// The slot's LoadBalancer Service (`kubelink-gateway-<slot>`, the chart's), if there is one.
-    pub async fn slot_service(&self, slot: Slot) -> Result<Option<Service>, ClusterError> {
-        let api: Api<Service> = Api::namespaced(self.client.clone(), &self.namespace);
-        Ok(api.get_opt(&names::gateway(slot)).await?)
+    /// What the extension controller gives shoots to dial for `slot` (the SeedTunnel's
+    /// `spec.endpoints`), once it has one.
+    pub fn endpoint(&self, slot: Slot) -> Option<String> {
+        let endpoints = self.tunnel().ok()?.spec.endpoints;
+        endpoints.get(slot.index()).filter(|e| !e.is_empty()).cloned()
     }
 
     /// Sets (or with `None` removes) the slot label on our own Pod. Taking a slot also strips its label

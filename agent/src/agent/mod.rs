@@ -8,9 +8,9 @@
 pub mod cluster;
 pub mod datapath;
 pub mod events;
-pub mod publish;
 pub mod role;
 pub mod run;
+pub mod slot_key;
 pub mod view;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -20,13 +20,12 @@ use tokio::sync::{Notify, mpsc};
 use super::cluster::{Cluster, ClusterError};
 use super::datapath::{self, Check, Fault, Heard};
 use super::events::SlotEvent;
-use super::publish::{self, HeldSlot};
 use super::role::{self, Action, Delays, NotReady, Now, Observation, RoleState, Setup};
+use super::slot_key::{self, HeldSlot};
 use super::view::{self, NodeView};
 use super::{Settings, gateway_desired};
 use crate::driver::{self, Backoff, Due, Role, Schedule};
 use crate::election::kube::LeaseElection;
-use crate::endpoint::Endpoint;
 use crate::firewall::ForwardCounters;
 use crate::metrics::{Labels, PeerSample, PeerTraffic};
 use crate::reconcile::{ReconcileError, Reconciler};
@@ -35,7 +34,7 @@ use crate::routing::router_routes;
 /// What the node applied, kept between passes; the role logic's state is [`RoleState`].
 #[derive(Debug, Default)]
 struct DataPath {
-    /// The slot held, its key and published endpoint, read again every [`publish::RECHECK`].
+    /// The slot held and its key, read again every [`slot_key::RECHECK`].
     held: Option<HeldSlot>,
     /// What the last pass applied, re-applied between passes without asking the API server.
     applied: Option<Applied>,
@@ -218,9 +217,6 @@ pub struct Agent {
     pub cluster: Cluster,
     pub rec: Reconciler,
     pub settings: Settings,
-    /// What shoots dial for each slot (`host:port`, the slot's load balancer); a slot without one
-    /// publishes its Service's load-balancer address, or NODE_IP:LISTEN_PORT.
-    pub endpoints: Vec<String>,
     pub status: Status,
     /// Kubernetes Events on the slot Leases; `None`: none are recorded.
     pub events: Option<super::events::Events>,
@@ -233,13 +229,7 @@ fn now() -> Now {
 }
 
 impl Agent {
-    pub fn new(
-        election: LeaseElection,
-        cluster: Cluster,
-        rec: Reconciler,
-        settings: Settings,
-        endpoints: Vec<String>,
-    ) -> Self {
+    pub fn new(election: LeaseElection, cluster: Cluster, rec: Reconciler, settings: Settings) -> Self {
         let delays = Delays {
             warmup: settings.warmup,
             give_up_after: settings.give_up_after,
@@ -252,33 +242,10 @@ impl Agent {
             cluster,
             rec,
             settings,
-            endpoints,
             status: Status::default(),
             events: None,
             roles,
             data: DataPath::default(),
-        }
-    }
-
-    /// What shoots dial for `slot` ([`publish::choose_endpoint`]). When the Service cannot be read,
-    /// what was published stays.
-    async fn endpoint(&self, slot: Slot, published: Option<&str>) -> String {
-        let configured = self.endpoints.get(slot.index()).map(String::as_str);
-        let node = |lb: Option<&Endpoint>| {
-            publish::choose_endpoint(configured, lb, &self.election.node_ip, self.settings.listen_port)
-        };
-        if configured.is_some() {
-            return node(None);
-        }
-        match self.cluster.slot_service(slot).await {
-            Ok(svc) => node(svc.as_ref().and_then(publish::lb_endpoint).as_ref()),
-            Err(e) => {
-                tracing::warn!(
-                    slot = slot.number(),
-                    "cannot read the slot's Service for its load-balancer address: {e}"
-                );
-                published.map(String::from).unwrap_or_else(|| node(None))
-            }
         }
     }
 
@@ -372,7 +339,7 @@ impl Agent {
             Some(Applied::Router(routes)) => view.routes = view::routes(routes),
             None => {}
         }
-        view.endpoint = self.data.held.as_ref().filter(|h| Some(h.slot) == slot).map(|h| h.endpoint.clone());
+        view.endpoint = slot.and_then(|s| self.cluster.endpoint(s));
         *self.status.view.lock().unwrap_or_else(|e| e.into_inner()) = view;
     }
 
@@ -519,13 +486,7 @@ impl Agent {
     async fn apply_gateway(&mut self, slot: Slot, sessionless_via: Option<IpAddr>) -> Result<(), PassError> {
         let cidr = self.cluster.cidr()?;
         let (key, news) = self.slot_key(slot).await?;
-        let taking_over = match self.roles.role {
-            super::role::Role::Gateway { acquired: Some(a), .. } => {
-                now().wall.duration_since(a).unsigned_abs() < self.settings.warmup
-            }
-            _ => false,
-        };
-        let sessionless_via = if news.warms_up_again(taking_over) {
+        let sessionless_via = if news.warms_up_again() {
             let at = now();
             self.roles.rekeyed = Some(at.wall);
             tracing::info!(slot = slot.number(), "the shoots do not have the slot's key yet; warming up");
@@ -620,33 +581,26 @@ impl Agent {
         self.roles.rekeyed.is_some_and(|t| since(t) < self.settings.warmup)
     }
 
-    /// The slot's key, read (and the slot's endpoint published) when the slot is taken and again every
-    /// [`publish::RECHECK`], and whether it is new to the shoots: it replaced the key in use (a
-    /// rotation), or this read published it into a slot Secret that did not name this gateway yet
-    /// (created afresh). A failed re-read keeps the key in use: the Secret may be between a deletion
-    /// and the IPAM's new one.
+    /// The slot's key, read when the slot is taken and again every [`slot_key::RECHECK`], and whether
+    /// it is new to the shoots: it replaced the key in use (a rotation). A failed re-read keeps the
+    /// key in use: the Secret may be between a deletion and the IPAM's new one.
     async fn slot_key(&mut self, slot: Slot) -> Result<(PrivateKey, KeyNews), PassError> {
         let now = Instant::now();
         if let Some(held) = self.data.held.as_ref().filter(|h| h.fresh_for(slot, now)) {
             return Ok((held.key.clone(), KeyNews::Known));
         }
         let previous = self.data.held.take().filter(|h| h.slot == slot);
-        let published = previous.as_ref().map(|h| h.endpoint.clone());
-        let read = async {
-            let endpoint = self.endpoint(slot, published.as_deref()).await;
-            (self.cluster.slot_key(slot, &endpoint).await, endpoint)
-        };
+        let read = self.cluster.slot_key(slot);
         let Some(previous) = previous else {
-            let (result, endpoint) = read.await;
-            let (key, published) = result?;
-            self.data.held = Some(HeldSlot { slot, key: key.clone(), endpoint, checked: now });
-            return Ok((key, if published { KeyNews::Published } else { KeyNews::Known }));
+            let key = read.await?;
+            self.data.held = Some(HeldSlot { slot, key: key.clone(), checked: now });
+            return Ok((key, KeyNews::Known));
         };
         // A re-read must not hold the pass up: the API server may not answer (the election says so
         // on its own), and the key in use stays meanwhile.
-        let (key, endpoint) = match tokio::time::timeout(publish::RECHECK_TIMEOUT, read).await {
-            Ok((Ok((key, _)), endpoint)) => (key, endpoint),
-            Ok((Err(e), _)) => {
+        let key = match tokio::time::timeout(slot_key::RECHECK_TIMEOUT, read).await {
+            Ok(Ok(key)) => key,
+            Ok(Err(e)) => {
                 tracing::warn!(slot = slot.number(), "cannot read the slot Secret again: {e}; keeping the key in use");
                 return Ok(self.keep(previous, now));
             }
@@ -655,9 +609,11 @@ impl Agent {
                 return Ok(self.keep(previous, now));
             }
         };
-        log_published(slot, &key, &endpoint, &previous);
         let news = if previous.key.public_key() != key.public_key() { KeyNews::Rotated } else { KeyNews::Known };
-        self.data.held = Some(HeldSlot { slot, key: key.clone(), endpoint, checked: now });
+        if news == KeyNews::Rotated {
+            tracing::info!(slot = slot.number(), public_key = %key.public_key(), "the slot's key changed: the device takes it now");
+        }
+        self.data.held = Some(HeldSlot { slot, key: key.clone(), checked: now });
         Ok((key, news))
     }
 
@@ -705,16 +661,12 @@ impl Agent {
     }
 }
 
-/// Logs what changed since the slot was last read: a new key (a rotation) or a new endpoint (the
-/// load balancer got its address). Public keys only.
 /// What a read of the slot Secret says about the key the shoots have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum KeyNews {
-    /// The key in use, published before.
+    /// The key in use (or the first read after taking the slot: the shoots have had the slot's
+    /// public key from the extension controller since it generated the key).
     Known,
-    /// This read published the key into a slot Secret that did not name this gateway yet (taken
-    /// over, restarted, or the Secret created afresh).
-    Published,
     /// The key replaced the one in use: a rotation.
     Rotated,
 }
@@ -722,23 +674,10 @@ enum KeyNews {
 impl KeyNews {
     /// Whether the gateway warms up again from now: the shoots do not have the key yet, so shoots
     /// without a session with it go via the other gateway until their Secret has it, and sessions
-    /// from before do not count. A node that has just taken the slot is warming up from that
-    /// anyway, unless the key changes under it: shoots that were answering with the old key stop.
-    fn warms_up_again(self, taking_over: bool) -> bool {
-        match self {
-            KeyNews::Known => false,
-            KeyNews::Published => !taking_over,
-            KeyNews::Rotated => true,
-        }
-    }
-}
-
-fn log_published(slot: Slot, key: &PrivateKey, endpoint: &str, previous: &HeldSlot) {
-    if previous.key.public_key() != key.public_key() {
-        tracing::info!(slot = slot.number(), public_key = %key.public_key(), "the slot's key changed: the device takes it now");
-    }
-    if previous.endpoint != endpoint {
-        tracing::info!(slot = slot.number(), from = %previous.endpoint, to = %endpoint, "the slot's endpoint changed; published");
+    /// from before do not count. Only a rotation does so, even right after taking the slot: shoots
+    /// that were answering with the old key stop.
+    fn warms_up_again(self) -> bool {
+        self == KeyNews::Rotated
     }
 }
 
@@ -862,12 +801,9 @@ mod tests {
     fn a_rotated_key_warms_up_again_even_while_taking_over() {
         // A rotation right after a take-over: the shoots that answered with the old key stop
         // answering, and without a new warm-up the probe verdict would give the slot up.
-        assert!(KeyNews::Rotated.warms_up_again(true));
-        assert!(KeyNews::Rotated.warms_up_again(false));
-        // Publishing on take-over is the take-over's own warm-up; on a restart it is a new one.
-        assert!(!KeyNews::Published.warms_up_again(true));
-        assert!(KeyNews::Published.warms_up_again(false));
-        assert!(!KeyNews::Known.warms_up_again(false));
+        assert!(KeyNews::Rotated.warms_up_again());
+        // The key the controller generated is the one the shoots have: reading it is no news.
+        assert!(!KeyNews::Known.warms_up_again());
     }
 
     #[test]

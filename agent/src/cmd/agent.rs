@@ -12,7 +12,6 @@ use crate::agent::cluster::Cluster;
 use crate::agent::run::Agent;
 use crate::election::Timing;
 use crate::election::kube::LeaseElection;
-use crate::endpoint::{Endpoint, EndpointError};
 use crate::health::Health;
 use crate::ifname::IfName;
 
@@ -31,12 +30,6 @@ pub struct AgentArgs {
     /// The agent's Pod (downward API `metadata.name`), labelled with the slot it holds.
     #[arg(long, env = "KUBELINK_POD_NAME")]
     pub pod_name: Option<String>,
-    /// What shoots dial for each slot, in slot order (`host:port` of the slot's load balancer,
-    /// comma-separated). A slot without one publishes its Service's load-balancer address
-    /// (`status.loadBalancer.ingress` of Service `kubelink-gateway-<slot>`, read again every 15 s),
-    /// else NODE_IP:LISTEN_PORT.
-    #[arg(long, env = "KUBELINK_SLOT_ENDPOINTS", value_delimiter = ',', value_parser = parse_slot_endpoint)]
-    pub slot_endpoints: Vec<Endpoint>,
     /// How long a new slot holder gets no router traffic while the shoots re-handshake with it (used
     /// only while another gateway is live).
     #[arg(long, env = "KUBELINK_WARMUP", default_value = "45s", value_parser = humantime::parse_duration)]
@@ -79,20 +72,7 @@ pub struct AgentArgs {
     pub common: crate::cmd::run::Common,
 }
 
-/// One `--slot-endpoints` entry: `host:port` or `[v6]:port` (names are resolved by the shoots).
-fn parse_slot_endpoint(text: &str) -> Result<Endpoint, EndpointError> {
-    text.trim().parse()
-}
-
-/// At most one endpoint per slot.
-const MAX_SLOT_ENDPOINTS: usize = 2;
-
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.slot_endpoints.len() <= MAX_SLOT_ENDPOINTS,
-        "--slot-endpoints: {} given, at most {MAX_SLOT_ENDPOINTS} (one host:port per slot, in slot order)",
-        args.slot_endpoints.len()
-    );
     anyhow::ensure!(
         args.renew_deadline < args.lease_duration,
         "--renew-deadline ({:?}) must be shorter than --lease-duration ({:?})",
@@ -123,9 +103,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         standby: args.standby,
         resync: args.resync_interval.max(Duration::from_millis(50)),
     };
-    // Published as written: the shoots parse them again with the same parser.
-    let endpoints = args.slot_endpoints.iter().map(Endpoint::to_string).collect();
-    let mut agent = Agent::new(election, cluster, rec, settings, endpoints);
+    let mut agent = Agent::new(election, cluster, rec, settings);
     agent.events = Some(events);
     let mut registry = prometheus_client::registry::Registry::default();
     agent.status.register(&mut registry);
@@ -158,9 +136,6 @@ mod tests {
     fn bad_flags_are_refused_at_parse_time_naming_the_flag_and_the_fix() {
         // rows: flags, the flag the error must name, a word of the fix
         let rows: &[(&[&str], &str, &str)] = &[
-            (&["--slot-endpoints", "lb0.example.org:51820,lb1.example.org"], "--slot-endpoints", "host:port"),
-            (&["--slot-endpoints", "fd00::1:51820"], "--slot-endpoints", "brackets"),
-            (&["--slot-endpoints", "lb0:0"], "--slot-endpoints", "port 0"),
             (&["--device", "a-name-longer-than-15"], "--device", "1-15 bytes"),
             (&["--device", "wg/0"], "--device", "1-15 bytes"),
             (&["--device", ""], "--device", "1-15 bytes"),
@@ -172,10 +147,9 @@ mod tests {
             let err = parse(flags).expect_err(&format!("{flags:?} should be refused"));
             assert!(err.contains(flag) && err.contains(fix), "{flags:?}: {err}");
         }
-        let ok = parse(&["--slot-endpoints", "lb0.example.org:51820,[fd00::1]:51820", "--mtu", "1280"]).unwrap();
-        let endpoints: Vec<String> =
-            ok.get_many::<crate::endpoint::Endpoint>("slot_endpoints").unwrap().map(|e| e.to_string()).collect();
-        assert_eq!(endpoints, ["lb0.example.org:51820", "[fd00::1]:51820"]);
+        let ok = parse(&["--mtu", "1280"]).unwrap();
+        // Endpoints are the extension controller's: no node is told one.
+        assert!(parse(&["--slot-endpoints", "lb0.example.org:51820"]).is_err());
         assert_eq!(ok.get_one::<MtuSetting>("mtu"), Some(&MtuSetting::Fixed(1280)));
         assert_eq!(parse(&[]).unwrap().get_one::<MtuSetting>("mtu"), Some(&MtuSetting::Auto));
     }

@@ -49,6 +49,25 @@ impl SeedConfig {
     }
 }
 
+/// Why shoots get no endpoint for the slots in `missing` (neither configured nor given by the slot
+/// Service's load balancer), naming the field and the fix; `None` when every slot has one. There is
+/// no fallback to a node's address: the controller decides endpoints, never a node.
+pub fn missing_endpoints(namespace: &str, missing: &[Slot]) -> Option<String> {
+    let each: Vec<String> = missing
+        .iter()
+        .map(|slot| {
+            let n = slot.number();
+            format!(
+                "slot {n} has no endpoint: set {} or give Service {namespace}/{} (type LoadBalancer) an address in \
+                 status.loadBalancer.ingress; shoots do not dial slot {n} until then",
+                field(&format!("slotEndpoints[{n}]")),
+                crate::contract::names::gateway(*slot),
+            )
+        })
+        .collect();
+    (!each.is_empty()).then(|| each.join("; "))
+}
+
 fn object() -> String {
     format!("Extension {SEED_NAMESPACE}/{TYPE}")
 }
@@ -136,7 +155,7 @@ fn endpoints(values: &[String], slots: u8) -> Result<Vec<Option<String>>, IpamEr
     }
     let mut out: Vec<Option<String>> = vec![None; usize::from(slots)];
     for (i, value) in values.iter().enumerate() {
-        check_endpoint(value).map_err(|reason| {
+        crate::contract::endpoint::check(value).map_err(|reason| {
             IpamError::InvalidValue(crate::error::InvalidValue {
                 field: field(&format!("slotEndpoints[{i}]")),
                 value: value.clone(),
@@ -146,21 +165,6 @@ fn endpoints(values: &[String], slots: u8) -> Result<Vec<Option<String>>, IpamEr
         out[i] = Some(value.trim().to_string());
     }
     Ok(out)
-}
-
-/// `host:port` or `[v6]:port`, the form the shoot sidecar dials and re-resolves.
-fn check_endpoint(value: &str) -> Result<(), String> {
-    let value = value.trim();
-    let (host, port) = value.rsplit_once(':').ok_or("write it as host:port, e.g. gw0.seed.example:51820")?;
-    port.parse::<u16>().ok().filter(|p| *p != 0).ok_or("the port must be 1 to 65535")?;
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-    let valid_name = !host.is_empty()
-        && host.len() <= 253
-        && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == ':');
-    if !valid_name {
-        return Err("the host must be an IP address or a DNS name".into());
-    }
-    Ok(())
 }
 
 fn mtu(value: Option<u64>) -> Result<Option<u16>, IpamError> {
@@ -201,6 +205,17 @@ mod tests {
         let err = within_release(c.clone().unwrap(), 1).unwrap_err().to_string();
         assert!(err.contains("spec.providerConfig.slots") && err.contains("deploys 1 slot"), "{err}");
         assert_eq!(within_release(c.clone().unwrap(), 2).unwrap(), c.unwrap());
+    }
+
+    #[test]
+    fn a_slot_without_an_endpoint_names_the_field_and_the_service() {
+        assert_eq!(missing_endpoints("kubelink", &[]), None);
+        let m = missing_endpoints("kubelink", &[Slot::ALL[1]]).unwrap();
+        assert!(m.starts_with("slot 1 has no endpoint"), "{m}");
+        assert!(m.contains("Extension garden/kubelink-wireguard spec.providerConfig.slotEndpoints[1]"), "{m}");
+        assert!(m.contains("Service kubelink/kubelink-gateway-1") && m.contains("status.loadBalancer.ingress"), "{m}");
+        let both = missing_endpoints("kubelink", &Slot::ALL).unwrap();
+        assert!(both.contains("slot 0 ") && both.contains("; slot 1 "), "{both}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! It runs on kube-runtime's `Controller`: one queue of Extensions, each reconciled on its own
 //! (never two reconciles of one object at once), triggered by the Extension, its namespace's
 //! `Cluster`, its ShootPeer (a hand-deleted one comes back) and, for every shoot, a change of the
-//! seed's own Extension's spec or of a slot's key; retried with a growing back-off after a failure and resynced every few minutes. Each
+//! seed's own Extension's spec, of a slot's key or of a slot Service's load-balancer address; retried with a growing back-off after a failure and resynced every few minutes. Each
 //! reconcile reads, decides with the pure [`super::plan`], then applies; the one shared object, the
 //! allocation table, is written by compare-and-swap ([`super::table_store`]).
 
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -34,7 +34,7 @@ use crate::secret::{self, KnownGateway};
 use crate::seed_objects;
 use crate::store::{self, StoreError};
 
-use super::config::{SeedConfig, seed_config, within_release};
+use super::config::{SeedConfig, missing_endpoints, seed_config, within_release};
 use super::objects::{Cluster, Extension, FINALIZER, Operation, SEED_NAMESPACE, TYPE, annotations};
 use super::plan::{self, Outcome, ShootDecision};
 use super::table_store;
@@ -116,9 +116,21 @@ pub async fn run(client: kube::Client, cfg: Config, observe: Observer) {
     let secrets = Api::<Secret>::namespaced(client.clone(), &cfg.namespace);
     let slot_changes = Slot::ALL.map(|slot| {
         let by_name = watcher::Config::default().fields(&format!("metadata.name={}", names::gateway(slot)));
-        slot_key_changes(watcher(secrets.clone(), by_name).default_backoff()).boxed()
+        changes(watcher(secrets.clone(), by_name).default_backoff(), |s: &Secret| {
+            secret::text(s, crate::contract::gateway_secret::PRIVATE_KEY)
+        })
+        .boxed()
     });
-    let everything = futures::stream::select_all(slot_changes.into_iter().chain([seed_changes.boxed()]));
+    // And a slot Service's load-balancer address (the cloud assigns it minutes after the Service is
+    // created): the endpoint of a slot without a configured one. Watched by name, one watch per slot.
+    let services = Api::<Service>::namespaced(client.clone(), &cfg.namespace);
+    let address_changes = Slot::ALL.map(|slot| {
+        let by_name = watcher::Config::default().fields(&format!("metadata.name={}", names::gateway(slot)));
+        changes(watcher(services.clone(), by_name).default_backoff(), crate::contract::endpoint::of_load_balancer)
+            .boxed()
+    });
+    let slots = slot_changes.into_iter().chain(address_changes);
+    let everything = futures::stream::select_all(slots.chain([seed_changes.boxed()]));
     let peers = Api::<ShootPeer>::namespaced(client.clone(), &cfg.namespace);
     let ctx = Arc::new(Ctx { client: client.clone(), cfg, observe, failures: Mutex::default() });
     Controller::new(extensions, by_name())
@@ -139,21 +151,27 @@ pub async fn run(client: kube::Client, cfg: Config, observe: Observer) {
         .await;
 }
 
-/// One item per slot Secret created, deleted or given a new private key. The agents write their
-/// published fields into these Secrets; that must not reconcile every shoot.
-fn slot_key_changes(
-    events: impl futures::Stream<Item = Result<watcher::Event<Secret>, watcher::Error>> + Send + 'static,
-) -> impl futures::Stream<Item = ()> + Send {
+/// One item per object created, deleted or with a new `what` (a slot Secret's private key, a slot
+/// Service's load-balancer endpoint): anything else written into these objects must not reconcile
+/// every shoot.
+fn changes<K, T: Hash>(
+    events: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    what: impl Fn(&K) -> T + Send + 'static,
+) -> impl futures::Stream<Item = ()> + Send
+where
+    K: kube::Resource + Send + 'static,
+{
     let mut seen: HashMap<String, u64> = HashMap::new();
     events.filter_map(move |event| {
         let changed = match event {
-            Ok(watcher::Event::Delete(s)) => seen.remove(&s.metadata.name.unwrap_or_default()).map(drop),
-            Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
-                // A hash of the key, kept in memory only, to see that it changed.
+            Ok(watcher::Event::Delete(o)) => seen.remove(&o.meta().name.clone().unwrap_or_default()).map(drop),
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                // A hash of what counts (a private key among them), kept in memory only, to see that
+                // it changed.
                 let mut hasher = DefaultHasher::new();
-                secret::text(&s, crate::contract::gateway_secret::PRIVATE_KEY).hash(&mut hasher);
-                let key = hasher.finish();
-                (seen.insert(s.metadata.name.unwrap_or_default(), key) != Some(key)).then_some(())
+                what(&o).hash(&mut hasher);
+                let digest = hasher.finish();
+                (seen.insert(o.meta().name.clone().unwrap_or_default(), digest) != Some(digest)).then_some(())
             }
             _ => None,
         };
@@ -227,24 +245,28 @@ impl Reconciler<'_> {
         let outcome = match seed_config(ext, &seed, None).and_then(|c| within_release(c, self.cfg.deployed_slots)) {
             Err(e) => Outcome::Failed { error: e.to_string(), configuration: true },
             Ok(config) => {
-                self.project_seed(&config).await?;
-                let description = format!("WireGuard CIDR {}, {} gateway slot(s)", config.cidr, config.slots);
+                let gateways = self.project_seed(&config).await?;
+                let mut description = format!("WireGuard CIDR {}, {} gateway slot(s)", config.cidr, config.slots);
+                if let Some(missing) = self.missing_endpoints(&gateways) {
+                    tracing::warn!("{missing}");
+                    description = format!("{description}; {missing}");
+                }
                 Outcome::Succeeded { description, state: None }
             }
         };
         self.finish(ext, op, &outcome).await
     }
 
-    async fn project_seed(&self, config: &SeedConfig) -> Result<(), ReconcileError> {
-        let secrets = Api::<Secret>::namespaced(self.client.clone(), &self.cfg.namespace);
-        for slot in Slot::first(config.slots) {
-            seed_objects::ensure_slot_secret(&secrets, &names::gateway(slot)).await?;
-        }
+    /// The slot Secrets (created when missing) and the SeedTunnel, with each slot's endpoint; the
+    /// gateways as shoots get them.
+    async fn project_seed(&self, config: &SeedConfig) -> Result<Vec<KnownGateway>, ReconcileError> {
+        let gateways = self.gateways(config).await?;
+        let endpoints: Vec<Option<String>> = gateways.iter().map(|g| g.endpoint.clone()).collect();
         let tunnels = Api::<SeedTunnel>::namespaced(self.client.clone(), &self.cfg.namespace);
         let current = tunnels.get_opt(&self.cfg.seed_name).await?;
-        let want = SeedTunnel::of(&self.cfg.namespace, &self.cfg.seed_name, config.cidr, config.slots);
+        let want = SeedTunnel::of(&self.cfg.namespace, &self.cfg.seed_name, config.cidr, config.slots, &endpoints);
         seed_objects::write_tunnel(&tunnels, current.as_ref(), want).await?;
-        Ok(())
+        Ok(gateways)
     }
 
     /// A shoot's Extension, by what gardenlet asks for.
@@ -322,21 +344,25 @@ impl Reconciler<'_> {
             ShootDecision::Serve { address, .. } => {
                 let config = config.expect("a shoot is served only with a valid seed configuration");
                 let garden_key = shoot.as_ref().map(Shoot::key).unwrap_or_else(|_| key.clone());
-                let rec = self.write_shoot(namespace, &garden_key, &config, address).await?;
-                let description = format!("tunnel address {}", rec.address);
+                let (rec, missing) = self.write_shoot(namespace, &garden_key, &config, address).await?;
+                let mut description = format!("tunnel address {}", rec.address);
+                if let Some(missing) = missing {
+                    description = format!("{description}; {missing}");
+                }
                 Ok(Outcome::Succeeded { description, state: Some(rec) })
             }
         }
     }
 
-    /// The shoot's Secret (its key kept when valid), its ManagedResource and its ShootPeer.
+    /// The shoot's Secret (its key kept when valid), its ManagedResource and its ShootPeer; and which
+    /// slots it has no endpoint for ([`missing_endpoints`]).
     async fn write_shoot(
         &self,
         namespace: &str,
         shoot: &ShootKey,
         config: &SeedConfig,
         address: IpAddr,
-    ) -> Result<Recorded, ReconcileError> {
+    ) -> Result<(Recorded, Option<String>), ReconcileError> {
         let address = IpNet::new(address, config.cidr.prefix_len()).expect("an address of the pool");
         let gateways = self.gateways(config).await?;
         let secrets = Api::<Secret>::namespaced(self.client.clone(), namespace);
@@ -359,13 +385,21 @@ impl Reconciler<'_> {
         let current = peers.get_opt(namespace).await?;
         let (current, want) = (current.into_iter().map(named).collect(), [named(want)].into());
         seed_objects::write_peers(&peers, &current, &want).await?;
-        Ok(rec)
+        Ok((rec, self.missing_endpoints(&gateways)))
     }
 
-    /// Each slot's address, configured endpoint and public key, derived from the private key in the
-    /// slot Secret this controller created: nothing an agent wrote reaches the shoots.
+    fn missing_endpoints(&self, gateways: &[KnownGateway]) -> Option<String> {
+        let missing: Vec<Slot> = gateways.iter().filter(|g| g.endpoint.is_none()).map(|g| g.slot).collect();
+        missing_endpoints(&self.cfg.namespace, &missing)
+    }
+
+    /// Each slot's address, endpoint and public key, derived from the private key in the slot Secret
+    /// this controller created: nothing an agent wrote reaches the shoots. The endpoint is the
+    /// configured one, else the address the slot Service's load balancer got from the cloud; no
+    /// node's address.
     async fn gateways(&self, config: &SeedConfig) -> Result<Vec<KnownGateway>, ReconcileError> {
         let secrets = Api::<Secret>::namespaced(self.client.clone(), &self.cfg.namespace);
+        let services = Api::<Service>::namespaced(self.client.clone(), &self.cfg.namespace);
         let pool = Pool::new(config.cidr);
         let mut out = Vec::new();
         for slot in Slot::first(config.slots) {
@@ -373,7 +407,14 @@ impl Reconciler<'_> {
             let public_key = secret::text(&slot_secret, crate::contract::gateway_secret::PRIVATE_KEY)
                 .and_then(|k| k.parse::<PrivateKey>().ok())
                 .map(|k| k.public_key());
-            let endpoint = config.endpoint(slot).map(String::from);
+            let endpoint = match config.endpoint(slot) {
+                Some(configured) => Some(configured.to_string()),
+                None => services
+                    .get_opt(&names::gateway(slot))
+                    .await?
+                    .as_ref()
+                    .and_then(crate::contract::endpoint::of_load_balancer),
+            };
             out.push(KnownGateway { slot, address: pool.slot_address(slot), endpoint, public_key });
         }
         Ok(out)
