@@ -112,7 +112,8 @@ impl LeaseElection {
             }
             // Reads come every retry period, so a version is first seen up to one retry after it was
             // written: counting from one retry before first sight adds no delay to a take-over.
-            Some(view(lease).observed(now, at.duration_since(entry.1) + self.timing.retry))
+            let bounded = view(lease).bounded(now, self.timing.lease_duration);
+            Some(bounded.observed(now, at.duration_since(entry.1) + self.timing.retry))
         };
         leases.iter().enumerate().map(observe).collect()
     }

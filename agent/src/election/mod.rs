@@ -5,6 +5,11 @@
 //! Timing: a holder renews every `retry` and steps down when it could not renew for `renew_deadline`;
 //! others take a slot over once `renewTime + lease_duration` has passed. A dead gateway's slot is
 //! therefore free after at most `lease_duration` and taken within one `retry` more.
+//!
+//! A Lease is written by whichever node holds it, so nothing in it is taken on trust beyond what the
+//! election needs ([`SlotLease::bounded`]): its `leaseDurationSeconds` counts for at most the
+//! configured lease duration, and a `renewTime` more than [`CLOCK_SKEW`] ahead of this node's clock
+//! counts as no renewal. A node that writes either cannot keep a slot live after it stops renewing.
 
 pub mod kube;
 
@@ -47,6 +52,25 @@ impl SlotLease {
             (Some(r), Some(s)) => Some(r.max(s)),
             (r, s) => r.or(s),
         };
+        self
+    }
+}
+
+/// How far ahead of this node's clock a Lease's `renewTime` may be and still count: the clocks of two
+/// seed nodes (NTP-synchronised, as Kubernetes requires for its own Leases) differ by far less; one
+/// second is a quarter of the default lease duration, so a skewed honest holder still keeps its
+/// slot, while a renewTime beyond it is a clock that is wrong or a node that lies.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(1);
+
+impl SlotLease {
+    /// The Lease as this node trusts it: the duration capped at `max_duration` (the configured one,
+    /// which every agent writes), and a renewTime more than [`CLOCK_SKEW`] after `now` dropped (no
+    /// renewal; [`SlotLease::observed`] then counts it from when this node saw it).
+    pub fn bounded(mut self, now: Timestamp, max_duration: Duration) -> Self {
+        self.duration = self.duration.min(max_duration);
+        let skew = k8s_openapi::jiff::SignedDuration::try_from(CLOCK_SKEW).unwrap_or_default();
+        let latest = now.checked_add(skew).unwrap_or(now);
+        self.renewed = self.renewed.filter(|r| *r <= latest);
         self
     }
 }
@@ -171,6 +195,37 @@ mod tests {
         // Watched since before it expired: the renewTime decides.
         assert!(!expired.observed(t(10), Duration::from_secs(60)).is_live(t(10)));
         assert_eq!(decide("b", t(10), &[lease("a", 0).map(|l| l.observed(t(10), Duration::ZERO))]), Action::Wait);
+    }
+
+    #[test]
+    fn a_lease_is_trusted_only_within_the_configured_duration_and_the_clock_skew() {
+        let max = Duration::from_secs(4);
+        let with = |renewed: i64, duration: u64| SlotLease {
+            duration: Duration::from_secs(duration),
+            ..lease("a", renewed).unwrap()
+        };
+        // rows: renewTime, leaseDurationSeconds written, now -> live (as decided after `bounded`)
+        let rows: &[(i64, u64, i64, bool, &str)] = &[
+            (0, 4, 3, true, "an honest holder"),
+            (0, 4, 4, false, "an honest holder's expiry"),
+            (0, 3600, 3, true, "an hour asked for, within the configured 4 s"),
+            (0, 3600, 4, false, "an hour asked for: expires after the configured 4 s"),
+            (0, i32::MAX as u64, 100, false, "the largest duration a Lease can hold"),
+            (1, 4, 0, true, "renewed 1 s ahead of our clock: within the skew"),
+            (2, 4, 0, false, "renewed 2 s ahead of our clock: no renewal"),
+            (3600, 4, 0, false, "renewed an hour ahead: no renewal"),
+        ];
+        for &(renewed, duration, now, live, why) in rows {
+            let bounded = with(renewed, duration).bounded(t(now), max);
+            assert_eq!(bounded.is_live(t(now)), live, "{why}");
+            assert!(bounded.duration <= max, "{why}");
+        }
+        // A future renewTime counts from when this node first saw that version of the Lease: the
+        // holder keeps the slot only while it keeps writing, like any holder.
+        let future = with(3600, 3600).bounded(t(0), max);
+        assert!(future.clone().observed(t(3), Duration::from_secs(3)).is_live(t(3)));
+        assert!(!future.observed(t(4), Duration::from_secs(4)).is_live(t(4)));
+        assert_eq!(decide("b", t(4), &[Some(with(3600, 3600).bounded(t(4), max))]), Action::TakeOver(0));
     }
 
     #[test]
