@@ -43,20 +43,42 @@ pub struct HealthError {
     source: std::io::Error,
 }
 
+/// A `--health-listen` address: `ip:port`, `[ipv6]:port`, or an IPv4 address in brackets, `[ip]:port`,
+/// which is what a Pod spec's `[$(KUBELINK_NODE_IP)]:port` gives for either family of host IP.
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let bracketed = text.strip_prefix('[').and_then(|rest| rest.split_once("]:"));
+    match bracketed.map(|(ip, port)| (ip.parse::<std::net::IpAddr>(), port.parse::<u16>())) {
+        Some((Ok(ip), Ok(port))) => Ok(SocketAddr::new(ip, port)),
+        _ => Err(format!("{text:?} is not an address with a port (ip:port, [ip]:port)")),
+    }
+}
+
 /// What one client may hold of the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Connections served at once; more wait to be accepted.
+    /// Connections served at once; more wait to be accepted. Each costs at most `max_head` of buffer,
+    /// so many can be held cheaply: a flood of slow clients does not keep a probe waiting behind it.
     pub connections: usize,
-    /// A request head (request line and headers) must be complete within this.
+    /// The first byte, and then the whole request head (request line and headers), must arrive
+    /// within this each: a client that sends nothing is closed as one that never finishes.
     pub header_read: Duration,
     /// A connection is closed after this, whatever it does (probes and scrapes take milliseconds).
     pub lifetime: Duration,
+    /// The read buffer of a connection, and so the largest request head (a larger one is refused).
+    pub max_head: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { connections: 32, header_read: Duration::from_secs(5), lifetime: Duration::from_secs(30) }
+        Self {
+            connections: 1024,
+            header_read: Duration::from_secs(5),
+            lifetime: Duration::from_secs(30),
+            max_head: 16 * 1024,
+        }
     }
 }
 
@@ -88,12 +110,18 @@ impl Health {
     fn connection(&self, stream: tokio::net::TcpStream, limits: Limits, permit: tokio::sync::OwnedSemaphorePermit) {
         let health = self.clone();
         tokio::spawn(async move {
+            // hyper's header timer starts with the first byte: a client that sends nothing is closed here.
+            let first = tokio::time::timeout(limits.header_read, stream.peek(&mut [0u8; 1])).await;
+            if !matches!(first, Ok(Ok(n)) if n > 0) {
+                drop(permit);
+                return;
+            }
             let service = service_fn(move |req: Request<Incoming>| {
                 let health = health.clone();
                 async move { Ok::<_, Infallible>(health.respond(req.uri().path())) }
             });
             let mut http = http1::Builder::new();
-            http.timer(TokioTimer::new()).header_read_timeout(limits.header_read);
+            http.timer(TokioTimer::new()).header_read_timeout(limits.header_read).max_buf_size(limits.max_head);
             let served = http.serve_connection(TokioIo::new(stream), service);
             match tokio::time::timeout(limits.lifetime, served).await {
                 Ok(Err(e)) => tracing::debug!("health server: connection: {e}"),
@@ -208,15 +236,17 @@ mod tests {
     async fn unfinished_request_heads_are_cut_off_and_probes_get_through() {
         let health =
             Health { ready: Arc::new(|| Ok(())), registry: Arc::new(Mutex::new(Registry::default())), status: None };
-        let limits =
-            Limits { connections: 4, header_read: Duration::from_millis(300), lifetime: Duration::from_secs(30) };
+        let limits = Limits { connections: 4, header_read: Duration::from_millis(300), ..Limits::default() };
         let addr = health.serve_with("127.0.0.1:0".parse().unwrap(), limits).await.unwrap();
         let (closed, took, probe) = tokio::task::spawn_blocking(move || {
             let start = std::time::Instant::now();
+            // Half send an unfinished head, half nothing at all.
             let mut slow: Vec<std::net::TcpStream> = (0..12)
-                .map(|_| {
+                .map(|i| {
                     let mut s = std::net::TcpStream::connect(addr).unwrap();
-                    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+                    if i % 2 == 0 {
+                        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+                    }
                     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
                     s
                 })
@@ -238,6 +268,16 @@ mod tests {
         assert!(took >= Duration::from_millis(850), "served more than 4 at once: all closed after {took:?}");
         assert!(took < Duration::from_secs(5), "the heads were held for {took:?}");
         assert!(probe.starts_with("HTTP/1.1 200"), "{probe}");
+    }
+
+    #[test]
+    fn a_listen_address_may_bracket_either_family() {
+        assert_eq!(parse_listen("0.0.0.0:8093"), Ok(SocketAddr::from(([0, 0, 0, 0], 8093))));
+        assert_eq!(parse_listen("[10.250.0.7]:8093"), Ok(SocketAddr::from(([10, 250, 0, 7], 8093))));
+        assert_eq!(parse_listen("[fd00::7]:8093"), Ok("[fd00::7]:8093".parse().unwrap()));
+        for bad in ["10.250.0.7", "[10.250.0.7]", "[]:8093", "[node]:8093", "[10.250.0.7]:x", "$(KUBELINK_NODE_IP):1"] {
+            assert!(parse_listen(bad).is_err(), "{bad}");
+        }
     }
 
     #[tokio::test]

@@ -65,8 +65,9 @@ pub struct AgentArgs {
     /// between passes.
     #[arg(long, env = "KUBELINK_RESYNC_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
     pub resync_interval: Duration,
-    /// Address of /healthz, /readyz and /metrics.
-    #[arg(long, env = "KUBELINK_HEALTH_LISTEN", default_value = "0.0.0.0:8093")]
+    /// Address of /healthz, /readyz, /metrics and /status: `ip:port` or `[ip]:port`. The chart passes
+    /// the node's own address (the Pod's host IP), not 0.0.0.0.
+    #[arg(long, env = "KUBELINK_HEALTH_LISTEN", default_value = "0.0.0.0:8093", value_parser = crate::health::parse_listen)]
     pub health_listen: SocketAddr,
     #[command(flatten)]
     pub common: crate::cmd::run::Common,
