@@ -250,7 +250,7 @@ async fn placement_unprivileged_mode_and_the_pod_monitor_render_as_kubernetes_re
     });
     let mut values = seed_values();
     values["imagePullSecrets"] = json!([{"name": "pull"}]);
-    values["agent"].as_object_mut().unwrap().extend(placement.as_object().unwrap().clone());
+    values["agent"] = placement.clone();
     values["agent"]["privileged"] = json!(false);
     values["controller"] = placement.clone();
     values["metrics"] = json!({"podMonitor": {"enabled": true, "labels": {"release": "prometheus"}}});
@@ -299,16 +299,189 @@ async fn placement_unprivileged_mode_and_the_pod_monitor_render_as_kubernetes_re
         assert!(matches(selector, &labels), "the PodMonitor does not select {name}: {selector} vs {labels:?}");
     }
 
-    // Defaults: a privileged agent on every node, no PodMonitor, no pull secrets.
+    // Defaults: an unprivileged agent on every node, no PodMonitor, no pull secrets.
     let objects = render(&chart("kubelink"), seed_values()).await.unwrap();
     assert!(of_kind(&objects, "PodMonitor").is_empty(), "the PodMonitor is off by default");
     let spec = pod_template(find(&objects, "DaemonSet", "kubelink-agent")).spec.unwrap();
-    assert_eq!(spec.containers[0].security_context.as_ref().unwrap().privileged, Some(true));
+    assert_eq!(spec.containers[0].security_context.as_ref().unwrap().privileged, Some(false));
     let everywhere = spec.tolerations.unwrap_or_default();
     assert!(
         everywhere.len() == 1 && everywhere[0].operator.as_deref() == Some("Exists") && everywhere[0].key.is_none()
     );
     assert!(spec.image_pull_secrets.is_none() && spec.node_selector.is_none(), "{:?}", spec.node_selector);
+}
+
+/// What Pod Security's `restricted` profile requires of a container, checked on the rendered pod
+/// (the rules of https://kubernetes.io/docs/concepts/security/pod-security-standards/); the problems.
+fn restricted_problems(spec: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    for host in ["hostNetwork", "hostPID", "hostIPC"] {
+        if spec[host] == true {
+            problems.push(host.to_string());
+        }
+    }
+    for v in spec["volumes"].as_array().into_iter().flatten() {
+        let allowed = [
+            "configMap",
+            "csi",
+            "downwardAPI",
+            "emptyDir",
+            "ephemeral",
+            "persistentVolumeClaim",
+            "projected",
+            "secret",
+        ];
+        let kinds: Vec<&String> = v.as_object().unwrap().keys().filter(|k| *k != "name").collect();
+        if !kinds.iter().all(|k| allowed.contains(&k.as_str())) {
+            problems.push(format!("volume {kinds:?}"));
+        }
+    }
+    let pod = &spec["securityContext"];
+    let containers = spec["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(spec["initContainers"].as_array().into_iter().flatten());
+    for c in containers {
+        let name = c["name"].as_str().unwrap_or("?");
+        let sc = &c["securityContext"];
+        let either = |k: &str| if sc[k].is_null() { &pod[k] } else { &sc[k] };
+        if sc["privileged"] == true {
+            problems.push(format!("{name}: privileged"));
+        }
+        if sc["allowPrivilegeEscalation"] != false {
+            problems.push(format!("{name}: allowPrivilegeEscalation not false"));
+        }
+        if either("runAsNonRoot") != &json!(true) {
+            problems.push(format!("{name}: runAsNonRoot not true"));
+        }
+        if either("runAsUser") == &json!(0) {
+            problems.push(format!("{name}: runAsUser 0"));
+        }
+        if !matches!(either("seccompProfile")["type"].as_str(), Some("RuntimeDefault" | "Localhost")) {
+            problems.push(format!("{name}: seccompProfile {}", either("seccompProfile")));
+        }
+        if sc["capabilities"]["drop"] != json!(["ALL"]) {
+            problems.push(format!("{name}: capabilities not dropped: {}", sc["capabilities"]));
+        }
+        let added: Vec<&Value> = sc["capabilities"]["add"].as_array().into_iter().flatten().collect();
+        if added.iter().any(|a| *a != "NET_BIND_SERVICE") {
+            problems.push(format!("{name}: capabilities added: {added:?}"));
+        }
+        if c["ports"].as_array().into_iter().flatten().any(|p| p["hostPort"].as_u64().is_some_and(|p| p != 0)) {
+            problems.push(format!("{name}: hostPort"));
+        }
+    }
+    problems
+}
+
+#[tokio::test]
+async fn pod_security_the_controller_is_restricted_and_the_agent_confined_with_forwarding_from_an_init_container() {
+    if !helm_ready(
+        "pod_security_the_controller_is_restricted_and_the_agent_confined_with_forwarding_from_an_init_container",
+    )
+    .await
+    {
+        return;
+    }
+    let mut values = seed_values();
+    values["controller"] = json!({"enabled": true});
+    values["gardener"] = json!({"seed": {"name": SEED, "spec": {"networks": {"nodes": "10.250.0.0/16"}}}});
+    // Installed, so that the real API server validates what is checked here.
+    let Installed { ns, objects } = install(&chart("kubelink"), "podsecurity", values.clone()).await.unwrap();
+    assert_stored(&objects, &ns).await;
+    let controller = &find(&objects, "Deployment", "kubelink-controller")["spec"]["template"]["spec"];
+    let problems = restricted_problems(controller);
+    assert!(problems.is_empty(), "the controller breaks Pod Security restricted: {problems:?}");
+    assert_eq!(controller["containers"][0]["securityContext"]["readOnlyRootFilesystem"], true);
+    println!("controller: Pod Security restricted, read-only root");
+
+    // The agent: hostNetwork and hostPath (it routes the node), so never restricted; its container
+    // is not privileged, adds NET_ADMIN and NET_RAW only, seccomp RuntimeDefault, no escalation,
+    // read-only root. What restricted says of it is exactly that.
+    let agent = &find(&objects, "DaemonSet", "kubelink-agent")["spec"]["template"]["spec"];
+    let problems = restricted_problems(&json!({"containers": agent["containers"]}));
+    assert_eq!(
+        problems,
+        [
+            "agent: runAsNonRoot not true",
+            "agent: runAsUser 0",
+            r#"agent: capabilities added: [String("NET_ADMIN"), String("NET_RAW")]"#
+        ],
+        "the agent container"
+    );
+    let sc = &agent["containers"][0]["securityContext"];
+    assert_eq!(sc["privileged"], false);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(sc["capabilities"], json!({"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"]}));
+    // What it writes is mounted: the state directory and the WireGuard socket directory (and the tun device).
+    let mounts: Vec<&str> = agent["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["mountPath"].as_str())
+        .collect();
+    assert_eq!(mounts, ["/run/kubelink", "/var/run/wireguard", "/dev/net/tun"]);
+    // The one privileged step: a short init container switching forwarding on, nothing else.
+    let inits = agent["initContainers"].as_array().expect("an init container");
+    assert_eq!(inits.len(), 1);
+    assert_eq!(inits[0]["name"], "enable-forwarding");
+    assert_eq!(inits[0]["securityContext"], json!({"privileged": true}));
+    assert_eq!(inits[0]["command"], json!(["/bin/sh", "-ec", "echo 1 > /proc/sys/net/ipv4/ip_forward"]));
+    assert!(inits[0]["volumeMounts"].is_null() && inits[0]["args"].is_null(), "{}", inits[0]);
+    println!("agent: {problems:?}; init container {}", inits[0]["command"]);
+
+    // IPv6 forwarding only for an IPv6 CIDR (it turns router advertisements off on the node).
+    let mut v6 = values.clone();
+    v6["gardener"]["seed"]["spec"]["extensions"] =
+        json!([{"type": "kubelink-wireguard", "providerConfig": {"cidr": "fd00:7::/64"}}]);
+    let objects = render(&chart("kubelink"), v6).await.unwrap();
+    let init = &find(&objects, "DaemonSet", "kubelink-agent")["spec"]["template"]["spec"]["initContainers"][0];
+    assert_eq!(
+        init["command"][2],
+        "echo 1 > /proc/sys/net/ipv4/ip_forward; echo 1 > /proc/sys/net/ipv6/conf/all/forwarding"
+    );
+    // No init container where the node provides forwarding, or the agent is privileged (it writes it itself).
+    for agent_values in [json!({"enableForwarding": false}), json!({"privileged": true})] {
+        let mut v = values.clone();
+        v["agent"] = agent_values.clone();
+        let objects = render(&chart("kubelink"), v).await.unwrap();
+        let spec = &find(&objects, "DaemonSet", "kubelink-agent")["spec"]["template"]["spec"];
+        assert!(spec["initContainers"].is_null(), "{agent_values}: {}", spec["initContainers"]);
+    }
+}
+
+#[tokio::test]
+async fn the_agents_health_server_listens_on_the_nodes_own_address() {
+    if !helm_ready("the_agents_health_server_listens_on_the_nodes_own_address").await {
+        return;
+    }
+    let objects = render(&chart("kubelink"), seed_values()).await.unwrap();
+    let ds = find(&objects, "DaemonSet", "kubelink-agent");
+    let env = &ds["spec"]["template"]["spec"]["containers"][0]["env"];
+    let host_ip = env.as_array().unwrap().iter().find(|e| e["name"] == "KUBELINK_NODE_IP").unwrap();
+    assert_eq!(host_ip["valueFrom"]["fieldRef"]["fieldPath"], "status.hostIP");
+    let listen = |objects: &[Value], downward: &Downward| {
+        let cmd = helm::container_command(find(objects, "DaemonSet", "kubelink-agent"), "agent", downward).unwrap();
+        cmd.args.iter().find(|a| a.starts_with("--health-listen=")).cloned().unwrap()
+    };
+    // As a kubelet expands it: the Pod's host IP, of either family; the binary parses both.
+    assert_eq!(listen(&objects, &downward()), "--health-listen=[10.250.0.7]:8093");
+    let v6 = Downward { host_ip: "fd00::7".into(), ..downward() };
+    assert_eq!(listen(&objects, &v6), "--health-listen=[fd00::7]:8093");
+    for text in ["[10.250.0.7]:8093", "[fd00::7]:8093"] {
+        assert!(kubelink::health::parse_listen(text).is_ok(), "{text}");
+    }
+    // The probes use the port by name on the Pod's IP, which is the host IP on the host network.
+    let probe = &ds["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"];
+    assert!(probe["host"].is_null() && probe["port"] == "health", "{probe}");
+    // An address set by hand.
+    let mut values = seed_values();
+    values["agent"]["healthAddress"] = json!("0.0.0.0");
+    let objects = render(&chart("kubelink"), values).await.unwrap();
+    assert_eq!(listen(&objects, &downward()), "--health-listen=[0.0.0.0]:8093");
 }
 
 #[tokio::test]

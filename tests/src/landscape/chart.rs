@@ -101,6 +101,59 @@ pub fn agent_container(
     Ok(c)
 }
 
+/// How a container runtime would confine container `name` of `workload`, as a `setpriv` (util-linux)
+/// command line to put in front of the program: for a container that is not privileged, exactly the
+/// capabilities its `securityContext` adds (it must drop `ALL`) as the bounding, inheritable and
+/// ambient sets, and `no_new_privs` for `allowPrivilegeEscalation: false`. Empty for a privileged
+/// container (the process keeps all of root's capabilities). The process stays uid 0, as
+/// `runAsUser: 0` gives; seccomp and the read-only root are not reproduced.
+pub fn confinement(workload: &Value, name: &str) -> Result<Vec<String>, String> {
+    let containers = workload["spec"]["template"]["spec"]["containers"].as_array();
+    let container = containers
+        .and_then(|cs| cs.iter().find(|c| c["name"] == name))
+        .ok_or_else(|| format!("{} has no container {name}", workload["metadata"]["name"]))?;
+    let security = &container["securityContext"];
+    if security["privileged"] == true {
+        return Ok(Vec::new());
+    }
+    let caps = &security["capabilities"];
+    if caps["drop"] != json!(["ALL"]) {
+        return Err(format!("container {name} keeps the runtime's default capabilities: {caps}"));
+    }
+    let added: Vec<String> = caps["add"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|c| format!("+{}", c.to_ascii_lowercase()))
+        .collect();
+    let set = std::iter::once("-all".to_string()).chain(added).collect::<Vec<_>>().join(",");
+    let mut out = vec![
+        "setpriv".to_string(),
+        format!("--bounding-set={set}"),
+        format!("--inh-caps={set}"),
+        format!("--ambient-caps={set}"),
+    ];
+    if security["allowPrivilegeEscalation"] == false {
+        out.push("--no-new-privs".into());
+    }
+    out.push("--".into());
+    Ok(out)
+}
+
+/// The command lines of the init containers of `workload`, in order (`command` then `args`).
+pub fn init_commands(workload: &Value) -> Vec<Vec<String>> {
+    let inits = workload["spec"]["template"]["spec"]["initContainers"].as_array();
+    inits
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let words = |k: &str| c[k].as_array().into_iter().flatten().filter_map(Value::as_str).map(String::from);
+            words("command").chain(words("args")).collect()
+        })
+        .collect()
+}
+
 /// The container `name` of `deployment`: its Secret and ConfigMap volumes read from the seed (as the
 /// admin, as a kubelet reads them) into `volumes/<object>/`, the mount paths rewritten, and
 /// `kubeconfig` as its in-cluster credentials.

@@ -313,8 +313,13 @@ impl SeedLandscape {
         self.api_ns.spawn_env(&self.bin, &args, &c.env, &self.dir.join("controller.log"))
     }
 
-    /// Starts node `i`'s agent as the rendered DaemonSet runs it on that node.
+    /// Starts node `i`'s agent as the rendered DaemonSet runs it on that node: its init containers
+    /// first (the chart's default switches IP forwarding on in the node's network namespace).
     pub fn start_agent(&mut self, i: usize) -> Result<(), String> {
+        for command in chart::init_commands(&self.workloads.agent) {
+            let words: Vec<&str> = command.iter().map(String::as_str).collect();
+            self.nodes[i].sh(&words).map_err(|e| format!("node {i}: init container {command:?}: {e}"))?;
+        }
         let log = self.dir.join(format!("agent-n{i}.log"));
         self.agents[i] = Some(self.spawn_agent(i, &log)?);
         Ok(())
@@ -340,8 +345,21 @@ impl SeedLandscape {
         };
         let state = self.dir.join(format!("node-n{i}-state"));
         let c = chart::agent_container(&self.workloads.agent, &downward, &self.devices[i], &state, &kubeconfig)?;
-        let args: Vec<&str> = c.args.iter().map(String::as_str).collect();
-        self.nodes[i].spawn_env(&self.bin, &args, &c.env, log)
+        // With the container's capabilities only (`setpriv`), as the container runtime confines it.
+        let confine = chart::confinement(&self.workloads.agent, "agent")?;
+        eprintln!("node {i}: agent confined by {confine:?}");
+        let bin = self.bin.to_string_lossy().to_string();
+        let args: Vec<&str> = confine
+            .iter()
+            .skip(1)
+            .map(String::as_str)
+            .chain([bin.as_str()])
+            .chain(c.args.iter().map(String::as_str))
+            .collect();
+        match confine.first() {
+            Some(setpriv) => self.nodes[i].spawn_env(setpriv, &args, &c.env, log),
+            None => self.nodes[i].spawn_env(&self.bin, &args[1..], &c.env, log),
+        }
     }
 
     /// Copies each shoot's Secret into its config directory (as a kubelet would) and starts its sidecar
