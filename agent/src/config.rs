@@ -57,6 +57,10 @@ pub struct FileSnat {
     /// Traffic to this CIDR leaving through the device gets the source `to`.
     pub cidr: String,
     pub to: String,
+    /// A shoot's tunnel address -> its VPN server's address: the shoot's TCP connection to `to`, port
+    /// 1194, is forwarded there (docs/security.md).
+    #[serde(default)]
+    pub vpn_servers: BTreeMap<String, String>,
 }
 
 /// `Debug` is written by hand: `private_key` is the key's text as the file gives it.
@@ -312,7 +316,19 @@ impl Validator<'_> {
         if to.is_ipv4() != cidr.addr().is_ipv4() {
             return Err(self.field("snat.to", format!("{to} is not of the family of snat.cidr {cidr}")));
         }
-        Ok(crate::firewall::FirewallSpec { device: device.to_string(), cidr, snat_to: to })
+        let mut vpn_servers = BTreeMap::new();
+        for (shoot, server) in &s.vpn_servers {
+            let field = format!("snat.vpnServers[{}]", excerpt(shoot));
+            let address = |text: &str| text.parse::<IpAddr>().ok().filter(|a| a.is_ipv4() == to.is_ipv4());
+            let shoot_addr = address(shoot).filter(|a| cidr.contains(a)).ok_or_else(|| {
+                self.field(&field, format!("{} is not an address in snat.cidr {cidr}", excerpt(shoot)))
+            })?;
+            let server_addr = address(server).ok_or_else(|| {
+                self.field(&field, format!("{}: write an address of the family of snat.cidr {cidr}", excerpt(server)))
+            })?;
+            vpn_servers.insert(shoot_addr, server_addr);
+        }
+        Ok(crate::firewall::FirewallSpec { device: device.to_string(), cidr, snat_to: to, vpn_servers })
     }
 
     /// A CIDR. `network` demands host bits be zero (routes, allowed IPs); addresses keep them.
@@ -364,6 +380,29 @@ mod tests {
         assert_eq!(peer.persistent_keepalive, Some(21));
         assert_eq!(d.routes[0].table, MAIN_TABLE);
         assert_eq!(d.addresses.len(), 1);
+    }
+
+    #[test]
+    fn vpn_servers_are_read_and_a_bad_one_names_its_shoot() {
+        let snat = |servers: &str| {
+            format!("snat:\n  cidr: 192.168.128.0/22\n  to: 192.168.128.1\n  vpnServers:\n{servers}{}", base("", ""))
+        };
+        let d = parse_str(&snat("    \"192.168.128.10\": 100.64.7.10\n")).unwrap();
+        let servers = d.firewall.unwrap().vpn_servers;
+        assert_eq!(servers, [("192.168.128.10".parse().unwrap(), "100.64.7.10".parse().unwrap())].into());
+        for (bad, says) in [
+            (
+                "    \"10.0.0.1\": 100.64.7.10\n",
+                "snat.vpnServers[\"10.0.0.1\"]: \"10.0.0.1\" is not an address in snat.cidr",
+            ),
+            (
+                "    \"192.168.128.10\": fd00::1\n",
+                "snat.vpnServers[\"192.168.128.10\"]: \"fd00::1\": write an address of",
+            ),
+        ] {
+            let err = parse_str(&snat(bad)).unwrap_err().to_string();
+            assert!(err.contains(says), "{err}");
+        }
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub struct FirewallSpec {
     /// The slot's own tunnel address: the source of seed traffic into the tunnel, and the one address
     /// of the node a shoot may probe (ICMP echo).
     pub snat_to: IpAddr,
+    /// A shoot's tunnel address -> its control plane's VPN server: the shoot's connection to the slot
+    /// address, TCP [`plan::VPN_PORT`], goes there and nowhere else (docs/security.md).
+    pub vpn_servers: BTreeMap<IpAddr, IpAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -377,6 +380,7 @@ mod tests {
             device: "kubelink0".into(),
             cidr: "192.168.128.0/22".parse().unwrap(),
             snat_to: "192.168.128.1".parse().unwrap(),
+            vpn_servers: [("192.168.128.10".parse().unwrap(), "100.64.7.10".parse().unwrap())].into(),
         }
     }
 

@@ -57,6 +57,11 @@ pub struct ShootPeerSpec {
     pub address: String,
     /// The shoot's WireGuard public key (base64).
     pub public_key: String,
+    /// The address of the shoot's own VPN server (vpn-seed-server in its control-plane namespace):
+    /// the gateways forward the shoot's VPN connection there and nowhere else. Absent: the shoot's
+    /// VPN connection is dropped like anything else it opens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpn_server: Option<String>,
 }
 
 /// A ShootPeer as the agents use it, every field parsed.
@@ -65,6 +70,7 @@ pub struct Peer {
     pub shoot: ShootKey,
     pub address: IpAddr,
     pub public_key: PublicKey,
+    pub vpn_server: Option<IpAddr>,
 }
 
 impl ShootPeer {
@@ -74,6 +80,7 @@ impl ShootPeer {
             shoot: shoot.to_string(),
             address: address.to_string(),
             public_key: public_key.to_string(),
+            vpn_server: None,
         };
         let metadata =
             ObjectMeta { name: Some(control_plane.into()), namespace: Some(namespace.into()), ..Default::default() };
@@ -92,7 +99,11 @@ impl ShootPeer {
         let address = self.spec.address.parse().map_err(|e| invalid("address", &self.spec.address, format!("{e}")))?;
         let public_key =
             self.spec.public_key.parse().map_err(|e| invalid("publicKey", &self.spec.public_key, format!("{e}")))?;
-        Ok(Peer { shoot, address, public_key })
+        let vpn_server = match &self.spec.vpn_server {
+            Some(text) => Some(text.parse().map_err(|e| invalid("vpnServer", text, format!("{e}")))?),
+            None => None,
+        };
+        Ok(Peer { shoot, address, public_key, vpn_server })
     }
 }
 
@@ -130,6 +141,13 @@ mod tests {
         assert_eq!(peer.metadata.name.as_deref(), Some("shoot--dev--a"));
         let parsed = peer.parse().unwrap();
         assert_eq!((parsed.shoot, parsed.address, parsed.public_key), (shoot, address, public_key));
+        assert_eq!(parsed.vpn_server, None);
+        let mut vpn = peer.clone();
+        vpn.spec.vpn_server = Some("100.64.7.10".into());
+        assert_eq!(vpn.parse().unwrap().vpn_server, Some("100.64.7.10".parse().unwrap()));
+        vpn.spec.vpn_server = Some("vpn-seed-server".into());
+        let err = vpn.parse().unwrap_err().to_string();
+        assert!(err.contains("ShootPeer shoot--dev--a spec.vpnServer"), "{err}");
         let mut bad = peer.clone();
         bad.spec.public_key = "x".repeat(500);
         let err = bad.parse().unwrap_err().to_string();

@@ -12,11 +12,18 @@ fn spec() -> FirewallSpec {
         device: "kl0".into(),
         cidr: "192.168.128.0/22".parse().unwrap(),
         snat_to: "192.168.128.1".parse().unwrap(),
+        // A shoot's VPN connection forwarded to its server: the DNAT and its accept in the listing.
+        vpn_servers: [("192.168.128.10".parse().unwrap(), "100.64.7.10".parse().unwrap())].into(),
     }
 }
 
 fn spec6() -> FirewallSpec {
-    FirewallSpec { cidr: "fd00:128::/64".parse().unwrap(), snat_to: "fd00:128::1".parse().unwrap(), ..spec() }
+    FirewallSpec {
+        cidr: "fd00:128::/64".parse().unwrap(),
+        snat_to: "fd00:128::1".parse().unwrap(),
+        vpn_servers: [("fd00:128::10".parse().unwrap(), "fd00:64::7:10".parse().unwrap())].into(),
+        ..spec()
+    }
 }
 
 /// One `ensure` of `spec()` with a fresh table state (as after a restart): whether it wrote.

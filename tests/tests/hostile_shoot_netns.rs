@@ -150,6 +150,7 @@ fn gateway_file(
             public_key: k.public_key(),
             address: *addr,
             shoot: format!("garden/{addr}"),
+            vpn_server: None,
         })
         .collect();
     let d = kubelink::agent::gateway_desired(&settings, net.cidr, Slot::ALL[0], key, &peers).unwrap();

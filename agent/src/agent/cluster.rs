@@ -284,7 +284,8 @@ pub fn peers_of<'a>(entries: impl IntoIterator<Item = &'a PeerEntry>) -> (BTreeS
         } else {
             addresses.insert(p.address, name);
             keys.insert(p.public_key, name);
-            out.insert(ShootPeer { public_key: p.public_key, address: p.address, shoot: p.shoot.to_string() });
+            let (public_key, address, vpn_server) = (p.public_key, p.address, p.vpn_server);
+            out.insert(ShootPeer { public_key, address, shoot: p.shoot.to_string(), vpn_server });
         }
     }
     (out, problems)

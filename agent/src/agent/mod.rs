@@ -31,6 +31,9 @@ pub struct ShootPeer {
     pub address: IpAddr,
     /// `namespace/name` of the Shoot in the garden (a metrics label).
     pub shoot: String,
+    /// The shoot's own VPN server (ShootPeer `spec.vpnServer`), where the gateway forwards the shoot's
+    /// VPN connection.
+    pub vpn_server: Option<IpAddr>,
 }
 
 /// The node-local settings of the agent.
@@ -83,6 +86,12 @@ pub fn gateway_desired(
             (p.public_key, peer)
         })
         .collect();
+    // Only shoots that are peers: a skipped shoot's address must open nothing.
+    let vpn_servers = shoots
+        .iter()
+        .filter(|p| peers.contains_key(&p.public_key))
+        .filter_map(|p| Some((p.address, p.vpn_server?)))
+        .collect();
     let device = DeviceSpec {
         name: s.device.clone(),
         private_key: key.clone(),
@@ -96,7 +105,7 @@ pub fn gateway_desired(
         addresses: [own].into(),
         mtu: s.mtu,
         routes: vec![],
-        firewall: Some(FirewallSpec { device: s.device.to_string(), cidr, snat_to: address }),
+        firewall: Some(FirewallSpec { device: s.device.to_string(), cidr, snat_to: address, vpn_servers }),
     })
 }
 
@@ -122,6 +131,7 @@ mod tests {
             public_key: PublicKey::from_bytes([n; 32]),
             address: addr.parse().unwrap(),
             shoot: format!("garden-p/s{n}"),
+            vpn_server: Some(format!("100.64.7.{n}").parse().unwrap()),
         }
     }
 
@@ -142,7 +152,15 @@ mod tests {
         let p = &d.device.peers[&PublicKey::from_bytes([1; 32])];
         assert_eq!(p.allowed_ips, ["192.168.128.10/32".parse().unwrap()].into());
         assert_eq!(p.endpoint, None, "shoots dial in: endpoints are learned");
-        assert_eq!(d.firewall.unwrap().snat_to, "192.168.128.2".parse::<IpAddr>().unwrap());
+        let firewall = d.firewall.unwrap();
+        assert_eq!(firewall.snat_to, "192.168.128.2".parse::<IpAddr>().unwrap());
+        let vpn: Vec<(IpAddr, IpAddr)> = firewall.vpn_servers.into_iter().collect();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            vpn,
+            [(ip("192.168.128.10"), ip("100.64.7.1")), (ip("192.168.128.11"), ip("100.64.7.2"))],
+            "only peers' VPN servers"
+        );
         assert!(d.routes.is_empty());
     }
 

@@ -13,7 +13,7 @@
 //!
 //! Source NAT applies only to what enters from the seed side, never to what comes out of the tunnel.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
 use serde_json::{Value, json};
@@ -61,6 +61,8 @@ pub fn plan(spec: &FirewallSpec) -> Vec<Chain> {
     vec![
         // srcnat is priority 100, mangle -150.
         chain("postrouting", "nat", "postrouting", 100, vec![snat_from_seed(spec)]),
+        // dstnat is priority -100: the VPN connections of shoots, each to its own server.
+        chain("shoot_dnat", "nat", "prerouting", -100, dnat_to_vpn_servers(spec)),
         chain("forward", "filter", "forward", -150, mss_clamp(&spec.device)),
         chain("shoot_forward", "filter", "forward", SHOOT_FORWARD_PRIO, shoot_forward(spec)),
         chain("shoot_input", "filter", "input", 0, shoot_input(spec)),
@@ -94,11 +96,44 @@ fn shoot_forward(spec: &FirewallSpec) -> Vec<Rule> {
     rules
 }
 
-/// Connections a shoot may open towards the seed: none yet. Issue 25 (a shoot's connection to its own
-/// control plane's VPN server) belongs here, as an accept of exactly that shoot's address towards
-/// exactly its server; nothing that opens the tunnel wider.
-fn opened_by_shoots(_spec: &FirewallSpec) -> Vec<Rule> {
-    Vec::new()
+/// Connections a shoot may open towards the seed: its VPN connection and nothing else. What
+/// [`dnat_to_vpn_servers`] sent on is accepted: exactly that shoot's address towards exactly its own
+/// server's port; another shoot's server, or another port of its own, stays dropped.
+fn opened_by_shoots(spec: &FirewallSpec) -> Vec<Rule> {
+    let dev = spec.device.as_str();
+    vpn_servers(spec)
+        .map(|(fam, shoot, server)| {
+            rule(None, [iif(dev), saddr_is(fam, shoot), daddr_is(fam, server), tcp_dport(VPN_PORT), accept()])
+        })
+        .collect()
+}
+
+/// The port a shoot's VPN client dials on the slot address, and the port its server listens on:
+/// vpn-seed-server's OpenVPN listens on 1194 (`port 1194` in gardener/vpn2's server configuration), and
+/// a client without an HTTP proxy dials 1194 unless told otherwise.
+pub const VPN_PORT: u16 = 1194;
+
+/// A shoot's connection from its own tunnel address to the slot address, TCP [`VPN_PORT`], goes to
+/// its own control plane's VPN server (`FirewallSpec::vpn_servers`), keyed on the source address,
+/// which WireGuard's cryptokey routing ties to the shoot's key. A shoot without an entry, or any other
+/// source, is not translated and meets the input filter's drop.
+fn dnat_to_vpn_servers(spec: &FirewallSpec) -> Vec<Rule> {
+    let (dev, slot) = (spec.device.as_str(), spec.snat_to);
+    vpn_servers(spec)
+        .map(|(fam, shoot, server)| {
+            let to = SocketAddr::new(server, VPN_PORT);
+            rule(None, [iif(dev), saddr_is(fam, shoot), daddr_is(fam, slot), tcp_dport(VPN_PORT), dnat(fam, to)])
+        })
+        .collect()
+}
+
+/// The VPN servers of shoots in the CIDR, of its family (there is no NAT between families).
+fn vpn_servers(spec: &FirewallSpec) -> impl Iterator<Item = (Family, IpAddr, IpAddr)> + '_ {
+    let fam = family(spec.snat_to);
+    spec.vpn_servers
+        .iter()
+        .filter(move |(shoot, server)| spec.cidr.contains(*shoot) && family(**shoot) == fam && family(**server) == fam)
+        .map(move |(shoot, server)| (fam, *shoot, *server))
 }
 
 /// What a shoot may send to the gateway node itself: replies to the node's own flows (the agent's
@@ -192,6 +227,19 @@ fn daddr_is(fam: Family, addr: IpAddr) -> Term {
     term(format!("{} daddr {addr}", fam.ip()), matches("==", payload(fam.ip(), "daddr"), json!(addr.to_string())))
 }
 
+fn saddr_is(fam: Family, addr: IpAddr) -> Term {
+    term(format!("{} saddr {addr}", fam.ip()), matches("==", payload(fam.ip(), "saddr"), json!(addr.to_string())))
+}
+
+fn tcp_dport(port: u16) -> Term {
+    term(format!("tcp dport {port}"), matches("==", payload("tcp", "dport"), json!(port)))
+}
+
+fn dnat(fam: Family, to: SocketAddr) -> Term {
+    let json = json!({"dnat": {"family": fam.ip(), "addr": to.ip().to_string(), "port": to.port()}});
+    term(format!("dnat {} to {to}", fam.ip()), json)
+}
+
 fn saddr_not(fam: Family, addr: IpAddr) -> Term {
     term(format!("{} saddr != {addr}", fam.ip()), matches("!=", payload(fam.ip(), "saddr"), json!(addr.to_string())))
 }
@@ -263,7 +311,10 @@ pub fn desired(spec: &FirewallSpec) -> Ruleset {
             }
             canonical(&body)
         });
-        set.rules.insert(c.name.to_string(), rules.collect());
+        // The kernel lists no rules of an empty chain (`shoot_dnat` of a gateway without VPN servers).
+        if !c.rules.is_empty() {
+            set.rules.insert(c.name.to_string(), rules.collect());
+        }
     }
     set
 }
@@ -293,9 +344,52 @@ mod tests {
             [
                 format!("{dev} oifname \"kubelink0\" counter drop comment \"drop: shoot to shoot\""),
                 format!("{dev} ct state established,related accept"),
+                format!("{dev} ip saddr 192.168.128.10 ip daddr 100.64.7.10 tcp dport 1194 accept"),
                 format!("{dev} counter drop comment \"drop: shoot to seed\""),
             ]
         );
+    }
+
+    /// A shoot's connection to the slot address, TCP 1194, goes to its own VPN server, keyed on its
+    /// address; the forward filter accepts exactly that shoot towards exactly that server.
+    #[test]
+    fn a_shoots_vpn_connection_goes_to_its_own_server_and_only_it_is_accepted() {
+        let dev = "iifname \"kubelink0\"";
+        assert_eq!(
+            texts(&spec(), "shoot_dnat"),
+            [format!(
+                "{dev} ip saddr 192.168.128.10 ip daddr 192.168.128.1 tcp dport 1194 dnat ip to 100.64.7.10:1194"
+            )]
+        );
+        let v6 = FirewallSpec {
+            vpn_servers: [("fd00:128::10".parse().unwrap(), "fd00:64::7:10".parse().unwrap())].into(),
+            ..spec6()
+        };
+        assert_eq!(
+            texts(&v6, "shoot_dnat"),
+            [format!(
+                "{dev} ip6 saddr fd00:128::10 ip6 daddr fd00:128::1 tcp dport 1194 dnat ip6 to [fd00:64::7:10]:1194"
+            )]
+        );
+        assert_eq!(
+            texts(&v6, "shoot_forward")[2],
+            format!("{dev} ip6 saddr fd00:128::10 ip6 daddr fd00:64::7:10 tcp dport 1194 accept")
+        );
+        // A shoot outside the CIDR, a server of the other family: no rule (no NAT between families).
+        let odd = FirewallSpec {
+            vpn_servers: [
+                ("10.0.0.1".parse().unwrap(), "100.64.7.1".parse().unwrap()),
+                ("192.168.128.11".parse().unwrap(), "fd00:64::7:11".parse().unwrap()),
+            ]
+            .into(),
+            ..spec()
+        };
+        assert!(texts(&odd, "shoot_dnat").is_empty());
+        assert_eq!(texts(&odd, "shoot_forward").len(), 3);
+        // No servers: the chain is there, empty, and the listing of it has no rules to compare.
+        let none = FirewallSpec { vpn_servers: Default::default(), ..spec() };
+        assert!(texts(&none, "shoot_dnat").is_empty());
+        assert!(!desired(&none).rules.contains_key("shoot_dnat"));
     }
 
     #[test]
@@ -327,8 +421,9 @@ mod tests {
         }
     }
 
-    /// Every accept of what comes out of the tunnel: exactly these three. A new one (issue 25) must
-    /// come with its own reason in docs/security.md.
+    /// Every accept of what comes out of the tunnel: exactly these four (the VPN connection's for the
+    /// one shoot of `spec()` with a server). A new one must come with its own reason in
+    /// docs/security.md.
     #[test]
     fn nothing_else_from_the_tunnel_is_accepted() {
         let accepts: Vec<String> = plan(&spec())
@@ -341,6 +436,7 @@ mod tests {
             accepts,
             [
                 "shoot_forward: iifname \"kubelink0\" ct state established,related accept",
+                "shoot_forward: iifname \"kubelink0\" ip saddr 192.168.128.10 ip daddr 100.64.7.10 tcp dport 1194 accept",
                 "shoot_input: iifname \"kubelink0\" ct state established,related accept",
                 "shoot_input: iifname \"kubelink0\" ip daddr 192.168.128.1 icmp type echo-request accept",
             ]
