@@ -74,8 +74,10 @@ pub struct ForwardCounters {
 }
 
 /// Packets from shoots the table dropped, by where they were going (the counters of the drop rules,
-/// found by their comments).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// found by their comments). Counted since the table was last written: a rewrite (a new gateway, a
+/// repaired hand edit) starts them from zero, as Prometheus expects of a counter that resets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Drops {
     /// Into the tunnel again: another shoot.
     pub shoot_to_shoot: u64,
@@ -201,20 +203,26 @@ pub struct FirewallTable {
     io: Arc<dyn Firewall>,
     /// The spec last written and the kernel's form of it read right after the write.
     written: Mutex<Option<(FirewallSpec, Ruleset)>>,
-    /// The counters of the last read.
+    /// The counters of the last read; the drops shared with [`DropMetrics`].
     counters: Mutex<Option<ForwardCounters>>,
+    drops: Arc<Mutex<Option<Drops>>>,
 }
 
 impl FirewallTable {
     pub fn new(io: Arc<dyn Firewall>) -> Self {
-        Self { io, written: Mutex::new(None), counters: Mutex::new(None) }
+        Self { io, written: Mutex::new(None), counters: Mutex::new(None), drops: Arc::default() }
+    }
+
+    fn remember(&self, read: Option<&Ruleset>) {
+        *self.counters.lock().unwrap_or_else(|e| e.into_inner()) = read.map(|h| h.counters);
+        *self.drops.lock().unwrap_or_else(|e| e.into_inner()) = read.map(|h| h.drops);
     }
 
     /// Makes the kernel's table match `spec`; returns whether it had to write.
     pub async fn ensure(&self, spec: &FirewallSpec) -> Result<bool, FirewallError> {
         let want = desired(spec);
         let have = self.io.read().await?;
-        *self.counters.lock().unwrap_or_else(|e| e.into_inner()) = have.as_ref().map(|h| h.counters);
+        self.remember(have.as_ref());
         if have.as_ref().is_some_and(|h| *h == want || self.is_our_write(spec, h)) {
             return Ok(false);
         }
@@ -235,6 +243,17 @@ impl FirewallTable {
         *self.counters.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The drops as the last [`Self::ensure`] read them (`None`: no table then).
+    pub fn drops(&self) -> Option<Drops> {
+        *self.drops.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The drops as metrics, read at scrape time from what the last pass read (a scrape never runs
+    /// `nft`: whoever reaches the health server cannot make the node spawn processes).
+    pub fn drop_metrics(&self) -> DropMetrics {
+        DropMetrics(self.drops.clone())
+    }
+
     fn is_our_write(&self, spec: &FirewallSpec, have: &Ruleset) -> bool {
         let written = self.written.lock().unwrap_or_else(|e| e.into_inner());
         written.as_ref().is_some_and(|(s, form)| s == spec && form == have)
@@ -243,7 +262,7 @@ impl FirewallTable {
     /// Deletes the table if it exists.
     pub async fn remove(&self) -> Result<(), FirewallError> {
         *self.written.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        *self.counters.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.remember(None);
         self.io.remove().await
     }
 
@@ -254,6 +273,36 @@ impl FirewallTable {
             Ok(None) | Err(FirewallError::Spawn(_)) => Ok(()),
             Ok(Some(_)) | Err(_) => self.remove().await,
         }
+    }
+}
+
+/// `kubelink_agent_tunnel_dropped_packets_total{towards}`: what the shoot filter dropped, by where
+/// it was going (`shoot`, `seed`, `gateway_node`). Absent on a node without the table (a router).
+#[derive(Debug, Clone)]
+pub struct DropMetrics(Arc<Mutex<Option<Drops>>>);
+
+impl DropMetrics {
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register_collector(Box::new(self.clone()));
+    }
+}
+
+impl prometheus_client::collector::Collector for DropMetrics {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let Some(drops) = *self.0.lock().unwrap_or_else(|e| e.into_inner()) else { return Ok(()) };
+        let help =
+            "Packets out of the tunnel the gateway's filter dropped (since the table was written), by destination";
+        let name = "kubelink_agent_tunnel_dropped_packets";
+        let kind = prometheus_client::metrics::MetricType::Counter;
+        let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+        let by =
+            [("shoot", drops.shoot_to_shoot), ("seed", drops.shoot_to_seed), ("gateway_node", drops.shoot_to_node)];
+        for (towards, n) in by {
+            let labels = [("towards".to_string(), towards.to_string())];
+            prometheus_client::metrics::counter::ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
     }
 }
 
@@ -413,6 +462,37 @@ mod tests {
     fn drops_are_read_by_the_comments_of_the_drop_rules() {
         let have = Ruleset::from_listing(&serde_json::from_str(LISTING).unwrap()).unwrap();
         assert_eq!(have.drops, Drops { shoot_to_shoot: 3, shoot_to_seed: 5, shoot_to_node: 7 });
+    }
+
+    fn scrape(metrics: &DropMetrics) -> String {
+        let mut registry = prometheus_client::registry::Registry::default();
+        metrics.register(&mut registry);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn the_drops_of_the_last_read_are_the_metric_and_a_removed_table_has_none() {
+        let (fake, table) = table();
+        let metrics = table.drop_metrics();
+        assert!(!scrape(&metrics).contains("dropped"), "no table read yet: no series");
+        table.ensure(&spec()).await.unwrap();
+        fake.edit(|t| t.drops = Drops { shoot_to_shoot: 3, shoot_to_seed: 5, shoot_to_node: 7 });
+        table.ensure(&spec()).await.unwrap();
+        assert_eq!(table.drops(), Some(Drops { shoot_to_shoot: 3, shoot_to_seed: 5, shoot_to_node: 7 }));
+        let text = scrape(&metrics);
+        for line in [
+            "kubelink_agent_tunnel_dropped_packets_total{towards=\"shoot\"} 3",
+            "kubelink_agent_tunnel_dropped_packets_total{towards=\"seed\"} 5",
+            "kubelink_agent_tunnel_dropped_packets_total{towards=\"gateway_node\"} 7",
+            "# TYPE kubelink_agent_tunnel_dropped_packets counter",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        table.remove().await.unwrap();
+        assert_eq!(table.drops(), None);
+        assert!(!scrape(&metrics).contains("dropped"), "a router has no such series:\n{}", scrape(&metrics));
     }
 
     fn table() -> (Arc<FakeFirewall>, FirewallTable) {

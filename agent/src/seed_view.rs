@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::agent::view::{NodeView, RouteView};
 use crate::election::SlotLease;
+use crate::firewall::Drops;
 
 /// An agent Pod as the command found it: its node, the node's IP, and what `/status` answered.
 #[derive(Debug, Clone)]
@@ -49,6 +50,8 @@ pub struct SlotRow {
     pub peers: usize,
     /// Peers with a handshake within WireGuard's session lifetime (180 s).
     pub connected: usize,
+    /// What the holder's filter dropped of what shoots sent.
+    pub dropped: Option<Drops>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -127,6 +130,7 @@ pub fn build(found: Found) -> SeedView {
                 connected: view.map_or(0, |v| {
                     v.peers.iter().filter(|p| p.handshake_age_seconds.is_some_and(|a| a < SESSION)).count()
                 }),
+                dropped: view.and_then(|v| v.dropped),
             }
         })
         .collect();
@@ -256,7 +260,9 @@ pub fn render_text(v: &SeedView) -> String {
     let cidr = v.cidr.as_deref().unwrap_or("(no SeedTunnel)");
     let _ = writeln!(out, "seed {}  namespace {}  cidr {cidr}  slots {}\n", v.seed, v.namespace, v.slot_count);
     let mut slots = vec![
-        ["SLOT", "HOLDER", "NODE IP", "ENDPOINT", "READY", "SHOOTS", "CONNECTED", "RENEWED"].map(String::from).to_vec(),
+        ["SLOT", "HOLDER", "NODE IP", "ENDPOINT", "READY", "SHOOTS", "CONNECTED", "RENEWED", "DROPPED S/SEED/NODE"]
+            .map(String::from)
+            .to_vec(),
     ];
     for s in &v.slots {
         slots.push(vec![
@@ -268,6 +274,10 @@ pub fn render_text(v: &SeedView) -> String {
             s.peers.to_string(),
             s.connected.to_string(),
             s.renewed_seconds_ago.map_or_else(|| "-".into(), |a| format!("{a}s ago")),
+            s.dropped.map_or_else(
+                || "-".into(),
+                |d| format!("{}/{}/{}", d.shoot_to_shoot, d.shoot_to_seed, d.shoot_to_node),
+            ),
         ]);
     }
     out += &table(&slots);
@@ -330,6 +340,7 @@ mod tests {
             endpoint: Some(format!("10.0.0.{}:51820", 100 + slot)),
             public_key: Some(format!("key{slot}")),
             peers,
+            dropped: Some(Drops { shoot_to_shoot: 3, shoot_to_seed: 5, shoot_to_node: 7 + u64::from(slot) }),
             ..NodeView::default()
         }
     }
@@ -428,6 +439,7 @@ mod tests {
             |start: &str| text.lines().find(|l| l.starts_with(start)).unwrap_or_else(|| panic!("{start}: {text}"));
         let slot0 = line("0 ");
         assert!(slot0.contains("n0") && slot0.contains("10.0.0.100:51820") && slot0.contains("1s ago"), "{slot0}");
+        assert!(slot0.ends_with("3/5/7"), "the holder's drops: {slot0}");
         assert!(line("n2").contains("2 (1 via 10.0.0.11, 1 via 10.0.0.12)"), "{text}");
         assert!(line("n3").contains("? (connection refused)"), "{text}");
         let a = line("dev/a");

@@ -67,6 +67,7 @@ fn single_slot_gateway_restart_and_node_loss() {
     );
     assert_routes_follow(&l, gw, &[]);
     let before = assert_gateway_metrics(&l, gw);
+    assert_shoot_traffic_is_dropped_and_counted(&l, gw);
 
     // A second agent on the gateway's node (a second DaemonSet, a copy run by hand) refuses to start,
     // naming the agent that holds the node; the first one carries on without losing a ping.
@@ -197,6 +198,45 @@ fn assert_gateway_metrics(l: &SeedLandscape, gw: usize) -> f64 {
             return now;
         }
         assert!(start.elapsed() < Duration::from_secs(5), "{series} did not grow under traffic: {now}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Shoot 0 sends what a shoot may not: datagrams to the slot address's port 9 (the gateway node
+/// itself; the sidecar's peer config lets it reach no other address of the seed). None is answered,
+/// and the gateway's `kubelink_agent_tunnel_dropped_packets_total{towards="gateway_node"}` grows by at
+/// least the datagrams sent (the metric follows the table's counters with each data-plane pass).
+fn assert_shoot_traffic_is_dropped_and_counted(l: &SeedLandscape, gw: usize) {
+    let series = "kubelink_agent_tunnel_dropped_packets_total{towards=\"gateway_node\"}";
+    let before = value(&scrape(l, gw), series);
+    assert!(before.is_some(), "the gateway exports its drops: no {series}");
+    let slot = kubelink_ipam::contract::Slot::new(0).unwrap();
+    let target =
+        std::net::SocketAddr::new(slot.address(kubelink_tests::landscape::seed::CIDR.parse().unwrap()).unwrap(), 9);
+    const SENT: usize = 5;
+    let sent = l.shoots[0]
+        .ns
+        .run_in(move || {
+            let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+            (0..SENT)
+                .filter(|_| {
+                    std::thread::sleep(Duration::from_millis(100));
+                    socket.send_to(b"not for the gateway", target).is_ok()
+                })
+                .count()
+        })
+        .unwrap();
+    assert_eq!(sent, SENT, "shoot 0 could not send to {target}");
+    let start = Instant::now();
+    loop {
+        let now = value(&scrape(l, gw), series).unwrap_or_default();
+        if now >= before.unwrap_or_default() + SENT as f64 {
+            println!(
+                "shoot 0 sent {SENT} datagrams to {target}: gateway n{gw} dropped towards its node {before:?} -> {now}"
+            );
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{series} stayed at {now} (before {before:?})");
         std::thread::sleep(Duration::from_millis(200));
     }
 }

@@ -335,6 +335,7 @@ impl Agent {
             Some(Applied::Gateway(desired)) => {
                 view.peers = view::gateway_peers(&desired.device.peers, &self.data.shoots, self.data.observed.as_ref());
                 view.public_key = Some(desired.device.private_key.public_key().to_string());
+                view.dropped = self.rec.firewall.drops();
             }
             Some(Applied::Router(routes)) => view.routes = view::routes(routes),
             None => {}

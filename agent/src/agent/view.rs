@@ -32,6 +32,9 @@ pub struct NodeView {
     pub peers: Vec<PeerView>,
     #[serde(default)]
     pub routes: Vec<RouteView>,
+    /// What the gateway's filter dropped of what came out of the tunnel, as of the last pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<crate::firewall::Drops>,
 }
 
 /// One shoot on a gateway.

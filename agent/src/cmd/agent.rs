@@ -108,6 +108,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     agent.events = Some(events);
     let mut registry = prometheus_client::registry::Registry::default();
     agent.status.register(&mut registry);
+    agent.rec.firewall.drop_metrics().register(&mut registry);
     let status = agent.status.clone();
     let view = agent.status.clone();
     let health = Health {
