@@ -22,10 +22,12 @@ pub mod route;
 pub mod routing;
 pub mod seed_view;
 pub mod shoot;
+pub mod shoot_webhook;
 pub mod standalone;
 pub mod telemetry;
 pub mod tools;
 pub mod underlay;
+pub mod webhook;
 pub mod wg;
 
 pub use kubelink_contract::keys;

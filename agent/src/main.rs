@@ -38,6 +38,8 @@ enum Command {
     /// The garden's validating webhook for Seeds and ManagedSeeds: a seed on a shoot must not use
     /// its parent seed's WireGuard CIDR (GEP-14).
     GardenAdmission(kubelink::garden_admission::GardenAdmissionArgs),
+    /// The shoot webhook (served on the seed): gives each shoot's vpn-shoot the kubelink sidecar.
+    ShootWebhook(kubelink::shoot_webhook::ShootWebhookArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -68,6 +70,7 @@ fn main() -> std::process::ExitCode {
             Command::Down(a) => cmd::run::down(a).await,
             Command::Ipam(a) => cmd::ipam::run(a).await,
             Command::GardenAdmission(a) => kubelink::garden_admission::run(a).await,
+            Command::ShootWebhook(a) => kubelink::shoot_webhook::run(a).await,
         }
     });
     match result {

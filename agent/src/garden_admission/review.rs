@@ -9,12 +9,9 @@
 
 use kubelink_ipam::gardener::{EXTENSION_TYPE, Seed};
 use kubelink_ipam::validate;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// The largest AdmissionReview read. kube-apiserver and gardener-apiserver accept objects up to
-/// 3 MiB (etcd's request limit); a review carries the object and, for an update, the old one.
-pub const MAX_REVIEW_BYTES: usize = 7 << 20;
+pub use crate::webhook::{AdmissionRequest as Request, MAX_REVIEW_BYTES, decode};
 
 /// The namespace of ManagedSeeds and their shoots.
 pub const GARDEN_NAMESPACE: &str = "garden";
@@ -23,80 +20,6 @@ const SEED_GROUP: &str = "core.gardener.cloud";
 const MANAGED_SEED_GROUP: &str = "seedmanagement.gardener.cloud";
 /// Where a ManagedSeed keeps the seed's spec (GardenletConfiguration's `seedConfig`).
 const SEED_CONFIG: &str = "spec.gardenlet.config.seedConfig";
-
-/// The parts of an `admission.k8s.io/v1` AdmissionReview request the rule reads.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Request {
-    pub uid: String,
-    pub group: String,
-    pub kind: String,
-    pub operation: String,
-    pub namespace: String,
-    pub name: String,
-    pub object: Value,
-    pub old_object: Value,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Review {
-    api_version: String,
-    kind: String,
-    request: Option<RawRequest>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawRequest {
-    uid: String,
-    kind: GroupVersionKind,
-    operation: String,
-    #[serde(default)]
-    namespace: String,
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    object: Value,
-    #[serde(default)]
-    old_object: Value,
-}
-
-#[derive(Deserialize)]
-struct GroupVersionKind {
-    #[serde(default)]
-    group: String,
-    kind: String,
-}
-
-/// Decodes an AdmissionReview (`admission.k8s.io/v1` only, as the webhook registers it). An error
-/// says what is wrong for the HTTP answer; nothing here panics, whatever the input.
-pub fn decode(body: &[u8]) -> Result<Request, String> {
-    if body.len() > MAX_REVIEW_BYTES {
-        return Err(format!("the review is {} bytes, more than {MAX_REVIEW_BYTES}", body.len()));
-    }
-    let review: Review = serde_json::from_slice(body).map_err(|e| format!("not an AdmissionReview: {e}"))?;
-    if review.api_version != "admission.k8s.io/v1" || review.kind != "AdmissionReview" {
-        return Err(format!(
-            "expected apiVersion admission.k8s.io/v1, kind AdmissionReview, got {}/{}",
-            kubelink_ipam::excerpt(&review.api_version),
-            kubelink_ipam::excerpt(&review.kind)
-        ));
-    }
-    let r = review.request.ok_or("the AdmissionReview has no request")?;
-    if r.uid.is_empty() {
-        return Err("the AdmissionReview's request has no uid".into());
-    }
-    Ok(Request {
-        uid: r.uid,
-        group: r.kind.group,
-        kind: r.kind.kind,
-        operation: r.operation,
-        namespace: r.namespace,
-        name: r.name,
-        object: r.object,
-        old_object: r.old_object,
-    })
-}
 
 /// The answer to one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
