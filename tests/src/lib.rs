@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod gardenlet;
+pub mod gateway_file;
 pub mod helm;
 pub mod k8s;
 pub mod landscape;

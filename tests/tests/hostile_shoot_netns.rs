@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use kubelink::agent::datapath;
 use kubelink::firewall::{Drops, FirewallSpec, Ruleset};
-use kubelink_ipam::contract::Slot;
 use kubelink_ipam::keys::PrivateKey;
 use kubelink_tests::netns::{self, Netns, Proc, Segment};
 
@@ -134,16 +133,6 @@ fn gateway_file(
     key: &PrivateKey,
     shoots: [(&PrivateKey, IpAddr); 2],
 ) -> (String, FirewallSpec) {
-    let zero = Duration::ZERO;
-    let settings = kubelink::agent::Settings {
-        device: device.parse().unwrap(),
-        listen_port: 51820,
-        mtu: kubelink::mtu::MtuSetting::Auto,
-        warmup: zero,
-        give_up_after: zero,
-        standby: zero,
-        resync: zero,
-    };
     let peers: BTreeSet<kubelink::agent::ShootPeer> = shoots
         .iter()
         .map(|(k, addr)| kubelink::agent::ShootPeer {
@@ -153,21 +142,7 @@ fn gateway_file(
             vpn_server: None,
         })
         .collect();
-    let d = kubelink::agent::gateway_desired(&settings, net.cidr, Slot::ALL[0], key, &peers).unwrap();
-    let spec = d.firewall.clone().unwrap();
-    let addresses: Vec<String> = d.addresses.iter().map(|a| a.to_string()).collect();
-    let mut text = format!(
-        "snat:\n  cidr: {}\n  to: {}\ndevice:\n  name: {device}\n  privateKey: {}\n  listenPort: 51820\n  addresses: [{}]\n  peers:\n",
-        spec.cidr,
-        spec.snat_to,
-        key.expose_base64().as_str(),
-        addresses.join(", ")
-    );
-    for (k, p) in &d.device.peers {
-        let allowed: Vec<String> = p.allowed_ips.iter().map(|a| a.to_string()).collect();
-        text += &format!("  - publicKey: {k}\n    allowedIPs: [{}]\n", allowed.join(", "));
-    }
-    (text, spec)
+    kubelink_tests::gateway_file::slot0(device, net.cidr, key, &peers)
 }
 
 /// A shoot's `kubelink run` file: its address, the gateway as its one peer; `extra` device fields.

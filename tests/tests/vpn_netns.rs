@@ -30,7 +30,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use ipnet::IpNet;
 use kubelink::firewall::Ruleset;
 use kubelink_ipam::contract::Slot;
 use kubelink_ipam::keys::PrivateKey;
@@ -278,16 +277,6 @@ fn nft(ns: &Netns, dir: &Path, name: &str, text: &str) {
 /// The agent's gateway state for slot 0 with both shoots, each ShootPeer naming its own server, as a
 /// `kubelink run` file; and the table that state must give.
 fn gateway_file(device: &str, key: &PrivateKey, shoots: &[(PrivateKey, &Shoot)]) -> (String, Ruleset) {
-    let zero = Duration::ZERO;
-    let settings = kubelink::agent::Settings {
-        device: device.parse().unwrap(),
-        listen_port: 51820,
-        mtu: kubelink::mtu::MtuSetting::Auto,
-        warmup: zero,
-        give_up_after: zero,
-        standby: zero,
-        resync: zero,
-    };
     let peers: BTreeSet<kubelink::agent::ShootPeer> = shoots
         .iter()
         .map(|(k, s)| kubelink::agent::ShootPeer {
@@ -297,24 +286,8 @@ fn gateway_file(device: &str, key: &PrivateKey, shoots: &[(PrivateKey, &Shoot)])
             vpn_server: Some(ip(s.server)),
         })
         .collect();
-    let cidr: IpNet = CIDR.parse().unwrap();
-    let d = kubelink::agent::gateway_desired(&settings, cidr, Slot::ALL[0], key, &peers).unwrap();
-    let spec = d.firewall.clone().unwrap();
+    let (text, spec) = kubelink_tests::gateway_file::slot0(device, CIDR.parse().unwrap(), key, &peers);
     assert_eq!(spec.vpn_servers.len(), 2, "both shoots' servers in the gateway's state");
-    let addresses: Vec<String> = d.addresses.iter().map(|a| a.to_string()).collect();
-    let mut text = format!("snat:\n  cidr: {}\n  to: {}\n  vpnServers:\n", spec.cidr, spec.snat_to);
-    for (shoot, server) in &spec.vpn_servers {
-        text += &format!("    \"{shoot}\": \"{server}\"\n");
-    }
-    text += &format!(
-        "device:\n  name: {device}\n  privateKey: {}\n  listenPort: 51820\n  addresses: [{}]\n  peers:\n",
-        key.expose_base64().as_str(),
-        addresses.join(", ")
-    );
-    for (k, p) in &d.device.peers {
-        let allowed: Vec<String> = p.allowed_ips.iter().map(|a| a.to_string()).collect();
-        text += &format!("  - publicKey: {k}\n    allowedIPs: [{}]\n", allowed.join(", "));
-    }
     (text, kubelink::firewall::desired(&spec))
 }
 
