@@ -200,16 +200,8 @@ func render(args []string) error {
 	if err := seedClient.Get(ctx, types.NamespacedName{Namespace: v1beta1constants.GardenNamespace, Name: installation.Name}, out.ManagedResource); err != nil {
 		return fmt.Errorf("the ManagedResource: %w", err)
 	}
-	for _, ref := range out.ManagedResource.Spec.SecretRefs {
-		secret := &corev1.Secret{}
-		if err := seedClient.Get(ctx, types.NamespacedName{Namespace: out.ManagedResource.Namespace, Name: ref.Name}, secret); err != nil {
-			return fmt.Errorf("the ManagedResource's Secret: %w", err)
-		}
-		objects, err := secretObjects(secret)
-		if err != nil {
-			return err
-		}
-		out.Objects = append(out.Objects, objects...)
+	if _, out.Objects, err = managedResourceObjects(ctx, seedClient, out.ManagedResource); err != nil {
+		return err
 	}
 
 	switch *output {
@@ -246,6 +238,26 @@ func validCondition(ctx context.Context, c client.Reader, name string) string {
 
 // secretObjects reads a ManagedResource Secret as gardener-resource-manager does: every key one
 // or more YAML documents, keys in order.
+// managedResourceObjects reads the Secrets a ManagedResource names and the objects in them, in order.
+func managedResourceObjects(ctx context.Context, c client.Client, mr *resourcesv1alpha1.ManagedResource) ([]*corev1.Secret, []map[string]any, error) {
+	var (
+		secrets []*corev1.Secret
+		objects []map[string]any
+	)
+	for _, ref := range mr.Spec.SecretRefs {
+		secret := &corev1.Secret{}
+		if err := c.Get(ctx, types.NamespacedName{Namespace: mr.Namespace, Name: ref.Name}, secret); err != nil {
+			return nil, nil, fmt.Errorf("the ManagedResource's Secret %s: %w", ref.Name, err)
+		}
+		decoded, err := secretObjects(secret)
+		if err != nil {
+			return nil, nil, err
+		}
+		secrets, objects = append(secrets, secret), append(objects, decoded...)
+	}
+	return secrets, objects, nil
+}
+
 func secretObjects(secret *corev1.Secret) ([]map[string]any, error) {
 	keys := make([]string, 0, len(secret.Data))
 	for k := range secret.Data {

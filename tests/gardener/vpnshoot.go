@@ -114,17 +114,8 @@ func renderVPNShoot(args []string) error {
 	if err := seed.Get(ctx, key, out.ManagedResource); err != nil {
 		return fmt.Errorf("the ManagedResource %s: %w", key, err)
 	}
-	for _, ref := range out.ManagedResource.Spec.SecretRefs {
-		secret := &corev1.Secret{}
-		if err := seed.Get(ctx, types.NamespacedName{Namespace: *namespace, Name: ref.Name}, secret); err != nil {
-			return fmt.Errorf("the ManagedResource's Secret %s: %w", ref.Name, err)
-		}
-		out.Secrets = append(out.Secrets, secret)
-		objects, err := secretObjects(secret)
-		if err != nil {
-			return err
-		}
-		out.Objects = append(out.Objects, objects...)
+	if out.Secrets, out.Objects, err = managedResourceObjects(ctx, seed, out.ManagedResource); err != nil {
+		return err
 	}
 	return json.NewEncoder(os.Stdout).Encode(out)
 }
