@@ -265,9 +265,14 @@ fn seed_agent_restart_on_a_kernel_gateway_loses_nothing() {
     assert_eq!(boot.refused, Vec::<String>::new(), "requests the host's API server refused");
 }
 
-/// The gateway's firewall on a kernel device: a hostile shoot with AllowedIPs 0.0.0.0/0 reaches no
-/// seed pod and no listener of the gateway node, the drops are counted; the seed's ping and the
-/// shoot's probe of the slot address pass.
+/// The gateway's firewall on a kernel device, an IPv4 and an IPv6 run: a hostile shoot with its own key
+/// and AllowedIPs 0.0.0.0/0 and ::/0 reaches no other shoot (a victim shoot dialling the same gateway),
+/// no seed pod, not the other shoot's VPN server nor another port of its own, and no listener of the
+/// gateway node on its node or slot address; the drops are counted (printed). Before and after the
+/// attempts: both shoots' probes of the slot address, the gateway's probe of both shoots, the seed
+/// pod's ping and TCP to both, and each shoot's VPN connection (slot address, TCP 1194) arriving at its
+/// own server only. Whether the hostile shoot reaches its own server's address directly on 1194 is
+/// printed, not asserted.
 #[test]
 fn a_hostile_shoot_is_filtered_on_a_kernel_gateway() {
     assert_scenario("hostile-shoot");
