@@ -16,6 +16,7 @@ pub mod seed_objects;
 pub mod store;
 pub mod table;
 pub mod validate;
+pub mod vpn_server;
 
 pub use kubelink_contract as contract;
 pub use kubelink_contract::{decode, keys, secret};

@@ -640,6 +640,7 @@ async fn rbac_is_the_contract_and_the_agent_has_nothing_cluster_wide() {
         ("extensions.gardener.cloud", &["extensions"], &["get", "list", "watch", "patch"], "*"),
         ("extensions.gardener.cloud", &["extensions/status"], &["patch"], "*"),
         ("extensions.gardener.cloud", &["clusters"], &["get", "list", "watch"], "*"),
+        ("discovery.k8s.io", &["endpointslices"], &["list", "watch"], "*"),
         ("", &["secrets"], &["create"], "*"),
         ("", &["secrets"], &["get", "update", "delete"], "kubelink-shoot,managedresource-kubelink-shoot"),
         ("resources.gardener.cloud", &["managedresources"], &["create"], "*"),

@@ -7,7 +7,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
+use kube::api::PostParams;
 use kubelink_ipam::contract::names;
 use kubelink_ipam::extension::controller::{self, Config};
 use kubelink_ipam::extension::objects::{Extension, TYPE};
@@ -447,4 +449,72 @@ async fn a_shoot_asked_for_while_etcd_is_down_is_served_once_it_is_back() {
         assert!(start.elapsed() < Duration::from_secs(30), "the deleted ShootPeer did not come back");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The EndpointSlice the seed's endpointslice controller writes for Gardener's Service
+/// `vpn-seed-server` in `namespace`: one endpoint per address (the server's Pod), ready or not.
+fn vpn_seed_server_slice(namespace: &str, service: &str, endpoints: &[(&str, bool)]) -> EndpointSlice {
+    let endpoints: Vec<Value> =
+        endpoints.iter().map(|(a, ready)| json!({"addresses": [a], "conditions": {"ready": ready}})).collect();
+    serde_json::from_value(json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("{service}-abcde"), "namespace": namespace,
+                     "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4", "endpoints": endpoints,
+        "ports": [{"name": "openvpn", "port": 1194, "protocol": "TCP"}]
+    }))
+    .unwrap()
+}
+
+/// How long until shoot `namespace`'s ShootPeer names `want` as its VPN server (no gardenlet
+/// reconcile in between: the controller watches the slices); `None` if not within 10 s.
+async fn vpn_server_becomes(seed: &Seed, namespace: &str, want: Option<&str>) -> Option<Duration> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        let peer = seed.peer(namespace).await;
+        if peer.is_some_and(|p| p.spec.vpn_server.as_deref() == want) {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// Each shoot's ShootPeer names its own control plane's VPN server (`spec.vpnServer`), the ready Pod
+/// address of Gardener's Service `vpn-seed-server` in the shoot's namespace, and follows it when the
+/// Pod moves or goes; another Service's slice, or another namespace's server, is never taken.
+#[tokio::test]
+async fn a_shoots_peer_names_its_own_vpn_server_and_follows_it() {
+    let test = "a_shoots_peer_names_its_own_vpn_server_and_follows_it";
+    let Some(seed) = seed(test, "seed-v").await else { return };
+    let g = &seed.gardenlet;
+    let (a, b) = (ShootFixture::new("p", "a", "seed-v"), ShootFixture::new("p", "b", "seed-v"));
+    let (ns_a, ns_b) = (seed.prepare(&a).await, seed.prepare(&b).await);
+    let admin = seed.client().await;
+    let slices = |ns: &str| Api::<EndpointSlice>::namespaced(admin.clone(), ns);
+    let pp = PostParams::default();
+    slices(&ns_a).create(&pp, &vpn_seed_server_slice(&ns_a, "vpn-seed-server", &[("100.64.0.10", true)])).await.unwrap();
+    slices(&ns_b).create(&pp, &vpn_seed_server_slice(&ns_b, "kube-apiserver", &[("100.64.0.20", true)])).await.unwrap();
+    g.reconcile_extension("garden", TYPE, Some("seed"), Some(seed_config(CIDR))).await.unwrap();
+    g.reconcile_extension(&ns_a, TYPE, None, None).await.unwrap();
+    g.reconcile_extension(&ns_b, TYPE, None, None).await.unwrap();
+    assert_eq!(seed.peer(&ns_a).await.unwrap().spec.vpn_server.as_deref(), Some("100.64.0.10"));
+    assert_eq!(seed.peer(&ns_b).await.unwrap().spec.vpn_server, None, "another Service's Pod is no VPN server");
+
+    // The server's Pod is replaced: the new one ready, the old one going.
+    let name = "vpn-seed-server-abcde";
+    let moved = vpn_seed_server_slice(&ns_a, "vpn-seed-server", &[("100.64.0.9", false), ("100.64.0.11", true)]);
+    let mut current = slices(&ns_a).get(name).await.unwrap();
+    current.endpoints = moved.endpoints;
+    slices(&ns_a).replace(name, &pp, &current).await.unwrap();
+    let followed = vpn_server_becomes(&seed, &ns_a, Some("100.64.0.11")).await;
+    // b's server appears.
+    slices(&ns_b).create(&pp, &vpn_seed_server_slice(&ns_b, "vpn-seed-server", &[("100.64.0.21", true)])).await.unwrap();
+    let appeared = vpn_server_becomes(&seed, &ns_b, Some("100.64.0.21")).await;
+    // a's server goes: no translation for a rather than one to a Pod that is gone.
+    slices(&ns_a).delete(name, &Default::default()).await.unwrap();
+    let gone = vpn_server_becomes(&seed, &ns_a, None).await;
+    println!("ShootPeer spec.vpnServer followed the slices: moved {followed:?}, appeared {appeared:?}, gone {gone:?}");
+    assert!(followed.is_some() && appeared.is_some() && gone.is_some(), "{followed:?} {appeared:?} {gone:?}");
+    assert_eq!(seed.peer(&ns_b).await.unwrap().spec.vpn_server.as_deref(), Some("100.64.0.21"), "b's own server");
 }

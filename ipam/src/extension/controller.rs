@@ -16,7 +16,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::utils::{PredicateConfig, predicates};
@@ -33,6 +34,7 @@ use crate::record::Recorded;
 use crate::secret::{self, KnownGateway};
 use crate::seed_objects;
 use crate::store::{self, StoreError};
+use crate::vpn_server;
 
 use super::config::{SeedConfig, missing_endpoints, seed_config, within_release};
 use super::objects::{Cluster, Extension, FINALIZER, Operation, SEED_NAMESPACE, TYPE, annotations};
@@ -140,11 +142,22 @@ pub async fn run(client: kube::Client, cfg: Config, observe: Observer) {
         .watches(peers, watcher::Config::default(), |p: ShootPeer| {
             p.metadata.name.map(|ns| ObjectRef::new(TYPE).within(&ns))
         })
+        // A shoot's VPN server comes, moves (a new Pod, a new address) or goes: its ShootPeer follows.
+        .watches(
+            Api::<EndpointSlice>::all(client.clone()),
+            watcher::Config::default().labels(&vpn_server::selector()),
+            |s: EndpointSlice| s.metadata.namespace.map(|ns| ObjectRef::new(TYPE).within(&ns)),
+        )
         .reconcile_all_on(everything)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(%object, "reconciled"),
+                // A watched object mapped to an Extension that does not exist (a vpn-seed-server of a
+                // shoot without kubelink, a Cluster before its Extension): nothing to do.
+                Err(kube::runtime::controller::Error::ObjectNotFound(object)) => {
+                    tracing::debug!(%object, "no such Extension; nothing to reconcile")
+                }
                 Err(e) => tracing::warn!(error = %e, "extension controller"),
             }
         })
@@ -381,11 +394,19 @@ impl Reconciler<'_> {
             .await?;
         let rec = Recorded { address: address.addr(), public_key: private.public_key() };
         let peers = Api::<ShootPeer>::namespaced(self.client.clone(), &self.cfg.namespace);
-        let want = ShootPeer::of(&self.cfg.namespace, namespace, shoot, rec.address, &rec.public_key);
+        let mut want = ShootPeer::of(&self.cfg.namespace, namespace, shoot, rec.address, &rec.public_key);
+        want.spec.vpn_server = self.vpn_server(namespace, config.cidr.addr().is_ipv4()).await?.map(|a| a.to_string());
         let current = peers.get_opt(namespace).await?;
         let (current, want) = (current.into_iter().map(named).collect(), [named(want)].into());
         seed_objects::write_peers(&peers, &current, &want).await?;
         Ok((rec, self.missing_endpoints(&gateways)))
+    }
+
+    /// The shoot's own VPN server ([`vpn_server`]): listed in its control-plane namespace by label.
+    async fn vpn_server(&self, namespace: &str, ipv4: bool) -> Result<Option<IpAddr>, ReconcileError> {
+        let slices = Api::<EndpointSlice>::namespaced(self.client.clone(), namespace);
+        let listed = slices.list(&ListParams::default().labels(&vpn_server::selector())).await?;
+        Ok(vpn_server::of_slices(&listed.items, ipv4))
     }
 
     fn missing_endpoints(&self, gateways: &[KnownGateway]) -> Option<String> {
