@@ -98,12 +98,14 @@ fn shoot_forward(spec: &FirewallSpec) -> Vec<Rule> {
 
 /// Connections a shoot may open towards the seed: its VPN connection and nothing else. What
 /// [`dnat_to_vpn_servers`] sent on is accepted: exactly that shoot's address towards exactly its own
-/// server's port; another shoot's server, or another port of its own, stays dropped.
+/// server's port, and only as translated (`ct status dnat`): dialling the server's address itself
+/// is not the VPN connection; another shoot's server, or another port of its own, stays dropped.
 fn opened_by_shoots(spec: &FirewallSpec) -> Vec<Rule> {
     let dev = spec.device.as_str();
     vpn_servers(spec)
         .map(|(fam, shoot, server)| {
-            rule(None, [iif(dev), saddr_is(fam, shoot), daddr_is(fam, server), tcp_dport(VPN_PORT), accept()])
+            let translated = ct_dnat();
+            rule(None, [iif(dev), saddr_is(fam, shoot), daddr_is(fam, server), tcp_dport(VPN_PORT), translated, accept()])
         })
         .collect()
 }
@@ -263,6 +265,11 @@ fn ct_replies() -> Term {
     term("ct state established,related".into(), state)
 }
 
+/// Connections the gateway translated (the VPN connection's DNAT), not ones dialled to the target.
+fn ct_dnat() -> Term {
+    term("ct status dnat".into(), matches("in", json!({"ct": {"key": "status"}}), json!("dnat")))
+}
+
 fn echo_request(fam: Family) -> Term {
     let icmp = fam.icmp();
     term(format!("{icmp} type echo-request"), matches("==", payload(icmp, "type"), json!("echo-request")))
@@ -344,7 +351,7 @@ mod tests {
             [
                 format!("{dev} oifname \"kubelink0\" counter drop comment \"drop: shoot to shoot\""),
                 format!("{dev} ct state established,related accept"),
-                format!("{dev} ip saddr 192.168.128.10 ip daddr 100.64.7.10 tcp dport 1194 accept"),
+                format!("{dev} ip saddr 192.168.128.10 ip daddr 100.64.7.10 tcp dport 1194 ct status dnat accept"),
                 format!("{dev} counter drop comment \"drop: shoot to seed\""),
             ]
         );
@@ -373,7 +380,7 @@ mod tests {
         );
         assert_eq!(
             texts(&v6, "shoot_forward")[2],
-            format!("{dev} ip6 saddr fd00:128::10 ip6 daddr fd00:64::7:10 tcp dport 1194 accept")
+            format!("{dev} ip6 saddr fd00:128::10 ip6 daddr fd00:64::7:10 tcp dport 1194 ct status dnat accept")
         );
         // A shoot outside the CIDR, a server of the other family: no rule (no NAT between families).
         let odd = FirewallSpec {
@@ -436,7 +443,7 @@ mod tests {
             accepts,
             [
                 "shoot_forward: iifname \"kubelink0\" ct state established,related accept",
-                "shoot_forward: iifname \"kubelink0\" ip saddr 192.168.128.10 ip daddr 100.64.7.10 tcp dport 1194 accept",
+                "shoot_forward: iifname \"kubelink0\" ip saddr 192.168.128.10 ip daddr 100.64.7.10 tcp dport 1194 ct status dnat accept",
                 "shoot_input: iifname \"kubelink0\" ct state established,related accept",
                 "shoot_input: iifname \"kubelink0\" ip daddr 192.168.128.1 icmp type echo-request accept",
             ]

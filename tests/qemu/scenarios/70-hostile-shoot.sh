@@ -11,8 +11,8 @@
 # counts the drops (`measured:`). Before and after the attempts: both shoots' probes of the slot address,
 # the gateway's probe of both shoots from the slot address, the pod's ping and TCP to both shoots, and
 # each shoot's VPN connection (TCP to the slot address, port 1194) arriving at its own server and not at
-# the other's. M dialling its own server's address directly on 1194 is printed, not asserted: the
-# forward filter's accept names the address pair and the port, not the translation.
+# the other's. M dialling its own server's address directly on 1194 is refused too: the forward
+# filter accepts only the translated connection (`ct status dnat`).
 . /lib/kubelink-qemu/guest-lib.sh
 
 NODE_PORTS="8093 10250 30080"
@@ -197,6 +197,7 @@ run() {
     arrived "/tmp/srv$MS.got" "M direct to its own server" && direct="connected, data arrived"
   fi
   log "measured: $FAM: VPN: M and V each reach their own server through the slot address, TCP 1194, not the other's; M dialling its own server's address $SRV_M directly, TCP 1194: $direct"
+  [ "$direct" = refused ] || fail "$FAM: M dialling its own server's address directly: $direct"
 
   PHASE=after
   seed_side
