@@ -171,7 +171,7 @@ impl Ruleset {
 
 /// `v` as JSON with object keys sorted, `handle` dropped (nft numbers objects per write) and counter
 /// values emptied (they count traffic).
-fn canonical(v: &Value) -> String {
+pub(crate) fn canonical(v: &Value) -> String {
     fn strip(v: &Value) -> Value {
         match v {
             Value::Object(m) => {
@@ -340,7 +340,7 @@ fn remove_script() -> String {
     format!("table inet {TABLE} {{}}\ndelete table inet {TABLE}\n")
 }
 
-async fn nft_script(script: &str) -> Result<(), FirewallError> {
+pub(crate) async fn nft_script(script: &str) -> Result<(), FirewallError> {
     let mut child = tokio::process::Command::new(crate::tools::NFT)
         .args(["-f", "-"])
         .stdin(Stdio::piped())

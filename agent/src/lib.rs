@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod mtu;
 pub mod node_lock;
+pub mod pod_scope;
 pub mod probe;
 pub mod reconcile;
 pub mod route;

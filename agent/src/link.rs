@@ -141,6 +141,30 @@ impl Link {
         Ok(())
     }
 
+    /// The names of the links that carry `ip` (the node's own link, for [`crate::pod_scope`]).
+    pub async fn links_with_address(&self, ip: IpAddr) -> Result<BTreeSet<String>, LinkError> {
+        let msgs: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .set_address_filter(ip)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl("*", "find address"))?;
+        let mut names = BTreeSet::new();
+        for index in msgs.iter().filter(|m| address_net(m).is_some_and(|n| n.addr() == ip)).map(|m| m.header.index) {
+            let mut links = self.handle.link().get().match_index(index).execute();
+            if let Ok(Some(msg)) = links.try_next().await {
+                names.extend(msg.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::IfName(n) => Some(n.clone()),
+                    _ => None,
+                }));
+            }
+        }
+        Ok(names)
+    }
+
     async fn del_address(&self, name: &str, index: u32, net: IpNet) -> Result<(), LinkError> {
         let msgs: Vec<AddressMessage> = self
             .handle

@@ -102,13 +102,14 @@ impl fmt::Display for Slot {
     }
 }
 
-/// Object names. The slot's Lease, Secret and Service share one name.
+/// Object names. The slot's Lease, Secret, Service and EndpointSlice share one name.
 pub mod names {
     use super::Slot;
 
     const GATEWAY_PREFIX: &str = "kubelink-gateway";
 
-    /// `kubelink-gateway-<slot>`: the slot's Lease (election), Secret (key, endpoint) and Service.
+    /// `kubelink-gateway-<slot>`: the slot's Lease (election), Secret (key, endpoint), Service and
+    /// EndpointSlice (the holder's node, written by the holder).
     pub fn gateway(slot: Slot) -> String {
         format!("{GATEWAY_PREFIX}-{slot}")
     }
@@ -122,6 +123,8 @@ pub mod names {
     pub const MANAGED_RESOURCE: &str = "kubelink-shoot";
     /// The Secret it references (gardener-resource-manager's naming: `managedresource-<name>`).
     pub const MANAGED_RESOURCE_SECRET: &str = "managedresource-kubelink-shoot";
+    /// The port of a slot's Service and EndpointSlice: UDP, the agents' WireGuard listen port.
+    pub const SLOT_PORT: &str = "wireguard";
 }
 
 /// Labels and annotations.
@@ -129,8 +132,18 @@ pub mod labels {
     /// On every object the IPAM writes, so that one list finds them all.
     pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
     pub const MANAGED_BY_IPAM: &str = "kubelink-ipam";
-    /// On the Pod of the node holding a slot; the slot's Service selects it.
-    pub const GATEWAY_SLOT: &str = "kubelink.gardener.cloud/gateway-slot";
+    /// On a slot's EndpointSlice: the Service it belongs to (Kubernetes' label; kube-proxy and cloud
+    /// load balancers find a Service's endpoints by it).
+    pub const SERVICE_NAME: &str = "kubernetes.io/service-name";
+    /// On a slot's EndpointSlice: who writes it (Kubernetes' label). A Service without a selector
+    /// leaves its EndpointSlices to whoever writes them; Kubernetes' own controller manages only
+    /// those that name it here.
+    pub const SLICE_MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
+    /// The value of [`SLICE_MANAGED_BY`] on the EndpointSlices the agents write.
+    pub const SLICE_MANAGER: &str = "agent.kubelink.gardener.cloud";
+    /// The agent DaemonSet's Pods (the chart's template labels): routers check a slot Lease's node IP
+    /// against the host IPs of the holder's Pod among them.
+    pub const AGENT_PODS: &str = "app.kubernetes.io/name=kubelink,app.kubernetes.io/component=agent";
     /// On a slot Lease: the holder's node IP, where routers send the slot's traffic.
     pub const NODE_IP: &str = "kubelink.gardener.cloud/node-ip";
     /// On a Shoot: turns the tunnel on or off regardless of the Seed's default.

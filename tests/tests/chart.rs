@@ -484,9 +484,12 @@ async fn the_agents_health_server_listens_on_the_nodes_own_address() {
     assert_eq!(listen(&objects, &downward()), "--health-listen=[0.0.0.0]:8093");
 }
 
+/// Each slot's Service has no selector: its endpoint is the EndpointSlice the slot holder writes,
+/// with the Service's port name, the labels the admission policy requires and the contract names;
+/// the agents find each other's Pods by the DaemonSet's labels.
 #[tokio::test]
-async fn each_slot_service_selects_the_slot_holder_among_the_agent_pods() {
-    if !helm_ready("each_slot_service_selects_the_slot_holder_among_the_agent_pods").await {
+async fn each_slot_service_takes_its_endpoint_from_the_holders_endpointslice() {
+    if !helm_ready("each_slot_service_takes_its_endpoint_from_the_holders_endpointslice").await {
         return;
     }
     for slots in [1, 2] {
@@ -503,26 +506,35 @@ async fn each_slot_service_selects_the_slot_holder_among_the_agent_pods() {
         for (k, v) in ds["spec"]["selector"]["matchLabels"].as_object().unwrap() {
             assert_eq!(pod_labels.get(k), Some(v), "the DaemonSet selects {k}={v}, which its Pods do not carry");
         }
+        for pair in labels::AGENT_PODS.split(',') {
+            let (k, v) = pair.split_once('=').unwrap();
+            assert_eq!(pod_labels.get(k), Some(&json!(v)), "the agents find each other's Pods by {k}={v}");
+        }
         for slot in Slot::ALL.into_iter().take(slots) {
-            // The chart's Service carries the name the agent's Lease and Secret use.
+            // The chart's Service carries the name the agent's Lease, Secret and EndpointSlice use.
             let svc = find(&objects, "Service", &names::gateway(slot));
-            let selector = svc["spec"]["selector"].as_object().unwrap();
-            assert_eq!(
-                selector.get(labels::GATEWAY_SLOT),
-                Some(&json!(slot.to_string())),
-                "slot {slot} selects its holder"
-            );
-            for (k, v) in selector.iter().filter(|(k, _)| *k != labels::GATEWAY_SLOT) {
-                assert_eq!(pod_labels.get(k), Some(v), "the Service selects {k}={v}, which the agent Pods lack");
-            }
+            assert!(svc["spec"].get("selector").is_none(), "slot {slot}: no selector: {}", svc["spec"]);
             assert_eq!(svc["spec"]["type"], "LoadBalancer");
+            assert_eq!(svc["spec"]["ports"][0]["name"], names::SLOT_PORT, "kube-proxy pairs the ports by name");
             assert_eq!(svc["spec"]["ports"][0]["protocol"], "UDP");
             assert_eq!(svc["spec"]["ports"][0]["port"], 51820);
             let created = stored.iter().find(|s| s.metadata.name.as_deref() == Some(&names::gateway(slot)));
             let created = created.expect("the Service was created");
-            let ports = created.spec.as_ref().and_then(|s| s.ports.clone()).unwrap_or_default();
+            let spec = created.spec.as_ref().unwrap();
+            assert!(spec.selector.is_none(), "as the server stored it: no selector");
+            let ports = spec.ports.clone().unwrap_or_default();
             assert_eq!((ports[0].protocol.as_deref(), ports[0].port), (Some("UDP"), 51820), "as the server stored it");
         }
+        // The policy names what the agent writes (contract), each slot and the listen port.
+        let policy = find(&objects, "ValidatingAdmissionPolicy", &format!("kubelink-agent-endpoints-{ns}"));
+        let text = policy["spec"]["validations"].to_string();
+        for word in [labels::SERVICE_NAME, labels::SLICE_MANAGED_BY, labels::SLICE_MANAGER, names::SLOT_PORT, "51820"] {
+            assert!(text.contains(word), "the policy does not name {word}: {text}");
+        }
+        for slot in Slot::ALL.into_iter().take(slots) {
+            assert!(text.contains(&names::gateway(slot)), "the policy does not allow {}: {text}", names::gateway(slot));
+        }
+        assert_eq!(text.contains("kubelink-gateway-1"), slots == 2, "only the deployed slots: {text}");
     }
 }
 
@@ -619,7 +631,8 @@ async fn rbac_is_the_contract_and_the_agent_has_nothing_cluster_wide() {
         ("coordination.k8s.io", &["leases"], &["create"], "*"),
         ("coordination.k8s.io", &["leases"], &["get", "update"], slots),
         ("", &["secrets"], &["get"], slots),
-        ("", &["pods"], &["list", "patch"], "*"),
+        ("discovery.k8s.io", &["endpointslices"], &["create"], "*"),
+        ("discovery.k8s.io", &["endpointslices"], &["get", "update"], slots),
         ("kubelink.gardener.cloud", &["seedtunnels"], &["list", "watch"], SEED),
         ("kubelink.gardener.cloud", &["shootpeers"], &["list", "watch"], "*"),
         ("events.k8s.io", &["events"], &["create", "patch"], "*"),
@@ -649,7 +662,7 @@ async fn rbac_is_the_contract_and_the_agent_has_nothing_cluster_wide() {
     let cluster_role = rules(find(&objects, "ClusterRole", &cluster_role_name));
     assert_eq!(cluster_role, controller_cluster, "the controller's ClusterRole");
 
-    // One ServiceAccount per component, each bound to its own Role only; the agent nothing cluster-wide.
+    // One ServiceAccount per component, each bound to its own Roles only; the agent reads Pods cluster-wide.
     let sas: BTreeSet<&str> =
         of_kind(&objects, "ServiceAccount").iter().map(|s| s["metadata"]["name"].as_str().unwrap()).collect();
     assert_eq!(sas, BTreeSet::from(["kubelink-agent", "kubelink-controller"]));
@@ -663,7 +676,16 @@ async fn rbac_is_the_contract_and_the_agent_has_nothing_cluster_wide() {
             .map(|b| format!("{} -> {} {}", b["kind"], b["roleRef"]["kind"], b["roleRef"]["name"]).replace('"', ""))
             .collect()
     };
-    assert_eq!(binds("kubelink-agent"), ["RoleBinding -> Role kubelink-agent"]);
+    let mut agent_binds = binds("kubelink-agent");
+    agent_binds.sort();
+    let pods_role = format!("kubelink-agent-pods-{ns}");
+    assert_eq!(
+        agent_binds,
+        [format!("ClusterRoleBinding -> ClusterRole {pods_role}"), "RoleBinding -> Role kubelink-agent".into()]
+    );
+    // Cluster-wide, the agent reads Pods (its own node's, by field selector) and nothing else.
+    let pods_read = expect(&[("", &["pods"], &["list", "watch"], "*")]);
+    assert_eq!(rules(find(&objects, "ClusterRole", &pods_role)), pods_read, "the agent's ClusterRole");
     let mut controller = binds("kubelink-controller");
     controller.sort();
     assert_eq!(

@@ -493,7 +493,10 @@ async fn a_shoots_peer_names_its_own_vpn_server_and_follows_it() {
     let admin = seed.client().await;
     let slices = |ns: &str| Api::<EndpointSlice>::namespaced(admin.clone(), ns);
     let pp = PostParams::default();
-    slices(&ns_a).create(&pp, &vpn_seed_server_slice(&ns_a, "vpn-seed-server", &[("100.64.0.10", true)])).await.unwrap();
+    slices(&ns_a)
+        .create(&pp, &vpn_seed_server_slice(&ns_a, "vpn-seed-server", &[("100.64.0.10", true)]))
+        .await
+        .unwrap();
     slices(&ns_b).create(&pp, &vpn_seed_server_slice(&ns_b, "kube-apiserver", &[("100.64.0.20", true)])).await.unwrap();
     g.reconcile_extension("garden", TYPE, Some("seed"), Some(seed_config(CIDR))).await.unwrap();
     g.reconcile_extension(&ns_a, TYPE, None, None).await.unwrap();
@@ -509,7 +512,10 @@ async fn a_shoots_peer_names_its_own_vpn_server_and_follows_it() {
     slices(&ns_a).replace(name, &pp, &current).await.unwrap();
     let followed = vpn_server_becomes(&seed, &ns_a, Some("100.64.0.11")).await;
     // b's server appears.
-    slices(&ns_b).create(&pp, &vpn_seed_server_slice(&ns_b, "vpn-seed-server", &[("100.64.0.21", true)])).await.unwrap();
+    slices(&ns_b)
+        .create(&pp, &vpn_seed_server_slice(&ns_b, "vpn-seed-server", &[("100.64.0.21", true)]))
+        .await
+        .unwrap();
     let appeared = vpn_server_becomes(&seed, &ns_b, Some("100.64.0.21")).await;
     // a's server goes: no translation for a rather than one to a Pod that is gone.
     slices(&ns_a).delete(name, &Default::default()).await.unwrap();

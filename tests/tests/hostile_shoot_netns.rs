@@ -139,6 +139,7 @@ fn gateway_file(
             public_key: k.public_key(),
             address: *addr,
             shoot: format!("garden/{addr}"),
+            control_plane: format!("shoot--garden--{addr}"),
             vpn_server: None,
         })
         .collect();

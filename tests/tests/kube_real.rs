@@ -1,11 +1,15 @@
 //! The real kube-apiserver and etcd (built from their Go modules by `scripts/k8s-tools`): the version
 //! they report, and what they refuse that a server written for the tests accepted: objects that break
-//! their CRD's schema, a change of an Extension's class (Gardener's CEL rule), a token without a grant.
+//! their CRD's schema, a change of an Extension's class (Gardener's CEL rule), a token without a grant,
+//! an agent's EndpointSlice that the chart's admission policy refuses.
 
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
+use kubelink::agent::slot_endpoints::{Node, SlotEndpoints, slice};
+use kubelink_ipam::contract::Slot;
 use kubelink_tests::k8s::{self, Cluster};
 use serde_json::json;
 
@@ -123,88 +127,141 @@ async fn a_token_without_a_grant_gets_kubernetes_own_403() {
 }
 
 /// The seed chart's admission policy on the real server: an agent's token (bound to its Pod, as the
-/// kubelet's projected token is) may set the gateway-slot label on its own node's Pod and remove it
-/// from another node's Pod, and nothing else: not another node's label, not any Pod's image. RBAC
-/// alone (`pods: patch`, no names) would allow all of it.
+/// kubelet's projected token is) may write a slot's EndpointSlice naming its own node, or no node (a
+/// slot given up), and nothing else: not another node, not another EndpointSlice, not other labels
+/// or ports, nothing with a token not bound to a Pod. RBAC alone (`endpointslices: create`, no names
+/// possible) would allow all of it.
 #[tokio::test]
-async fn an_agent_token_cannot_patch_another_nodes_pod() {
-    let test = "an_agent_token_cannot_patch_another_nodes_pod";
+async fn an_agent_token_writes_only_its_own_node_into_a_slot_endpointslice() {
+    let test = "an_agent_token_writes_only_its_own_node_into_a_slot_endpointslice";
     let Some(cluster) = cluster(test).await else { return };
     if !kubelink_tests::helm::helm_ready(test).await {
         return;
     }
-    let ns = "agent-pods";
+    let ns = "agent-endpoints";
     cluster.ensure_namespace(ns).await.unwrap();
-    let values = json!({"seedName": "s", "crds": {"enabled": false}});
+    let values = json!({"seedName": "s", "slots": 2, "crds": {"enabled": false}});
     let kubeconfig = cluster.admin_kubeconfig_file().unwrap();
     let chart = kubelink_tests::helm::chart("kubelink");
     kubelink_tests::helm::install(&chart, &kubeconfig, ns, "kubelink", values).await.unwrap();
-    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(cluster.client().await.unwrap(), ns);
+    let admin = cluster.client().await.unwrap();
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(admin.clone(), ns);
     for node in ["node-a", "node-b"] {
         let pod = json!({"metadata": {"name": format!("agent-{node}"), "labels": {"app": "kubelink"}},
             "spec": {"nodeName": node, "serviceAccountName": "kubelink-agent",
                      "containers": [{"name": "agent", "image": "kubelink:1"}]}});
         pods.create(&PostParams::default(), &serde_json::from_value(pod).unwrap()).await.unwrap();
     }
-    let token = cluster.token_for_pod(ns, "kubelink-agent", "agent-node-a").await.unwrap();
-    let as_a: Api<k8s_openapi::api::core::v1::Pod> =
-        Api::namespaced(cluster.client_with_token(&token).await.unwrap(), ns);
-    let slot = kubelink_ipam::contract::labels::GATEWAY_SLOT;
-    let label = |v: serde_json::Value| Patch::Merge(json!({"metadata": {"labels": {slot: v}}}));
-    let pp = PatchParams::default();
+    let as_node = async |node: &'static str| {
+        let token = cluster.token_for_pod(ns, "kubelink-agent", &format!("agent-{node}")).await.unwrap();
+        let client = cluster.client_with_token(&token).await.unwrap();
+        (client.clone(), Api::<EndpointSlice>::namespaced(client, ns))
+    };
+    let ((client_a, as_a), (client_b, as_b)) = (as_node("node-a").await, as_node("node-b").await);
+    let node = |name: &str, ip: &str| Node { name: name.into(), ip: ip.parse().unwrap(), port: 51820 };
+    let (a, b) = (node("node-a", "10.250.0.11"), node("node-b", "10.250.0.12"));
+    let pp = PostParams::default();
+    let admin_slices: Api<EndpointSlice> = Api::namespaced(admin, ns);
 
     // The API server applies a new policy once its informer has it: wait until it refuses.
     let start = std::time::Instant::now();
-    while as_a.patch("agent-node-b", &pp, &label(json!("9"))).await.is_ok() {
+    let mut other = slice(Slot::ALL[0], &a, true);
+    other.metadata.name = Some("other".into());
+    while as_a.create(&pp, &other).await.is_ok() {
         assert!(start.elapsed() < std::time::Duration::from_secs(20), "the admission policy never took effect");
-        pods.patch("agent-node-b", &pp, &label(serde_json::Value::Null)).await.unwrap();
+        admin_slices.delete("other", &Default::default()).await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     println!("the policy took effect {:?} after the install", start.elapsed());
 
-    // Allowed: its own Pod's slot label; removing the label from another node's Pod.
-    as_a.patch("agent-node-a", &pp, &label(json!("0"))).await.expect("node-a labels its own Pod");
-    pods.patch("agent-node-b", &pp, &label(json!("1"))).await.unwrap();
-    as_a.patch("agent-node-b", &pp, &label(serde_json::Value::Null)).await.expect("node-a strips a stale holder");
+    // Allowed: the agent's own writes. node-a takes slot 0, node-b takes it over (a stale holder's
+    // endpoint replaced), node-b gives it up (the slice emptied).
+    let slot = Slot::ALL[0];
+    SlotEndpoints::new(client_a.clone(), ns, a.clone()).publish(Some(slot), 2).await.expect("node-a names itself");
+    SlotEndpoints::new(client_b.clone(), ns, b.clone()).publish(Some(slot), 2).await.expect("node-b takes over");
+    SlotEndpoints::new(client_b, ns, b.clone()).publish(None, 2).await.expect("node-b gives the slot up");
+    let stored = admin_slices.get("kubelink-gateway-0").await.unwrap();
+    assert!(stored.endpoints.is_empty(), "given up: {:?}", stored.endpoints);
+    // Also allowed: emptying another node's slice (what giving a slot up writes). A node could do so
+    // to the current holder: a denial of service, as taking the slot over would be.
+    SlotEndpoints::new(client_a.clone(), ns, a.clone()).publish(Some(slot), 2).await.expect("node-a again");
+    let mut empty = slice(slot, &b, false);
+    empty.metadata.resource_version = admin_slices.get("kubelink-gateway-0").await.unwrap().metadata.resource_version;
+    as_b.replace("kubelink-gateway-0", &pp, &empty).await.expect("node-b empties node-a's slice");
 
-    // Refused by the policy (RBAC allowed each of them).
-    let refusals = [
-        ("agent-node-b", label(json!("0")), "may only remove the gateway-slot label from a Pod of another node"),
+    // Refused by the policy (RBAC allowed each of them), created as slot 1's or replacing slot 0's.
+    let name_only = "may write only the slot EndpointSlices";
+    let labels_only = "carries exactly the labels";
+    let own_node = "the kubelink agent of node node-a may name only its own node";
+    let port_only = "has one port: wireguard, UDP 51820";
+    let with = |f: &dyn Fn(&mut EndpointSlice)| {
+        let mut s = slice(Slot::ALL[1], &a, true);
+        f(&mut s);
+        s
+    };
+    let refusals: Vec<(&str, EndpointSlice, &str)> = vec![
+        ("another node as the endpoint", slice(Slot::ALL[1], &b, true), own_node),
+        ("an endpoint without a node", with(&|s| s.endpoints[0].node_name = None), own_node),
         (
-            "agent-node-b",
-            Patch::Strategic(json!({"spec": {"containers": [{"name": "agent", "image": "evil:1"}]}})),
-            "may change only the gateway-slot label",
+            "a second endpoint of another node",
+            with(&|s| s.endpoints.push(slice(slot, &b, true).endpoints[0].clone())),
+            own_node,
+        ),
+        ("another EndpointSlice", other.clone(), name_only),
+        (
+            "a third slot",
+            with(&|s| {
+                s.metadata.name = Some("kubelink-gateway-2".into());
+                label(s, "kubernetes.io/service-name", Some("kubelink-gateway-2"));
+            }),
+            name_only,
+        ),
+        ("another Service's", with(&|s| label(s, "kubernetes.io/service-name", Some("kubernetes"))), labels_only),
+        (
+            "the slice of slot 0 under slot 1's name",
+            with(&|s| label(s, "kubernetes.io/service-name", Some("kubelink-gateway-0"))),
+            labels_only,
         ),
         (
-            "agent-node-a",
-            Patch::Strategic(json!({"spec": {"containers": [{"name": "agent", "image": "evil:1"}]}})),
-            "may change only the gateway-slot label",
+            "Kubernetes' own controller's",
+            with(&|s| label(s, "endpointslice.kubernetes.io/managed-by", Some("endpointslice-controller.k8s.io"))),
+            labels_only,
         ),
         (
-            "agent-node-a",
-            Patch::Merge(json!({"metadata": {"labels": {"app": "other"}}})),
-            "only the gateway-slot label",
+            "without the managed-by label",
+            with(&|s| label(s, "endpointslice.kubernetes.io/managed-by", None)),
+            labels_only,
         ),
+        ("another port", with(&|s| s.ports.as_mut().unwrap()[0].port = Some(53)), port_only),
+        ("TCP", with(&|s| s.ports.as_mut().unwrap()[0].protocol = Some("TCP".into())), port_only),
     ];
-    for (pod, patch, why) in refusals {
-        let refused = api_error(as_a.patch(pod, &pp, &patch).await.unwrap_err());
-        println!("{pod}: {} {}: {}", refused.code, refused.reason, refused.message);
-        assert_eq!(refused.code, 403, "{}", refused.message);
-        assert!(refused.message.contains(why), "{}", refused.message);
+    for (why, object, message) in refusals {
+        let refused = api_error(as_a.create(&pp, &object).await.unwrap_err());
+        println!("{why}: {} {}: {}", refused.code, refused.reason, refused.message);
+        assert_eq!(refused.code, 403, "{why}: {}", refused.message);
+        assert!(refused.message.contains(message), "{why}: {}", refused.message);
     }
-    // A token not bound to a Pod (no node) may change no Pod at all.
+    let mut claim = slice(slot, &b, true);
+    claim.metadata.resource_version = admin_slices.get("kubelink-gateway-0").await.unwrap().metadata.resource_version;
+    let refused = api_error(as_a.replace("kubelink-gateway-0", &pp, &claim).await.unwrap_err());
+    println!("slot 0 replaced with node-b's endpoint: {} {}", refused.code, refused.message);
+    assert!(refused.code == 403 && refused.message.contains(own_node), "{}", refused.message);
+    // A token not bound to a Pod (no node) may write no EndpointSlice at all, not even an empty one.
     let unbound = cluster.token_for(ns, "kubelink-agent").await.unwrap();
-    let as_unbound: Api<k8s_openapi::api::core::v1::Pod> =
-        Api::namespaced(cluster.client_with_token(&unbound).await.unwrap(), ns);
-    let refused = api_error(as_unbound.patch("agent-node-a", &pp, &label(json!("1"))).await.unwrap_err());
+    let as_unbound: Api<EndpointSlice> = Api::namespaced(cluster.client_with_token(&unbound).await.unwrap(), ns);
+    let refused = api_error(as_unbound.create(&pp, &slice(Slot::ALL[1], &a, false)).await.unwrap_err());
     assert!(refused.message.contains("needs a token bound to its Pod"), "{}", refused.message);
-    let images: Vec<String> = pods
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .map(|p| p.spec.as_ref().unwrap().containers[0].image.clone().unwrap_or_default())
-        .collect();
-    assert_eq!(images, ["kubelink:1", "kubelink:1"], "no image changed");
+    let stored = admin_slices.list(&Default::default()).await.unwrap().items;
+    let names: Vec<String> = stored.iter().filter_map(|s| s.metadata.name.clone()).collect();
+    assert_eq!(names, ["kubelink-gateway-0"], "nothing refused was stored");
+    assert!(stored[0].endpoints.is_empty(), "slot 0 unchanged by the refused replace");
+}
+
+/// Sets (or with `None` removes) label `key` of `slice`.
+fn label(slice: &mut EndpointSlice, key: &str, value: Option<&str>) {
+    let labels = slice.metadata.labels.get_or_insert_with(Default::default);
+    match value {
+        Some(v) => labels.insert(key.into(), v.into()),
+        None => labels.remove(key),
+    };
 }

@@ -9,8 +9,10 @@
 //!   them makes is allowed, and allowed by a grant of the chart (not by one of Kubernetes' default
 //!   roles); and every grant of the chart allows a request the code made that no other grant allows,
 //!   so the RBAC is no more than the code needs (exceptions, with reasons, in `UNEXERCISED`).
-//! - The agent reads no Secret but its slot Secrets; the chart renders no garden credentials (no
-//!   Secret, no Secret volume, no garden flag or variable).
+//! - The agent reads no Secret but its slot Secrets, and writes no Pod (403 for a patch of any agent
+//!   Pod, its own too) and no EndpointSlice that names another node (the chart's admission policy);
+//!   the chart renders no garden credentials (no Secret, no Secret volume, no garden flag or
+//!   variable).
 //! - Scale: an agent that starts on a seed with 1000 shoots receives little (bytes counted on its own
 //!   connection to the server) and one small watch event per new shoot; a second seed's objects in
 //!   another release namespace (its SeedTunnel, 1000 ShootPeers and a slot Secret) never reach it,
@@ -35,6 +37,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event as EventV1;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::Api;
@@ -42,9 +45,10 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kubelink::agent::cluster::Cluster;
 use kubelink::agent::events::SlotEvent;
+use kubelink::agent::slot_endpoints::{self, Node, SlotEndpoints};
 use kubelink::election::Timing;
 use kubelink::election::kube::LeaseElection;
-use kubelink_ipam::contract::{Slot, labels, names};
+use kubelink_ipam::contract::{Slot, names};
 use kubelink_ipam::extension::controller::{self, Config};
 use kubelink_ipam::extension::objects::TYPE;
 use kubelink_ipam::keys::PrivateKey;
@@ -64,8 +68,9 @@ const PROJECT: &str = "dev";
 const OTHER_NS: &str = "kubelink-other";
 const OTHER: &str = "other";
 const PODS: [&str; 2] = ["kubelink-agent-a", "kubelink-agent-b"];
-/// The nodes the agent Pods run on.
+/// The nodes the agent Pods run on, and their addresses.
 const NODES: [&str; 2] = ["node-a", "node-b"];
+const NODE_IPS: [&str; 2] = ["10.250.0.7", "10.250.0.8"];
 
 /// The issue's goals for an agent on a seed with 1000 shoots.
 const START_BYTES_GOAL: u64 = 300 * 1000;
@@ -136,7 +141,8 @@ impl Landscape {
         let pods: Api<Pod> = Api::namespaced(admin.clone(), NS);
         for (pod, node) in PODS.iter().zip(NODES) {
             let object = json!({"apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": pod, "labels": {"app.kubernetes.io/name": "kubelink"}},
+                "metadata": {"name": pod, "labels": {"app.kubernetes.io/name": "kubelink",
+                                                     "app.kubernetes.io/component": "agent"}},
                 "spec": {"nodeName": node, "serviceAccountName": "kubelink-agent",
                          "containers": [{"name": "agent", "image": "kubelink"}]}});
             pods.create(&PostParams::default(), &serde_json::from_value(object).unwrap()).await.unwrap();
@@ -532,7 +538,8 @@ async fn agent_pieces(l: &Landscape) {
     synced_with(&cluster, &wake, 6).await;
     assert_eq!(cluster.slot_count(), Some(2));
     assert_eq!(cluster.cidr().unwrap().to_string(), CIDR);
-    let slot = slots_and_labels(l, &agent, &cluster).await;
+    own_nodes_pods(&agent, &wake).await;
+    let slot = slots_and_endpoints(l, &agent, &cluster).await;
     slot_events(l, &agent, slot).await;
     shoots_leave(l).await;
     synced_with(&cluster, &wake, 4).await;
@@ -540,12 +547,35 @@ async fn agent_pieces(l: &Landscape) {
     synced_with(&cluster, &wake, 5).await;
 }
 
-/// Two nodes take the two slots; node-a reads its slot key (and writes nothing there) and labels its
-/// Pod; node-b's Pod taking the same slot strips node-a's label. Returns node-a's slot.
-async fn slots_and_labels(l: &Landscape, agent: &kube::Client, cluster: &Cluster) -> Slot {
+/// The pod scope's reflector lists and watches the Pods of the agent's own node in every namespace
+/// (here only node-a's agent Pod, which no kubelet runs: no address).
+async fn own_nodes_pods(agent: &kube::Client, wake: &Arc<tokio::sync::Notify>) {
+    let pods = kubelink::agent::local_pods::LocalPods::start(agent.clone(), NODES[0], wake.clone());
+    let listed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(listed) = pods.pods() {
+                return listed;
+            }
+            wake.notified().await;
+        }
+    });
+    let listed = listed.await.expect("the node's Pods listed within 10 s");
+    assert!(listed.iter().all(|p| p.namespace == NS && p.ips.is_empty()), "{listed:?}");
+}
+
+/// Node `i` as a slot's endpoint.
+fn node(i: usize) -> Node {
+    Node { name: NODES[i].into(), ip: NODE_IPS[i].parse().unwrap(), port: 51820 }
+}
+
+/// Two nodes take the two slots; node-a reads its slot key (and writes nothing there) and publishes
+/// itself as its slot's endpoint (the EndpointSlice created); node-b taking the same slot replaces
+/// that endpoint with its own (a stale holder's), and empties the slice when it gives the slot up.
+/// Returns node-a's slot.
+async fn slots_and_endpoints(l: &Landscape, agent: &kube::Client, cluster: &Cluster) -> Slot {
     let (agent_b, _counted_b) = l.agent(PODS[1]).await;
-    let a = LeaseElection::new(agent.clone(), NS, NODES[0], "10.250.0.7", 2, Timing::default());
-    let b = LeaseElection::new(agent_b.clone(), NS, NODES[1], "10.250.0.8", 2, Timing::default());
+    let a = LeaseElection::new(agent.clone(), NS, NODES[0], NODE_IPS[0], 2, Timing::default());
+    let b = LeaseElection::new(agent_b.clone(), NS, NODES[1], NODE_IPS[1], 2, Timing::default());
     let slot_a = a.round().await.unwrap().holding.expect("node-a takes a free slot");
     let slot_b = b.round().await.unwrap().holding.expect("node-b takes the other slot");
     assert_ne!(slot_a, slot_b);
@@ -554,12 +584,17 @@ async fn slots_and_labels(l: &Landscape, agent: &kube::Client, cluster: &Cluster
     let key = cluster.slot_key(slot).await.unwrap();
     let again = cluster.slot_key(slot).await.unwrap();
     assert_eq!(key.public_key(), again.public_key());
-    cluster.label_pod(Some(slot)).await.unwrap();
-    assert_eq!(labelled(l, slot_a).await, [PODS[0]]);
-    let other = Cluster::start(agent_b, NS, SEED, Some(PODS[1].into()), Arc::default());
-    other.label_pod(Some(slot)).await.unwrap();
-    assert_eq!(labelled(l, slot_a).await, [PODS[1]], "a second holder strips the first one's label");
-    other.label_pod(None).await.unwrap();
+    let (publish_a, publish_b) =
+        (SlotEndpoints::new(agent.clone(), NS, node(0)), SlotEndpoints::new(agent_b, NS, node(1)));
+    publish_a.publish(Some(slot), 2).await.unwrap();
+    assert_eq!(endpoints(l, slot).await, [(NODES[0].to_string(), NODE_IPS[0].to_string(), true)]);
+    publish_b.publish(Some(slot), 2).await.unwrap();
+    let b_now = [(NODES[1].to_string(), NODE_IPS[1].to_string(), true)];
+    assert_eq!(endpoints(l, slot).await, b_now, "a second holder replaces the first one's endpoint");
+    publish_a.publish(None, 2).await.unwrap();
+    assert_eq!(endpoints(l, slot).await, b_now, "a router leaves the current holder's endpoint alone");
+    publish_b.publish(None, 2).await.unwrap();
+    assert_eq!(endpoints(l, slot).await, [], "given up: no endpoint");
     a.release(slot_a).await.unwrap();
     b.release(slot_b).await.unwrap();
     slot
@@ -604,11 +639,12 @@ async fn slot_endpoint_from_the_load_balancer(l: &Landscape) {
     }
 }
 
-/// The agent Pods labelled with `slot`.
-async fn labelled(l: &Landscape, slot: usize) -> Vec<String> {
-    let selector = format!("{}={slot}", labels::GATEWAY_SLOT);
-    let pods = Api::<Pod>::namespaced(l.admin.clone(), NS).list(&ListParams::default().labels(&selector)).await;
-    pods.unwrap().items.into_iter().filter_map(|p| p.metadata.name).collect()
+/// The endpoints (node, address, ready) of `slot`'s EndpointSlice, as the admin reads it.
+async fn endpoints(l: &Landscape, slot: Slot) -> Vec<(String, String, bool)> {
+    let slice = Api::<EndpointSlice>::namespaced(l.admin.clone(), NS).get(&names::gateway(slot)).await.unwrap();
+    let ready =
+        |e: &k8s_openapi::api::discovery::v1::Endpoint| e.conditions.as_ref().and_then(|c| c.ready) == Some(true);
+    slice.endpoints.iter().map(|e| (e.node_name.clone().unwrap_or_default(), e.addresses.join(","), ready(e))).collect()
 }
 
 /// The agent's Events on a slot Lease, as the agent records them: taken (create), taken again within
@@ -649,6 +685,8 @@ async fn controller_watches_open(l: &Landscape) {
         format!("extensions /{TYPE}"),
         format!("extensions garden/{TYPE}"),
         "clusters /".into(),
+        // Every shoot's vpn-seed-server, by label.
+        "endpointslices /".into(),
         format!("shootpeers {NS}/"),
         format!("secrets {NS}/kubelink-gateway-0"),
         format!("secrets {NS}/kubelink-gateway-1"),
@@ -690,6 +728,51 @@ async fn agent_reads_only_its_slot_secrets(l: &Landscape) {
     }
     assert_eq!(code(secrets(NS).list(&ListParams::default()).await), 403, "listing kubelink's Secrets");
     assert_eq!(code(Api::<Secret>::all(agent.clone()).list(&ListParams::default()).await), 403, "all Secrets");
+}
+
+/// The agent's token writes no Pod: 403 (RBAC: no grant) for a patch of another node's agent Pod and
+/// of its own. And no EndpointSlice that names another node: 403 (the chart's admission policy) for
+/// a slot's EndpointSlice with node-b's endpoint, written with node-a's token, created or replaced.
+async fn agent_writes_no_pod_and_names_only_its_own_node(l: &Landscape) {
+    let (agent, _counted) = l.agent(PODS[0]).await;
+    let pods = Api::<Pod>::namespaced(agent.clone(), NS);
+    let pp = PatchParams::default();
+    let label = Patch::Merge(json!({"metadata": {"labels": {"kubelink.gardener.cloud/gateway-slot": "0"}}}));
+    let image = Patch::Strategic(json!({"spec": {"containers": [{"name": "agent", "image": "evil:1"}]}}));
+    for (pod, patch) in [(PODS[0], &label), (PODS[1], &label), (PODS[0], &image)] {
+        let refused = api_error(pods.patch(pod, &pp, patch).await);
+        println!("node-a patches Pod {pod}: {} {}", refused.code, refused.message);
+        assert_eq!(refused.code, 403, "{pod}: {}", refused.message);
+        assert!(refused.message.contains("cannot patch resource \"pods\""), "{}", refused.message);
+    }
+    let slices = Api::<EndpointSlice>::namespaced(agent, NS);
+    let slot = Slot::ALL[1];
+    // Slot 1's EndpointSlice afresh: node-a creates it below.
+    let admin = Api::<EndpointSlice>::namespaced(l.admin.clone(), NS);
+    if admin.get_opt(&names::gateway(slot)).await.unwrap().is_some() {
+        admin.delete(&names::gateway(slot), &Default::default()).await.unwrap();
+    }
+    let claim = slot_endpoints::slice(slot, &node(1), true);
+    let refused = api_error(slices.create(&PostParams::default(), &claim).await);
+    println!("node-a creates {} naming node-b: {} {}", names::gateway(slot), refused.code, refused.message);
+    assert_eq!(refused.code, 403, "{}", refused.message);
+    assert!(refused.message.contains("may name only its own node"), "{}", refused.message);
+    let mut mine = slot_endpoints::slice(slot, &node(0), true);
+    mine = slices.create(&PostParams::default(), &mine).await.expect("node-a names itself");
+    let mut claim = slot_endpoints::slice(slot, &node(1), true);
+    claim.metadata.resource_version = mine.metadata.resource_version.take();
+    let refused = api_error(slices.replace(&names::gateway(slot), &PostParams::default(), &claim).await);
+    println!("node-a replaces {} naming node-b: {} {}", names::gateway(slot), refused.code, refused.message);
+    assert_eq!(refused.code, 403, "{}", refused.message);
+    assert!(refused.message.contains("may name only its own node"), "{}", refused.message);
+}
+
+/// The API status of a failed call.
+fn api_error<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> kube::core::Status {
+    match result {
+        Err(kube::Error::Api(status)) => *status,
+        other => panic!("expected an API error, got {other:?}"),
+    }
 }
 
 /// No garden credentials in what the chart renders: no Secret, no volume or variable from a Secret,
@@ -791,6 +874,7 @@ async fn each_component_needs_exactly_what_its_chart_grants_and_no_garden_creden
         problems.join("\n  ")
     );
     agent_reads_only_its_slot_secrets(&l).await;
+    agent_writes_no_pod_and_names_only_its_own_node(&l).await;
     the_chart_renders_no_garden_credentials(&l.objects);
 }
 
@@ -854,7 +938,7 @@ async fn an_agent_on_a_seed_with_1000_shoots_gets_little_and_nothing_of_another_
     };
     let start = Instant::now();
     let mut requests = agent_requests();
-    while !(watching(&requests, "seedtunnels") && watching(&requests, "shootpeers")) {
+    while !["seedtunnels", "shootpeers", "pods"].iter().all(|r| watching(&requests, r)) {
         assert!(
             start.elapsed() < Duration::from_secs(10),
             "the agent does not watch after its lists: {:#?}",
@@ -930,8 +1014,9 @@ async fn an_agent_on_a_seed_with_1000_shoots_gets_little_and_nothing_of_another_
     let pages = 1000usize.div_ceil(watcher::Config::default().page_size.unwrap_or(500) as usize);
     assert_eq!(
         start_requests,
-        2 + 1 + pages,
-        "a watch each for the SeedTunnel and the ShootPeers after a list of one and {pages} pages: {start_log:#?}"
+        3 + 1 + pages + 1,
+        "a watch each for the SeedTunnel, the ShootPeers and the agent Pods after a list of one, {pages} pages and \
+         one: {start_log:#?}"
     );
     assert!(start_bytes <= START_BYTES_GOAL, "agent start: {start_bytes} bytes");
     assert_eq!(new_requests, 0, "a new shoot comes through the open watches");

@@ -283,6 +283,7 @@ fn gateway_file(device: &str, key: &PrivateKey, shoots: &[(PrivateKey, &Shoot)])
             public_key: k.public_key(),
             address: s.tunnel,
             shoot: format!("garden/{}", s.name),
+            control_plane: format!("shoot--garden--{}", s.name),
             vpn_server: Some(ip(s.server)),
         })
         .collect();

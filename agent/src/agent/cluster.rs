@@ -1,8 +1,9 @@
 //! What the agent reads from and writes to the seed cluster: the seed-local projection the IPAM
 //! controller writes (its Seed's SeedTunnel and the ShootPeers, through reflectors that wake the loop on
-//! every change), its slot's Secret (the stable gateway key, only read), and the label on its own Pod
-//! that the slot's LoadBalancer Service selects. The agent never talks to the garden, and never writes
-//! what shoots dial or trust: the endpoints and the public keys are the extension controller's.
+//! every change), its slot's Secret (the stable gateway key, only read), and the agent Pods (their
+//! nodes and host IPs, which a slot Lease's node IP is checked against: [`super::next_hops`]). The
+//! agent never talks to the garden, and never writes what shoots dial or trust: the endpoints and the
+//! public keys are the extension controller's.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -10,9 +11,8 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
@@ -26,17 +26,19 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
 use super::ShootPeer;
+use super::next_hops::AgentPod;
 
 pub struct Cluster {
     client: Client,
     wake: Arc<Notify>,
     namespace: String,
     seed: String,
-    pod: Option<String>,
     /// Read as [`Raw`] JSON and decoded item by item: one object that does not decode stops nothing.
     tunnels: Store<Raw<SeedTunnel>>,
     /// Parsed as they arrive ([`PeerEntry`]): the name and the peer, not the JSON, on every node.
     peers: Store<PeerEntry>,
+    /// The agent Pods (name, node, host IPs), when this agent runs as one of them.
+    agent_pods: Option<Store<AgentPod>>,
     watches: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -65,7 +67,11 @@ pub enum ClusterError {
 }
 
 /// Starts a reflector for `api` that wakes `wake` on every change.
-fn reflect<K>(api: Api<K>, config: watcher::Config, wake: Arc<Notify>) -> (Store<K>, tokio::task::JoinHandle<()>)
+pub(super) fn reflect<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    wake: Arc<Notify>,
+) -> (Store<K>, tokio::task::JoinHandle<()>)
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone + Default,
@@ -88,6 +94,26 @@ where
 
 type Watches = (Store<Raw<SeedTunnel>>, Store<PeerEntry>, Vec<tokio::task::JoinHandle<()>>);
 
+/// Whether a reflector has its first complete list.
+fn ready<K>(store: &Store<K>) -> bool
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    use futures::FutureExt;
+    store.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok())
+}
+
+/// What the agent Pods are known as.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentPods {
+    /// This agent is no Pod of the DaemonSet: the slot Leases' node IPs are taken as written.
+    Unchecked,
+    /// The first list is not complete yet.
+    Listing,
+    Listed(Vec<AgentPod>),
+}
+
 /// Reflectors for this seed's SeedTunnel (by name) and the ShootPeers, both in kubelink's namespace.
 fn watch_projection(client: &Client, namespace: &str, seed: &str, wake: &Arc<Notify>) -> Watches {
     let by_name = watcher::Config::default().fields(&format!("metadata.name={seed}"));
@@ -97,11 +123,27 @@ fn watch_projection(client: &Client, namespace: &str, seed: &str, wake: &Arc<Not
     (tunnels, peers, vec![tunnel_watch, peer_watch])
 }
 
+/// A reflector for the agent DaemonSet's Pods in kubelink's namespace ([`labels::AGENT_PODS`]).
+fn watch_agent_pods(
+    client: &Client,
+    namespace: &str,
+    wake: &Arc<Notify>,
+) -> (Store<AgentPod>, tokio::task::JoinHandle<()>) {
+    let agents = watcher::Config::default().labels(labels::AGENT_PODS);
+    reflect(Api::namespaced(client.clone(), namespace), agents, wake.clone())
+}
+
 impl Cluster {
-    /// `client` is the seed cluster; `namespace` is kubelink's namespace there.
+    /// `client` is the seed cluster; `namespace` is kubelink's namespace there. With `pod` (this
+    /// agent's Pod) the agent Pods are watched too: an agent that runs as a Pod of the DaemonSet
+    /// checks the other holders' node IPs against theirs ([`Cluster::agent_pods`]).
     pub fn start(client: Client, namespace: &str, seed: &str, pod: Option<String>, wake: Arc<Notify>) -> Self {
-        let (tunnels, peers, watches) = watch_projection(&client, namespace, seed, &wake);
-        Cluster { client, wake, namespace: namespace.into(), seed: seed.into(), pod, tunnels, peers, watches }
+        let (tunnels, peers, mut watches) = watch_projection(&client, namespace, seed, &wake);
+        let agent_pods = pod.is_some().then(|| watch_agent_pods(&client, namespace, &wake)).map(|(store, task)| {
+            watches.push(task);
+            store
+        });
+        Cluster { client, wake, namespace: namespace.into(), seed: seed.into(), tunnels, peers, agent_pods, watches }
     }
 
     /// Starts the watches afresh (a new list, then watch). After a network partition the old watch
@@ -112,14 +154,29 @@ impl Cluster {
         self.watches.iter().for_each(|w| w.abort());
         (self.tunnels, self.peers, self.watches) =
             watch_projection(&self.client, &self.namespace, &self.seed, &self.wake);
+        if self.agent_pods.is_some() {
+            let (store, task) = watch_agent_pods(&self.client, &self.namespace, &self.wake);
+            self.agent_pods = Some(store);
+            self.watches.push(task);
+        }
     }
 
-    /// Whether both reflectors have their first complete list. Before that a missing ShootPeer
-    /// would look like a deleted shoot, and a restarted gateway would drop that shoot's peer.
+    /// Whether every reflector has its first complete list. Before that a missing ShootPeer would
+    /// look like a deleted shoot, and a restarted gateway would drop that shoot's peer; a missing
+    /// agent Pod would leave a gateway without a next hop.
     pub fn synced(&self) -> bool {
-        use futures::FutureExt;
-        let ready = |w: Option<Result<(), _>>| w.is_some_and(|r| r.is_ok());
-        ready(self.tunnels.wait_until_ready().now_or_never()) && ready(self.peers.wait_until_ready().now_or_never())
+        ready(&self.tunnels) && ready(&self.peers) && self.agent_pods.as_ref().is_none_or(ready)
+    }
+
+    /// The agent Pods, as [`super::next_hops::verify_node_ips`] checks the slot Leases against them:
+    /// `Unchecked` when this agent runs without a Pod name (not a Pod of the DaemonSet: there are no
+    /// Pods to check against), `Listing` until the first list is complete.
+    pub fn agent_pods(&self) -> AgentPods {
+        match &self.agent_pods {
+            None => AgentPods::Unchecked,
+            Some(store) if !ready(store) => AgentPods::Listing,
+            Some(store) => AgentPods::Listed(store.state().iter().map(|p| p.as_ref().clone()).collect()),
+        }
     }
 
     fn tunnel(&self) -> Result<SeedTunnel, ClusterError> {
@@ -166,30 +223,6 @@ impl Cluster {
     pub fn endpoint(&self, slot: Slot) -> Option<String> {
         let endpoints = self.tunnel().ok()?.spec.endpoints;
         endpoints.get(slot.index()).filter(|e| !e.is_empty()).cloned()
-    }
-
-    /// Sets (or with `None` removes) the slot label on our own Pod. Taking a slot also strips its label
-    /// from every other Pod: a gateway that died without cleaning up must not stay behind the slot's
-    /// load balancer.
-    pub async fn label_pod(&self, slot: Option<Slot>) -> Result<(), ClusterError> {
-        let Some(pod) = &self.pod else { return Ok(()) };
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
-        if let Some(slot) = slot {
-            let selector = format!("{}={slot}", labels::GATEWAY_SLOT);
-            let holders = api.list(&kube::api::ListParams::default().labels(&selector)).await?;
-            for other in holders.items.iter().filter_map(|p| p.metadata.name.as_ref()).filter(|n| *n != pod) {
-                tracing::info!(pod = %other, slot = slot.number(), "removing a stale gateway label");
-                Self::set_label(&api, other, None).await?;
-            }
-        }
-        Self::set_label(&api, pod, slot).await
-    }
-
-    async fn set_label(api: &Api<Pod>, pod: &str, slot: Option<Slot>) -> Result<(), ClusterError> {
-        let value = slot.map(|s| serde_json::Value::String(s.to_string())).unwrap_or(serde_json::Value::Null);
-        let patch = serde_json::json!({"metadata": {"labels": {labels::GATEWAY_SLOT: value}}});
-        api.patch(pod, &PatchParams::default(), &Patch::Merge(&patch)).await?;
-        Ok(())
     }
 }
 
@@ -285,7 +318,8 @@ pub fn peers_of<'a>(entries: impl IntoIterator<Item = &'a PeerEntry>) -> (BTreeS
             addresses.insert(p.address, name);
             keys.insert(p.public_key, name);
             let (public_key, address, vpn_server) = (p.public_key, p.address, p.vpn_server);
-            out.insert(ShootPeer { public_key, address, shoot: p.shoot.to_string(), vpn_server });
+            let (shoot, control_plane) = (p.shoot.to_string(), name.to_string());
+            out.insert(ShootPeer { public_key, address, shoot, control_plane, vpn_server });
         }
     }
     (out, problems)

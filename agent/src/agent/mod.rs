@@ -8,8 +8,11 @@
 pub mod cluster;
 pub mod datapath;
 pub mod events;
+pub mod local_pods;
+pub mod next_hops;
 pub mod role;
 pub mod run;
+pub mod slot_endpoints;
 pub mod slot_key;
 pub mod view;
 
@@ -31,6 +34,9 @@ pub struct ShootPeer {
     pub address: IpAddr,
     /// `namespace/name` of the Shoot in the garden (a metrics label).
     pub shoot: String,
+    /// The shoot's control-plane namespace on the seed (the ShootPeer's name): its pods may reach this
+    /// shoot ([`crate::pod_scope`]).
+    pub control_plane: String,
     /// The shoot's own VPN server (ShootPeer `spec.vpnServer`), where the gateway forwards the shoot's
     /// VPN connection.
     pub vpn_server: Option<IpAddr>,
@@ -131,6 +137,7 @@ mod tests {
             public_key: PublicKey::from_bytes([n; 32]),
             address: addr.parse().unwrap(),
             shoot: format!("garden-p/s{n}"),
+            control_plane: format!("shoot--p--s{n}"),
             vpn_server: Some(format!("100.64.7.{n}").parse().unwrap()),
         }
     }

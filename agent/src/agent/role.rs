@@ -84,18 +84,19 @@ pub enum Forwarding {
     FailingSince(Instant, Fault),
 }
 
-/// The slot label on the node's own Pod, as this node last wrote it.
+/// The slot whose EndpointSlice names this node as its endpoint, as this node last wrote them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PodLabel {
-    /// Not written since start: an earlier run may have left any value.
+pub enum Published {
+    /// Not written since start: an earlier run may have left this node in any slot's slice.
     Unknown,
-    Absent,
+    /// In no slot's slice.
+    Nowhere,
     Slot(Slot),
 }
 
-impl PodLabel {
+impl Published {
     fn of(slot: Option<Slot>) -> Self {
-        slot.map_or(PodLabel::Absent, PodLabel::Slot)
+        slot.map_or(Published::Nowhere, Published::Slot)
     }
 }
 
@@ -123,7 +124,7 @@ pub struct RoleState {
     /// The node-local state of the current role (gateway device and table, or routes) was put in place
     /// by the last attempt to apply it.
     pub in_place: bool,
-    pub label: PodLabel,
+    pub published: Published,
     pub leftovers: Leftovers,
     /// When this gateway published its slot's key into a slot Secret that did not name it yet (the
     /// Secret was created afresh: a key rotation): no shoot has a session with that key, as with a
@@ -144,7 +145,7 @@ impl RoleState {
             health: GatewayHealth::Serving,
             forwarding: Forwarding::Serving,
             in_place: false,
-            label: PodLabel::Unknown,
+            published: Published::Unknown,
             leftovers: Leftovers::Possible,
             rekeyed: None,
         }
@@ -182,7 +183,8 @@ pub enum Observation {
     DataPathDue,
     /// What a check of the gateway's data path found.
     DataPathChecked(Check),
-    PodLabelled {
+    /// The slot EndpointSlices name this node for `slot` only (`None`: for none).
+    EndpointPublished {
         slot: Option<Slot>,
     },
     /// The gateway device and table were removed; `complete` is false when one of them failed.
@@ -195,47 +197,30 @@ pub enum Observation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Run an election round; without `acquire` it renews what it holds but takes no new slot.
-    Elect {
-        acquire: bool,
-    },
+    Elect { acquire: bool },
     /// The API server answers again: restart the watches instead of waiting for stalled connections.
     RestartWatches,
     /// The node took `slot`: what the router applied must not be re-applied, and flows towards the
     /// CIDR must be NATed afresh once the gateway is in place.
-    BecomeGateway {
-        slot: Slot,
-    },
+    BecomeGateway { slot: Slot },
     /// The node lost or gave up its slot: the same reset, the other way round.
     BecomeRouter,
     /// The holder could not renew within the renew deadline: it keeps forwarding, since tearing the
     /// device down would cut every shoot off while nobody else can take the slot either.
-    HoldWithoutRenewal {
-        slot: Slot,
-    },
+    HoldWithoutRenewal { slot: Slot },
     /// Apply the gateway of `slot` (slot key, published endpoint, device, table, forwarding). While it
     /// warms up, shoots without a live session are routed via `sessionless_via`, a warm gateway.
-    ApplyGateway {
-        slot: Slot,
-        sessionless_via: Option<IpAddr>,
-    },
+    ApplyGateway { slot: Slot, sessionless_via: Option<IpAddr> },
     /// Apply the router's routes to these gateways (slot, node IP).
-    ApplyRouter {
-        gateways: Vec<(usize, IpAddr)>,
-    },
+    ApplyRouter { gateways: Vec<(usize, IpAddr)> },
     /// Remove the gateway device and nftables table (best effort).
     RemoveGatewayState,
-    LabelPod {
-        slot: Option<Slot>,
-    },
+    /// Make the slot EndpointSlices name this node as the endpoint of `slot` and of no other slot.
+    PublishEndpoint { slot: Option<Slot> },
     /// Check that the gateway of `slot` forwards: forwarding on, shoots answering through its device.
-    CheckDataPath {
-        slot: Slot,
-    },
+    CheckDataPath { slot: Slot },
     /// Release the slot's Lease at once, so that a healthy node takes it without waiting for expiry.
-    GiveUp {
-        slot: Slot,
-        failing_for: Duration,
-    },
+    GiveUp { slot: Slot, failing_for: Duration },
 }
 
 /// The next state and what to do, for `observation` made at `now`.
@@ -250,7 +235,7 @@ pub fn step(state: RoleState, observation: Observation, now: Now) -> (RoleState,
         Observation::RoutesFailed => routes_applied(state, false),
         Observation::DataPathDue => data_path_due(state),
         Observation::DataPathChecked(check) => data_path_checked(state, check, now),
-        Observation::PodLabelled { slot } => (RoleState { label: PodLabel::of(slot), ..state }, vec![]),
+        Observation::EndpointPublished { slot } => (RoleState { published: Published::of(slot), ..state }, vec![]),
         Observation::GatewayRemoved { complete } => {
             let leftovers = if complete { Leftovers::Removed } else { state.leftovers };
             (RoleState { leftovers, ..state }, vec![])
@@ -354,7 +339,7 @@ fn gateway_applied(mut state: RoleState, setup: Setup, now: Now) -> (RoleState, 
         (Setup::NodeLocalFailure, GatewayHealth::Serving) => now.instant,
         (Setup::Done, _) => {
             let state = RoleState { health: GatewayHealth::Serving, in_place: true, ..state };
-            return label_for(state, Some(slot));
+            return publish_for(state, Some(slot));
         }
         // The device may still be up from before: whether it is in place is unchanged.
         (Setup::SharedFailure, _) => return (RoleState { health: GatewayHealth::Serving, ..state }, vec![]),
@@ -369,7 +354,7 @@ fn routes_applied(state: RoleState, ok: bool) -> (RoleState, Vec<Action>) {
         return (state, vec![]);
     }
     let state = RoleState { in_place: ok, ..state };
-    if ok { label_for(state, None) } else { (state, vec![]) }
+    if ok { publish_for(state, None) } else { (state, vec![]) }
 }
 
 /// A gateway whose device is in place checks that it forwards; nothing else has a data path to check.
@@ -445,12 +430,13 @@ pub fn readiness(state: &RoleState, now: Instant) -> Result<(), NotReady> {
     }
 }
 
-/// Labels the Pod with `slot` unless it already is.
-fn label_for(state: RoleState, slot: Option<Slot>) -> (RoleState, Vec<Action>) {
-    if state.role.slot() != slot || state.label == PodLabel::of(slot) {
+/// Publishes this node as the endpoint of `slot` (of none: `None`) unless it already is: a gateway
+/// once its device is in place, a router once its routes are.
+fn publish_for(state: RoleState, slot: Option<Slot>) -> (RoleState, Vec<Action>) {
+    if state.role.slot() != slot || state.published == Published::of(slot) {
         return (state, vec![]);
     }
-    (state, vec![Action::LabelPod { slot }])
+    (state, vec![Action::PublishEndpoint { slot }])
 }
 
 #[cfg(test)]

@@ -17,14 +17,17 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::sync::{Notify, mpsc};
 
-use super::cluster::{Cluster, ClusterError};
+use super::cluster::{AgentPods, Cluster, ClusterError};
 use super::datapath::{self, Check, Fault, Heard};
 use super::events::SlotEvent;
+use super::next_hops::{self, NodeIpProblem};
 use super::role::{self, Action, Delays, NotReady, Now, Observation, RoleState, Setup};
+use super::slot_endpoints::{EndpointError, SlotEndpoints};
 use super::slot_key::{self, HeldSlot};
 use super::view::{self, NodeView};
 use super::{Settings, gateway_desired};
 use crate::driver::{self, Backoff, Due, Role, Schedule};
+use crate::election::Round;
 use crate::election::kube::LeaseElection;
 use crate::firewall::ForwardCounters;
 use crate::metrics::{Labels, PeerSample, PeerTraffic};
@@ -49,6 +52,11 @@ struct DataPath {
     shoots: BTreeMap<PublicKey, String>,
     /// The gateway device as the last data-path check read it.
     observed: Option<crate::wg::ObservedDevice>,
+    /// The last round came before the agent Pods were listed, so its next hops could not be checked
+    /// (all were dropped): no pass until a round has checked them against the list.
+    next_hops_unchecked: bool,
+    /// Why the last round dropped next hops ([`next_hops::verify_node_ips`]); logged when it changes.
+    node_ip_problems: Vec<NodeIpProblem>,
 }
 
 /// How long one probe through the gateway device waits for its answer.
@@ -191,7 +199,11 @@ pub enum PassError {
     Cluster(#[from] ClusterError),
     #[error(transparent)]
     Reconcile(#[from] ReconcileError),
-    #[error("waiting for the first complete list of the SeedTunnel and the ShootPeers; nothing changed on this node")]
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    #[error(
+        "waiting for the first complete list of the SeedTunnel, the ShootPeers and the agent Pods; nothing changed on this node"
+    )]
     NotSynced,
     #[error("the WireGuard CIDR {0} has no room for gateway slot {1}")]
     NoSlotAddress(IpNet, Slot),
@@ -217,9 +229,14 @@ pub struct Agent {
     pub cluster: Cluster,
     pub rec: Reconciler,
     pub settings: Settings,
+    /// The slot EndpointSlices this node writes as a slot holder; `None`: it writes none (it is no
+    /// Pod of the DaemonSet, and the admission policy lets only a Pod's token write them).
+    pub endpoints: Option<SlotEndpoints>,
     pub status: Status,
     /// Kubernetes Events on the slot Leases; `None`: none are recorded.
     pub events: Option<super::events::Events>,
+    /// Which of this node's pods may reach which shoot; `None`: not enforced here.
+    pub scope: Option<super::local_pods::Scope>,
     roles: RoleState,
     data: DataPath,
 }
@@ -242,8 +259,10 @@ impl Agent {
             cluster,
             rec,
             settings,
+            endpoints: None,
             status: Status::default(),
             events: None,
+            scope: None,
             roles,
             data: DataPath::default(),
         }
@@ -346,12 +365,16 @@ impl Agent {
 
     /// One data-plane pass: the role's desired state, from what the watches and the last round show.
     pub async fn data_pass(&mut self) -> Result<(), PassError> {
-        if !self.cluster.synced() {
+        if !self.cluster.synced() || self.data.next_hops_unchecked {
             return Err(PassError::NotSynced);
         }
         // Without the SeedTunnel there is no CIDR: nothing on this node changes.
-        self.cluster.cidr()?;
-        self.drive(Observation::PassDue).await
+        let cidr = self.cluster.cidr()?;
+        let result = self.drive(Observation::PassDue).await;
+        if let Some(scope) = &self.scope {
+            scope.apply(&self.rec.link, cidr, &self.settings.device, &self.cluster.shoots()).await;
+        }
+        result
     }
 
     /// Steps the role state with `observation` and performs the actions in order; what an action
@@ -406,6 +429,9 @@ impl Agent {
             Action::RestartWatches => {
                 tracing::info!("the API server answers again; restarting the watches");
                 self.cluster.rewatch();
+                if let Some(scope) = &mut self.scope {
+                    scope.pods.rewatch();
+                }
                 (None, Ok(()))
             }
             Action::BecomeGateway { .. } | Action::BecomeRouter => {
@@ -437,8 +463,8 @@ impl Agent {
                 (Some(Observation::DataPathChecked(self.check_data_path(slot).await)), Ok(()))
             }
             Action::RemoveGatewayState => (Some(self.remove_gateway_state().await), Ok(())),
-            Action::LabelPod { slot } => match self.cluster.label_pod(slot).await {
-                Ok(()) => (Some(Observation::PodLabelled { slot }), Ok(())),
+            Action::PublishEndpoint { slot } => match self.publish_endpoint(slot).await {
+                Ok(()) => (Some(Observation::EndpointPublished { slot }), Ok(())),
                 Err(e) => (None, Err(e.into())),
             },
             Action::GiveUp { slot, failing_for } => {
@@ -453,7 +479,7 @@ impl Agent {
     async fn round(&mut self, acquire: bool) -> Observation {
         let bound = self.election.timing.renew_deadline;
         match tokio::time::timeout(bound, self.election.round_with(acquire)).await {
-            Ok(Ok(round)) => Observation::Elected(round),
+            Ok(Ok(round)) => Observation::Elected(self.checked(round)),
             Ok(Err(e)) => {
                 tracing::warn!("election: {e}");
                 Observation::ApiUnreachable
@@ -464,6 +490,35 @@ impl Agent {
                 Observation::ApiUnreachable
             }
         }
+    }
+
+    /// The round with each slot's next hop checked against the holder's agent Pod: a node IP that is
+    /// not the Pod's host IP is dropped before the role logic sees it, so no route goes via it.
+    /// Before the Pods are listed every next hop is dropped and no pass runs
+    /// ([`DataPath::next_hops_unchecked`]); without Pods to check against they are taken as written.
+    fn checked(&mut self, mut round: Round) -> Round {
+        let (pods, listed) = match self.cluster.agent_pods() {
+            AgentPods::Unchecked => return round,
+            AgentPods::Listing => (vec![], false),
+            AgentPods::Listed(pods) => (pods, true),
+        };
+        let problems;
+        (round.slots, problems) = next_hops::verify_node_ips(round.slots, &pods);
+        self.data.next_hops_unchecked = !listed;
+        if listed && problems != self.data.node_ip_problems {
+            problems.iter().for_each(|p| tracing::warn!("{p}"));
+            if problems.is_empty() {
+                tracing::info!("every slot Lease's node IP is its holder's host IP again");
+            }
+            self.data.node_ip_problems = problems;
+        }
+        round
+    }
+
+    /// Makes the slot EndpointSlices name this node for `slot` and for no other slot.
+    async fn publish_endpoint(&self, slot: Option<Slot>) -> Result<(), EndpointError> {
+        let Some(endpoints) = &self.endpoints else { return Ok(()) };
+        endpoints.publish(slot, self.election.slots).await
     }
 
     /// Releases the slot's Lease, bounded by the renew deadline; if that fails the Lease expires.

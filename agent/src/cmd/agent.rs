@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 use crate::agent::Settings;
 use crate::agent::cluster::Cluster;
 use crate::agent::run::Agent;
+use crate::agent::slot_endpoints::{Node, SlotEndpoints};
 use crate::election::Timing;
 use crate::election::kube::LeaseElection;
 use crate::health::Health;
@@ -27,7 +28,9 @@ pub struct AgentArgs {
     /// This node's IP (downward API `status.hostIP`): where other nodes route shoot traffic.
     #[arg(long, env = "KUBELINK_NODE_IP")]
     pub node_ip: IpAddr,
-    /// The agent's Pod (downward API `metadata.name`), labelled with the slot it holds.
+    /// The agent's Pod (downward API `metadata.name`). With it the agent is a Pod of the DaemonSet: as
+    /// a slot holder it writes the slot's EndpointSlice, and it checks each slot Lease's node IP
+    /// against the holder's agent Pod. Without it, neither (there are no Pods to check against).
     #[arg(long, env = "KUBELINK_POD_NAME")]
     pub pod_name: Option<String>,
     /// How long a new slot holder gets no router traffic while the shoots re-handshake with it (used
@@ -66,11 +69,25 @@ pub struct AgentArgs {
     #[arg(long, env = "KUBELINK_RESYNC_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
     pub resync_interval: Duration,
     /// Address of /healthz, /readyz, /metrics and /status: `ip:port` or `[ip]:port`. The chart passes
-    /// the node's own address (the Pod's host IP), not 0.0.0.0.
-    #[arg(long, env = "KUBELINK_HEALTH_LISTEN", default_value = "0.0.0.0:8093", value_parser = crate::health::parse_listen)]
+    /// the node's own address (the Pod's host IP). The default is loopback, never every address: on the
+    /// host network that would include the tunnel and slot addresses.
+    #[arg(long, env = "KUBELINK_HEALTH_LISTEN", default_value = "127.0.0.1:8093", value_parser = crate::health::parse_listen)]
     pub health_listen: SocketAddr,
     #[command(flatten)]
     pub common: crate::cmd::run::Common,
+}
+
+/// The slot EndpointSlices this agent writes as a holder: only as a Pod of the DaemonSet.
+fn slot_endpoints(args: &AgentArgs, client: kube::Client, namespace: &str) -> Option<SlotEndpoints> {
+    if args.pod_name.is_none() {
+        tracing::warn!(
+            "no --pod-name: this agent is no Pod of the DaemonSet, so it writes no slot EndpointSlice and takes \
+             the slot Leases' node IPs as written (no agent Pods to check them against)"
+        );
+        return None;
+    }
+    let node = Node { name: args.node_name.clone(), ip: args.node_ip, port: args.listen_port };
+    Some(SlotEndpoints::new(client, namespace, node))
 }
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
@@ -85,6 +102,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let identity = crate::node_lock::identity(&args.node_name, args.pod_name.as_deref());
     let _lock = crate::node_lock::acquire(crate::node_lock::AGENT_LOCK, identity).await?;
     let client = args.api.client().await?;
+    let endpoints = slot_endpoints(&args, client.clone(), &args.seed.namespace.namespace);
     let timing =
         Timing { lease_duration: args.lease_duration, renew_deadline: args.renew_deadline, retry: args.retry_period };
     // No slot is contended for until the SeedTunnel says how many there are.
@@ -92,6 +110,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let election = LeaseElection::new(client.clone(), namespace, &args.node_name, &args.node_ip.to_string(), 0, timing);
     let wake = Arc::new(Notify::new());
     let events = crate::agent::events::Events::new(client.clone(), namespace, &args.node_name);
+    let scope = crate::agent::local_pods::Scope::start(client.clone(), &args.node_name, args.node_ip, wake.clone());
     let cluster = Cluster::start(client, namespace, &args.seed.seed, args.pod_name.clone(), wake.clone());
     let rec = crate::cmd::run::reconciler(&args.common).await?;
     crate::monitor::spawn(wake.clone()).context("starting the netlink monitor")?;
@@ -105,7 +124,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         resync: args.resync_interval.max(Duration::from_millis(50)),
     };
     let mut agent = Agent::new(election, cluster, rec, settings);
+    agent.endpoints = endpoints;
     agent.events = Some(events);
+    agent.scope = Some(scope);
     let mut registry = prometheus_client::registry::Registry::default();
     agent.status.register(&mut registry);
     agent.rec.firewall.drop_metrics().register(&mut registry);

@@ -105,7 +105,10 @@ fn opened_by_shoots(spec: &FirewallSpec) -> Vec<Rule> {
     vpn_servers(spec)
         .map(|(fam, shoot, server)| {
             let translated = ct_dnat();
-            rule(None, [iif(dev), saddr_is(fam, shoot), daddr_is(fam, server), tcp_dport(VPN_PORT), translated, accept()])
+            rule(
+                None,
+                [iif(dev), saddr_is(fam, shoot), daddr_is(fam, server), tcp_dport(VPN_PORT), translated, accept()],
+            )
         })
         .collect()
 }

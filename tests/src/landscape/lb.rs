@@ -1,8 +1,9 @@
 //! A stand-in for a cloud load balancer per gateway slot: a namespace that DNATs (and masquerades) UDP
-//! to the node whose Pod carries the slot label while that Pod is Ready, as a cloud LB follows its
-//! Service's ready endpoints, and flushes stale flows when the target moves. Readiness is the agent's
-//! `/readyz`, probed over the LAN from the load balancer's namespace like a kubelet probe: ready after
-//! one answer 200, unready after [`FAILURE_THRESHOLD`] failures in a row.
+//! to the ready endpoint of the slot Service's EndpointSlice (which the slot holder writes), as
+//! kube-proxy and a cloud LB follow a Service's ready endpoints, while that node is ready itself, and
+//! flushes stale flows when the target moves. Readiness is the agent's `/readyz`, probed over the LAN
+//! from the load balancer's namespace like a load balancer's health check: ready after one answer
+//! 200, unready after [`FAILURE_THRESHOLD`] failures in a row.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -10,12 +11,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 
 use crate::netns::{Netns, run};
-use kubelink_ipam::contract::labels::GATEWAY_SLOT as SLOT_LABEL;
+use kubelink_ipam::contract::labels::SERVICE_NAME;
 
 /// The agents' health port (chart value `agent.healthPort`).
 pub const HEALTH_PORT: u16 = 8093;
@@ -44,7 +46,7 @@ pub struct Probed {
 }
 
 impl Probed {
-    /// After a probe of `target` (the labelled node): a new target starts unready.
+    /// After a probe of `target` (the slot's endpoint): a new target starts unready.
     pub fn observe(self, target: Option<&str>, ok: bool) -> Self {
         let same = self.target.as_deref() == target;
         let failures = if ok {
@@ -58,7 +60,7 @@ impl Probed {
         Probed { target: target.map(Into::into), ready, failures }
     }
 
-    /// Where the load balancer sends: the labelled node while it is ready.
+    /// Where the load balancer sends: the slot's endpoint while it is ready.
     pub fn backend(&self) -> Option<&str> {
         self.target.as_deref().filter(|_| self.ready)
     }
@@ -104,49 +106,47 @@ pub async fn assign_address(client: &kube::Client, namespace: &str, slot: usize,
         .map_err(|e| format!("Service {name}: writing its load-balancer address: {e}"))
 }
 
-/// The node IP behind each slot: the Pod with the slot label, mapped to its node by `node_ip_of_pod`.
-pub fn targets(pods: &[Pod], slots: usize, node_ip_of_pod: &dyn Fn(&str) -> Option<String>) -> Vec<Option<String>> {
-    (0..slots)
-        .map(|slot| {
-            pods.iter().find_map(|p| {
-                let label = p.metadata.labels.as_ref()?.get(SLOT_LABEL)?;
-                (label == &slot.to_string()).then(|| node_ip_of_pod(p.metadata.name.as_deref()?)).flatten()
-            })
-        })
-        .collect()
+/// The address behind each slot: the first ready endpoint of the EndpointSlices of Service
+/// `kubelink-gateway-<slot>` (by their service-name label, as kube-proxy finds them; an endpoint
+/// without a ready condition counts as ready, as the API says).
+pub fn targets(slices: &[EndpointSlice], slots: usize) -> Vec<Option<String>> {
+    let target = |slot: usize| {
+        let service = format!("kubelink-gateway-{slot}");
+        let of_service =
+            |s: &&EndpointSlice| s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME)) == Some(&service);
+        let ready = |e: &&Endpoint| e.conditions.as_ref().and_then(|c| c.ready) != Some(false);
+        let endpoint = slices.iter().filter(of_service).flat_map(|s| &s.endpoints).find(ready)?;
+        endpoint.addresses.first().cloned()
+    };
+    (0..slots).map(target).collect()
 }
-
-/// Maps a Pod name to its node's IP.
-pub type NodeIpOf = Box<dyn Fn(&str) -> Option<String> + Send>;
 
 /// Where each slot's load balancer sends now (a node IP, `None`: it drops), shared with the tests.
 pub type Backends = Arc<Mutex<Vec<Option<String>>>>;
 
-/// Follows the slot labels and the labelled Pods' readiness every 100 ms until `stop` is set.
+/// Follows the slot EndpointSlices and their endpoints' readiness every 100 ms until `stop` is set.
 /// `lbs[slot]` is the slot's namespace; `backends` gets what each load balancer sends to.
-#[allow(clippy::too_many_arguments)]
 pub fn follow(
     client: kube::Client,
     runtime: tokio::runtime::Handle,
     namespace: String,
     lbs: Vec<Arc<Netns>>,
     port: u16,
-    node_ip_of_pod: NodeIpOf,
     backends: Backends,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let pods: Api<Pod> = Api::namespaced(client, &namespace);
+        let slices: Api<EndpointSlice> = Api::namespaced(client, &namespace);
         let mut probed: Vec<Probed> = vec![Probed::default(); lbs.len()];
         let mut current: Vec<Option<String>> = vec![None; lbs.len()];
         let mut first = true;
         while !stop.load(Ordering::Relaxed) {
-            let list = runtime.block_on(pods.list(&Default::default())).map(|l| l.items).unwrap_or_default();
-            for (slot, labelled) in targets(&list, lbs.len(), &*node_ip_of_pod).into_iter().enumerate() {
-                let ok = labelled
+            let list = runtime.block_on(slices.list(&Default::default())).map(|l| l.items).unwrap_or_default();
+            for (slot, endpoint) in targets(&list, lbs.len()).into_iter().enumerate() {
+                let ok = endpoint
                     .clone()
                     .is_some_and(|ip| lbs[slot].run_in(move || readyz(&ip)).ok().flatten() == Some(200));
-                probed[slot] = std::mem::take(&mut probed[slot]).observe(labelled.as_deref(), ok);
+                probed[slot] = std::mem::take(&mut probed[slot]).observe(endpoint.as_deref(), ok);
                 let target = probed[slot].backend().map(str::to_string);
                 if first || target != current[slot] {
                     if let Err(e) = program(&lbs[slot], port, target.as_deref()) {
@@ -166,23 +166,34 @@ pub fn follow(
 mod tests {
     use super::*;
 
-    fn pod(name: &str, slot: Option<&str>) -> Pod {
-        let labels = slot.map(|s| serde_json::json!({SLOT_LABEL: s})).unwrap_or(serde_json::json!({}));
-        serde_json::from_value(serde_json::json!({"metadata": {"name": name, "labels": labels}})).unwrap()
+    /// An EndpointSlice of Service `service` with endpoints (address, ready condition).
+    fn slice(service: &str, endpoints: &[(&str, Option<bool>)]) -> EndpointSlice {
+        let endpoints: Vec<serde_json::Value> = endpoints
+            .iter()
+            .map(|(ip, ready)| serde_json::json!({"addresses": [ip], "conditions": {"ready": ready}}))
+            .collect();
+        serde_json::from_value(serde_json::json!({"metadata": {"name": service, "labels": {SERVICE_NAME: service}},
+            "addressType": "IPv4", "endpoints": endpoints}))
+        .unwrap()
     }
 
     #[test]
-    fn targets_follow_the_slot_label() {
-        let pods = [pod("kubelink-n0", Some("1")), pod("kubelink-n1", None), pod("kubelink-n2", Some("0"))];
-        let ip = |p: &str| p.strip_prefix("kubelink-n").map(|n| format!("10.0.0.{n}"));
-        assert_eq!(targets(&pods, 2, &ip), vec![Some("10.0.0.2".into()), Some("10.0.0.0".into())]);
-        assert_eq!(targets(&pods[1..2], 2, &ip), vec![None, None]);
+    fn targets_follow_the_slot_services_ready_endpoints() {
+        let slices = [
+            slice("kubelink-gateway-1", &[("10.0.0.1", Some(true))]),
+            slice("kubelink-gateway-0", &[("10.0.0.3", Some(false)), ("10.0.0.2", None)]),
+            slice("other", &[("10.0.0.9", Some(true))]),
+        ];
+        assert_eq!(targets(&slices, 2), vec![Some("10.0.0.2".into()), Some("10.0.0.1".into())]);
+        let given_up = [slice("kubelink-gateway-0", &[]), slice("kubelink-gateway-1", &[("10.0.0.1", Some(false))])];
+        assert_eq!(targets(&given_up, 2), vec![None, None], "no endpoint, or none ready: drop");
+        assert_eq!(targets(&slices[2..], 2), vec![None, None], "another Service's slice is not the slot's");
     }
 
     #[test]
     fn a_target_is_used_while_ready_as_a_service_uses_ready_endpoints() {
         let a = Some("10.0.0.1");
-        // rows: why, probes in order (labelled node, /readyz answered 200), backend after the last
+        // rows: why, probes in order (the slot's endpoint, /readyz answered 200), backend after the last
         type Probes<'a> = &'a [(Option<&'a str>, bool)];
         let rows: &[(&str, Probes, Option<&str>)] = &[
             ("ready after one answer", &[(a, true)], a),
@@ -190,8 +201,8 @@ mod tests {
             ("one failed probe is tolerated", &[(a, true), (a, false)], a),
             ("failure threshold reached: taken out", &[(a, true), (a, false), (a, false)], None),
             ("back after one answer", &[(a, true), (a, false), (a, false), (a, true)], a),
-            ("a new labelled node starts unready", &[(a, true), (Some("10.0.0.2"), false)], None),
-            ("no labelled node: drop", &[(a, true), (None, false)], None),
+            ("a new endpoint starts unready", &[(a, true), (Some("10.0.0.2"), false)], None),
+            ("no endpoint: drop", &[(a, true), (None, false)], None),
         ];
         for (why, probes, want) in rows {
             let p = probes.iter().fold(Probed::default(), |p, (t, ok)| p.observe(*t, *ok));

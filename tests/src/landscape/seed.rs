@@ -34,6 +34,7 @@ use crate::netns::{Netns, Proc, Segment, unique};
 mod memory;
 pub mod migration;
 pub mod ops;
+mod pods;
 
 /// The release namespace: the agents' Leases, slot Secrets and Pods, the controller's seed objects.
 pub const AGENT_NS: &str = "kubelink";
@@ -113,7 +114,8 @@ pub struct SeedLandscape {
     pub agents: Vec<Option<Proc>>,
     controller: Option<Proc>,
     lbs: Vec<Arc<Netns>>,
-    /// Where each slot's load balancer sends (a node IP while its labelled Pod is Ready).
+    /// Where each slot's load balancer sends (the holder's node IP from the slot's EndpointSlice,
+    /// while that node is ready).
     backends: lb::Backends,
     pub shoots: Vec<ShootHost>,
     /// Shoots reach the segment through wires ([`Segment::attach_wired`]).
@@ -291,13 +293,12 @@ impl SeedLandscape {
         Ok(())
     }
 
-    /// Points each slot's load balancer at its labelled, ready node until `stop` is set.
+    /// Points each slot's load balancer at the ready endpoint of its EndpointSlice (the holder's
+    /// node) until `stop` is set.
     fn follow_load_balancers(&self) {
-        let ip_of: lb::NodeIpOf =
-            Box::new(|pod: &str| Some(node_ip(pod.strip_prefix("kubelink-agent-n")?.parse().ok()?)));
         let runtime = tokio::runtime::Handle::current();
         let (lbs, backends) = (self.lbs.clone(), self.backends.clone());
-        lb::follow(self.client(), runtime, AGENT_NS.into(), lbs, PORT, ip_of, backends, self.stop.clone());
+        lb::follow(self.client(), runtime, AGENT_NS.into(), lbs, PORT, backends, self.stop.clone());
     }
 
     /// The extension controller as the rendered Deployment runs it, in the API server's namespace.

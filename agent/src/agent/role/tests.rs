@@ -68,27 +68,27 @@ fn live(slot: usize, node_ip: Option<&str>, acquired: u64) -> LiveGateway {
     LiveGateway { slot, node: format!("node-{slot}"), node_ip: node_ip.map(Into::into), acquired: Some(wall(acquired)) }
 }
 
-/// A node just started: a router that may have leftovers and an old label.
+/// A node just started: a router that may have leftovers and be left in a slot's EndpointSlice.
 fn started() -> RoleState {
     RoleState::new(delays())
 }
 
-/// A router in steady state: last answer at 100, nothing left over, no label, routes in place.
+/// A router in steady state: last answer at 100, nothing left over, in no EndpointSlice, routes in place.
 fn router() -> RoleState {
     RoleState {
         last_answer: Some(instant(100)),
-        label: PodLabel::Absent,
+        published: Published::Nowhere,
         leftovers: Leftovers::Removed,
         in_place: true,
         ..started()
     }
 }
 
-/// The labelled gateway of `slot` since `acquired`, last answer at 100.
+/// The gateway of `slot` since `acquired`, published in its EndpointSlice, last answer at 100.
 fn gateway(slot: Slot, acquired: u64) -> RoleState {
     RoleState {
         role: Role::Gateway { slot, acquired: Some(wall(acquired)) },
-        label: PodLabel::Slot(slot),
+        published: Published::Slot(slot),
         leftovers: Leftovers::Possible,
         in_place: true,
         ..router()
@@ -259,35 +259,35 @@ table! {
         => [Action::ApplyGateway { slot: S0, sessionless_via: None }],
         then |s| s.leftovers == Leftovers::Possible;
 
-    // Pod label.
-    new_gateway_labels_its_pod_once_its_device_is_up:
-        RoleState { label: PodLabel::Absent, ..gateway(S0, 0) }, Observation::GatewayApplied(Setup::Done), at 101
-        => [Action::LabelPod { slot: Some(S0) }],
-        then |s| s.label == PodLabel::Absent;
-    labelled_gateway_does_not_label_again:
+    // The slot's EndpointSlice.
+    new_gateway_publishes_itself_once_its_device_is_up:
+        RoleState { published: Published::Nowhere, ..gateway(S0, 0) }, Observation::GatewayApplied(Setup::Done), at 101
+        => [Action::PublishEndpoint { slot: Some(S0) }],
+        then |s| s.published == Published::Nowhere;
+    published_gateway_does_not_publish_again:
         gateway(S0, 0), Observation::GatewayApplied(Setup::Done), at 101
         => [],
-        then |s| s.label == PodLabel::Slot(S0);
-    new_router_removes_its_slot_label_once_its_routes_are_in_place:
-        RoleState { label: PodLabel::Slot(S0), ..router() }, Observation::RoutesApplied, at 101
-        => [Action::LabelPod { slot: None }],
+        then |s| s.published == Published::Slot(S0);
+    new_router_leaves_its_slots_slice_once_its_routes_are_in_place:
+        RoleState { published: Published::Slot(S0), ..router() }, Observation::RoutesApplied, at 101
+        => [Action::PublishEndpoint { slot: None }],
         then |s| s.role == Role::Router;
-    started_router_clears_whatever_label_an_earlier_run_left:
+    started_router_leaves_whatever_slice_an_earlier_run_left_it_in:
         started(), Observation::RoutesApplied, at 0
-        => [Action::LabelPod { slot: None }],
-        then |s| s.label == PodLabel::Unknown;
-    settled_router_does_not_label_again:
+        => [Action::PublishEndpoint { slot: None }],
+        then |s| s.published == Published::Unknown;
+    settled_router_does_not_publish_again:
         router(), Observation::RoutesApplied, at 101
         => [],
-        then |s| s.label == PodLabel::Absent;
-    written_label_is_remembered:
-        RoleState { label: PodLabel::Absent, ..gateway(S0, 0) }, Observation::PodLabelled { slot: Some(S0) }, at 101
+        then |s| s.published == Published::Nowhere;
+    what_was_published_is_remembered:
+        RoleState { published: Published::Nowhere, ..gateway(S0, 0) }, Observation::EndpointPublished { slot: Some(S0) }, at 101
         => [],
-        then |s| s.label == PodLabel::Slot(S0);
-    router_report_does_not_unlabel_a_node_that_became_gateway:
-        RoleState { label: PodLabel::Unknown, ..gateway(S0, 0) }, Observation::RoutesApplied, at 101
+        then |s| s.published == Published::Slot(S0);
+    router_report_does_not_unpublish_a_node_that_became_gateway:
+        RoleState { published: Published::Unknown, ..gateway(S0, 0) }, Observation::RoutesApplied, at 101
         => [],
-        then |s| s.label == PodLabel::Unknown;
+        then |s| s.published == Published::Unknown;
 
     // Give up, standby.
     first_node_local_failure_starts_the_give_up_clock:
