@@ -82,6 +82,10 @@ mod tests {
             "standalone `run` keeps the device for the next start to adopt; the sidecar's namespace goes away with its Pod",
         ),
         ("mtu", "the sidecar's flags override its mounted files, which carry the defaults"),
+        (
+            "health-listen",
+            "the agent runs on the host network, where every address includes the tunnel and slot addresses:              loopback; the sidecar and the controller listen in their Pods' own namespaces, where the kubelet's              probes reach the Pod address",
+        ),
     ];
 
     /// Every subcommand a deployment runs, with its flags (`keys` is an operator tool without
