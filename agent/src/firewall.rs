@@ -313,18 +313,10 @@ pub struct Nft;
 #[async_trait]
 impl Firewall for Nft {
     async fn read(&self) -> Result<Option<Ruleset>, FirewallError> {
-        let out = tokio::process::Command::new(crate::tools::NFT)
-            .args(["-j", "list", "table", "inet", TABLE])
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .map_err(FirewallError::Spawn)?;
-        if !out.status.success() {
-            // No such table (or no nftables in the kernel): there is nothing of ours.
-            return Ok(None);
+        match list_table(TABLE).await? {
+            Some(listing) => Ruleset::from_listing(&listing).map(Some),
+            None => Ok(None),
         }
-        let listing: Value = serde_json::from_slice(&out.stdout).map_err(|e| FirewallError::Listing(e.to_string()))?;
-        Ruleset::from_listing(&listing).map(Some)
     }
 
     async fn write(&self, spec: &FirewallSpec) -> Result<(), FirewallError> {
@@ -334,6 +326,21 @@ impl Firewall for Nft {
     async fn remove(&self) -> Result<(), FirewallError> {
         nft_script(&remove_script()).await
     }
+}
+
+/// `nft -j list table inet <table>` as JSON; `None` when there is no such table (or no nftables in
+/// the kernel): there is nothing of ours.
+pub(crate) async fn list_table(table: &str) -> Result<Option<Value>, FirewallError> {
+    let out = tokio::process::Command::new(crate::tools::NFT)
+        .args(["-j", "list", "table", "inet", table])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(FirewallError::Spawn)?;
+    if !out.status.success() {
+        return Ok(None);
+    }
+    serde_json::from_slice(&out.stdout).map(Some).map_err(|e| FirewallError::Listing(e.to_string()))
 }
 
 fn remove_script() -> String {

@@ -24,7 +24,7 @@ use ipnet::IpNet;
 use serde_json::Value;
 
 use crate::agent::ShootPeer;
-use crate::firewall::{FirewallError, canonical, nft_script};
+use crate::firewall::{FirewallError, canonical, list_table, nft_script};
 
 pub const TABLE: &str = "kubelink_pods";
 /// The comment of both drop rules: the counters [`ScopeTable::drops`] sums.
@@ -131,17 +131,7 @@ impl Listing {
 }
 
 async fn read() -> Result<Option<Listing>, FirewallError> {
-    let out = tokio::process::Command::new(crate::tools::NFT)
-        .args(["-j", "list", "table", "inet", TABLE])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(FirewallError::Spawn)?;
-    if !out.status.success() {
-        return Ok(None);
-    }
-    let listing: Value = serde_json::from_slice(&out.stdout).map_err(|e| FirewallError::Listing(e.to_string()))?;
-    Listing::of(&listing).map(Some)
+    list_table(TABLE).await?.map(|l| Listing::of(&l)).transpose()
 }
 
 /// Keeps the kernel's table equal to a spec. The kernel's form of a table is whatever it lists right
